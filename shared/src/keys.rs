@@ -1,0 +1,87 @@
+//! The one place that builds Redis key names.
+//!
+//! Every key starts with the configured `REDIS_KEY_PREFIX`, so several
+//! deployments or test runs share one Redis without touching each other's
+//! data. Where a group of keys must be reachable by one script, the group's
+//! Redis Cluster hash tag (`{…}`) comes right after the prefix:
+//!
+//! | key | shape | holds |
+//! |---|---|---|
+//! | minute buckets of one hour | `{p}:{<type>}:m:<hour start, unix s>` | hash: minute start → bucket |
+//! | hour buckets of one day | `{p}:{<type>}:h:<day start, unix s>` | hash: hour start → bucket |
+//! | day buckets of one 32-day era | `{p}:{<type>}:d:<era start, unix s>` | hash: day start → bucket |
+//! | rate limit of one client | `{p}:rl:{<client>}:<algorithm>` | zset, hash or string |
+//! | cached summary | `{p}:cache:{<query digest>}` | string (JSON) |
+//! | single-flight lock | `{p}:cache:{<query digest>}:lock` | string (owner token) |
+//! | circuit breaker | `{p}:cb:{<dependency>}` | hash |
+//! | idempotency record | `{p}:idem:{<client>}:<key digest>` | string |
+//!
+//! User-controlled parts (the metric type) are validated against
+//! `[A-Za-z0-9_.-]{1,64}` before they reach this module, and no key pattern
+//! (`SCAN MATCH`, `KEYS`) is ever built from them.
+
+/// Builds the key names of one deployment (one prefix).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// `prefix` is `REDIS_KEY_PREFIX`, already validated by [`crate::config`].
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix every key starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The common start of all bucket keys of one metric type, with its hash
+    /// tag: `{p}:{cpu_usage}`.
+    pub fn metric_base(&self, metric_type: &str) -> String {
+        format!("{}:{{{}}}", self.prefix, metric_type)
+    }
+
+    /// The rate-limit state of one client for one algorithm. `client` is an IP
+    /// address or the hex digest of an API key.
+    pub fn rate_limit(&self, client: &str, algorithm: &str) -> String {
+        format!("{}:rl:{{{}}}:{}", self.prefix, client, algorithm)
+    }
+
+    /// The cached summary for one parsed query; `query_digest` is a hex digest.
+    pub fn cache(&self, query_digest: &str) -> String {
+        format!("{}:cache:{{{}}}", self.prefix, query_digest)
+    }
+
+    /// The single-flight lock of one cached summary (same hash slot as the entry).
+    pub fn cache_lock(&self, query_digest: &str) -> String {
+        format!("{}:cache:{{{}}}:lock", self.prefix, query_digest)
+    }
+
+    /// The circuit breaker state of one dependency, e.g. `external_service`.
+    pub fn breaker(&self, dependency: &str) -> String {
+        format!("{}:cb:{{{}}}", self.prefix, dependency)
+    }
+
+    /// The idempotency record of one client's `Idempotency-Key` (both hashed).
+    pub fn idempotency(&self, client: &str, key_digest: &str) -> String {
+        format!("{}:idem:{{{}}}:{}", self.prefix, client, key_digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_tags_follow_the_prefix() {
+        let k = Keys::new("analytics");
+        assert_eq!(k.metric_base("cpu_usage"), "analytics:{cpu_usage}");
+        assert_eq!(k.rate_limit("127.0.0.1", "sliding_log"), "analytics:rl:{127.0.0.1}:sliding_log");
+        assert_eq!(k.breaker("external_service"), "analytics:cb:{external_service}");
+        assert!(k.cache_lock("ab").starts_with(&k.cache("ab")));
+    }
+}

@@ -1,0 +1,5 @@
+//! placeholder
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod keys;
