@@ -1,0 +1,49 @@
+# The project's commands. The two that matter:
+#   make dev    run the API on http://localhost:8000 (PORT=8001 make dev for another port)
+#   make test   the whole test suite: unit, integration and end-to-end over HTTP
+# Both start Redis and install cargo-lambda (into .venv/) when needed; see scripts/.
+
+SHELL := bash
+
+.PHONY: dev test e2e build redis redis-stop cargo-lambda fmt lint ci help
+
+help:
+	@echo "make dev         run the API locally (PORT, ADDRESS, CONCURRENCY)"
+	@echo "make test        unit + integration + end-to-end tests"
+	@echo "make e2e         only the end-to-end tests (E2E_GROUPS=\"default ratelimit cache breaker\")"
+	@echo "make build       build the three functions"
+	@echo "make redis       start Redis when none answers on REDIS_URL"
+	@echo "make redis-stop  stop the Redis that 'make redis' started"
+	@echo "make fmt | lint  rustfmt | clippy with warnings as errors"
+	@echo "make ci          what CI runs (.ci/run)"
+
+dev:
+	@scripts/dev.sh
+
+test:
+	@scripts/test.sh
+
+e2e:
+	@E2E_ONLY=1 scripts/test.sh
+
+build:
+	@bash -c 'source scripts/lib.sh && build_functions'
+
+redis:
+	@scripts/ensure-redis.sh
+
+redis-stop:
+	@scripts/ensure-redis.sh --stop
+
+cargo-lambda:
+	@scripts/ensure-cargo-lambda.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+ci:
+	@bash .ci/run

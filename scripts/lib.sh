@@ -1,0 +1,158 @@
+# Shared helpers for the scripts in this folder. Source it; do not run it.
+#
+# Everything here is plain bash (no python, no nc) so that the scripts work on a
+# fresh machine that has only Rust, Python (for cargo-lambda) and a Redis or
+# Docker engine.
+
+# The repository root: scripts always work relative to it, wherever they are
+# called from.
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export REPO_ROOT
+
+log() { printf '==> %s\n' "$*" >&2; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# env_file_value NAME FILE: the value NAME has in a KEY=VALUE file (last one
+# wins; quotes around the value are removed), or nothing.
+env_file_value() {
+    local name="$1" file="$2" line value=""
+    [[ -f "$file" ]] || return 0
+    while IFS= read -r line || [[ -n "$line" ]]; do
+        line="${line#"${line%%[![:space:]]*}"}"
+        line="${line#export }"
+        if [[ "$line" == "$name="* ]]; then
+            value="${line#"$name="}"
+            value="${value%$'\r'}"
+            value="${value%\"}"
+            value="${value#\"}"
+            value="${value%\'}"
+            value="${value#\'}"
+        fi
+    done <"$file"
+    printf '%s' "$value"
+}
+
+# resolve_redis_url: REDIS_URL from the environment, else from .env, else from
+# .env.example, else the service's default. The environment wins so that a CI
+# job or a developer can point a single command at another Redis.
+resolve_redis_url() {
+    local url="${REDIS_URL:-}"
+    [[ -n "$url" ]] || url="$(env_file_value REDIS_URL "$REPO_ROOT/.env")"
+    [[ -n "$url" ]] || url="$(env_file_value REDIS_URL "$REPO_ROOT/.env.example")"
+    [[ -n "$url" ]] || url="redis://127.0.0.1:6379/0"
+    printf '%s' "$url"
+}
+
+# parse_redis_url URL: sets REDIS_SCHEME, REDIS_HOST, REDIS_PORT from a
+# redis:// or rediss:// URL (user info and database are skipped).
+parse_redis_url() {
+    local url="$1" rest hostport
+    REDIS_SCHEME="${url%%://*}"
+    rest="${url#*://}"
+    rest="${rest##*@}"
+    hostport="${rest%%/*}"
+    hostport="${hostport%%\?*}"
+    if [[ "$hostport" == \[* ]]; then
+        # [::1]:6379
+        REDIS_HOST="${hostport#[}"
+        REDIS_HOST="${REDIS_HOST%%]*}"
+        REDIS_PORT="${hostport##*]:}"
+        [[ "$REDIS_PORT" == "$hostport" || -z "$REDIS_PORT" ]] && REDIS_PORT=6379
+    elif [[ "$hostport" == *:* ]]; then
+        REDIS_HOST="${hostport%%:*}"
+        REDIS_PORT="${hostport##*:}"
+    else
+        REDIS_HOST="$hostport"
+        REDIS_PORT=6379
+    fi
+    [[ -n "$REDIS_HOST" ]] || REDIS_HOST=127.0.0.1
+}
+
+# is_local_host HOST: true for the loopback names we are allowed to start a
+# Redis for.
+is_local_host() {
+    case "$1" in
+    127.0.0.1 | localhost | ::1 | 0.0.0.0) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+# tcp_host HOST: the address to give bash's /dev/tcp.
+tcp_host() {
+    case "$1" in
+    localhost | 0.0.0.0) printf '127.0.0.1' ;;
+    *) printf '%s' "$1" ;;
+    esac
+}
+
+# port_in_use PORT [HOST]: true when something accepts TCP connections there.
+port_in_use() {
+    local port="$1" host="${2:-127.0.0.1}"
+    timeout 2 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null
+}
+
+# redis_answers HOST PORT: true when a Redis server answers PING there within
+# 2 s. A server that asks for a password (-NOAUTH) also counts: it is running,
+# and the credentials are the URL's business.
+redis_answers() {
+    local host port reply
+    host="$(tcp_host "$1")"
+    port="$2"
+    reply="$(timeout 3 bash -c '
+        exec 3<>"/dev/tcp/$0/$1" || exit 1
+        printf "PING\r\n" >&3
+        IFS= read -r -t 2 line <&3 || exit 1
+        printf "%s" "$line"
+    ' "$host" "$port" 2>/dev/null)" || return 1
+    case "$reply" in
+    +PONG* | -NOAUTH* | -ERR*auth* | -WRONGPASS*) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on right now,
+# outside 8000 (the developer's `make dev`) and the well-known ranges.
+free_port() {
+    local port i
+    for i in $(seq 1 200); do
+        port=$((20000 + RANDOM % 30000))
+        if ! port_in_use "$port"; then
+            printf '%s' "$port"
+            return 0
+        fi
+    done
+    die "could not find a free TCP port"
+}
+
+# random_suffix: 12 hex characters for key prefixes and temp names.
+random_suffix() {
+    od -An -N6 -tx1 /dev/urandom | tr -d ' \n'
+}
+
+# cargo_lambda_path: prepends the repository's .venv/bin to PATH when it holds
+# cargo-lambda, so `cargo lambda` finds the binary installed there.
+use_local_cargo_lambda() {
+    if [[ -x "$REPO_ROOT/.venv/bin/cargo-lambda" ]]; then
+        PATH="$REPO_ROOT/.venv/bin:$PATH"
+        export PATH
+    fi
+}
+
+# The function binaries `cargo lambda watch` runs, one per route.
+FUNCTIONS=(health ingest-metric metrics-summary)
+
+# build_functions: builds each function binary the way `cargo lambda watch`
+# starts it (`cargo run --bin NAME` from the workspace root: one package at a
+# time, so with that package's own feature set), so that the emulator's first
+# request to each route does not wait for a compilation.
+build_functions() {
+    local f
+    for f in "${FUNCTIONS[@]}"; do
+        log "building $f"
+        (cd "$REPO_ROOT" && cargo build --quiet --bin "$f") || return 1
+    done
+}
