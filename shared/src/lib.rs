@@ -1,4 +1,5 @@
 //! placeholder
+pub mod breaker;
 pub mod config;
 pub mod connection;
 pub mod http;
