@@ -1,1 +1,14 @@
-fn main(){}
+//! `GET /health` as an AWS Lambda function. Everything testable lives in the
+//! `shared` crate; this only bootstraps the instance.
+
+use lambda_http::{run, service_fn, Error};
+use shared::{handlers::health, telemetry, AppState};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    // Built once per cold start; connects to Redis lazily on the first request.
+    let state = AppState::from_env_or_exit();
+    let state = &state;
+    run(service_fn(move |req| async move { Ok::<_, Error>(health(state, req).await) })).await
+}

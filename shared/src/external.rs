@@ -1,0 +1,172 @@
+//! The external data source that enriches each summary.
+//!
+//! Two implementations behind one type:
+//! - **simulated** (default): waits `EXTERNAL_SERVICE_LATENCY_MS`, fails with
+//!   probability `EXTERNAL_SERVICE_FAILURE_RATE`, else returns
+//!   `{"external_metric_context": <integer 100..=500>}`;
+//! - **HTTP** (when `EXTERNAL_SERVICE_URL` is set):
+//!   `GET <url>?type=<type>&period=<period>`; a 2xx whose body is a JSON object
+//!   is a success and its fields are merged into `external_data`.
+//!
+//! Every call is cancelled at `EXTERNAL_SERVICE_TIMEOUT_MS`; a slower call is a
+//! failure like any other. The circuit breaker ([`crate::breaker`]) decides
+//! whether a call is made at all.
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::{Map, Value};
+
+use crate::config::{Config, ConfigError};
+
+/// Why a call to the external source did not produce data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalFailure {
+    /// Non-2xx status, a body that is not a JSON object, or a connection error.
+    UpstreamError,
+    /// No answer within `EXTERNAL_SERVICE_TIMEOUT_MS`.
+    Timeout,
+}
+
+impl ExternalFailure {
+    /// The `reason` reported in a fallback: `upstream_error` or `timeout`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UpstreamError => "upstream_error",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// The configured external source.
+#[derive(Debug, Clone)]
+pub enum ExternalSource {
+    /// An in-process stand-in with configurable latency and failure rate.
+    Simulated {
+        /// How long each call takes.
+        latency: Duration,
+        /// Probability in `[0, 1]` that a call fails.
+        failure_rate: f64,
+    },
+    /// A real HTTP endpoint.
+    Http {
+        /// Client built once per cold start (connection pool, rustls).
+        client: reqwest::Client,
+        /// `EXTERNAL_SERVICE_URL`.
+        url: String,
+    },
+}
+
+impl ExternalSource {
+    /// Builds the source chosen by the configuration.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for `EXTERNAL_SERVICE_URL` when it is not an
+    /// `http(s)://` URL or the HTTP client cannot be built.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let Some(url) = &config.external_service_url else {
+            return Ok(Self::Simulated {
+                latency: config.external_service_latency,
+                failure_rate: config.external_service_failure_rate,
+            });
+        };
+        let invalid = |reason: String| ConfigError {
+            variable: "EXTERNAL_SERVICE_URL",
+            reason,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid("expected an http:// or https:// URL".into()));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.external_service_timeout)
+            .timeout(config.external_service_timeout)
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Self::Http {
+            client,
+            url: url.clone(),
+        })
+    }
+
+    /// Calls the source for one summary, giving up after `timeout`.
+    ///
+    /// # Errors
+    /// [`ExternalFailure`] when the call fails or is too slow.
+    pub async fn fetch(
+        &self,
+        metric_type: &str,
+        period: &str,
+        timeout: Duration,
+    ) -> Result<Map<String, Value>, ExternalFailure> {
+        tokio::time::timeout(timeout, self.call(metric_type, period))
+            .await
+            .unwrap_or(Err(ExternalFailure::Timeout))
+    }
+
+    async fn call(
+        &self,
+        metric_type: &str,
+        period: &str,
+    ) -> Result<Map<String, Value>, ExternalFailure> {
+        match self {
+            Self::Simulated {
+                latency,
+                failure_rate,
+            } => {
+                tokio::time::sleep(*latency).await;
+                let mut rng = rand::rng();
+                if rng.random_bool(failure_rate.clamp(0.0, 1.0)) {
+                    return Err(ExternalFailure::UpstreamError);
+                }
+                let mut data = Map::new();
+                data.insert(
+                    "external_metric_context".into(),
+                    Value::from(rng.random_range(100..=500)),
+                );
+                Ok(data)
+            }
+            Self::Http { client, url } => {
+                let response = client
+                    .get(url)
+                    .query(&[("type", metric_type), ("period", period)])
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                if !response.status().is_success() {
+                    tracing::info!(status = response.status().as_u16(), "external source answered non-2xx");
+                    return Err(ExternalFailure::UpstreamError);
+                }
+                let body = response.bytes().await.map_err(classify)?;
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(Value::Object(data)) => Ok(data),
+                    _ => {
+                        tracing::info!("external source answered a body that is not a JSON object");
+                        Err(ExternalFailure::UpstreamError)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn classify(err: reqwest::Error) -> ExternalFailure {
+    if err.is_timeout() {
+        ExternalFailure::Timeout
+    } else {
+        tracing::info!(error = %err, "external source unreachable");
+        ExternalFailure::UpstreamError
+    }
+}
+
+/// The `external_data` object of a summary: the source's fields next to
+/// `"status": "success"`, or `{"status": "fallback", "reason": …}`.
+pub fn external_data(result: Result<Map<String, Value>, &str>) -> Value {
+    match result {
+        Ok(mut data) => {
+            data.insert("status".into(), Value::from("success"));
+            Value::Object(data)
+        }
+        Err(reason) => serde_json::json!({"status": "fallback", "reason": reason}),
+    }
+}

@@ -1,0 +1,47 @@
+//! The request handlers of the three functions, callable in-process with a
+//! synthetic `lambda_http::Request` (API Gateway HTTP API v2.0 or REST v1).
+//!
+//! Each handler runs under one overall deadline (`REQUEST_DEADLINE_MS`):
+//! whatever is slow (Redis, the external source, a lock wait), the request
+//! answers 503 with `Retry-After` when the deadline passes. Handlers never
+//! return an `Err` to the runtime: every failure becomes a problem response.
+
+mod health;
+mod ingest;
+mod summary;
+
+use std::future::Future;
+
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+
+pub use health::health;
+pub use ingest::ingest_metric;
+pub use summary::metrics_summary;
+
+use crate::http::{respond, ApiError};
+use crate::state::AppState;
+
+/// Runs `work` under the request deadline and turns its error into a
+/// problem response.
+async fn within_deadline(
+    state: &AppState,
+    work: impl Future<Output = Result<Response<Body>, ApiError>>,
+) -> Response<Body> {
+    let deadline = state.config.request_deadline;
+    respond(
+        tokio::time::timeout(deadline, work)
+            .await
+            .unwrap_or_else(|_| Err(ApiError::deadline(deadline))),
+    )
+}
+
+/// 405 unless the request uses `expected` (a function invoked directly, or
+/// through a REST API with `ANY`, can receive other methods).
+fn require_method(req: &Request, expected: Method) -> Result<(), ApiError> {
+    if req.method() == expected {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed(req.method().to_string()))
+    }
+}

@@ -1,0 +1,86 @@
+//! The state one function instance builds once per cold start and shares
+//! across all of its requests: configuration, the Redis connection and the
+//! components built on it.
+//!
+//! Several independent `AppState`s over the same Redis behave exactly like
+//! several Lambda instances, which is how the tests exercise concurrency.
+
+use std::sync::Arc;
+
+use chrono::Duration as ChronoDuration;
+
+use crate::config::{Config, ConfigError};
+use crate::connection::Redis;
+use crate::external::ExternalSource;
+use crate::keys::Keys;
+use crate::metric::MetricLimits;
+use crate::store::MetricStore;
+
+/// Everything a handler needs. Cheap to share by reference.
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The instance's (lazy, self-reconnecting) Redis connection.
+    pub redis: Redis,
+    /// Key names under `REDIS_KEY_PREFIX`.
+    pub keys: Keys,
+    /// Bucketed metric storage.
+    pub store: MetricStore,
+    /// The external data source of summaries.
+    pub external: ExternalSource,
+}
+
+impl AppState {
+    /// Builds the state from a configuration. Does not touch the network: a
+    /// cold start succeeds even when Redis is down.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when `REDIS_URL` or `EXTERNAL_SERVICE_URL` cannot be used.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        let redis = Redis::from_config(&config)?;
+        Self::with_redis(config, redis)
+    }
+
+    /// Builds the state around an existing connection (tests share one to
+    /// count round trips; the IAM mode brings its own client).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when `EXTERNAL_SERVICE_URL` cannot be used.
+    pub fn with_redis(config: Config, redis: Redis) -> Result<Self, ConfigError> {
+        let keys = Keys::new(config.redis_key_prefix.clone());
+        Ok(Self {
+            store: MetricStore::new(keys.clone(), config.metric_retention_days),
+            external: ExternalSource::from_config(&config)?,
+            keys,
+            redis,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Reads the environment and builds the state, or exits the process with a
+    /// message naming the offending variable: a misconfigured function must
+    /// fail its cold start visibly rather than serve errors.
+    pub fn from_env_or_exit() -> Self {
+        match Config::from_env().and_then(Self::new) {
+            Ok(state) => {
+                tracing::info!(config = ?state.config, "configuration loaded");
+                state
+            }
+            Err(err) => {
+                tracing::error!(variable = err.variable, "{err}");
+                eprintln!("configuration error: {err}");
+                std::process::exit(78) // EX_CONFIG
+            }
+        }
+    }
+
+    /// Bounds on acceptable metrics, from the configuration.
+    pub fn metric_limits(&self) -> MetricLimits {
+        MetricLimits {
+            retention: ChronoDuration::days(i64::from(self.config.metric_retention_days)),
+            max_future_skew: ChronoDuration::from_std(self.config.max_future_skew)
+                .unwrap_or(ChronoDuration::zero()),
+            max_batch_size: self.config.max_batch_size,
+        }
+    }
+}

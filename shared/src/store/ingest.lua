@@ -1,0 +1,56 @@
+-- Atomically adds metrics to their pre-aggregated time buckets.
+--
+-- KEYS[i]   container hashes (`{p}:{<type>}:<m|h|d>:<container start>`), each
+--           listed once. On a single node a batch may span several types; in
+--           Redis Cluster the caller sends one call per type (one hash slot).
+-- ARGV[1]   n, the number of bucket updates that follow
+-- ARGV[...] n groups of 4: key index (1-based into KEYS), field (bucket start,
+--           unix s), value (a finite float as text), expire-at (unix s: the
+--           container's end + retention, so storage stays bounded)
+--
+-- Each bucket is stored as "count sum min max" (floats as %.17g, which
+-- round-trips a double). Every new bucket value is computed first; only if all
+-- of them are finite is anything written, so a batch is all or nothing.
+--
+-- Returns: the number of bucket updates applied, or an error reply
+-- "OVERFLOW <key index> <field>" when a bucket's sum would overflow a double.
+local n = tonumber(ARGV[1])
+local buckets = {}
+local order = {}
+for i = 0, n - 1 do
+  local at = 2 + i * 4
+  local key_index = tonumber(ARGV[at])
+  local field = ARGV[at + 1]
+  local value = tonumber(ARGV[at + 2])
+  local id = key_index .. '|' .. field
+  local b = buckets[id]
+  if not b then
+    local stored = redis.call('HGET', KEYS[key_index], field)
+    if stored then
+      local c, s, mn, mx = string.match(stored, '^(%S+) (%S+) (%S+) (%S+)$')
+      b = { tonumber(c), tonumber(s), tonumber(mn), tonumber(mx) }
+    else
+      b = { 0, 0, value, value }
+    end
+    buckets[id] = b
+    order[#order + 1] = { key_index, field, ARGV[at + 3], id }
+  end
+  b[1] = b[1] + 1
+  b[2] = b[2] + value
+  if value < b[3] then b[3] = value end
+  if value > b[4] then b[4] = value end
+  if b[2] ~= b[2] or b[2] == math.huge or b[2] == -math.huge then
+    return redis.error_reply('OVERFLOW ' .. key_index .. ' ' .. field)
+  end
+end
+local expiring = {}
+for _, u in ipairs(order) do
+  local b = buckets[u[4]]
+  redis.call('HSET', KEYS[u[1]], u[2],
+    string.format('%d %.17g %.17g %.17g', b[1], b[2], b[3], b[4]))
+  if not expiring[u[1]] then
+    redis.call('EXPIREAT', KEYS[u[1]], u[3])
+    expiring[u[1]] = true
+  end
+end
+return n

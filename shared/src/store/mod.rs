@@ -1,0 +1,159 @@
+//! Metric storage: pre-aggregated time buckets in Redis, so a summary costs
+//! the same for a thousand or a billion points.
+//!
+//! Each accepted metric updates one bucket of each granularity (minute, hour,
+//! day — see [`buckets`]) in **one atomic script call** (`ingest.lua`); raw
+//! points are never kept. A summary reads the at most ~200 buckets covering
+//! its window in **one script call** (`summary.lua`) and merges them.
+//! Late and out-of-order metrics land in the buckets of their own timestamp.
+//! Every container key expires at its end + `METRIC_RETENTION_DAYS` + one
+//! day, so storage is bounded.
+//!
+//! All keys of one metric type share the hash tag `{<type>}`, so both scripts
+//! stay within one Redis Cluster slot.
+
+pub mod buckets;
+
+use std::collections::BTreeMap;
+
+use redis::{RedisError, Script, Value};
+
+use crate::connection::Redis;
+use crate::keys::Keys;
+use crate::metric::{Metric, MetricType};
+use crate::window::Window;
+use buckets::{cover, Aggregate, BucketRef, Granularity};
+
+static INGEST: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("ingest.lua")));
+static SUMMARY: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("summary.lua")));
+
+/// Seconds a container outlives the retention, so a container is never
+/// deleted while a window inside the retention can still read it.
+const EXPIRY_SLACK_S: i64 = 86_400;
+
+/// Why an ingest failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The sum of a bucket would overflow a 64-bit float; nothing was stored.
+    #[error("the sum of a time bucket would overflow a 64-bit float")]
+    Overflow,
+    /// Redis failed or timed out; nothing is known to be stored.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
+/// Reads and writes the buckets of every metric type under one key prefix.
+#[derive(Debug, Clone)]
+pub struct MetricStore {
+    keys: Keys,
+    retention_s: i64,
+}
+
+impl MetricStore {
+    /// `retention_days` is `METRIC_RETENTION_DAYS`.
+    pub fn new(keys: Keys, retention_days: u32) -> Self {
+        Self {
+            keys,
+            retention_s: i64::from(retention_days) * 86_400,
+        }
+    }
+
+    fn container_key(&self, metric_type: &MetricType, bucket: BucketRef) -> String {
+        format!(
+            "{}:{}",
+            self.keys.metric_base(metric_type.as_str()),
+            bucket.container_suffix()
+        )
+    }
+
+    /// Stores `metrics` (already validated) atomically: all of them or none.
+    /// One Redis round trip.
+    ///
+    /// # Errors
+    /// [`IngestError::Overflow`] when a bucket sum would stop being finite;
+    /// [`IngestError::Redis`] when Redis fails (the script is atomic, so a
+    /// failure before it ran stored nothing).
+    pub async fn ingest(&self, redis: &Redis, metrics: &[Metric]) -> Result<(), IngestError> {
+        let mut key_index: BTreeMap<String, usize> = BTreeMap::new();
+        let mut updates: Vec<(usize, i64, f64, i64)> = Vec::with_capacity(metrics.len() * 3);
+        for metric in metrics {
+            let t = metric.timestamp.timestamp();
+            for granularity in Granularity::ALL {
+                let bucket = BucketRef::containing(granularity, t);
+                let next = key_index.len() + 1;
+                let index = *key_index
+                    .entry(self.container_key(&metric.metric_type, bucket))
+                    .or_insert(next);
+                let expire_at = bucket.container_end() + self.retention_s + EXPIRY_SLACK_S;
+                updates.push((index, bucket.start, metric.value, expire_at));
+            }
+        }
+        let mut keys = vec![String::new(); key_index.len()];
+        for (key, index) in key_index {
+            keys[index - 1] = key;
+        }
+        let mut invocation = INGEST.prepare_invoke();
+        invocation.key(keys).arg(updates.len());
+        for (index, start, value, expire_at) in &updates {
+            // `{:?}` prints the shortest text that parses back to the same f64.
+            invocation
+                .arg(index)
+                .arg(start)
+                .arg(format!("{value:?}"))
+                .arg(expire_at);
+        }
+        match invocation.invoke_async::<i64>(&mut redis.clone()).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.code() == Some("OVERFLOW") => Err(IngestError::Overflow),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The aggregate of `metric_type` over `window`: one Redis round trip
+    /// reading at most ~200 buckets, independent of the number of points.
+    ///
+    /// # Errors
+    /// The [`RedisError`] when Redis fails or times out.
+    pub async fn aggregate(
+        &self,
+        redis: &Redis,
+        metric_type: &MetricType,
+        window: &Window,
+    ) -> Result<Aggregate, RedisError> {
+        let buckets = cover(window.from.timestamp(), window.to.timestamp());
+        if buckets.is_empty() {
+            return Ok(Aggregate::EMPTY);
+        }
+        // Group the buckets by container, keeping a stable order.
+        let mut containers: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for bucket in &buckets {
+            containers
+                .entry(self.container_key(metric_type, *bucket))
+                .or_default()
+                .push(bucket.start);
+        }
+        let mut invocation = SUMMARY.prepare_invoke();
+        for key in containers.keys() {
+            invocation.key(key);
+        }
+        for fields in containers.values() {
+            invocation.arg(fields.len()).arg(fields);
+        }
+        let values: Vec<Value> = invocation.invoke_async(&mut redis.clone()).await?;
+        let mut total = Aggregate::EMPTY;
+        for value in values {
+            if let Value::BulkString(bytes) = value {
+                let parsed = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(Aggregate::parse_stored);
+                match parsed {
+                    Some(bucket) => total.merge(&bucket),
+                    None => tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket"),
+                }
+            }
+        }
+        Ok(total)
+    }
+}

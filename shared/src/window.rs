@@ -1,0 +1,357 @@
+//! Summary queries: which metric type, over which time window.
+//!
+//! Periods are trailing windows ending now, aligned to whole minutes: `to` is
+//! the end of the current minute and `from = to − period`. An explicit
+//! `from`/`to` pair (RFC 3339) selects another window, rounded outward to whole
+//! minutes. Windows are half-open, `[from, to)`, in UTC.
+//!
+//! The parsed [`SummaryQuery`] — never the raw query string — is what the
+//! cache keys on, so parameter order and unknown parameters do not matter.
+
+use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
+use serde::Serialize;
+
+use crate::http::{ApiError, FieldError};
+use crate::metric::{format_timestamp, parse_rfc3339, MetricType};
+
+/// A trailing summary period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// The last 60 minutes.
+    Hourly,
+    /// The last 24 hours.
+    Daily,
+    /// The last 7 days.
+    Weekly,
+    /// The last 30 days.
+    Monthly,
+}
+
+impl Period {
+    /// Every period, in the order listed to clients.
+    pub const ALL: [Period; 4] = [Self::Hourly, Self::Daily, Self::Weekly, Self::Monthly];
+
+    /// The name used in the query string and the response.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hourly => "hourly",
+            Self::Daily => "daily",
+            Self::Weekly => "weekly",
+            Self::Monthly => "monthly",
+        }
+    }
+
+    /// The length of the period.
+    pub fn duration(self) -> ChronoDuration {
+        match self {
+            Self::Hourly => ChronoDuration::minutes(60),
+            Self::Daily => ChronoDuration::hours(24),
+            Self::Weekly => ChronoDuration::days(7),
+            Self::Monthly => ChronoDuration::days(30),
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == raw)
+    }
+}
+
+/// A half-open UTC window `[from, to)` whose bounds are whole minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    /// Inclusive start.
+    pub from: DateTime<Utc>,
+    /// Exclusive end.
+    pub to: DateTime<Utc>,
+}
+
+impl Window {
+    /// The trailing window of `period` ending at the end of `now`'s minute.
+    pub fn trailing(period: Period, now: DateTime<Utc>) -> Self {
+        let to = ceil_minute(now + ChronoDuration::nanoseconds(1));
+        Self {
+            from: to - period.duration(),
+            to,
+        }
+    }
+
+    /// `{"from": "…Z", "to": "…Z"}` as reported in the summary.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"from": format_timestamp(self.from), "to": format_timestamp(self.to)})
+    }
+}
+
+/// A validated `GET /api/metrics/summary` query.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SummaryQuery {
+    /// The metric type summarised.
+    pub metric_type: MetricType,
+    /// The period asked for, or `None` for an explicit `from`/`to` window.
+    pub period: Option<Period>,
+    /// The effective window.
+    pub window: Window,
+}
+
+impl SummaryQuery {
+    /// `"hourly"`…`"monthly"`, or `"custom"` for an explicit window.
+    pub fn period_label(&self) -> &'static str {
+        self.period.map_or("custom", Period::as_str)
+    }
+
+    /// A canonical text of the query, the input of the cache key:
+    /// `type|period|from_s|to_s`. Trailing periods are keyed by their window,
+    /// so a cached entry never outlives the minute it describes by more than
+    /// its TTL.
+    pub fn canonical(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.metric_type,
+            self.period_label(),
+            self.window.from.timestamp(),
+            self.window.to.timestamp()
+        )
+    }
+}
+
+fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(ChronoDuration::minutes(1)).unwrap_or(t)
+}
+
+fn ceil_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_minute(t);
+    if floor == t {
+        t
+    } else {
+        floor + ChronoDuration::minutes(1)
+    }
+}
+
+fn allowed_periods() -> String {
+    Period::ALL.map(Period::as_str).join(", ")
+}
+
+/// Parses the summary query from `(name, value)` pairs as they appear in the
+/// query string (repeated names appear repeatedly).
+///
+/// # Errors
+/// [`ApiError::Unprocessable`] (422) listing every problem: a missing or
+/// invalid `type`, a missing or unknown `period` (the allowed periods are
+/// named), an unparsable `from`/`to`, `from ≥ to`, a `from` outside the
+/// retention, a `to` beyond the allowed future skew, or any of these
+/// parameters given twice.
+pub fn parse_summary_query<'a>(
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    now: DateTime<Utc>,
+    retention: ChronoDuration,
+    max_future_skew: ChronoDuration,
+) -> Result<SummaryQuery, ApiError> {
+    let mut seen: [Vec<&str>; 4] = Default::default();
+    const NAMES: [&str; 4] = ["type", "period", "from", "to"];
+    for (name, value) in params {
+        if let Some(i) = NAMES.iter().position(|n| *n == name) {
+            seen[i].push(value);
+        }
+    }
+    let mut errors = Vec::new();
+    let mut single = |i: usize| -> Option<&str> {
+        match seen[i].as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            _ => {
+                errors.push(FieldError::new(NAMES[i], "may appear only once"));
+                None
+            }
+        }
+    };
+    let (raw_type, raw_period, raw_from, raw_to) = (single(0), single(1), single(2), single(3));
+
+    let metric_type = match raw_type {
+        Some(raw) => MetricType::parse(raw)
+            .map_err(|reason| errors.push(FieldError::new("type", reason)))
+            .ok(),
+        None => {
+            if seen[0].is_empty() {
+                errors.push(FieldError::new("type", "is required"));
+            }
+            None
+        }
+    };
+    let period = match raw_period {
+        Some(raw) => match Period::parse(raw) {
+            Some(p) => Some(p),
+            None => {
+                errors.push(FieldError::new(
+                    "period",
+                    format!("must be one of {} (got {raw:?})", allowed_periods()),
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let mut bound = |name: &'static str, raw: Option<&str>| {
+        raw.and_then(|raw| {
+            parse_rfc3339(raw)
+                .map_err(|reason| errors.push(FieldError::new(name, reason)))
+                .ok()
+        })
+    };
+    let (from, to) = (bound("from", raw_from), bound("to", raw_to));
+
+    let window = match (raw_from, raw_to) {
+        (Some(_), Some(_)) => match (from, to) {
+            (Some(from), Some(to)) => {
+                let window = Window {
+                    from: floor_minute(from),
+                    to: ceil_minute(to),
+                };
+                if from >= to {
+                    errors.push(FieldError::new("from", "must be earlier than to"));
+                } else if window.from < floor_minute(now - retention) {
+                    errors.push(FieldError::new(
+                        "from",
+                        format!(
+                            "must lie inside the retention of {} days",
+                            retention.num_days()
+                        ),
+                    ));
+                } else if window.to > ceil_minute(now + max_future_skew) {
+                    errors.push(FieldError::new(
+                        "to",
+                        format!(
+                            "must not be more than {} s in the future",
+                            max_future_skew.num_seconds()
+                        ),
+                    ));
+                }
+                Some(window)
+            }
+            _ => None,
+        },
+        (Some(_), None) | (None, Some(_)) => {
+            errors.push(FieldError::new(
+                if raw_from.is_some() { "to" } else { "from" },
+                "from and to must be given together",
+            ));
+            None
+        }
+        (None, None) => {
+            if seen[1].is_empty() {
+                errors.push(FieldError::new(
+                    "period",
+                    format!(
+                        "is required unless from and to are given; one of {}",
+                        allowed_periods()
+                    ),
+                ));
+            }
+            period.map(|p| Window::trailing(p, now))
+        }
+    };
+
+    match (metric_type, window) {
+        (Some(metric_type), Some(window)) if errors.is_empty() => Ok(SummaryQuery {
+            metric_type,
+            // An explicit window wins over a period given alongside it.
+            period: if raw_from.is_some() { None } else { period },
+            window,
+        }),
+        _ => Err(ApiError::Unprocessable {
+            detail: format!(
+                "invalid summary query; period must be one of {}",
+                allowed_periods()
+            ),
+            errors,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 2, 18, 12, 0, 30).unwrap()
+    }
+
+    fn parse(params: &[(&str, &str)]) -> Result<SummaryQuery, ApiError> {
+        parse_summary_query(
+            params.iter().copied(),
+            now(),
+            ChronoDuration::days(35),
+            ChronoDuration::seconds(300),
+        )
+    }
+
+    fn fields(params: &[(&str, &str)]) -> Vec<String> {
+        match parse(params) {
+            Err(ApiError::Unprocessable { errors, .. }) => {
+                errors.into_iter().map(|e| e.field).collect()
+            }
+            other => panic!("expected 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trailing_windows_end_at_the_end_of_the_current_minute() {
+        let end = Utc.with_ymd_and_hms(2026, 2, 18, 12, 1, 0).unwrap();
+        for period in Period::ALL {
+            let q = parse(&[("type", "cpu"), ("period", period.as_str())]).unwrap();
+            assert_eq!(q.window.to, end);
+            assert_eq!(q.window.to - q.window.from, period.duration());
+        }
+        // On an exact minute boundary the current minute is the one starting now.
+        let on = Utc.with_ymd_and_hms(2026, 2, 18, 12, 0, 0).unwrap();
+        assert_eq!(Window::trailing(Period::Hourly, on).to, end);
+    }
+
+    #[test]
+    fn explicit_windows_are_rounded_outward() {
+        let q = parse(&[
+            ("type", "cpu"),
+            ("from", "2026-02-18T10:15:30Z"),
+            ("to", "2026-02-18T11:00:01+00:00"),
+        ])
+        .unwrap();
+        assert_eq!(q.period, None);
+        assert_eq!(q.period_label(), "custom");
+        assert_eq!(q.window.from, Utc.with_ymd_and_hms(2026, 2, 18, 10, 15, 0).unwrap());
+        assert_eq!(q.window.to, Utc.with_ymd_and_hms(2026, 2, 18, 11, 1, 0).unwrap());
+    }
+
+    #[test]
+    fn bad_queries_are_422_with_every_field() {
+        assert_eq!(fields(&[]), ["type", "period"]);
+        assert_eq!(fields(&[("type", "cpu"), ("period", "yearly")]), ["period"]);
+        assert_eq!(fields(&[("type", "a b"), ("period", "daily")]), ["type"]);
+        assert_eq!(fields(&[("type", "cpu"), ("period", "daily"), ("period", "daily")]), ["period"]);
+        assert_eq!(fields(&[("type", "a"), ("type", "b"), ("period", "daily")]), ["type"]);
+        assert_eq!(fields(&[("type", "cpu"), ("from", "2026-02-18T10:00:00Z")]), ["to"]);
+        assert_eq!(
+            fields(&[("type", "cpu"), ("from", "2026-02-18T11:00:00Z"), ("to", "2026-02-18T10:00:00Z")]),
+            ["from"]
+        );
+        assert_eq!(
+            fields(&[("type", "cpu"), ("from", "2025-01-01T00:00:00Z"), ("to", "2026-02-18T10:00:00Z")]),
+            ["from"]
+        );
+        assert_eq!(
+            fields(&[("type", "cpu"), ("from", "2026-02-18T10:00:00Z"), ("to", "2027-01-01T00:00:00Z")]),
+            ["to"]
+        );
+        assert_eq!(fields(&[("type", "cpu"), ("from", "x"), ("to", "y")]), ["from", "to"]);
+        match parse(&[("type", "cpu")]) {
+            Err(e) => assert!(e.to_string().contains("hourly, daily, weekly, monthly")),
+            Ok(q) => panic!("{q:?}"),
+        }
+    }
+
+    #[test]
+    fn canonical_form_ignores_parameter_order_and_extras() {
+        let a = parse(&[("type", "cpu"), ("period", "daily")]).unwrap();
+        let b = parse(&[("x", "1"), ("period", "daily"), ("type", "cpu")]).unwrap();
+        assert_eq!(a.canonical(), b.canonical());
+    }
+}
