@@ -1,1 +1,100 @@
+//! Shared support for the integration tests (`tests/tests/*.rs`).
+//!
+//! - Isolation: every test works under its own random key prefix
+//!   ([`random_prefix`], [`config`]) on the one real Redis at [`redis_url`],
+//!   so tests run in parallel without touching each other's keys (never
+//!   `FLUSHALL`/`FLUSHDB`).
+//! - Synthetic Lambda events: [`events`] builds `lambda_http::Request`s by
+//!   deserialising API Gateway JSON events (HTTP API payload v2.0 and REST API
+//!   v1) with `lambda_http::request::from_str`, the same path Lambda's runtime
+//!   takes, so handlers see exactly what they would see in AWS.
+//! - A scriptable local HTTP server for the external data source: [`stub`].
+//! - The end-to-end suite's view of the stack `make test` started: [`e2e`].
 
+pub mod e2e;
+pub mod events;
+pub mod private_redis;
+pub mod stub;
+
+use shared::config::Config;
+
+pub use events::{http_v2, rest_v1, EventBuilder};
+pub use stub::{Stub, StubReply};
+
+/// The Redis the tests use: `REDIS_URL` from the environment, else the local
+/// default `redis://127.0.0.1:6379/0`.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379/0".to_string())
+}
+
+/// A fresh key prefix, `test-<32 hex digits>`, valid for `REDIS_KEY_PREFIX`.
+pub fn random_prefix() -> String {
+    format!("test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A fresh metric type, `<label>_<12 hex digits>` (valid: `A-Za-z0-9_.-`,
+/// at most 64 characters for a label up to 51 characters), so that tests
+/// sharing one stack or one prefix never see each other's data or cache
+/// entries.
+pub fn random_type(label: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{label}_{}", &id[..12])
+}
+
+/// A [`Config`] for one test: `REDIS_URL` = [`redis_url`], a fresh
+/// [`random_prefix`], the defaults for everything else, then `pairs`
+/// (`("VARIABLE", "value")`, as in `.env`), which override both.
+///
+/// Panics when a pair is invalid (a test's own mistake).
+pub fn config(pairs: &[(&str, &str)]) -> Config {
+    config_with_prefix(&random_prefix(), pairs)
+}
+
+/// Like [`config`] with a given prefix, for several handler states ("Lambda
+/// instances") that must share one deployment's keys.
+pub fn config_with_prefix(prefix: &str, pairs: &[(&str, &str)]) -> Config {
+    let url = redis_url();
+    let mut all: Vec<(&str, &str)> = vec![("REDIS_URL", &url), ("REDIS_KEY_PREFIX", prefix)];
+    all.extend_from_slice(pairs);
+    Config::from_pairs(&all).unwrap_or_else(|e| panic!("test configuration: {e}"))
+}
+
+/// A plain connection to the test Redis, for looking at what the service
+/// wrote (TTLs, key shapes). Only ever touch keys under your own prefix.
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis_url()).expect("REDIS_URL is a valid Redis URL");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test Redis answers (make test starts one)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_and_types_are_fresh_and_valid() {
+        let (a, b) = (random_prefix(), random_prefix());
+        assert_ne!(a, b);
+        assert!(a.starts_with("test-") && a.len() == 37);
+        let t = random_type("cpu_usage");
+        assert!(t.len() <= 64);
+        assert!(t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)));
+    }
+
+    #[test]
+    fn config_applies_prefix_and_overrides() {
+        let c = config(&[("RATE_LIMIT_REQUESTS", "7")]);
+        assert!(c.redis_key_prefix.starts_with("test-"));
+        assert_eq!(c.rate_limit_requests, 7);
+        assert_eq!(c.redis_url, redis_url());
+        let shared = config_with_prefix("test-shared", &[]);
+        assert_eq!(shared.redis_key_prefix, "test-shared");
+    }
+}
