@@ -252,10 +252,15 @@ impl Config {
             external_service_url: env.optional("EXTERNAL_SERVICE_URL"),
             external_service_latency: env.millis("EXTERNAL_SERVICE_LATENCY_MS", 50, 0..=60_000)?,
             external_service_failure_rate: env.probability("EXTERNAL_SERVICE_FAILURE_RATE", 0.2)?,
-            external_service_timeout: env.millis("EXTERNAL_SERVICE_TIMEOUT_MS", 1000, 1..=60_000)?,
+            external_service_timeout: env.millis(
+                "EXTERNAL_SERVICE_TIMEOUT_MS",
+                1000,
+                1..=60_000,
+            )?,
             rate_limit_requests: env.int("RATE_LIMIT_REQUESTS", 5, 1..=1_000_000)? as u32,
             rate_limit_window: env.seconds("RATE_LIMIT_WINDOW_SECONDS", 60, 1..=86_400)?,
-            rate_limit_algorithm: env.parse("RATE_LIMIT_ALGORITHM", RateLimitAlgorithm::SlidingLog)?,
+            rate_limit_algorithm: env
+                .parse("RATE_LIMIT_ALGORITHM", RateLimitAlgorithm::SlidingLog)?,
             api_key_digests,
             cache_ttl: env.seconds("CACHE_TTL_SECONDS", 60, 1..=86_400)?,
             cache_fallback_ttl: env.seconds("CACHE_FALLBACK_TTL_SECONDS", 5, 1..=86_400)?,
@@ -266,8 +271,11 @@ impl Config {
                 10,
                 1..=86_400,
             )?,
-            breaker_half_open_max_calls: env.int("CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS", 1, 1..=1000)?
-                as u32,
+            breaker_half_open_max_calls: env.int(
+                "CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS",
+                1,
+                1..=1000,
+            )? as u32,
             metrics_namespace: env.string("METRICS_NAMESPACE", "AnalyticsApi"),
         };
         if config.redis_auth_mode == RedisAuthMode::Iam {
@@ -342,11 +350,7 @@ impl Env<'_> {
         } else {
             Err(ConfigError {
                 variable: name,
-                reason: format!(
-                    "{value} is outside {}..={}",
-                    range.start(),
-                    range.end()
-                ),
+                reason: format!("{value} is outside {}..={}", range.start(), range.end()),
             })
         }
     }

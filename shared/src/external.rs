@@ -134,7 +134,10 @@ impl ExternalSource {
                     .await
                     .map_err(classify)?;
                 if !response.status().is_success() {
-                    tracing::info!(status = response.status().as_u16(), "external source answered non-2xx");
+                    tracing::info!(
+                        status = response.status().as_u16(),
+                        "external source answered non-2xx"
+                    );
                     return Err(ExternalFailure::UpstreamError);
                 }
                 let body = response.bytes().await.map_err(classify)?;

@@ -113,7 +113,10 @@ impl ApiError {
 
     /// A 503 for a request that ran out of `REQUEST_DEADLINE_MS`.
     pub fn deadline(deadline: Duration) -> Self {
-        tracing::warn!(deadline_ms = deadline.as_millis() as u64, "request deadline exceeded");
+        tracing::warn!(
+            deadline_ms = deadline.as_millis() as u64,
+            "request deadline exceeded"
+        );
         Self::Unavailable {
             detail: "the request could not be completed in time".into(),
             retry_after_s: 1,

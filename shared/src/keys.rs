@@ -80,8 +80,14 @@ mod tests {
     fn hash_tags_follow_the_prefix() {
         let k = Keys::new("analytics");
         assert_eq!(k.metric_base("cpu_usage"), "analytics:{cpu_usage}");
-        assert_eq!(k.rate_limit("127.0.0.1", "sliding_log"), "analytics:rl:{127.0.0.1}:sliding_log");
-        assert_eq!(k.breaker("external_service"), "analytics:cb:{external_service}");
+        assert_eq!(
+            k.rate_limit("127.0.0.1", "sliding_log"),
+            "analytics:rl:{127.0.0.1}:sliding_log"
+        );
+        assert_eq!(
+            k.breaker("external_service"),
+            "analytics:cb:{external_service}"
+        );
         assert!(k.cache_lock("ab").starts_with(&k.cache("ab")));
     }
 }

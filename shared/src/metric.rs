@@ -345,7 +345,15 @@ mod tests {
 
     #[test]
     fn malformed_json_is_a_400() {
-        for body in ["", "{", "not json", "\"a string\"", "42", "null", "{\"a\":1}}"] {
+        for body in [
+            "",
+            "{",
+            "not json",
+            "\"a string\"",
+            "42",
+            "null",
+            "{\"a\":1}}",
+        ] {
             assert!(
                 matches!(parse(body), Err(ApiError::MalformedJson(_))),
                 "{body:?}"
@@ -367,7 +375,11 @@ mod tests {
                 "{value}"
             );
         }
-        for (value, expected) in [("0", 0.0), ("-1.5", -1.5), ("1.7976931348623157e308", f64::MAX)] {
+        for (value, expected) in [
+            ("0", 0.0),
+            ("-1.5", -1.5),
+            ("1.7976931348623157e308", f64::MAX),
+        ] {
             let body = parse(&format!("{{{ts},\"value\":{value}}}")).unwrap();
             assert_eq!(body.metrics[0].value, expected);
         }
@@ -449,6 +461,9 @@ mod tests {
             "]".repeat(10_000)
         );
         // An ignored field is skipped without recursion: accepted or a 400, never a crash.
-        assert!(matches!(parse(&deep_field), Ok(_) | Err(ApiError::MalformedJson(_))));
+        assert!(matches!(
+            parse(&deep_field),
+            Ok(_) | Err(ApiError::MalformedJson(_))
+        ));
     }
 }

@@ -317,8 +317,14 @@ mod tests {
         .unwrap();
         assert_eq!(q.period, None);
         assert_eq!(q.period_label(), "custom");
-        assert_eq!(q.window.from, Utc.with_ymd_and_hms(2026, 2, 18, 10, 15, 0).unwrap());
-        assert_eq!(q.window.to, Utc.with_ymd_and_hms(2026, 2, 18, 11, 1, 0).unwrap());
+        assert_eq!(
+            q.window.from,
+            Utc.with_ymd_and_hms(2026, 2, 18, 10, 15, 0).unwrap()
+        );
+        assert_eq!(
+            q.window.to,
+            Utc.with_ymd_and_hms(2026, 2, 18, 11, 1, 0).unwrap()
+        );
     }
 
     #[test]
@@ -326,22 +332,46 @@ mod tests {
         assert_eq!(fields(&[]), ["type", "period"]);
         assert_eq!(fields(&[("type", "cpu"), ("period", "yearly")]), ["period"]);
         assert_eq!(fields(&[("type", "a b"), ("period", "daily")]), ["type"]);
-        assert_eq!(fields(&[("type", "cpu"), ("period", "daily"), ("period", "daily")]), ["period"]);
-        assert_eq!(fields(&[("type", "a"), ("type", "b"), ("period", "daily")]), ["type"]);
-        assert_eq!(fields(&[("type", "cpu"), ("from", "2026-02-18T10:00:00Z")]), ["to"]);
         assert_eq!(
-            fields(&[("type", "cpu"), ("from", "2026-02-18T11:00:00Z"), ("to", "2026-02-18T10:00:00Z")]),
-            ["from"]
+            fields(&[("type", "cpu"), ("period", "daily"), ("period", "daily")]),
+            ["period"]
         );
         assert_eq!(
-            fields(&[("type", "cpu"), ("from", "2025-01-01T00:00:00Z"), ("to", "2026-02-18T10:00:00Z")]),
-            ["from"]
+            fields(&[("type", "a"), ("type", "b"), ("period", "daily")]),
+            ["type"]
         );
         assert_eq!(
-            fields(&[("type", "cpu"), ("from", "2026-02-18T10:00:00Z"), ("to", "2027-01-01T00:00:00Z")]),
+            fields(&[("type", "cpu"), ("from", "2026-02-18T10:00:00Z")]),
             ["to"]
         );
-        assert_eq!(fields(&[("type", "cpu"), ("from", "x"), ("to", "y")]), ["from", "to"]);
+        assert_eq!(
+            fields(&[
+                ("type", "cpu"),
+                ("from", "2026-02-18T11:00:00Z"),
+                ("to", "2026-02-18T10:00:00Z")
+            ]),
+            ["from"]
+        );
+        assert_eq!(
+            fields(&[
+                ("type", "cpu"),
+                ("from", "2025-01-01T00:00:00Z"),
+                ("to", "2026-02-18T10:00:00Z")
+            ]),
+            ["from"]
+        );
+        assert_eq!(
+            fields(&[
+                ("type", "cpu"),
+                ("from", "2026-02-18T10:00:00Z"),
+                ("to", "2027-01-01T00:00:00Z")
+            ]),
+            ["to"]
+        );
+        assert_eq!(
+            fields(&[("type", "cpu"), ("from", "x"), ("to", "y")]),
+            ["from", "to"]
+        );
         match parse(&[("type", "cpu")]) {
             Err(e) => assert!(e.to_string().contains("hourly, daily, weekly, monthly")),
             Ok(q) => panic!("{q:?}"),

@@ -10,5 +10,8 @@ async fn main() -> Result<(), Error> {
     // Built once per cold start; connects to Redis lazily on the first request.
     let state = AppState::from_env_or_exit();
     let state = &state;
-    run(service_fn(move |req| async move { Ok::<_, Error>(metrics_summary(state, req).await) })).await
+    run(service_fn(move |req| async move {
+        Ok::<_, Error>(metrics_summary(state, req).await)
+    }))
+    .await
 }

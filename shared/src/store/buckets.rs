@@ -187,9 +187,12 @@ impl Aggregate {
         self.min = Some(self.min.map_or(other.min.unwrap_or(f64::INFINITY), |m| {
             m.min(other.min.unwrap_or(m))
         }));
-        self.max = Some(self.max.map_or(other.max.unwrap_or(f64::NEG_INFINITY), |m| {
-            m.max(other.max.unwrap_or(m))
-        }));
+        self.max = Some(
+            self.max
+                .map_or(other.max.unwrap_or(f64::NEG_INFINITY), |m| {
+                    m.max(other.max.unwrap_or(m))
+                }),
+        );
     }
 
     /// The mean, `None` when empty.
@@ -247,7 +250,9 @@ mod tests {
         assert!(worst.len() <= 194, "{}", worst.len());
         let mut seed = 7u64;
         for _ in 0..2_000 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let from = base + ((seed >> 20) % (40 * 1440)) as i64 * 60;
             let len = ((seed >> 5) % (31 * 1440)) as i64 * 60;
             assert!(check_cover(from, from + len).len() <= 194);
@@ -259,7 +264,10 @@ mod tests {
         let t = 1_771_416_030; // 2026-02-18T12:00:30Z
         assert_eq!(BucketRef::containing(Granularity::Minute, t).start, t - 30);
         assert_eq!(BucketRef::containing(Granularity::Hour, t).start, t - 30);
-        assert_eq!(BucketRef::containing(Granularity::Day, t).start, t - 30 - 12 * HOUR);
+        assert_eq!(
+            BucketRef::containing(Granularity::Day, t).start,
+            t - 30 - 12 * HOUR
+        );
         let b = BucketRef::containing(Granularity::Minute, t);
         assert!(b.container_start() <= b.start && b.start < b.container_end());
         assert_eq!(BucketRef::containing(Granularity::Minute, -1).start, -60);
@@ -293,9 +301,11 @@ mod tests {
         assert_eq!((a.min, a.max), (Some(10.0), Some(30.5)));
         assert!(Aggregate::parse_stored("garbage").is_none());
         assert_eq!(
-            Aggregate::parse_stored("1 0.10000000000000001 0.10000000000000001 0.10000000000000001")
-                .unwrap()
-                .sum,
+            Aggregate::parse_stored(
+                "1 0.10000000000000001 0.10000000000000001 0.10000000000000001"
+            )
+            .unwrap()
+            .sum,
             0.1
         );
     }

@@ -150,7 +150,9 @@ impl MetricStore {
                     .and_then(Aggregate::parse_stored);
                 match parsed {
                     Some(bucket) => total.merge(&bucket),
-                    None => tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket"),
+                    None => {
+                        tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket")
+                    }
                 }
             }
         }
