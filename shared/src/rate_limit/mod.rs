@@ -1,0 +1,306 @@
+//! Per-client rate limiting, shared by every function instance through Redis.
+//!
+//! Each check is **one atomic Lua script call** (one round trip) that reads the
+//! clock with `redis.call('TIME')`, decides, and records an accepted request,
+//! so any number of concurrent Lambda instances see one consistent state and
+//! one clock. A rejected request is read-only in Redis: it consumes no quota,
+//! stores nothing and cannot extend its own block. Every key written carries a
+//! TTL of at most two windows. The scripts are sent with `EVALSHA`;
+//! [`redis::Script`] reloads them transparently after `NOSCRIPT` (a restart,
+//! a failover or `SCRIPT FLUSH`).
+//!
+//! `RATE_LIMIT_ALGORITHM` picks the algorithm; `limit` is
+//! `RATE_LIMIT_REQUESTS` and `window` is `RATE_LIMIT_WINDOW_SECONDS`:
+//!
+//! | algorithm | guarantee | memory per client |
+//! |---|---|---|
+//! | `sliding_log` (default) | exact: at most `limit` accepted in **any** rolling window | O(limit): one sorted-set entry per request accepted in the last window |
+//! | `sliding_window_counter` | approximate; at most `limit` per fixed window, up to `2·limit − 1` in a rolling window when the previous window's requests came late in it | O(1): one hash of three integers |
+//! | `token_bucket` | bursts of up to `limit`, then one request per `window / limit`; at most `limit + ⌊D·limit/window⌋` in any interval of length D | O(1): one string |
+//!
+//! * **Sliding log**: the log of accepted request times, trimmed to the window
+//!   (the "sliding log" of the classic rate-limiter taxonomy, as described in
+//!   Figma's and Cloudflare's engineering write-ups). Exact, at the price of
+//!   memory proportional to the limit.
+//! * **Sliding window counter**: Cloudflare's two-counter approximation ("How
+//!   we built rate limiting capable of scaling to millions of domains", 2017):
+//!   `previous · (window − elapsed) / window + current`. It assumes the
+//!   previous fixed window's requests were evenly spread; when they cluster
+//!   at its end it over-admits (worst case `2·limit − 1` in one rolling
+//!   window), when they cluster at its start it under-admits.
+//! * **Token bucket**: GCRA, the generic cell rate algorithm (ITU-T I.371),
+//!   storing one theoretical arrival time per client, as redis-cell (Brandur
+//!   Leach), go-redis/redis_rate and Brandur Leach's `throttled` do.
+//!
+//! The decision carries the IETF `RateLimit-Policy` and `RateLimit` fields of
+//! draft-ietf-httpapi-ratelimit-headers-10 and, when rejected, a
+//! `Retry-After` (RFC 9110 §10.2.3) of at least one second, computed from the
+//! state (when the next slot frees), so a client that waits that long and
+//! retries is accepted.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use lambda_http::http::header::{HeaderName, HeaderValue};
+use redis::{RedisError, Script};
+
+use crate::config::{Config, RateLimitAlgorithm};
+use crate::connection::Redis;
+use crate::http::ApiError;
+use crate::identity::ClientId;
+use crate::keys::Keys;
+
+/// The name of the service's one quota policy in the `RateLimit` fields.
+pub const POLICY_NAME: &str = "default";
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-10 §2): the
+/// policy, e.g. `"default";q=5;w=60`.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10 §3): the current
+/// state, e.g. `"default";r=0;t=37`.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+static SLIDING_LOG: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("sliding_log.lua")));
+static SLIDING_WINDOW_COUNTER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("sliding_window_counter.lua")));
+static TOKEN_BUCKET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
+
+/// The rate limiter of one deployment: the configured algorithm, limit and
+/// window, and where its keys live. Built once per cold start; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    keys: Keys,
+    algorithm: RateLimitAlgorithm,
+    limit: u32,
+    window: Duration,
+}
+
+impl RateLimiter {
+    /// A limiter for `RATE_LIMIT_REQUESTS` requests per
+    /// `RATE_LIMIT_WINDOW_SECONDS` per client with `RATE_LIMIT_ALGORITHM`
+    /// (all already validated by [`Config`]: limit ≥ 1, window 1 s to 1 day).
+    pub fn new(config: &Config, keys: Keys) -> Self {
+        Self {
+            keys,
+            algorithm: config.rate_limit_algorithm,
+            limit: config.rate_limit_requests.max(1),
+            window: config.rate_limit_window.max(Duration::from_secs(1)),
+        }
+    }
+
+    /// The configured algorithm.
+    pub fn algorithm(&self) -> RateLimitAlgorithm {
+        self.algorithm
+    }
+
+    /// Requests allowed per window per client.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The window length (whole seconds).
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The Redis key holding `client`'s state for the configured algorithm
+    /// (see [`Keys::rate_limit`]); its hash tag is the client.
+    pub fn key(&self, client: &ClientId) -> String {
+        self.keys
+            .rate_limit(client.as_str(), self.algorithm.as_str())
+    }
+
+    /// Checks one request of `client` and, if it is accepted, counts it.
+    ///
+    /// Exactly one script call (one round trip while the script is cached in
+    /// Redis; after `NOSCRIPT` the script is loaded and the call retried
+    /// once). The request is counted whether or not the caller goes on to
+    /// serve it successfully: the limiter protects the work of parsing too.
+    ///
+    /// # Errors
+    /// The [`RedisError`] of the call (connection, timeout after
+    /// `REDIS_TIMEOUT_MS`, or a reply of unexpected shape); the caller answers
+    /// 503 with `ApiError::from`.
+    pub async fn check(
+        &self,
+        redis: &Redis,
+        client: &ClientId,
+    ) -> Result<RateLimitDecision, RedisError> {
+        let script: &Script = match self.algorithm {
+            RateLimitAlgorithm::SlidingLog => &SLIDING_LOG,
+            RateLimitAlgorithm::SlidingWindowCounter => &SLIDING_WINDOW_COUNTER,
+            RateLimitAlgorithm::TokenBucket => &TOKEN_BUCKET,
+        };
+        let window_us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
+        let reply: (i64, i64, i64, i64) = script
+            .key(self.key(client))
+            .arg(self.limit)
+            .arg(window_us)
+            .invoke_async(&mut redis.clone())
+            .await?;
+        Ok(RateLimitDecision::from_reply(
+            self.limit,
+            self.window,
+            reply,
+        ))
+    }
+}
+
+/// The outcome of one [`RateLimiter::check`]. Times are whole seconds,
+/// rounded up from the scripts' microseconds so that waiting them out is
+/// always enough.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitDecision {
+    /// Whether the request was accepted (and counted).
+    pub allowed: bool,
+    /// The quota: requests per window (`q` of `RateLimit-Policy`).
+    pub limit: u32,
+    /// The window, seconds (`w` of `RateLimit-Policy`).
+    pub window_s: u64,
+    /// Requests that would still be accepted right now (`r` of `RateLimit`);
+    /// 0 when rejected.
+    pub remaining: u32,
+    /// Seconds until `remaining` next increases (`t` of `RateLimit`), ≥ 1;
+    /// equal to `retry_after_s` when rejected.
+    pub reset_after_s: u64,
+    /// `Some(seconds ≥ 1)` iff rejected: when a retry will be accepted,
+    /// provided the client sends nothing else meanwhile.
+    pub retry_after_s: Option<u64>,
+}
+
+impl RateLimitDecision {
+    /// From a script's `{allowed, remaining, reset_after µs, retry_after µs}`.
+    fn from_reply(limit: u32, window: Duration, reply: (i64, i64, i64, i64)) -> Self {
+        let (allowed, remaining, reset_after_us, retry_after_us) = reply;
+        let allowed = allowed == 1;
+        let reset_after_s = ceil_seconds(reset_after_us);
+        Self {
+            allowed,
+            limit,
+            window_s: window.as_secs(),
+            remaining: if allowed {
+                u32::try_from(remaining.max(0))
+                    .unwrap_or(u32::MAX)
+                    .min(limit)
+            } else {
+                0
+            },
+            reset_after_s,
+            retry_after_s: (!allowed).then(|| ceil_seconds(retry_after_us)),
+        }
+    }
+
+    /// The `RateLimit-Policy` and `RateLimit` fields
+    /// (draft-ietf-httpapi-ratelimit-headers-10), e.g.
+    /// `RateLimit-Policy: "default";q=5;w=60` and
+    /// `RateLimit: "default";r=0;t=37`. Sent on every response of a limited
+    /// route, accepted or not. `Retry-After` is not included: the 429 built by
+    /// [`RateLimitDecision::into_error`] adds it.
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let policy = format!("\"{POLICY_NAME}\";q={};w={}", self.limit, self.window_s);
+        let state = format!(
+            "\"{POLICY_NAME}\";r={};t={}",
+            self.remaining, self.reset_after_s
+        );
+        // Both values are plain ASCII built above, so conversion cannot fail;
+        // a failure would drop the field rather than panic.
+        [(&RATELIMIT_POLICY, policy), (&RATELIMIT, state)]
+            .into_iter()
+            .filter_map(|(name, value)| {
+                HeaderValue::from_str(&value)
+                    .ok()
+                    .map(|value| (name.clone(), value))
+            })
+            .collect()
+    }
+
+    /// The 429 for a rejected decision: [`ApiError::TooManyRequests`] with
+    /// `Retry-After` = [`Self::retry_after_s`] and the [`Self::headers`].
+    /// Meant for rejected decisions; for an accepted one the retry time is
+    /// [`Self::reset_after_s`].
+    pub fn into_error(self) -> ApiError {
+        let retry_after_s = self.retry_after_s.unwrap_or(self.reset_after_s).max(1);
+        ApiError::TooManyRequests {
+            retry_after_s,
+            headers: self.headers(),
+        }
+    }
+}
+
+/// Microseconds → whole seconds, rounded up, at least 1: a client told to
+/// wait 0 s would retry immediately and be refused again.
+fn ceil_seconds(us: i64) -> u64 {
+    u64::try_from(us).unwrap_or(0).div_ceil(1_000_000).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::http::header::{CONTENT_TYPE, RETRY_AFTER};
+    use lambda_http::http::StatusCode;
+
+    fn decision(reply: (i64, i64, i64, i64)) -> RateLimitDecision {
+        RateLimitDecision::from_reply(5, Duration::from_secs(60), reply)
+    }
+
+    #[test]
+    fn microseconds_round_up_to_at_least_one_second() {
+        assert_eq!(ceil_seconds(0), 1);
+        assert_eq!(ceil_seconds(-5), 1);
+        assert_eq!(ceil_seconds(1), 1);
+        assert_eq!(ceil_seconds(1_000_000), 1);
+        assert_eq!(ceil_seconds(1_000_001), 2);
+        assert_eq!(ceil_seconds(36_000_001), 37);
+    }
+
+    #[test]
+    fn an_accepted_reply_has_no_retry_after() {
+        let d = decision((1, 3, 59_999_000, 0));
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 3);
+        assert_eq!(d.reset_after_s, 60);
+        assert_eq!(d.retry_after_s, None);
+    }
+
+    #[test]
+    fn a_rejected_reply_has_no_remaining_and_a_retry_after() {
+        let d = decision((0, 0, 36_200_000, 36_200_000));
+        assert!(!d.allowed);
+        assert_eq!(d.remaining, 0);
+        assert_eq!(d.retry_after_s, Some(37));
+        assert_eq!(d.reset_after_s, 37);
+    }
+
+    #[test]
+    fn headers_follow_the_draft_syntax() {
+        let d = decision((0, 0, 36_200_000, 36_200_000));
+        let headers = d.headers();
+        assert_eq!(headers.len(), 2);
+        assert_eq!(headers[0].0.as_str(), "ratelimit-policy");
+        assert_eq!(headers[0].1, "\"default\";q=5;w=60");
+        assert_eq!(headers[1].0.as_str(), "ratelimit");
+        assert_eq!(headers[1].1, "\"default\";r=0;t=37");
+    }
+
+    #[test]
+    fn a_rejection_becomes_a_429_problem_with_retry_after_and_fields() {
+        let response = decision((0, 0, 1_500_000, 1_500_000))
+            .into_error()
+            .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = response.headers();
+        assert_eq!(headers[RETRY_AFTER], "2");
+        assert_eq!(headers["ratelimit"], "\"default\";r=0;t=2");
+        assert_eq!(headers["ratelimit-policy"], "\"default\";q=5;w=60");
+        assert_eq!(headers[CONTENT_TYPE], crate::http::PROBLEM_JSON);
+    }
+
+    #[test]
+    fn a_remaining_above_the_limit_is_clamped() {
+        // Only possible after the limit was lowered while state was live.
+        assert_eq!(decision((1, 9, 1, 0)).remaining, 5);
+    }
+}
