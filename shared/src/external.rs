@@ -17,26 +17,8 @@ use std::time::Duration;
 use rand::Rng;
 use serde_json::{Map, Value};
 
+use crate::breaker::FailureKind;
 use crate::config::{Config, ConfigError};
-
-/// Why a call to the external source did not produce data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExternalFailure {
-    /// Non-2xx status, a body that is not a JSON object, or a connection error.
-    UpstreamError,
-    /// No answer within `EXTERNAL_SERVICE_TIMEOUT_MS`.
-    Timeout,
-}
-
-impl ExternalFailure {
-    /// The `reason` reported in a fallback: `upstream_error` or `timeout`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::UpstreamError => "upstream_error",
-            Self::Timeout => "timeout",
-        }
-    }
-}
 
 /// The configured external source.
 #[derive(Debug, Clone)]
@@ -92,23 +74,24 @@ impl ExternalSource {
     /// Calls the source for one summary, giving up after `timeout`.
     ///
     /// # Errors
-    /// [`ExternalFailure`] when the call fails or is too slow.
+    /// [`FailureKind::UpstreamError`] when the call fails,
+    /// [`FailureKind::Timeout`] when it is too slow.
     pub async fn fetch(
         &self,
         metric_type: &str,
         period: &str,
         timeout: Duration,
-    ) -> Result<Map<String, Value>, ExternalFailure> {
+    ) -> Result<Map<String, Value>, FailureKind> {
         tokio::time::timeout(timeout, self.call(metric_type, period))
             .await
-            .unwrap_or(Err(ExternalFailure::Timeout))
+            .unwrap_or(Err(FailureKind::Timeout))
     }
 
     async fn call(
         &self,
         metric_type: &str,
         period: &str,
-    ) -> Result<Map<String, Value>, ExternalFailure> {
+    ) -> Result<Map<String, Value>, FailureKind> {
         match self {
             Self::Simulated {
                 latency,
@@ -117,7 +100,7 @@ impl ExternalSource {
                 tokio::time::sleep(*latency).await;
                 let mut rng = rand::rng();
                 if rng.random_bool(failure_rate.clamp(0.0, 1.0)) {
-                    return Err(ExternalFailure::UpstreamError);
+                    return Err(FailureKind::UpstreamError);
                 }
                 let mut data = Map::new();
                 data.insert(
@@ -138,14 +121,14 @@ impl ExternalSource {
                         status = response.status().as_u16(),
                         "external source answered non-2xx"
                     );
-                    return Err(ExternalFailure::UpstreamError);
+                    return Err(FailureKind::UpstreamError);
                 }
                 let body = response.bytes().await.map_err(classify)?;
                 match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Object(data)) => Ok(data),
                     _ => {
                         tracing::info!("external source answered a body that is not a JSON object");
-                        Err(ExternalFailure::UpstreamError)
+                        Err(FailureKind::UpstreamError)
                     }
                 }
             }
@@ -153,12 +136,12 @@ impl ExternalSource {
     }
 }
 
-fn classify(err: reqwest::Error) -> ExternalFailure {
+fn classify(err: reqwest::Error) -> FailureKind {
     if err.is_timeout() {
-        ExternalFailure::Timeout
+        FailureKind::Timeout
     } else {
         tracing::info!(error = %err, "external source unreachable");
-        ExternalFailure::UpstreamError
+        FailureKind::UpstreamError
     }
 }
 

@@ -16,6 +16,9 @@ use serde::Serialize;
 /// Media type of every error body (RFC 9457 §3).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Media type of every successful body.
+pub const JSON: &str = "application/json";
+
 /// One offending field of a rejected request, listed in a 422 body under
 /// `errors`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -208,7 +211,7 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body
     *response.status_mut() = status;
     response
         .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
     response
 }
 

@@ -9,12 +9,17 @@ use std::sync::Arc;
 
 use chrono::Duration as ChronoDuration;
 
+use crate::breaker::CircuitBreaker;
+use crate::cache::SummaryCache;
 use crate::config::{Config, ConfigError};
 use crate::connection::Redis;
 use crate::external::ExternalSource;
 use crate::keys::Keys;
 use crate::metric::MetricLimits;
 use crate::store::MetricStore;
+
+/// The name of the external source's circuit breaker, as shown by `/health`.
+pub const EXTERNAL_SERVICE: &str = "external_service";
 
 /// Everything a handler needs. Cheap to share by reference.
 pub struct AppState {
@@ -28,6 +33,10 @@ pub struct AppState {
     pub store: MetricStore,
     /// The external data source of summaries.
     pub external: ExternalSource,
+    /// The circuit breaker around [`AppState::external`].
+    pub breaker: CircuitBreaker,
+    /// The read-through cache of summaries.
+    pub cache: SummaryCache,
 }
 
 impl AppState {
@@ -50,6 +59,8 @@ impl AppState {
         let keys = Keys::new(config.redis_key_prefix.clone());
         Ok(Self {
             store: MetricStore::new(keys.clone(), config.metric_retention_days),
+            breaker: CircuitBreaker::new(&config, &keys, EXTERNAL_SERVICE),
+            cache: SummaryCache::new(&config, keys.clone()),
             external: ExternalSource::from_config(&config)?,
             keys,
             redis,

@@ -99,18 +99,20 @@ impl SummaryQuery {
         self.period.map_or("custom", Period::as_str)
     }
 
-    /// A canonical text of the query, the input of the cache key:
-    /// `type|period|from_s|to_s`. Trailing periods are keyed by their window,
-    /// so a cached entry never outlives the minute it describes by more than
-    /// its TTL.
-    pub fn canonical(&self) -> String {
-        format!(
-            "{}|{}|{}|{}",
-            self.metric_type,
-            self.period_label(),
-            self.window.from.timestamp(),
-            self.window.to.timestamp()
-        )
+    /// The canonical text that identifies the query for the cache:
+    /// `type|period` for a trailing period (the window moves with the clock;
+    /// a cached summary is at most its TTL behind it) and
+    /// `type|custom|from_s|to_s` for an explicit window.
+    pub fn cache_identity(&self) -> String {
+        match self.period {
+            Some(period) => format!("{}|{}", self.metric_type, period.as_str()),
+            None => format!(
+                "{}|custom|{}|{}",
+                self.metric_type,
+                self.window.from.timestamp(),
+                self.window.to.timestamp()
+            ),
+        }
     }
 }
 
@@ -382,6 +384,6 @@ mod tests {
     fn canonical_form_ignores_parameter_order_and_extras() {
         let a = parse(&[("type", "cpu"), ("period", "daily")]).unwrap();
         let b = parse(&[("x", "1"), ("period", "daily"), ("type", "cpu")]).unwrap();
-        assert_eq!(a.canonical(), b.canonical());
+        assert_eq!(a.cache_identity(), b.cache_identity());
     }
 }

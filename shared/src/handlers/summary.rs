@@ -1,14 +1,16 @@
 //! `GET /api/metrics/summary`: aggregates of one metric type over a window,
-//! enriched by the external source.
+//! enriched by the external source, served through the read-through cache.
 
 use chrono::Utc;
+use lambda_http::http::header::{HeaderValue, AGE, CACHE_CONTROL};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde_json::Value;
 
 use super::{require_method, within_deadline};
+use crate::breaker::{Admission, CallOutcome};
+use crate::cache::{CacheStatus, Computed};
 use crate::external::external_data;
-use crate::http::{json_response, ApiError};
+use crate::http::{ApiError, JSON};
 use crate::state::AppState;
 use crate::window::{parse_summary_query, SummaryQuery};
 
@@ -16,8 +18,13 @@ use crate::window::{parse_summary_query, SummaryQuery};
 /// `{"type", "period", "window": {"from", "to"}, "count", "average_value",
 /// "min_value", "max_value", "sum", "external_data"}`; with no data in the
 /// window `count` and `sum` are 0 and the others `null`. `external_data` is
-/// `{"status": "fallback", "reason": …}` when the source failed — the summary
-/// is still a 200.
+/// `{"status": "fallback", "reason": "circuit_open" | "upstream_error" |
+/// "timeout"}` when the source could not be used — the summary is still a 200.
+///
+/// Served from the cache when possible (`X-Cache: HIT`, `Age`), else computed
+/// once across all instances (`X-Cache: MISS`); `Cache-Control: max-age=<s>`
+/// says how long the answer stays cached. `Cache-Control: no-cache` on the
+/// request forces a recomputation.
 ///
 /// Errors: 422 for a missing or invalid query (the allowed periods are
 /// listed), 503 + `Retry-After` when Redis is unavailable.
@@ -31,27 +38,74 @@ pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
             chrono::Duration::days(i64::from(state.config.metric_retention_days)),
             chrono::Duration::from_std(state.config.max_future_skew).unwrap_or_default(),
         )?;
-        let summary = compute_summary(state, &query).await?;
-        Ok(json_response(StatusCode::OK, &summary))
+        let cached = state
+            .cache
+            .get_or_compute(&state.redis, &query, wants_no_cache(&req), || {
+                compute_summary(state, &query)
+            })
+            .await?;
+        let mut response = Response::new(Body::from(cached.body));
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static(JSON));
+        let (x_cache, max_age) = match cached.status {
+            CacheStatus::Hit { ttl_left_s, age_s } => {
+                headers.insert(AGE, HeaderValue::from(age_s));
+                ("HIT", ttl_left_s)
+            }
+            CacheStatus::Miss { ttl_s } => ("MISS", ttl_s),
+        };
+        headers.insert("x-cache", HeaderValue::from_static(x_cache));
+        if let Ok(value) = HeaderValue::from_str(&format!("max-age={max_age}")) {
+            headers.insert(CACHE_CONTROL, value);
+        }
+        Ok(response)
     })
     .await
 }
 
-/// Computes a summary from the buckets and the external source.
-async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Value, ApiError> {
+/// True when the request carries `Cache-Control: no-cache` (a dashboard's
+/// "refresh now"), as a directive in any of its `Cache-Control` fields.
+fn wants_no_cache(req: &Request) -> bool {
+    req.headers()
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|directive| directive.trim().eq_ignore_ascii_case("no-cache"))
+}
+
+/// Computes a summary from the buckets and the external source (through the
+/// circuit breaker). Called by at most one request per query at a time.
+async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Computed, ApiError> {
     let aggregate = state
         .store
         .aggregate(&state.redis, &query.metric_type, &query.window)
         .await?;
-    let external = state
-        .external
-        .fetch(
-            query.metric_type.as_str(),
-            query.period_label(),
-            state.config.external_service_timeout,
-        )
-        .await;
-    Ok(serde_json::json!({
+    let external = match state.breaker.acquire(&state.redis).await? {
+        Admission::Rejected { .. } => Err("circuit_open"),
+        Admission::Allowed(permit) => {
+            let result = state
+                .external
+                .fetch(
+                    query.metric_type.as_str(),
+                    query.period_label(),
+                    state.config.external_service_timeout,
+                )
+                .await;
+            let outcome = match &result {
+                Ok(_) => CallOutcome::Success,
+                Err(kind) => CallOutcome::Failure(*kind),
+            };
+            if let Err(err) = state.breaker.report(&state.redis, &permit, outcome).await {
+                // The summary is still good; the breaker misses one result.
+                tracing::warn!(error = %err, "could not report to the circuit breaker");
+            }
+            result.map_err(|kind| kind.as_str())
+        }
+    };
+    let degraded = external.is_err();
+    let body = serde_json::json!({
         "type": query.metric_type,
         "period": query.period_label(),
         "window": query.window.to_json(),
@@ -60,6 +114,10 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Value
         "min_value": aggregate.min,
         "max_value": aggregate.max,
         "sum": aggregate.sum,
-        "external_data": external_data(external.map_err(|f| f.as_str())),
-    }))
+        "external_data": external_data(external),
+    });
+    Ok(Computed {
+        body: body.to_string(),
+        degraded,
+    })
 }

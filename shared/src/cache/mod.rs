@@ -1,0 +1,253 @@
+//! Read-through cache of summaries, with single-flight recomputation across
+//! every instance.
+//!
+//! A summary is looked up by a digest of its **parsed** query
+//! ([`SummaryQuery::cache_identity`]): parameter order and unknown parameters
+//! never create new entries. A hit costs one Redis round trip
+//! (`get_or_lock.lua`) and never calls the external source.
+//!
+//! On a miss, the same script call takes a lock (`SET NX PX`, a random owner
+//! token) so that one request in the whole fleet recomputes; the others poll
+//! for the fresh value for as long as the lock may legitimately be held, then
+//! take over if its owner vanished (the lock expires on its own). The owner
+//! stores the result and releases the lock only if it still owns it
+//! (`store_and_unlock.lua`). `Cache-Control: no-cache` skips the stored value
+//! but still goes through the lock, so a crowd of "refresh now" clicks causes
+//! one recomputation.
+//!
+//! TTLs: `CACHE_TTL_SECONDS` for a normal summary, the shorter
+//! `CACHE_FALLBACK_TTL_SECONDS` when its external data is a fallback, so
+//! recovery of the source shows promptly; errors are never stored. Staleness
+//! is therefore bounded by the TTL. The design follows the classic
+//! cache-aside-with-lease pattern (Nishtala et al., "Scaling Memcache at
+//! Facebook", NSDI 2013, §3.2.1 leases) with Redis locks in place of leases.
+
+use std::future::Future;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::{RedisError, Script, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::connection::Redis;
+use crate::http::ApiError;
+use crate::keys::Keys;
+use crate::window::SummaryQuery;
+
+static GET_OR_LOCK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("get_or_lock.lua")));
+static STORE_AND_UNLOCK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("store_and_unlock.lua")));
+
+/// Where a summary came from, for the `X-Cache`, `Cache-Control` and `Age`
+/// response fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from Redis.
+    Hit {
+        /// Whole seconds the entry has left to live (`max-age`).
+        ttl_left_s: u64,
+        /// Whole seconds since it was stored (`Age`).
+        age_s: u64,
+    },
+    /// Computed by this request (and stored, unless it failed to store).
+    Miss {
+        /// The TTL it was stored with, s.
+        ttl_s: u64,
+    },
+}
+
+/// A summary body and where it came from.
+#[derive(Debug, Clone)]
+pub struct CachedBody {
+    /// The JSON text of the summary, identical for every request served
+    /// from one computation.
+    pub body: String,
+    /// Hit or miss.
+    pub status: CacheStatus,
+}
+
+/// What a recomputation produced.
+#[derive(Debug, Clone)]
+pub struct Computed {
+    /// The JSON text to serve and store.
+    pub body: String,
+    /// True when the result is degraded (external data is a fallback); it is
+    /// then kept only `CACHE_FALLBACK_TTL_SECONDS`.
+    pub degraded: bool,
+}
+
+/// The summary cache of one deployment.
+#[derive(Debug, Clone)]
+pub struct SummaryCache {
+    keys: Keys,
+    ttl: Duration,
+    fallback_ttl: Duration,
+    lock_ttl: Duration,
+}
+
+/// How often a waiting request polls for the owner's result, at first and at
+/// most (doubling in between).
+const POLL_START: Duration = Duration::from_millis(10);
+const POLL_MAX: Duration = Duration::from_millis(80);
+
+enum Lookup {
+    Hit(CachedBody),
+    Locked,
+    Busy,
+}
+
+impl SummaryCache {
+    /// Reads `CACHE_TTL_SECONDS` and `CACHE_FALLBACK_TTL_SECONDS`. The lock TTL
+    /// covers the slowest permitted computation: `EXTERNAL_SERVICE_TIMEOUT_MS`
+    /// plus two Redis commands at `REDIS_TIMEOUT_MS` each, plus 250 ms.
+    pub fn new(config: &Config, keys: Keys) -> Self {
+        Self {
+            keys,
+            ttl: config.cache_ttl,
+            fallback_ttl: config.cache_fallback_ttl,
+            lock_ttl: config.external_service_timeout
+                + config.redis_timeout * 2
+                + Duration::from_millis(250),
+        }
+    }
+
+    /// How long a recompute lock lives unless its owner releases it.
+    pub fn lock_ttl(&self) -> Duration {
+        self.lock_ttl
+    }
+
+    /// The cache entry's key for `query` (its lock is the same plus `:lock`).
+    pub fn entry_key(&self, query: &SummaryQuery) -> String {
+        self.keys.cache(&digest(query))
+    }
+
+    /// Serves `query` from the cache, or computes it with `compute` under the
+    /// fleet-wide single-flight lock and stores it.
+    ///
+    /// `no_cache` (the request's `Cache-Control: no-cache`) skips a stored
+    /// value but not the lock. The caller bounds the whole call with the
+    /// request deadline.
+    ///
+    /// # Errors
+    /// [`ApiError`] from `compute` (never cached), or a 503 when Redis fails.
+    pub async fn get_or_compute<F, Fut>(
+        &self,
+        redis: &Redis,
+        query: &SummaryQuery,
+        no_cache: bool,
+        compute: F,
+    ) -> Result<CachedBody, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Computed, ApiError>>,
+    {
+        let id = digest(query);
+        let entry = self.keys.cache(&id);
+        let lock = self.keys.cache_lock(&id);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+
+        let mut mode = if no_cache { "refresh" } else { "read" };
+        let mut poll = POLL_START;
+        loop {
+            match self.lookup(redis, &entry, &lock, &token, mode).await? {
+                Lookup::Hit(body) => return Ok(body),
+                Lookup::Locked => break,
+                Lookup::Busy => {
+                    // A no-cache request waits for the owner's *new* value,
+                    // not the entry it asked to skip.
+                    if mode == "refresh" {
+                        mode = "await";
+                    }
+                    // The lock expires by itself after lock_ttl if its owner
+                    // vanished; the next lookup then takes it over. The
+                    // request deadline bounds the wait in any case.
+                    tokio::time::sleep(poll).await;
+                    poll = (poll * 2).min(POLL_MAX);
+                }
+            }
+        }
+
+        let computed = compute().await;
+        let (body, ttl) = match &computed {
+            Ok(c) => (
+                c.body.as_str(),
+                if c.degraded {
+                    self.fallback_ttl
+                } else {
+                    self.ttl
+                },
+            ),
+            Err(_) => ("", self.ttl),
+        };
+        let stored: Result<i64, RedisError> = STORE_AND_UNLOCK
+            .key(&entry)
+            .key(&lock)
+            .arg(&token)
+            .arg(body)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut redis.clone())
+            .await;
+        if let Err(err) = stored {
+            // The result is still good for this request; the next one will
+            // find no entry (and the lock expiring) and recompute.
+            tracing::warn!(error = %err, "could not store a computed summary");
+        }
+        let computed = computed?;
+        Ok(CachedBody {
+            body: computed.body,
+            status: CacheStatus::Miss {
+                ttl_s: ttl.as_secs(),
+            },
+        })
+    }
+
+    async fn lookup(
+        &self,
+        redis: &Redis,
+        entry: &str,
+        lock: &str,
+        token: &str,
+        mode: &str,
+    ) -> Result<Lookup, ApiError> {
+        let reply: Vec<Value> = GET_OR_LOCK
+            .key(entry)
+            .key(lock)
+            .arg(token)
+            .arg(self.lock_ttl.as_millis() as u64)
+            .arg(mode)
+            .invoke_async(&mut redis.clone())
+            .await?;
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(i)) => *i,
+            _ => 0,
+        };
+        match int(reply.first()) {
+            1 => {
+                let body = match reply.get(1) {
+                    Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+                    _ => String::new(),
+                };
+                let ttl_left_ms = int(reply.get(2)).max(0) as u64;
+                let age_ms = int(reply.get(3)).max(0) as u64;
+                Ok(Lookup::Hit(CachedBody {
+                    body,
+                    status: CacheStatus::Hit {
+                        ttl_left_s: ttl_left_ms.div_ceil(1000),
+                        age_s: age_ms / 1000,
+                    },
+                }))
+            }
+            2 => Ok(Lookup::Locked),
+            _ => Ok(Lookup::Busy),
+        }
+    }
+}
+
+/// The cache identity of a query, hashed: 32 hex characters of SHA-256 over
+/// [`SummaryQuery::cache_identity`].
+fn digest(query: &SummaryQuery) -> String {
+    let hash = Sha256::digest(query.cache_identity().as_bytes());
+    hex::encode(&hash[..16])
+}
