@@ -21,6 +21,7 @@
 //! expires. `ARCHITECTURE.md` explains the design and its trade-offs.
 
 pub mod breaker;
+pub mod cache;
 pub mod config;
 pub mod connection;
 pub mod external;
