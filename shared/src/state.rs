@@ -16,6 +16,7 @@ use crate::connection::Redis;
 use crate::external::ExternalSource;
 use crate::keys::Keys;
 use crate::metric::MetricLimits;
+use crate::rate_limit::RateLimiter;
 use crate::store::MetricStore;
 
 /// The name of the external source's circuit breaker, as shown by `/health`.
@@ -37,6 +38,8 @@ pub struct AppState {
     pub breaker: CircuitBreaker,
     /// The read-through cache of summaries.
     pub cache: SummaryCache,
+    /// The per-client rate limiter of `POST /api/metrics`.
+    pub limiter: RateLimiter,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
             store: MetricStore::new(keys.clone(), config.metric_retention_days),
             breaker: CircuitBreaker::new(&config, &keys, EXTERNAL_SERVICE),
             cache: SummaryCache::new(&config, keys.clone()),
+            limiter: RateLimiter::new(&config, keys.clone()),
             external: ExternalSource::from_config(&config)?,
             keys,
             redis,

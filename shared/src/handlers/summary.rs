@@ -11,6 +11,7 @@ use crate::breaker::{Admission, CallOutcome};
 use crate::cache::{CacheStatus, Computed};
 use crate::external::external_data;
 use crate::http::{ApiError, JSON};
+use crate::identity::client_identity;
 use crate::state::AppState;
 use crate::window::{parse_summary_query, SummaryQuery};
 
@@ -26,11 +27,12 @@ use crate::window::{parse_summary_query, SummaryQuery};
 /// says how long the answer stays cached. `Cache-Control: no-cache` on the
 /// request forces a recomputation.
 ///
-/// Errors: 422 for a missing or invalid query (the allowed periods are
+/// Errors: 401 missing/unknown API key (when keys are configured), 422 for a missing or invalid query (the allowed periods are
 /// listed), 503 + `Retry-After` when Redis is unavailable.
 pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
     within_deadline(state, async {
         require_method(&req, Method::GET)?;
+        client_identity(&req, &state.config.api_key_digests)?;
         let params = req.query_string_parameters();
         let query = parse_summary_query(
             params.iter(),
