@@ -51,28 +51,48 @@ E2E_GROUP_TIMEOUT_SECONDS="${E2E_GROUP_TIMEOUT_SECONDS:-900}"
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/analytics-e2e.XXXXXX")"
 WATCH_PID=""
 
-# stop_stack: stops the current watcher and every process it started. The
-# watcher runs in a session of its own (setsid), so its function processes,
-# which watchexec puts in process groups of their own, are found by that
-# session id.
+# descendants PID: every process below PID. The function processes
+# `cargo lambda watch` starts run in sessions of their own, so they are found
+# through their parent, not their process group.
+descendants() {
+    local child
+    for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        printf '%s\n' "$child"
+        descendants "$child"
+    done
+}
+
+# same_process PID COMMAND: PID still runs COMMAND (guards against a pid that
+# was reused after the process we knew exited).
+same_process() {
+    [[ "$(ps -o comm= -p "$1" 2>/dev/null)" == "$2" ]]
+}
+
+# stop_stack: stops the current watcher and every process it started. SIGINT
+# first: that is Ctrl-C, on which the watcher stops its functions itself.
 stop_stack() {
     [[ -n "$WATCH_PID" ]] || return 0
-    local sid="$WATCH_PID" pids i
-    kill -TERM "$sid" 2>/dev/null || true
+    local known=() pid comm entry i
+    for pid in $(descendants "$WATCH_PID"); do
+        comm="$(ps -o comm= -p "$pid" 2>/dev/null)" && known+=("$pid:$comm")
+    done
+    kill -INT "$WATCH_PID" 2>/dev/null || true
     for i in $(seq 1 50); do
-        kill -0 "$sid" 2>/dev/null || break
+        kill -0 "$WATCH_PID" 2>/dev/null || break
         sleep 0.2
     done
-    pids="$(ps -o pid= -s "$sid" 2>/dev/null | tr -s ' \n' ' ' || true)"
-    if [[ -n "${pids// /}" ]]; then
-        # shellcheck disable=SC2086
-        kill -TERM $pids 2>/dev/null || true
-        sleep 1
-        pids="$(ps -o pid= -s "$sid" 2>/dev/null | tr -s ' \n' ' ' || true)"
-        # shellcheck disable=SC2086
-        [[ -z "${pids// /}" ]] || kill -KILL $pids 2>/dev/null || true
-    fi
+    kill -KILL "$WATCH_PID" 2>/dev/null || true
     wait "$WATCH_PID" 2>/dev/null || true
+    for signal in TERM KILL; do
+        for entry in "${known[@]}"; do
+            pid="${entry%%:*}"
+            comm="${entry#*:}"
+            if same_process "$pid" "$comm"; then
+                kill "-$signal" "$pid" 2>/dev/null || true
+            fi
+        done
+        [[ "$signal" == TERM ]] && sleep 0.5
+    done
     WATCH_PID=""
 }
 
@@ -128,7 +148,7 @@ start_stack() {
     log "e2e[$group]: starting cargo lambda watch on 127.0.0.1:$STACK_PORT (prefix $prefix; $settings)"
     # --ignore-changes: the stack serves the code that was built, even if files
     # change while the suite runs.
-    setsid cargo lambda watch \
+    cargo lambda watch \
         --env-file "$STACK_ENV_FILE" \
         --invoke-address 127.0.0.1 \
         --invoke-port "$STACK_PORT" \
