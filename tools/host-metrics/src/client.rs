@@ -114,6 +114,7 @@ pub struct ApiClient {
     summary_url: Url,
     api_key: Option<String>,
     policy: RetryPolicy,
+    timeout: Duration,
 }
 
 impl ApiClient {
@@ -141,6 +142,7 @@ impl ApiClient {
             summary_url,
             api_key,
             policy,
+            timeout,
         })
     }
 
@@ -238,7 +240,11 @@ impl ApiClient {
                         .and_then(|v| parse_retry_after(v, Utc::now()));
                     (why, retry_after, format!("HTTP {status}"))
                 }
-                Err(err) if err.is_timeout() => (Retryable::TimedOut, None, err.to_string()),
+                Err(err) if err.is_timeout() => (
+                    Retryable::TimedOut,
+                    None,
+                    format!("no answer within {} ms", self.timeout.as_millis()),
+                ),
                 Err(err) => {
                     return Err(ClientError::Unreachable {
                         url: err.url().map(|u| u.as_str().to_owned()).unwrap_or_default(),
@@ -293,10 +299,12 @@ async fn answer(response: reqwest::Response, attempts: u32) -> Result<Answer, Cl
     })
 }
 
+/// Whether `status` is 2xx.
 fn is_success(status: u16) -> bool {
     (200..300).contains(&status)
 }
 
+/// A final non-2xx answer as an error.
 fn rejected(answer: Answer) -> ClientError {
     ClientError::Rejected {
         status: answer.status,

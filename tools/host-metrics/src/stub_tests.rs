@@ -36,6 +36,8 @@ type Respond =
 
 struct Stub {
     respond: Box<Respond>,
+    /// How long the first POST waits before answering (to provoke a client timeout).
+    first_post_delay: Duration,
     posts: Mutex<Vec<Seen>>,
     summaries: Mutex<Vec<HashMap<String, String>>>,
 }
@@ -58,6 +60,9 @@ async fn post_metrics(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: B
         });
         posts.len() - 1
     };
+    if n == 0 {
+        tokio::time::sleep(stub.first_post_delay).await;
+    }
     let (status, extra, reply) = (stub.respond)(n, &body);
     let mut response = (
         StatusCode::from_u16(status).expect("valid status"),
@@ -93,8 +98,20 @@ async fn start_stub(
         + Sync
         + 'static,
 ) -> (String, Arc<Stub>) {
+    start_slow_stub(Duration::ZERO, respond).await
+}
+
+/// Like [`start_stub`], but the first POST is answered only after `delay`.
+async fn start_slow_stub(
+    delay: Duration,
+    respond: impl Fn(usize, &Value) -> (u16, Vec<(&'static str, &'static str)>, Value)
+        + Send
+        + Sync
+        + 'static,
+) -> (String, Arc<Stub>) {
     let stub = Arc::new(Stub {
         respond: Box::new(respond),
+        first_post_delay: delay,
         posts: Mutex::new(Vec::new()),
         summaries: Mutex::new(Vec::new()),
     });
@@ -206,6 +223,24 @@ async fn retries_after_503_then_succeeds() {
         .collect();
     assert_eq!(keys.len(), 3);
     assert!(keys.iter().all(|k| k.is_some() && *k == keys[0]));
+}
+
+#[tokio::test]
+async fn retries_a_timed_out_request_with_the_same_key() {
+    let (base, stub) = start_slow_stub(Duration::from_secs(2), |_, _| created()).await;
+    let client =
+        ApiClient::new(&base, None, Duration::from_millis(300), policy(3)).expect("client");
+    let mut mode = SendMode::Batch;
+    let delivery = client
+        .send_sample(&metrics(), &mut mode)
+        .await
+        .expect("stored");
+    assert_eq!(delivery.answers[0].attempts, 2);
+    let seen = posts(&stub);
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].idempotency_key.is_some());
+    assert_eq!(seen[0].idempotency_key, seen[1].idempotency_key);
+    assert_eq!(seen[0].body, seen[1].body);
 }
 
 #[tokio::test]
