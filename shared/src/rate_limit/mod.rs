@@ -19,9 +19,10 @@
 //! | `token_bucket` | bursts of up to `limit`, then one request per `window / limit`; at most `limit + ⌊D·limit/window⌋` in any interval of length D | O(1): one string |
 //!
 //! * **Sliding log**: the log of accepted request times, trimmed to the window
-//!   (the "sliding log" of the classic rate-limiter taxonomy, as described in
-//!   Figma's and Cloudflare's engineering write-ups). Exact, at the price of
-//!   memory proportional to the limit.
+//!   (the "sliding log" of Figma's "An alternative approach to rate limiting",
+//!   2017, kept in a sorted set). Exact, at the price of memory proportional
+//!   to the limit: at most `limit` entries, each a 16-digit member and its
+//!   score.
 //! * **Sliding window counter**: Cloudflare's two-counter approximation ("How
 //!   we built rate limiting capable of scaling to millions of domains", 2017):
 //!   `previous · (window − elapsed) / window + current`. It assumes the
