@@ -117,6 +117,29 @@ pub struct MetricsBody {
     pub is_batch: bool,
 }
 
+impl MetricsBody {
+    /// Hex SHA-256 of the body's canonical form: one line per metric,
+    /// `type \t UTC timestamp \t value` (shortest round-trip float), in body
+    /// order, after a line telling a batch from a single object. Ignored fields,
+    /// whitespace, key order and the timestamp's original offset do not
+    /// change it; any change to a stored value does. Used to tell a retry from
+    /// a different request under the same `Idempotency-Key`.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(if self.is_batch { "batch\n" } else { "single\n" });
+        for m in &self.metrics {
+            hash.update(format!(
+                "{}\t{}\t{:?}\n",
+                m.metric_type,
+                m.timestamp.to_rfc3339_opts(SecondsFormat::Nanos, true),
+                m.value
+            ));
+        }
+        hex::encode(hash.finalize())
+    }
+}
+
 /// Parses and validates a `POST /api/metrics` body against `now`.
 ///
 /// # Errors
@@ -449,6 +472,32 @@ mod tests {
         assert_eq!(rejected_fields("[]"), ["body"]);
         assert_eq!(rejected_fields(&format!("[{ok},{ok},{ok},{ok}]")), ["body"]);
         assert_eq!(rejected_fields("[1]"), ["body"]);
+    }
+
+    #[test]
+    fn fingerprints_ignore_form_but_not_content() {
+        let fp = |body: &str| parse(body).unwrap().fingerprint();
+        let a = fp(r#"{"timestamp":"2026-02-18T12:00:00Z","value":1.5,"type":"t"}"#);
+        let b = fp(
+            r#"{ "type":"t", "value":1.50, "extra":true, "timestamp":"2026-02-18T13:00:00+01:00" }"#,
+        );
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            fp(r#"{"timestamp":"2026-02-18T12:00:00Z","value":1.6,"type":"t"}"#)
+        );
+        assert_ne!(
+            a,
+            fp(r#"{"timestamp":"2026-02-18T12:00:01Z","value":1.5,"type":"t"}"#)
+        );
+        assert_ne!(
+            a,
+            fp(r#"{"timestamp":"2026-02-18T12:00:00Z","value":1.5,"type":"T"}"#)
+        );
+        assert_ne!(
+            a,
+            fp(r#"[{"timestamp":"2026-02-18T12:00:00Z","value":1.5,"type":"t"}]"#)
+        );
     }
 
     #[test]

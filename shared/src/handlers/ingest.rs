@@ -1,30 +1,48 @@
 //! `POST /api/metrics`: identify the client, rate-limit, validate, then store
-//! atomically in the time buckets.
+//! atomically in the time buckets — once, even when the client retries.
 
 use chrono::Utc;
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::header::HeaderValue;
+use lambda_http::http::{HeaderMap, Method, StatusCode};
 use lambda_http::{Body, Request, Response};
+use sha2::{Digest, Sha256};
 
 use super::{require_method, within_deadline};
-use crate::http::{body_bytes, json_response, request_id, respond, ApiError};
-use crate::identity::client_identity;
+use crate::http::{body_bytes, request_id, respond, ApiError, JSON};
+use crate::identity::{client_identity, ClientId};
 use crate::metric::parse_metrics;
 use crate::state::AppState;
-use crate::store::IngestError;
+use crate::store::{Idempotency, IngestError, IngestOutcome};
+
+/// The request header naming a retry-safe request (IETF draft "The
+/// Idempotency-Key HTTP Header Field").
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The response header marking a replayed response.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Longest accepted `Idempotency-Key`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Stores one metric (a JSON object) or a batch (a JSON array, all or
 /// nothing) and answers 201 `{"request_id": …, "stored": n, "metric": {…}}`
 /// (`metric` only for a single object) once it is stored.
 ///
 /// The rate limiter runs first, before the body is even read, so every POST
-/// counts — valid or not, single or batch (a batch is one request). Every
-/// response that passed or was refused by the limiter carries the
+/// counts — valid or not, single or batch (a batch is one request), replay or
+/// not. Every response that passed or was refused by the limiter carries the
 /// `RateLimit-Policy` and `RateLimit` fields.
+///
+/// With an `Idempotency-Key` header, a retry with the same metrics within
+/// `IDEMPOTENCY_TTL_SECONDS` stores nothing and gets the original 201 body
+/// again with `Idempotent-Replayed: true`; the same key with different
+/// metrics is a 422. The key check and the write are one atomic script, so
+/// two concurrent requests with one key store once. Keys are scoped to the
+/// client and hashed before they reach Redis. Only successful requests are
+/// remembered: a rejected request can be corrected and retried.
 ///
 /// Errors: 400 malformed JSON, 401 missing/unknown API key (when keys are
 /// configured), 413 body over `MAX_BODY_BYTES`, 422 invalid metrics (every
-/// offending field listed), 429 + `Retry-After` over the rate limit, 503 +
-/// `Retry-After` when Redis is unavailable (nothing acknowledged).
+/// offending field listed) or a reused key, 429 + `Retry-After` over the rate
+/// limit, 503 + `Retry-After` when Redis is unavailable (nothing acknowledged).
 pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
     within_deadline(state, async {
         require_method(&req, Method::POST)?;
@@ -33,36 +51,103 @@ pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
         if !decision.allowed {
             return Err(decision.into_error());
         }
-        let mut response = respond(store(state, &req).await);
+        let mut response = respond(store(state, &req, &client).await);
         response.headers_mut().extend(decision.headers());
         Ok(response)
     })
     .await
 }
 
-async fn store(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+async fn store(
+    state: &AppState,
+    req: &Request,
+    client: &ClientId,
+) -> Result<Response<Body>, ApiError> {
     let body = body_bytes(req);
     if body.len() > state.config.max_body_bytes {
         return Err(ApiError::PayloadTooLarge(state.config.max_body_bytes));
     }
+    let idempotency_key = idempotency_key(req.headers())?;
     let parsed = parse_metrics(body, Utc::now(), &state.metric_limits())?;
-    state
+    let mut created = serde_json::json!({
+        "request_id": request_id(req),
+        "stored": parsed.metrics.len(),
+    });
+    if !parsed.is_batch {
+        created["metric"] = parsed.metrics[0].to_json();
+    }
+    let created = created.to_string();
+    let record = idempotency_key.map(|key| Idempotency {
+        key: state.keys.idempotency(
+            &short_digest(client.as_str()),
+            &hex::encode(Sha256::digest(key)),
+        ),
+        fingerprint: parsed.fingerprint(),
+        response_body: &created,
+        ttl_s: state.config.idempotency_ttl.as_secs(),
+    });
+    let outcome = state
         .store
-        .ingest(&state.redis, &parsed.metrics)
+        .ingest(&state.redis, &parsed.metrics, record.as_ref())
         .await
         .map_err(|err| match err {
             IngestError::Overflow => ApiError::invalid(
                 "value",
                 "the sum of its time bucket would overflow a 64-bit float",
             ),
+            IngestError::KeyReused => ApiError::IdempotencyKeyReused,
             IngestError::Redis(err) => ApiError::redis(&err),
         })?;
-    let mut body = serde_json::json!({
-        "request_id": request_id(req),
-        "stored": parsed.metrics.len(),
-    });
-    if !parsed.is_batch {
-        body["metric"] = parsed.metrics[0].to_json();
+    let mut response = match outcome {
+        IngestOutcome::Stored => Response::new(Body::from(created)),
+        IngestOutcome::Replayed(original) => {
+            let mut response = Response::new(Body::from(original));
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+    };
+    *response.status_mut() = StatusCode::CREATED;
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static(JSON));
+    Ok(response)
+}
+
+/// The `Idempotency-Key`, if any. The draft makes it a structured-field
+/// string (`"…"`); a bare token is accepted too.
+///
+/// # Errors
+/// 422 when the header is repeated, empty, longer than
+/// [`MAX_IDEMPOTENCY_KEY_LEN`] bytes or not visible ASCII.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = |reason: &str| ApiError::invalid("Idempotency-Key", reason);
+    if values.next().is_some() {
+        return Err(invalid("may appear only once"));
     }
-    Ok(json_response(StatusCode::CREATED, &body))
+    let text = value
+        .to_str()
+        .map_err(|_| invalid("must be visible ASCII"))?
+        .trim();
+    let key = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(invalid("must be 1 to 255 characters"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(invalid("must be visible ASCII"));
+    }
+    Ok(Some(key))
+}
+
+/// 32 hex characters of SHA-256: client identities in idempotency keys.
+fn short_digest(text: &str) -> String {
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
 }

@@ -1,9 +1,17 @@
--- Atomically adds metrics to their pre-aggregated time buckets.
+-- Atomically adds metrics to their pre-aggregated time buckets, optionally
+-- under an idempotency record, so that the key check and the write are one
+-- indivisible step.
 --
--- KEYS[i]   container hashes (`{p}:{<type>}:<m|h|d>:<container start>`), each
+-- KEYS[1]   the idempotency record (a hash {fp, body}) when ARGV[1] == "1";
+--           otherwise KEYS starts directly with the containers
+-- KEYS[...] container hashes (`{p}:{<type>}:<m|h|d>:<container start>`), each
 --           listed once. On a single node a batch may span several types; in
 --           Redis Cluster the caller sends one call per type (one hash slot).
--- ARGV[1]   n, the number of bucket updates that follow
+-- ARGV[1]   "1" when an Idempotency-Key was given, else "0"
+-- ARGV[2]   fingerprint of the request (hex SHA-256 of its canonical metrics)
+-- ARGV[3]   the 201 body to remember for replays
+-- ARGV[4]   TTL of the idempotency record, s
+-- ARGV[5]   n, the number of bucket updates that follow
 -- ARGV[...] n groups of 4: key index (1-based into KEYS), field (bucket start,
 --           unix s), value (a finite float as text), expire-at (unix s: the
 --           container's end + retention, so storage stays bounded)
@@ -12,13 +20,24 @@
 -- round-trips a double). Every new bucket value is computed first; only if all
 -- of them are finite is anything written, so a batch is all or nothing.
 --
--- Returns: the number of bucket updates applied, or an error reply
--- "OVERFLOW <key index> <field>" when a bucket's sum would overflow a double.
-local n = tonumber(ARGV[1])
+-- Returns one of:
+--   {"stored"}           the metrics were added (and the record written)
+--   {"replay", body}     the same key and fingerprint were seen: nothing written
+--   {"mismatch"}         the key was used with another body: nothing written
+--   an error reply "OVERFLOW"   a bucket's sum would overflow a double
+if ARGV[1] == '1' then
+  local seen = redis.call('HMGET', KEYS[1], 'fp', 'body')
+  if seen[1] then
+    if seen[1] == ARGV[2] then return { 'replay', seen[2] } end
+    return { 'mismatch' }
+  end
+end
+
+local n = tonumber(ARGV[5])
 local buckets = {}
 local order = {}
 for i = 0, n - 1 do
-  local at = 2 + i * 4
+  local at = 6 + i * 4
   local key_index = tonumber(ARGV[at])
   local field = ARGV[at + 1]
   local value = tonumber(ARGV[at + 2])
@@ -40,9 +59,10 @@ for i = 0, n - 1 do
   if value < b[3] then b[3] = value end
   if value > b[4] then b[4] = value end
   if b[2] ~= b[2] or b[2] == math.huge or b[2] == -math.huge then
-    return redis.error_reply('OVERFLOW ' .. key_index .. ' ' .. field)
+    return redis.error_reply('OVERFLOW a time bucket sum would not be finite')
   end
 end
+
 local expiring = {}
 for _, u in ipairs(order) do
   local b = buckets[u[4]]
@@ -53,4 +73,8 @@ for _, u in ipairs(order) do
     expiring[u[1]] = true
   end
 end
-return n
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'body', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+return { 'stored' }

@@ -39,9 +39,37 @@ pub enum IngestError {
     /// The sum of a bucket would overflow a 64-bit float; nothing was stored.
     #[error("the sum of a time bucket would overflow a 64-bit float")]
     Overflow,
+    /// The idempotency key was already used with a different body; nothing
+    /// was stored.
+    #[error("the idempotency key was already used with a different body")]
+    KeyReused,
     /// Redis failed or timed out; nothing is known to be stored.
     #[error(transparent)]
     Redis(#[from] RedisError),
+}
+
+/// An idempotency record to check and write in the same atomic step as the
+/// metrics (IETF draft "The Idempotency-Key HTTP Header Field").
+#[derive(Debug, Clone)]
+pub struct Idempotency<'a> {
+    /// The record's Redis key (client and key hashed, see [`Keys::idempotency`]).
+    pub key: String,
+    /// Hex SHA-256 of the request's canonical metrics
+    /// ([`crate::metric::MetricsBody::fingerprint`]).
+    pub fingerprint: String,
+    /// The 201 body to replay for a retry.
+    pub response_body: &'a str,
+    /// How long the record lives (`IDEMPOTENCY_TTL_SECONDS`), s.
+    pub ttl_s: u64,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// The metrics were stored (and the idempotency record written).
+    Stored,
+    /// A retry of an earlier request: nothing stored; its original 201 body.
+    Replayed(String),
 }
 
 /// Reads and writes the buckets of every metric type under one key prefix.
@@ -68,21 +96,32 @@ impl MetricStore {
         )
     }
 
-    /// Stores `metrics` (already validated) atomically: all of them or none.
-    /// One Redis round trip.
+    /// Stores `metrics` (already validated) atomically: all of them or none,
+    /// in one Redis round trip. With `idempotency`, the record is checked and
+    /// written by the same script: a retry (same key, same fingerprint) stores
+    /// nothing and returns the original body; concurrent requests with one key
+    /// store once.
     ///
     /// # Errors
     /// [`IngestError::Overflow`] when a bucket sum would stop being finite;
+    /// [`IngestError::KeyReused`] when the key was used with another body;
     /// [`IngestError::Redis`] when Redis fails (the script is atomic, so a
     /// failure before it ran stored nothing).
-    pub async fn ingest(&self, redis: &Redis, metrics: &[Metric]) -> Result<(), IngestError> {
+    pub async fn ingest(
+        &self,
+        redis: &Redis,
+        metrics: &[Metric],
+        idempotency: Option<&Idempotency<'_>>,
+    ) -> Result<IngestOutcome, IngestError> {
+        // KEYS[1] is the idempotency record when there is one.
+        let first = usize::from(idempotency.is_some()) + 1;
         let mut key_index: BTreeMap<String, usize> = BTreeMap::new();
         let mut updates: Vec<(usize, i64, f64, i64)> = Vec::with_capacity(metrics.len() * 3);
         for metric in metrics {
             let t = metric.timestamp.timestamp();
             for granularity in Granularity::ALL {
                 let bucket = BucketRef::containing(granularity, t);
-                let next = key_index.len() + 1;
+                let next = key_index.len() + first;
                 let index = *key_index
                     .entry(self.container_key(&metric.metric_type, bucket))
                     .or_insert(next);
@@ -92,9 +131,18 @@ impl MetricStore {
         }
         let mut keys = vec![String::new(); key_index.len()];
         for (key, index) in key_index {
-            keys[index - 1] = key;
+            keys[index - first] = key;
         }
         let mut invocation = INGEST.prepare_invoke();
+        match idempotency {
+            Some(record) => invocation
+                .key(&record.key)
+                .arg("1")
+                .arg(&record.fingerprint)
+                .arg(record.response_body)
+                .arg(record.ttl_s),
+            None => invocation.arg("0").arg("").arg("").arg(0),
+        };
         invocation.key(keys).arg(updates.len());
         for (index, start, value, expire_at) in &updates {
             // `{:?}` prints the shortest text that parses back to the same f64.
@@ -104,8 +152,20 @@ impl MetricStore {
                 .arg(format!("{value:?}"))
                 .arg(expire_at);
         }
-        match invocation.invoke_async::<i64>(&mut redis.clone()).await {
-            Ok(_) => Ok(()),
+        let reply: Result<Vec<String>, RedisError> =
+            invocation.invoke_async(&mut redis.clone()).await;
+        match reply {
+            Ok(reply) => match reply.first().map(String::as_str) {
+                Some("stored") => Ok(IngestOutcome::Stored),
+                Some("replay") => Ok(IngestOutcome::Replayed(
+                    reply.get(1).cloned().unwrap_or_default(),
+                )),
+                Some("mismatch") => Err(IngestError::KeyReused),
+                _ => Err(IngestError::Redis(RedisError::from((
+                    redis::ErrorKind::Client,
+                    "unexpected reply from the ingest script",
+                )))),
+            },
             Err(err) if err.code() == Some("OVERFLOW") => Err(IngestError::Overflow),
             Err(err) => Err(err.into()),
         }
