@@ -1,7 +1,8 @@
 -- Read-through cache lookup with single-flight: returns the cached summary,
 -- or takes the recompute lock, or says someone else holds it — in one call.
 --
--- KEYS[1]  the cache entry, a hash {body = JSON text, at = stored at (unix ms)}
+-- KEYS[1]  the cache entry, a hash {body = JSON text, at = stored at (unix ms),
+--          by = token of the computation that stored it}
 -- KEYS[2]  its lock, a string holding the owner's random token
 -- ARGV[1]  this request's token (random, unique)
 -- ARGV[2]  lock TTL, ms (covers the slowest permitted recomputation)
@@ -9,18 +10,26 @@
 --          "read"    serve the entry if present, else try to take the lock
 --          "refresh" ignore the entry (Cache-Control: no-cache), try the lock
 --          "await"   a no-cache waiter: while a lock is held keep waiting,
---                    then serve the entry the owner refreshed (or take over)
+--                    then serve the entry if a newer computation stored it,
+--                    else take the lock (its owner vanished without storing)
+-- ARGV[4]  "await" only: the `by` of the entry the request skipped ("" if
+--          there was none); an entry with this `by` is the stale copy
 --
 -- Returns one of:
 --   {1, body, ttl_left_ms, age_ms}   a hit (age from redis TIME)
 --   {2}                              the lock is ours: recompute and store
 --   {0}                              another request is recomputing: wait
+--   {0, by}                          "refresh" only: as {0}, with the `by` of
+--                                    the entry being skipped ("" if none), to
+--                                    pass as ARGV[4] while awaiting
 local entry, lock = KEYS[1], KEYS[2]
 local mode = ARGV[3]
 
-local function hit()
-  local stored = redis.call('HMGET', entry, 'body', 'at')
+-- skip: a `by` that marks the entry as the copy a no-cache request skipped.
+local function hit(skip)
+  local stored = redis.call('HMGET', entry, 'body', 'at', 'by')
   if not stored[1] then return nil end
+  if skip and (stored[3] or '') == skip then return nil end
   local now = redis.call('TIME')
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   local age = now_ms - (tonumber(stored[2]) or now_ms)
@@ -33,11 +42,16 @@ if mode == 'read' then
   if found then return found end
 elseif mode == 'await' then
   if redis.call('EXISTS', lock) == 1 then return { 0 } end
-  local found = hit()
+  -- The lock is gone: serve what its owner stored, but never the copy this
+  -- request asked to skip (the owner vanished, or failed, without storing).
+  local found = hit(ARGV[4] or '')
   if found then return found end
 end
 
 if redis.call('SET', lock, ARGV[1], 'NX', 'PX', ARGV[2]) then
   return { 2 }
+end
+if mode == 'refresh' then
+  return { 0, redis.call('HGET', entry, 'by') or '' }
 end
 return { 0 }

@@ -13,7 +13,10 @@
 //! stores the result and releases the lock only if it still owns it
 //! (`store_and_unlock.lua`). `Cache-Control: no-cache` skips the stored value
 //! but still goes through the lock, so a crowd of "refresh now" clicks causes
-//! one recomputation.
+//! one recomputation. Each entry records which computation stored it (the
+//! owner's token), so a no-cache request waiting behind a lock serves only a
+//! value stored after the one it skipped; if the owner vanished without
+//! storing, it takes the computation over like any waiter.
 //!
 //! TTLs: `CACHE_TTL_SECONDS` for a normal summary, the shorter
 //! `CACHE_FALLBACK_TTL_SECONDS` when its external data is a fallback, so
@@ -95,7 +98,9 @@ const POLL_MAX: Duration = Duration::from_millis(80);
 enum Lookup {
     Hit(CachedBody),
     Locked,
-    Busy,
+    /// Someone else holds the lock. In "refresh" mode it carries the `by`
+    /// of the entry being skipped ("" if none).
+    Busy(String),
 }
 
 impl SummaryCache {
@@ -149,16 +154,24 @@ impl SummaryCache {
         let token = uuid::Uuid::new_v4().simple().to_string();
 
         let mut mode = if no_cache { "refresh" } else { "read" };
+        // Which computation wrote the entry a no-cache request skips: while
+        // awaiting, that entry is never served (if the owner vanishes without
+        // storing, the request takes over instead).
+        let mut skipped = String::new();
         let mut poll = POLL_START;
         loop {
-            match self.lookup(redis, &entry, &lock, &token, mode).await? {
+            match self
+                .lookup(redis, &entry, &lock, &token, mode, &skipped)
+                .await?
+            {
                 Lookup::Hit(body) => return Ok(body),
                 Lookup::Locked => break,
-                Lookup::Busy => {
+                Lookup::Busy(by) => {
                     // A no-cache request waits for the owner's *new* value,
                     // not the entry it asked to skip.
                     if mode == "refresh" {
                         mode = "await";
+                        skipped = by;
                     }
                     // The lock expires by itself after lock_ttl if its owner
                     // vanished; the next lookup then takes it over. The
@@ -210,6 +223,7 @@ impl SummaryCache {
         lock: &str,
         token: &str,
         mode: &str,
+        skipped: &str,
     ) -> Result<Lookup, ApiError> {
         let reply: Vec<Value> = GET_OR_LOCK
             .key(entry)
@@ -217,18 +231,20 @@ impl SummaryCache {
             .arg(token)
             .arg(self.lock_ttl.as_millis() as u64)
             .arg(mode)
+            .arg(skipped)
             .invoke_async(&mut redis.clone())
             .await?;
+        let text = |v: Option<&Value>| match v {
+            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => String::new(),
+        };
         let int = |v: Option<&Value>| match v {
             Some(Value::Int(i)) => *i,
             _ => 0,
         };
         match int(reply.first()) {
             1 => {
-                let body = match reply.get(1) {
-                    Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-                    _ => String::new(),
-                };
+                let body = text(reply.get(1));
                 let ttl_left_ms = int(reply.get(2)).max(0) as u64;
                 let age_ms = int(reply.get(3)).max(0) as u64;
                 Ok(Lookup::Hit(CachedBody {
@@ -240,7 +256,7 @@ impl SummaryCache {
                 }))
             }
             2 => Ok(Lookup::Locked),
-            _ => Ok(Lookup::Busy),
+            _ => Ok(Lookup::Busy(text(reply.get(1)))),
         }
     }
 }
