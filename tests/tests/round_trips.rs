@@ -1,0 +1,113 @@
+//! Redis round trips per request on every hot path, counted (not timed) on
+//! the handler state's own connection. These budgets are the performance
+//! contract of the service; a change that adds a round trip fails here.
+//!
+//! | path | round trips |
+//! |---|---|
+//! | ingest, accepted | 2 (limiter script on the client's key + storage script on the type's keys) |
+//! | ingest, rate-limited | 1 |
+//! | summary, cache hit | 1 |
+//! | summary, cache miss | 5 (lookup-or-lock, buckets, breaker acquire, breaker report, store-and-unlock) |
+//! | health | 1 (`PING` and the breaker state pipelined) |
+//!
+//! Each path runs once first so the scripts are loaded: the very first call
+//! of a script on a Redis server costs two more round trips (`NOSCRIPT`, then
+//! `SCRIPT LOAD`).
+
+use analytics_tests::{config, http_v2, random_type};
+use chrono::Utc;
+use serde_json::json;
+use shared::handlers::{health, ingest_metric, metrics_summary};
+use shared::metric::format_timestamp;
+use shared::AppState;
+
+async fn delta<F: std::future::Future<Output = u16>>(state: &AppState, f: F) -> (u16, u64) {
+    let before = state.redis.round_trips();
+    let status = f.await;
+    (status, state.redis.round_trips() - before)
+}
+
+fn ingest_request(t: &str) -> lambda_http::Request {
+    http_v2("POST", "/api/metrics")
+        .json(&json!({"timestamp": format_timestamp(Utc::now()), "value": 1.0, "type": t}))
+        .build()
+}
+
+fn summary_request(t: &str) -> lambda_http::Request {
+    http_v2("GET", "/api/metrics/summary")
+        .query(&format!("type={t}&period=daily"))
+        .build()
+}
+
+#[tokio::test]
+async fn hot_paths_stay_within_their_round_trip_budget() {
+    let state = AppState::new(config(&[
+        ("RATE_LIMIT_REQUESTS", "3"),
+        ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
+        ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
+    ]))
+    .unwrap();
+    let t = random_type("rt");
+    // Warm-up: load every script once.
+    assert_eq!(
+        ingest_metric(&state, ingest_request(&t)).await.status(),
+        201
+    );
+    assert_eq!(
+        metrics_summary(&state, summary_request(&t)).await.status(),
+        200
+    );
+    assert_eq!(
+        health(&state, http_v2("GET", "/health").build())
+            .await
+            .status(),
+        200
+    );
+
+    let (status, trips) = delta(&state, async {
+        ingest_metric(&state, ingest_request(&t))
+            .await
+            .status()
+            .as_u16()
+    })
+    .await;
+    assert_eq!((status, trips), (201, 2), "accepted ingest");
+
+    let _third = ingest_metric(&state, ingest_request(&t)).await;
+    let (status, trips) = delta(&state, async {
+        ingest_metric(&state, ingest_request(&t))
+            .await
+            .status()
+            .as_u16()
+    })
+    .await;
+    assert_eq!((status, trips), (429, 1), "rate-limited ingest");
+
+    let (status, trips) = delta(&state, async {
+        metrics_summary(&state, summary_request(&t))
+            .await
+            .status()
+            .as_u16()
+    })
+    .await;
+    assert_eq!((status, trips), (200, 1), "summary cache hit");
+
+    let fresh = random_type("rt_miss");
+    let (status, trips) = delta(&state, async {
+        metrics_summary(&state, summary_request(&fresh))
+            .await
+            .status()
+            .as_u16()
+    })
+    .await;
+    assert_eq!((status, trips), (200, 5), "summary cache miss");
+
+    let (status, trips) = delta(&state, async {
+        health(&state, http_v2("GET", "/health").build())
+            .await
+            .status()
+            .as_u16()
+    })
+    .await;
+    assert_eq!((status, trips), (200, 1), "health");
+}
