@@ -27,6 +27,17 @@ if [[ ! -f .env ]]; then
     cp .env.example .env
 fi
 
+# The functions get their settings from .env (cargo lambda gives the env file
+# precedence over this shell's environment), so the Redis to make sure of is
+# the one .env names.
+env_redis_url="$(env_file_value REDIS_URL .env)"
+if [[ -n "$env_redis_url" ]]; then
+    if [[ -n "${REDIS_URL:-}" && "$REDIS_URL" != "$env_redis_url" ]]; then
+        warn "REDIS_URL in this shell is ignored: the functions use .env's ($env_redis_url)"
+    fi
+    export REDIS_URL="$env_redis_url"
+fi
+
 scripts/ensure-redis.sh
 scripts/ensure-cargo-lambda.sh
 use_local_cargo_lambda
