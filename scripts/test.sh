@@ -21,10 +21,14 @@
 #                       asks for it (@STUB_URL@), and the test serves it there
 #   E2E_STACK_ENV_FILE  the env file the stack was started with (its settings)
 #
+# Redis started by this script (none answered) is stopped again at the end.
+#
 # Options (environment): E2E_GROUPS="default cache" runs only those groups;
 # E2E_ONLY=1 skips step 2; E2E_CONCURRENCY (function instances per route,
 # default 4); E2E_STARTUP_TIMEOUT_SECONDS (default 300); E2E_KEEP_LOGS=1 keeps
-# the watchers' logs (their folder is printed).
+# the watchers' logs (their folder is printed); KEEP_REDIS=1 leaves a Redis this
+# script started running; TEST_TIMEOUT_SECONDS and E2E_GROUP_TIMEOUT_SECONDS
+# bound the test commands when stdin is not a terminal (CI).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -48,8 +52,26 @@ E2E_STARTUP_TIMEOUT_SECONDS="${E2E_STARTUP_TIMEOUT_SECONDS:-300}"
 # Bound on one group's test run, so that a hung test cannot hang CI.
 E2E_GROUP_TIMEOUT_SECONDS="${E2E_GROUP_TIMEOUT_SECONDS:-900}"
 
+# Bound on `cargo test --workspace` (compilation included).
+TEST_TIMEOUT_SECONDS="${TEST_TIMEOUT_SECONDS:-3600}"
+
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/analytics-e2e.XXXXXX")"
 WATCH_PID=""
+REDIS_STARTED_HERE=""
+
+# bounded SECONDS COMMAND...: runs COMMAND with a time limit when nobody
+# watches (CI: no terminal on stdin), so a hung test cannot hang the job. At a
+# terminal it runs as is, so that Ctrl-C reaches it at once (timeout(1) would
+# move it out of the terminal's foreground process group).
+bounded() {
+    local limit="$1"
+    shift
+    if [[ -t 0 ]]; then
+        "$@"
+    else
+        timeout --kill-after=30 "$limit" "$@"
+    fi
+}
 
 # descendants PID: every process below PID. The function processes
 # `cargo lambda watch` starts run in sessions of their own, so they are found
@@ -99,6 +121,9 @@ stop_stack() {
 cleanup() {
     local status=$?
     stop_stack
+    if [[ -n "$REDIS_STARTED_HERE" ]]; then
+        scripts/ensure-redis.sh --stop || true
+    fi
     if [[ "${E2E_KEEP_LOGS:-}" == 1 ]]; then
         log "watcher logs kept in $WORK_DIR"
     else
@@ -178,16 +203,21 @@ start_stack() {
 }
 
 # --- 1. services ---------------------------------------------------------------
-scripts/ensure-redis.sh
 REDIS_URL="$(resolve_redis_url)"
 export REDIS_URL
+parse_redis_url "$REDIS_URL"
+if ! redis_answers "$REDIS_HOST" "$REDIS_PORT"; then
+    # Started for this run only: stopped again on exit (KEEP_REDIS=1 keeps it).
+    [[ "${KEEP_REDIS:-}" == 1 ]] || REDIS_STARTED_HERE=1
+fi
+scripts/ensure-redis.sh
 scripts/ensure-cargo-lambda.sh
 use_local_cargo_lambda
 
 # --- 2. unit and integration tests ---------------------------------------------
 if [[ "${E2E_ONLY:-}" != 1 ]]; then
     log "cargo test --workspace"
-    cargo test --workspace
+    bounded "$TEST_TIMEOUT_SECONDS" cargo test --workspace
 fi
 
 # --- 3. end-to-end tests ---------------------------------------------------------
@@ -229,7 +259,7 @@ for group in $E2E_GROUPS; do
         E2E_GROUP="$group" \
         E2E_STUB_PORT="$STUB_PORT" \
         E2E_STACK_ENV_FILE="$STACK_ENV_FILE" \
-        timeout "$E2E_GROUP_TIMEOUT_SECONDS" \
+        bounded "$E2E_GROUP_TIMEOUT_SECONDS" \
         cargo test -p analytics-tests --test e2e -- --ignored --test-threads=1 "e2e_${group}_"; then
         log "e2e[$group]: passed"
     else
