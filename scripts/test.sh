@@ -152,7 +152,7 @@ http_status() {
 # are started lazily, so this also warms them up). Sets STACK_PORT,
 # STUB_PORT, STACK_ENV_FILE, STACK_LOG.
 start_stack() {
-    local group="$1" settings setting prefix deadline status
+    local group="$1" settings setting prefix deadline status remaining
     STACK_PORT="$(free_port)"
     STUB_PORT="$(free_port)"
     [[ "$STUB_PORT" != "$STACK_PORT" ]] || STUB_PORT="$(free_port)"
@@ -189,7 +189,9 @@ start_stack() {
             tail -n 40 "$STACK_LOG" >&2 || true
             die "e2e[$group]: cargo lambda watch exited during startup"
         fi
-        status="$(http_status "$STACK_PORT" /health 60)"
+        remaining=$((deadline - SECONDS))
+        ((remaining > 0)) || break
+        status="$(http_status "$STACK_PORT" /health $((remaining < 60 ? remaining : 60)))"
         [[ "$status" == 200 ]] && break
         sleep 1
     done
