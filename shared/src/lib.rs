@@ -30,6 +30,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod metric;
+pub mod openapi;
 pub mod rate_limit;
 pub mod state;
 pub mod store;

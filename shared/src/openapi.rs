@@ -1,0 +1,690 @@
+//! The service's OpenAPI 3.1 document, generated from Rust types with
+//! `utoipa`, and the function that serves it with an interactive reference.
+//!
+//! - [`schemas`]: every body and header value as a `#[derive(ToSchema)]` type.
+//! - The operations below (`#[utoipa::path]` on documentation-only
+//!   functions, so the handlers stay free of documentation macros): every
+//!   parameter, status code, header and example of `GET /health`,
+//!   `POST /api/metrics` and `GET /api/metrics/summary`.
+//! - [`document`] / [`document_json`]: the document. The pretty-printed
+//!   JSON is committed as `openapi.json` at the repository root; a test fails
+//!   when it is out of date (`UPDATE_OPENAPI=1 cargo test -p shared openapi`
+//!   rewrites it).
+//! - [`docs`]: the `docs` function's handler: `GET /openapi.json` and
+//!   `GET /docs` (Swagger UI, every asset embedded in the binary).
+//!
+//! Headers that a response always carries are marked `required: true`
+//! (OpenAPI 3.1 Header Object); utoipa's header model has no such field, so
+//! [`RequiredHeaders`] adds it after generation. Security is optional
+//! (`{}` or `api_key`): an `x-api-key` is needed only when the deployment
+//! configures `API_KEYS_SHA256`.
+
+pub mod schemas;
+pub mod ui;
+
+pub use ui::docs;
+
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::RefOr;
+use utoipa::{Modify, OpenApi};
+
+use schemas::*;
+
+/// Media type of error bodies (RFC 9457).
+const PROBLEM: &str = "application/problem+json";
+
+/// Headers a response may omit, as `(path, status, header)`; every other
+/// documented response header is always sent and marked `required`.
+pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
+    // Only on a replay.
+    ("/api/metrics", "201", "Idempotent-Replayed"),
+    // A 503 from the limiter's own Redis call has no limiter state to report;
+    // a 503 while storing (after the limiter passed) has it.
+    ("/api/metrics", "503", "RateLimit-Policy"),
+    ("/api/metrics", "503", "RateLimit"),
+    // Only on a cache hit.
+    ("/api/metrics/summary", "200", "Age"),
+];
+
+/// The OpenAPI document of the service.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Analytics API",
+        description = "Real-time metrics ingestion and summaries.\n\n\
+            * `POST /api/metrics` stores one metric or a batch, rate-limited per client \
+            (`RATE_LIMIT_REQUESTS`, default 5, per `RATE_LIMIT_WINDOW_SECONDS`, default 60; \
+            a batch is one request) and safe to retry with an `Idempotency-Key`.\n\
+            * `GET /api/metrics/summary` aggregates one metric type over a trailing period \
+            or an explicit window, enriched by an external source behind a circuit breaker \
+            and served through a shared cache.\n\
+            * `GET /health` reports Redis reachability and the circuit breaker state.\n\n\
+            Errors are RFC 9457 problem details (`application/problem+json`). \
+            When Redis is unavailable every endpoint answers 503 with `Retry-After` \
+            within about 2 s, never a hang.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    paths(operations::health, operations::ingest_metric, operations::metrics_summary),
+    components(schemas(
+        Metric, MetricBatch, MetricsBody, StoredMetric, Created, Period, PeriodLabel,
+        SummaryWindow, ExternalData, ExternalSuccess, ExternalFallback, Summary, Health,
+        HealthDegraded, CircuitBreakers, BreakerState, Problem, FieldError, RetryAfterSeconds,
+        RateLimitPolicyField, RateLimitField, CacheStatus, CacheControlMaxAge, AgeSeconds, Replayed
+    )),
+    modifiers(&ApiKeyScheme, &RequiredHeaders),
+    tags(
+        (name = "metrics", description = "Ingest metrics and read summaries."),
+        (name = "health", description = "Liveness of the service and its dependencies."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// The document, as generated.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as pretty-printed JSON with a final newline: the exact
+/// content of the committed `openapi.json`.
+pub fn document_json() -> String {
+    // The document holds only strings, numbers and string-keyed maps, which
+    // always serialise; an empty string would fail the freshness test loudly.
+    let mut json = document().to_pretty_json().unwrap_or_default();
+    json.push('\n');
+    json
+}
+
+/// Adds the `api_key` security scheme (`x-api-key` header).
+struct ApiKeyScheme;
+
+impl Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-api-key",
+                "An API key whose SHA-256 digest is listed in `API_KEYS_SHA256`. \
+                 Required only when the deployment configures API keys; the client is \
+                 then identified (and rate-limited) by its key instead of its source address.",
+            ))),
+        );
+    }
+}
+
+/// Marks every response header `required: true` except the
+/// [`CONDITIONAL_HEADERS`].
+struct RequiredHeaders;
+
+impl Modify for RequiredHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [&mut item.get, &mut item.post];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    for (name, header) in response.headers.iter_mut() {
+                        let RefOr::T(header) = header else {
+                            continue;
+                        };
+                        let conditional = CONDITIONAL_HEADERS
+                            .iter()
+                            .any(|&(p, s, h)| p == path && s == status && h == name);
+                        if !conditional {
+                            header
+                                .extensions
+                                .get_or_insert_with(Extensions::default)
+                                .insert("required".into(), true.into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Documentation-only functions: `#[utoipa::path]` reads their attributes;
+/// the real handlers are in [`crate::handlers`].
+#[allow(dead_code)]
+mod operations {
+    use super::schemas::*;
+    use super::PROBLEM;
+
+    /// Service health
+    ///
+    /// Is Redis reachable, and what is the circuit breaker doing? One Redis
+    /// round trip (`PING` and the breaker state read, pipelined). An open
+    /// breaker keeps health at 200: it is a degraded dependency, not a dead
+    /// service.
+    #[utoipa::path(
+        get,
+        path = "/health",
+        operation_id = "health",
+        tag = "health",
+        responses(
+            (status = 200, description = "Redis answers.", body = Health,
+                example = json!({
+                    "status": "ok",
+                    "redis": "healthy",
+                    "redis_latency_ms": 0.213,
+                    "circuit_breaker": {"external_service": "closed"},
+                    "version": "0.1.0"
+                })),
+            (status = 503, description = "Redis does not answer (within about 2 × \
+                `REDIS_TIMEOUT_MS`). A request that runs out of `REQUEST_DEADLINE_MS` \
+                gets a problem body instead.",
+                headers(("Retry-After" = RetryAfterSeconds, description = "Seconds to wait before retrying.")),
+                content(
+                    (HealthDegraded = "application/json",
+                        example = json!({"status": "degraded", "redis": "unhealthy", "version": "0.1.0"})),
+                    (Problem = "application/problem+json",
+                        example = json!({
+                            "type": "urn:analytics-api:problem:service-unavailable",
+                            "title": "Service Unavailable",
+                            "status": 503,
+                            "detail": "the request could not be completed in time"
+                        }))
+                )),
+        )
+    )]
+    fn health() {}
+
+    /// Store a metric or a batch
+    ///
+    /// Stores one metric (a JSON object) or a batch (a JSON array of 1 to
+    /// `MAX_BATCH_SIZE`, default 500, all or nothing) in one atomic step.
+    ///
+    /// **Rate limit.** Checked per client before the body is read, so every
+    /// POST counts: valid or not, single or batch (a batch is one request),
+    /// replay or not. The client is its API key when keys are configured,
+    /// else the source address API Gateway saw. Every response that passed
+    /// or was refused by the limiter carries `RateLimit-Policy` and
+    /// `RateLimit`.
+    ///
+    /// **Retries.** With an `Idempotency-Key`, a retry with the same metrics
+    /// (compared after validation and normalisation) within
+    /// `IDEMPOTENCY_TTL_SECONDS` (default 86400) stores nothing and returns
+    /// the original 201 body with `Idempotent-Replayed: true`; the same key
+    /// with different metrics is a 422. Two concurrent requests with one key
+    /// store once. Only successful requests are remembered: a rejected one can
+    /// be corrected and retried with the same key.
+    ///
+    /// **Guarantee.** A 201 means every metric of the body is counted exactly
+    /// once; any other status means nothing of this request was stored.
+    #[utoipa::path(
+        post,
+        path = "/api/metrics",
+        operation_id = "ingest_metric",
+        tag = "metrics",
+        security((), ("api_key" = [])),
+        params(
+            ("Idempotency-Key" = Option<String>, Header, nullable = false,
+                description = "Makes the request safe to retry (draft-ietf-httpapi-idempotency-key-header): \
+                    a unique value per logical request, e.g. a UUID, 1 to 255 visible ASCII characters, \
+                    as a bare token or a structured-field string in double quotes. Scoped to the client \
+                    and kept `IDEMPOTENCY_TTL_SECONDS` (default 86400 s). Sent at most once.",
+                min_length = 1, max_length = 257, pattern = r"^[\x20-\x7E]+$",
+                example = json!("\"8e03978e-40d5-43e8-bc93-6894a57f9324\"")),
+        ),
+        request_body(
+            content = MetricsBody,
+            description = "One metric, or a batch of 1 to `MAX_BATCH_SIZE` (default 500). \
+                At most `MAX_BODY_BYTES` (default 1 MiB).",
+            examples(
+                ("single" = (summary = "One metric",
+                    value = json!({"timestamp": "2026-02-18T12:00:00Z", "value": 85.5, "type": "cpu_usage"}))),
+                ("batch" = (summary = "A batch (all or nothing)",
+                    value = json!([
+                        {"timestamp": "2026-02-18T12:00:00Z", "value": 85.5, "type": "cpu_usage"},
+                        {"timestamp": "2026-02-18T12:00:00+01:00", "value": 1024, "type": "memory_used_mb"}
+                    ]))),
+            ),
+        ),
+        responses(
+            (status = 201, description = "Stored (or, with `Idempotent-Replayed: true`, \
+                stored by an earlier request with the same key and body).",
+                body = Created,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it."),
+                    ("Idempotent-Replayed" = Replayed, description = "`true` on a replay; absent otherwise."),
+                ),
+                examples(
+                    ("single" = (summary = "One metric stored", value = json!({
+                        "request_id": "7d1c7f4e-1b9e-4c55-9a53-0f6f1f3b2a10",
+                        "stored": 1,
+                        "metric": {"timestamp": "2026-02-18T12:00:00Z", "value": 85.5, "type": "cpu_usage"}
+                    }))),
+                    ("batch" = (summary = "A batch stored", value = json!({
+                        "request_id": "0b5e2f0a-93a4-4a1e-8f1e-2d3c4b5a6978",
+                        "stored": 2
+                    }))),
+                )),
+            (status = 400, description = "The body is not UTF-8 JSON, or neither an object nor an array.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:malformed-json",
+                    "title": "Bad Request",
+                    "status": 400,
+                    "detail": "the body is not valid JSON: EOF while parsing an object at line 1 column 1"
+                })),
+            (status = 401, description = "API keys are configured and `x-api-key` is missing or unknown. \
+                Checked before the rate limiter.",
+                body = Problem, content_type = PROBLEM,
+                example = json!({
+                    "type": "urn:analytics-api:problem:unauthorized",
+                    "title": "Unauthorized",
+                    "status": 401,
+                    "detail": "a valid x-api-key header is required"
+                })),
+            (status = 413, description = "The body exceeds `MAX_BODY_BYTES`.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:payload-too-large",
+                    "title": "Payload Too Large",
+                    "status": 413,
+                    "detail": "the body exceeds the limit of 1048576 bytes"
+                })),
+            (status = 422, description = "Invalid metrics (every offending field is listed, with its \
+                `index` in a batch; nothing is stored), an invalid `Idempotency-Key`, or a key \
+                already used with a different body.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it."),
+                ),
+                examples(
+                    ("invalid_metric" = (summary = "A single metric with two invalid fields", value = json!({
+                        "type": "urn:analytics-api:problem:validation-failed",
+                        "title": "Unprocessable Entity",
+                        "status": 422,
+                        "detail": "value: must be a number, not a string; type: is required",
+                        "errors": [
+                            {"field": "value", "reason": "must be a number, not a string"},
+                            {"field": "type", "reason": "is required"}
+                        ]
+                    }))),
+                    ("invalid_batch" = (summary = "A batch with an invalid item", value = json!({
+                        "type": "urn:analytics-api:problem:validation-failed",
+                        "title": "Unprocessable Entity",
+                        "status": 422,
+                        "detail": "1 of 3 metrics are invalid; nothing was stored",
+                        "errors": [
+                            {"index": 1, "field": "timestamp", "reason": "is more than 300 s in the future"}
+                        ]
+                    }))),
+                    ("key_reused" = (summary = "An Idempotency-Key reused with another body", value = json!({
+                        "type": "urn:analytics-api:problem:idempotency-key-reused",
+                        "title": "Unprocessable Entity",
+                        "status": 422,
+                        "detail": "this Idempotency-Key was already used with a different body"
+                    }))),
+                )),
+            (status = 429, description = "The client's rate limit is exhausted. Nothing was read or \
+                stored; a retry after `Retry-After` seconds is accepted if nothing else is sent meanwhile.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("Retry-After" = RetryAfterSeconds, description = "Seconds until a request will be accepted."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it (`r=0`)."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:rate-limited",
+                    "title": "Too Many Requests",
+                    "status": 429,
+                    "detail": "rate limit exceeded; retry after 37 s"
+                })),
+            (status = 503, description = "Redis is unavailable or the request ran out of \
+                `REQUEST_DEADLINE_MS`. Nothing was acknowledged: retry (with the same \
+                `Idempotency-Key`) after `Retry-After`.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("Retry-After" = RetryAfterSeconds, description = "Seconds to wait before retrying."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:service-unavailable",
+                    "title": "Service Unavailable",
+                    "status": 503,
+                    "detail": "the data store is temporarily unavailable"
+                })),
+        )
+    )]
+    fn ingest_metric() {}
+
+    /// Summarise a metric type
+    ///
+    /// Count, average, minimum, maximum and sum of one metric type over a
+    /// trailing `period` (ending at the end of the current UTC minute) or an
+    /// explicit `from`/`to` window (rounded outward to whole minutes,
+    /// half-open `[from, to)`), enriched by the external source.
+    ///
+    /// Served from a cache shared by all instances when possible
+    /// (`X-Cache: HIT`, `Age`), else computed once across all instances
+    /// (`X-Cache: MISS`). `Cache-Control: no-cache` on the request forces a
+    /// recomputation. When the external source fails or its circuit breaker
+    /// is open, the summary is still a 200 with `external_data.status =
+    /// fallback`. Not rate-limited.
+    #[utoipa::path(
+        get,
+        path = "/api/metrics/summary",
+        operation_id = "metrics_summary",
+        tag = "metrics",
+        security((), ("api_key" = [])),
+        params(
+            ("type" = String, Query,
+                description = "The metric type: 1–64 characters from `A-Z a-z 0-9 _ . -`.",
+                min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]{1,64}$",
+                example = json!("cpu_usage")),
+            ("period" = Option<Period>, Query,
+                description = "A trailing window; required unless `from` and `to` are given \
+                    (an explicit window wins over a period given alongside it).",
+                example = json!("hourly")),
+            ("from" = Option<String>, Query, format = DateTime,
+                description = "Start of an explicit window (RFC 3339 with offset), inside the \
+                    retention (`METRIC_RETENTION_DAYS`, default 35); given together with `to`.",
+                example = json!("2026-02-18T10:00:00Z")),
+            ("to" = Option<String>, Query, format = DateTime,
+                description = "End of an explicit window (RFC 3339 with offset), after `from` and \
+                    at most `MAX_FUTURE_SKEW_SECONDS` (default 300) ahead; given together with `from`.",
+                example = json!("2026-02-18T12:00:00Z")),
+            ("Cache-Control" = Option<String>, Header, nullable = false,
+                description = "`no-cache` skips the cached summary and recomputes it.",
+                example = json!("no-cache")),
+        ),
+        responses(
+            (status = 200, description = "The summary.", body = Summary,
+                headers(
+                    ("X-Cache" = CacheStatus, description = "`HIT` when served from the shared cache, else `MISS`."),
+                    ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds."),
+                    ("Age" = AgeSeconds, description = "Seconds since the cached summary was computed; only with `X-Cache: HIT`."),
+                ),
+                examples(
+                    ("with_data" = (summary = "Data in the window", value = json!({
+                        "type": "cpu_usage",
+                        "period": "hourly",
+                        "window": {"from": "2026-02-18T11:01:00Z", "to": "2026-02-18T12:01:00Z"},
+                        "count": 42,
+                        "average_value": 61.25,
+                        "min_value": 12.0,
+                        "max_value": 97.5,
+                        "sum": 2572.5,
+                        "external_data": {"status": "success", "external_metric_context": 342}
+                    }))),
+                    ("empty_fallback" = (summary = "No data, external source unavailable", value = json!({
+                        "type": "cpu_usage",
+                        "period": "custom",
+                        "window": {"from": "2026-02-18T10:00:00Z", "to": "2026-02-18T11:00:00Z"},
+                        "count": 0,
+                        "average_value": null,
+                        "min_value": null,
+                        "max_value": null,
+                        "sum": 0.0,
+                        "external_data": {"status": "fallback", "reason": "circuit_open"}
+                    }))),
+                )),
+            (status = 401, description = "API keys are configured and `x-api-key` is missing or unknown.",
+                body = Problem, content_type = PROBLEM,
+                example = json!({
+                    "type": "urn:analytics-api:problem:unauthorized",
+                    "title": "Unauthorized",
+                    "status": 401,
+                    "detail": "a valid x-api-key header is required"
+                })),
+            (status = 422, description = "A missing or invalid query; every problem is listed and the \
+                allowed periods are named.",
+                body = Problem, content_type = PROBLEM,
+                example = json!({
+                    "type": "urn:analytics-api:problem:validation-failed",
+                    "title": "Unprocessable Entity",
+                    "status": 422,
+                    "detail": "invalid summary query; period must be one of hourly, daily, weekly, monthly",
+                    "errors": [
+                        {"field": "period", "reason": "must be one of hourly, daily, weekly, monthly (got \"yearly\")"}
+                    ]
+                })),
+            (status = 503, description = "Redis is unavailable or the request ran out of `REQUEST_DEADLINE_MS`.",
+                body = Problem, content_type = PROBLEM,
+                headers(("Retry-After" = RetryAfterSeconds, description = "Seconds to wait before retrying.")),
+                example = json!({
+                    "type": "urn:analytics-api:problem:service-unavailable",
+                    "title": "Service Unavailable",
+                    "status": 503,
+                    "detail": "the data store is temporarily unavailable"
+                })),
+        )
+    )]
+    fn metrics_summary() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// Where the committed document lives: `openapi.json` at the repository
+    /// root.
+    fn committed_path() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.json")
+    }
+
+    #[test]
+    fn committed_openapi_json_is_up_to_date() {
+        let generated = document_json();
+        let path = committed_path();
+        if std::env::var_os("UPDATE_OPENAPI").is_some_and(|v| v == "1") {
+            std::fs::write(&path, &generated).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "openapi.json is out of date with the Rust types in shared/src/openapi*; \
+             refresh it with `UPDATE_OPENAPI=1 cargo test -p shared openapi` and commit it"
+        );
+    }
+
+    fn doc() -> Value {
+        serde_json::from_str(&document_json()).unwrap()
+    }
+
+    #[test]
+    fn document_is_openapi_3_1_with_the_three_operations() {
+        let doc = doc();
+        assert_eq!(doc["openapi"], "3.1.0");
+        for (path, method, id) in [
+            ("/health", "get", "health"),
+            ("/api/metrics", "post", "ingest_metric"),
+            ("/api/metrics/summary", "get", "metrics_summary"),
+        ] {
+            assert_eq!(doc["paths"][path][method]["operationId"], id, "{path}");
+        }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["api_key"]["name"],
+            "x-api-key"
+        );
+    }
+
+    #[test]
+    fn every_reference_resolves_and_every_schema_is_used() {
+        fn refs(value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(r)) = map.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    map.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = doc();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        for r in &found {
+            let pointer = r
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("external ref {r}"));
+            assert!(doc.pointer(pointer).is_some(), "dangling {r}");
+        }
+        for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+            let r = format!("#/components/schemas/{name}");
+            assert!(found.contains(&r), "unused schema {name}");
+        }
+    }
+
+    #[test]
+    fn header_parameters_are_never_null() {
+        let doc = doc();
+        for (path, operations) in doc["paths"].as_object().unwrap() {
+            for operation in operations.as_object().unwrap().values() {
+                for param in operation["parameters"].as_array().into_iter().flatten() {
+                    assert_ne!(
+                        param["schema"]["type"],
+                        serde_json::json!(["string", "null"]),
+                        "{path} {}",
+                        param["name"]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_status_code_is_documented() {
+        let doc = doc();
+        let statuses = |path: &str, method: &str| -> Vec<String> {
+            doc["paths"][path][method]["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        assert_eq!(statuses("/health", "get"), ["200", "503"]);
+        assert_eq!(
+            statuses("/api/metrics", "post"),
+            ["201", "400", "401", "413", "422", "429", "503"]
+        );
+        assert_eq!(
+            statuses("/api/metrics/summary", "get"),
+            ["200", "401", "422", "503"]
+        );
+    }
+
+    #[test]
+    fn always_sent_headers_are_required_and_conditional_ones_are_not() {
+        let doc = doc();
+        let header = |path: &str, method: &str, status: &str, name: &str| {
+            doc["paths"][path][method]["responses"][status]["headers"][name].clone()
+        };
+        let post = |status, name| header("/api/metrics", "post", status, name);
+        assert_eq!(post("429", "Retry-After")["required"], true);
+        assert_eq!(post("201", "RateLimit")["required"], true);
+        assert_eq!(post("201", "Idempotent-Replayed")["required"], Value::Null);
+        assert!(post("201", "Idempotent-Replayed").is_object());
+        assert_eq!(post("503", "RateLimit")["required"], Value::Null);
+        let summary = |name| header("/api/metrics/summary", "get", "200", name);
+        assert_eq!(summary("X-Cache")["required"], true);
+        assert_eq!(summary("Age")["required"], Value::Null);
+        assert!(summary("Age").is_object());
+        // Every conditional header listed is really documented.
+        for &(path, status, name) in CONDITIONAL_HEADERS {
+            let method = if path == "/api/metrics" {
+                "post"
+            } else {
+                "get"
+            };
+            assert!(
+                header(path, method, status, name).is_object(),
+                "{path} {status} {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn problem_bodies_use_problem_json() {
+        let doc = doc();
+        for (path, operations) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    if status.starts_with('4') {
+                        let content = response["content"].as_object().unwrap();
+                        assert_eq!(
+                            content.keys().collect::<Vec<_>>(),
+                            [PROBLEM],
+                            "{method} {path} {status}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The enums mirrored in [`schemas`] list exactly the values the service
+    /// uses.
+    #[test]
+    fn mirrored_enums_match_the_service() {
+        use crate::breaker::{BreakerState as Real, FailureKind};
+        use crate::window::Period as RealPeriod;
+        fn names<T: serde::Serialize>(values: &[T]) -> Vec<String> {
+            values
+                .iter()
+                .map(|v| {
+                    serde_json::to_value(v)
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        }
+        assert_eq!(
+            RealPeriod::ALL.map(|p| p.as_str().to_string()).to_vec(),
+            names(&[
+                Period::Hourly,
+                Period::Daily,
+                Period::Weekly,
+                Period::Monthly
+            ])
+        );
+        assert_eq!(
+            [Real::Closed, Real::Open, Real::HalfOpen]
+                .map(|s| s.as_str().to_string())
+                .to_vec(),
+            names(&[
+                BreakerState::Closed,
+                BreakerState::Open,
+                BreakerState::HalfOpen
+            ])
+        );
+        // Fallback reasons: "circuit_open" (no call made) plus every failure kind.
+        assert_eq!(
+            [
+                "circuit_open",
+                FailureKind::UpstreamError.as_str(),
+                FailureKind::Timeout.as_str()
+            ]
+            .map(String::from)
+            .to_vec(),
+            names(&[
+                FallbackReason::CircuitOpen,
+                FallbackReason::UpstreamError,
+                FallbackReason::Timeout
+            ])
+        );
+    }
+}
