@@ -1,0 +1,12 @@
+//! `GET /docs` and `GET /openapi.json` as an AWS Lambda function. Everything
+//! testable lives in the `shared` crate; this only bootstraps the instance.
+//! It needs neither Redis nor any configuration.
+
+use lambda_http::{run, service_fn, Error};
+use shared::{openapi::docs, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    run(service_fn(|req| async move { Ok::<_, Error>(docs(&req)) })).await
+}
