@@ -4,13 +4,13 @@
 #   1. creates .env from .env.example when .env does not exist;
 #   2. starts Redis when none answers on REDIS_URL (scripts/ensure-redis.sh);
 #   3. installs cargo-lambda when missing (scripts/ensure-cargo-lambda.sh);
-#   4. builds the three functions, so the first request to each is fast;
+#   4. builds the functions, so the first request to each is fast;
 #   5. runs `cargo lambda watch`, which routes (Cargo.toml,
 #      [workspace.metadata.lambda.watch.router]):
 #        GET  /health               -> functions/health
 #        POST /api/metrics          -> functions/ingest-metric
 #        GET  /api/metrics/summary  -> functions/metrics-summary
-#      and rebuilds a function when its code changes.
+#      (and any other route listed there), and rebuilds a function when its code changes.
 #
 # Settings: PORT (default 8000), ADDRESS (default 127.0.0.1; `ADDRESS=::` listens
 # on every interface), CONCURRENCY (function instances per route, default 1).
@@ -48,7 +48,8 @@ fi
 
 build_functions || die "the functions do not build; see the errors above"
 
-log "serving on http://localhost:$PORT  (GET /health, POST /api/metrics, GET /api/metrics/summary; Ctrl-C stops)"
+log "serving on http://localhost:$PORT (Ctrl-C stops):"
+print_routes >&2
 exec cargo lambda watch \
     --env-file .env \
     --invoke-address "$ADDRESS" \

@@ -142,8 +142,20 @@ use_local_cargo_lambda() {
     fi
 }
 
-# The function binaries `cargo lambda watch` runs, one per route.
-FUNCTIONS=(health ingest-metric metrics-summary)
+# The function binaries `cargo lambda watch` runs: one crate per folder under
+# functions/, whose binary has the crate's (and folder's) name.
+FUNCTIONS=()
+for _dir in "$REPO_ROOT"/functions/*/; do
+    [[ -f "$_dir/Cargo.toml" ]] && FUNCTIONS+=("$(basename "$_dir")")
+done
+unset _dir
+
+# print_routes: the emulator's routes, from the router table in Cargo.toml
+# (`  GET /health -> health`).
+print_routes() {
+    sed -n '/^\[workspace\.metadata\.lambda\.watch\.router\]/,/^\[/p' "$REPO_ROOT/Cargo.toml" |
+        sed -n 's/^"\([^"]*\)" *= *\[{ *method *= *"\([A-Z]*\)", *function *= *"\([^"]*\)" *}\]/  \2 \1 -> \3/p'
+}
 
 # build_functions: builds each function binary the way `cargo lambda watch`
 # starts it (`cargo run --bin NAME` from the workspace root: one package at a
