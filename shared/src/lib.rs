@@ -27,6 +27,7 @@ pub mod connection;
 pub mod external;
 pub mod handlers;
 pub mod http;
+pub mod iam_auth;
 pub mod identity;
 pub mod keys;
 pub mod metric;
