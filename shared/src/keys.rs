@@ -11,10 +11,10 @@
 //! | hour buckets of one day | `{p}:{<type>}:h:<day start, unix s>` | hash: hour start → bucket |
 //! | day buckets of one 32-day era | `{p}:{<type>}:d:<era start, unix s>` | hash: day start → bucket |
 //! | rate limit of one client | `{p}:rl:{<client>}:<algorithm>` | zset, hash or string |
-//! | cached summary | `{p}:cache:{<query digest>}` | string (JSON) |
+//! | cached summary | `{p}:cache:{<query digest>}` | hash: body (JSON), at (ms), by (owner token) |
 //! | single-flight lock | `{p}:cache:{<query digest>}:lock` | string (owner token) |
 //! | circuit breaker | `{p}:cb:{<dependency>}` | hash |
-//! | idempotency record | `{p}:idem:{<client>}:<key digest>` | string |
+//! | idempotency record | `{p}:idem:{<client digest>}:<key digest>` | hash: fp, body |
 //!
 //! User-controlled parts (the metric type) are validated against
 //! `[A-Za-z0-9_.-]{1,64}` before they reach this module, and no key pattern

@@ -90,6 +90,20 @@ pub struct SummaryCache {
     lock_ttl: Duration,
 }
 
+/// Room for the Redis work of one computation (four short scripts on a
+/// healthy Redis) on top of the external call.
+const LOCK_MARGIN: Duration = Duration::from_millis(500);
+
+/// The single-flight lock's TTL: `EXTERNAL_SERVICE_TIMEOUT_MS` + 500 ms, the
+/// slowest computation on a healthy Redis (1.5 s by default). With the default
+/// 3 s `REQUEST_DEADLINE_MS`, a waiter behind a vanished owner still has time
+/// to take over (1.5 s wait + 1 s computation). If Redis itself is slow enough
+/// that a computation outlives the lock, a second computation may start: the
+/// result stays correct, only the one-computation economy is lost.
+pub fn lock_ttl_for(config: &Config) -> Duration {
+    config.external_service_timeout + LOCK_MARGIN
+}
+
 /// How often a waiting request polls for the owner's result, at first and at
 /// most (doubling in between).
 const POLL_START: Duration = Duration::from_millis(10);
@@ -104,17 +118,29 @@ enum Lookup {
 }
 
 impl SummaryCache {
-    /// Reads `CACHE_TTL_SECONDS` and `CACHE_FALLBACK_TTL_SECONDS`. The lock TTL
-    /// covers the slowest permitted computation: `EXTERNAL_SERVICE_TIMEOUT_MS`
-    /// plus two Redis commands at `REDIS_TIMEOUT_MS` each, plus 250 ms.
+    /// Reads `CACHE_TTL_SECONDS` and `CACHE_FALLBACK_TTL_SECONDS`.
+    ///
+    /// The lock TTL is [`lock_ttl_for`]: it covers the slowest permitted
+    /// computation on a healthy Redis. A cold-start warning is logged when
+    /// `REQUEST_DEADLINE_MS` leaves no room for a waiter to outlast a vanished
+    /// owner's lock and then compute itself.
     pub fn new(config: &Config, keys: Keys) -> Self {
+        let lock_ttl = lock_ttl_for(config);
+        let needed = lock_ttl + config.external_service_timeout + LOCK_MARGIN;
+        if config.request_deadline < needed {
+            tracing::warn!(
+                request_deadline_ms = config.request_deadline.as_millis() as u64,
+                needed_ms = needed.as_millis() as u64,
+                "REQUEST_DEADLINE_MS is shorter than 2 x EXTERNAL_SERVICE_TIMEOUT_MS + 1 s: \
+                 a summary waiting behind a vanished lock owner may answer 503 instead of \
+                 taking over"
+            );
+        }
         Self {
             keys,
             ttl: config.cache_ttl,
             fallback_ttl: config.cache_fallback_ttl,
-            lock_ttl: config.external_service_timeout
-                + config.redis_timeout * 2
-                + Duration::from_millis(250),
+            lock_ttl,
         }
     }
 
