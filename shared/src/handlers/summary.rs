@@ -1,15 +1,21 @@
 //! `GET /api/metrics/summary`: aggregates of one metric type over a window,
 //! enriched by the external source, served through the read-through cache.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use lambda_http::http::header::{HeaderValue, AGE, CACHE_CONTROL};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{Map, Value};
+use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
 
 use super::{require_method, within_deadline};
-use crate::breaker::{Admission, CallOutcome};
+use crate::breaker::{Admission, CallOutcome, CircuitBreaker, FailureKind, Permit};
 use crate::cache::{CacheStatus, Computed};
-use crate::external::external_data;
+use crate::connection::Redis;
+use crate::external::{external_data, ExternalSource};
 use crate::http::{ApiError, JSON};
 use crate::identity::client_identity;
 use crate::state::AppState;
@@ -87,23 +93,34 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
     let external = match state.breaker.acquire(&state.redis).await? {
         Admission::Rejected { .. } => Err("circuit_open"),
         Admission::Allowed(permit) => {
-            let result = state
-                .external
-                .fetch(
-                    query.metric_type.as_str(),
-                    query.period_label(),
+            // The call and its report run as a task of their own: when the
+            // request deadline cuts this request off, dropping its future must
+            // not drop the report with it, or a source slower than the
+            // deadline would never open the breaker and a cut-off probe would
+            // hold its slot until the probe lease ends. (If Lambda freezes the
+            // instance first, the task reports when it thaws; a report from an
+            // older generation is ignored, and the lease covers a lost probe.)
+            // It logs in the request's span (requestId) and subscriber.
+            let call = tokio::spawn(
+                call_and_report(
+                    state.breaker.clone(),
+                    state.redis.clone(),
+                    state.external.clone(),
                     state.config.external_service_timeout,
+                    query.metric_type.as_str().to_string(),
+                    query.period_label(),
+                    permit,
                 )
-                .await;
-            let outcome = match &result {
-                Ok(_) => CallOutcome::Success,
-                Err(kind) => CallOutcome::Failure(*kind),
-            };
-            if let Err(err) = state.breaker.report(&state.redis, &permit, outcome).await {
-                // The summary is still good; the breaker misses one result.
-                tracing::warn!(error = %err, "could not report to the circuit breaker");
+                .instrument(tracing::Span::current())
+                .with_current_subscriber(),
+            );
+            match call.await {
+                Ok(result) => result.map_err(FailureKind::as_str),
+                Err(err) => {
+                    tracing::error!(error = %err, "the external call task failed");
+                    Err(FailureKind::UpstreamError.as_str())
+                }
             }
-            result.map_err(|kind| kind.as_str())
         }
     };
     let degraded = external.is_err();
@@ -122,4 +139,32 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         body: body.to_string(),
         degraded,
     })
+}
+
+/// Calls the external source (cancelled at `timeout`,
+/// `EXTERNAL_SERVICE_TIMEOUT_MS`) and reports the outcome to the breaker
+/// under `permit`. Owns everything it uses, so that it can run as a task that
+/// outlives the request which started it.
+///
+/// # Errors
+/// The call's [`FailureKind`]. A failed report is only logged: the summary is
+/// still good, and the breaker misses one result.
+async fn call_and_report(
+    breaker: CircuitBreaker,
+    redis: Redis,
+    external: ExternalSource,
+    timeout: Duration,
+    metric_type: String,
+    period: &'static str,
+    permit: Permit,
+) -> Result<Map<String, Value>, FailureKind> {
+    let result = external.fetch(&metric_type, period, timeout).await;
+    let outcome = match &result {
+        Ok(_) => CallOutcome::Success,
+        Err(kind) => CallOutcome::Failure(*kind),
+    };
+    if let Err(err) = breaker.report(&redis, &permit, outcome).await {
+        tracing::warn!(error = %err, "could not report to the circuit breaker");
+    }
+    result
 }
