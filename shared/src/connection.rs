@@ -2,9 +2,14 @@
 //!
 //! Built **once per cold start** and shared by every request of the instance:
 //! a [`redis::aio::ConnectionManager`] created lazily (a cold start never fails
-//! because Redis is down; the first command connects) that reconnects by
-//! itself after an I/O error, so a warm instance recovers when Redis comes
-//! back without a restart.
+//! because Redis is down; the first command connects). After a command fails
+//! with an I/O error (refused, reset, timed out) the manager is replaced by a
+//! fresh lazy one, so the next command connects anew: a warm instance
+//! recovers when Redis comes back without a restart, and its first request
+//! after the outage succeeds. (The manager's own reconnect, with retries off,
+//! makes one attempt right after the failure and keeps that attempt's
+//! outcome: an attempt made while Redis was still down would fail the first
+//! request after Redis is back.)
 //!
 //! Every command is bounded by `REDIS_TIMEOUT_MS`, on connecting and on each
 //! response, so a silent or paused Redis turns into an error within that bound
@@ -33,7 +38,7 @@ use crate::config::{Config, ConfigError, RedisAuthMode};
 /// by loading the script and retrying once.
 #[derive(Clone)]
 pub struct Redis {
-    manager: Manager,
+    manager: Arc<Renewal>,
     timeout: Duration,
     round_trips: Arc<AtomicU64>,
 }
@@ -62,9 +67,10 @@ impl Redis {
     /// # Errors
     /// A [`ConfigError`] for `REDIS_URL` if the manager cannot be set up.
     pub fn from_client(client: redis::Client, timeout: Duration) -> Result<Self, ConfigError> {
-        let manager = lazy_manager(client, manager_config(timeout))?;
+        let config = manager_config(timeout);
+        let manager = lazy_manager(client.clone(), config.clone())?;
         Ok(Self {
-            manager: Manager::Fixed(manager),
+            manager: Arc::new(Renewal::new(client, config, None, manager)),
             timeout,
             round_trips: Arc::new(AtomicU64::new(0)),
         })
@@ -91,25 +97,11 @@ impl Redis {
     {
         let config = manager_config(timeout).set_credentials_provider(provider);
         let manager = lazy_manager(client.clone(), config.clone())?;
-        let renewal = Renewal {
-            client,
-            config,
-            max_age,
-            current: Mutex::new((Instant::now(), manager)),
-        };
         Ok(Self {
-            manager: Manager::Renewed(Arc::new(renewal)),
+            manager: Arc::new(Renewal::new(client, config, Some(max_age), manager)),
             timeout,
             round_trips: Arc::new(AtomicU64::new(0)),
         })
-    }
-
-    /// The manager to send the next command on.
-    fn manager(&self) -> ConnectionManager {
-        match &self.manager {
-            Manager::Fixed(manager) => manager.clone(),
-            Manager::Renewed(renewal) => renewal.current(),
-        }
     }
 
     /// How many round trips (commands or pipelines sent) this handle and its
@@ -143,41 +135,97 @@ fn lazy_manager(
     })
 }
 
-#[derive(Clone)]
-enum Manager {
-    /// One manager for the instance's lifetime (it reconnects by itself).
-    Fixed(ConnectionManager),
-    /// Replaced when it reaches a maximum age (IAM mode). No other handle on
-    /// an old manager is kept, so its connection closes once unused.
-    Renewed(Arc<Renewal>),
-}
-
-/// What replaces a connection that reached its maximum age.
+/// The instance's current manager and what replaces it: a fresh lazy manager
+/// after an I/O error on the current one, and (IAM mode) once it reaches a
+/// maximum age. No other handle on an old manager is kept, so its connection
+/// closes once the commands still running on it are done.
 struct Renewal {
     client: redis::Client,
     config: ConnectionManagerConfig,
-    max_age: Duration,
-    /// When the current manager was created, and the manager.
-    current: Mutex<(Instant, ConnectionManager)>,
+    max_age: Option<Duration>,
+    current: Mutex<Current>,
+}
+
+struct Current {
+    manager: ConnectionManager,
+    created: Instant,
+    /// Counts replacements, so that the many commands failing together on
+    /// one broken connection replace it once.
+    generation: u64,
 }
 
 impl Renewal {
-    /// The current manager, replaced first if it is `max_age` old. A new
-    /// manager is lazy, so its connection (and token) is made by the command
-    /// about to be sent; the old one closes when its last clone is dropped.
-    fn current(&self) -> ConnectionManager {
-        // A poisoned lock only means another thread panicked while swapping;
-        // the pair it guards is always consistent.
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.0.elapsed() >= self.max_age {
-            match lazy_manager(self.client.clone(), self.config.clone()) {
-                Ok(fresh) => *current = (Instant::now(), fresh),
-                // Cannot happen for a client that built the first manager;
-                // keep the old connection rather than fail the command.
-                Err(err) => tracing::warn!(error = %err, "could not renew the Redis connection"),
-            }
+    fn new(
+        client: redis::Client,
+        config: ConnectionManagerConfig,
+        max_age: Option<Duration>,
+        manager: ConnectionManager,
+    ) -> Self {
+        Self {
+            client,
+            config,
+            max_age,
+            current: Mutex::new(Current {
+                manager,
+                created: Instant::now(),
+                generation: 0,
+            }),
         }
-        current.1.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        // A poisoned lock only means another thread panicked while swapping;
+        // the manager it guards is always consistent.
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The manager to send the next command on and its generation, replaced
+    /// first if it is `max_age` old. A new manager is lazy, so its connection
+    /// (and token) is made by the command about to be sent.
+    fn current(&self) -> (ConnectionManager, u64) {
+        let mut current = self.lock();
+        if self
+            .max_age
+            .is_some_and(|age| current.created.elapsed() >= age)
+        {
+            self.replace(&mut current);
+        }
+        (current.manager.clone(), current.generation)
+    }
+
+    /// Called after an I/O error on the manager of `generation`: the next
+    /// command connects anew instead of meeting a connection attempt that
+    /// failed while Redis was away.
+    fn discard(&self, generation: u64) {
+        let mut current = self.lock();
+        if current.generation == generation {
+            self.replace(&mut current);
+        }
+    }
+
+    fn replace(&self, current: &mut Current) {
+        match lazy_manager(self.client.clone(), self.config.clone()) {
+            Ok(fresh) => {
+                *current = Current {
+                    manager: fresh,
+                    created: Instant::now(),
+                    generation: current.generation + 1,
+                }
+            }
+            // Cannot happen for a client that built the first manager; keep
+            // the old connection (it reconnects by itself) rather than fail.
+            Err(err) => tracing::warn!(error = %err, "could not renew the Redis connection"),
+        }
+    }
+}
+
+/// Replaces the manager after an I/O error: refused, reset or timed out,
+/// the connection it holds (or its next attempt) is not to be trusted.
+fn check<T>(renewal: &Renewal, generation: u64, result: &Result<T, RedisError>) {
+    if let Err(err) = result {
+        if err.is_io_error() {
+            renewal.discard(generation);
+        }
     }
 }
 
@@ -192,13 +240,15 @@ impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let timeout = self.timeout;
-        let mut manager = self.manager();
+        let (mut manager, generation) = self.manager.current();
         Box::pin(async move {
             // The connect and response timeouts of the manager bound each step;
             // this outer bound also covers a connect followed by a slow reply.
-            tokio::time::timeout(timeout * 2, manager.req_packed_command(cmd))
+            let result = tokio::time::timeout(timeout * 2, manager.req_packed_command(cmd))
                 .await
-                .unwrap_or_else(|_| Err(timed_out()))
+                .unwrap_or_else(|_| Err(timed_out()));
+            check(&self.manager, generation, &result);
+            result
         })
     }
 
@@ -210,21 +260,18 @@ impl ConnectionLike for Redis {
     ) -> RedisFuture<'a, Vec<Value>> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let timeout = self.timeout;
-        let mut manager = self.manager();
+        let (mut manager, generation) = self.manager.current();
         Box::pin(async move {
-            tokio::time::timeout(timeout * 2, manager.req_packed_commands(cmd, offset, count))
-                .await
-                .unwrap_or_else(|_| Err(timed_out()))
+            let result =
+                tokio::time::timeout(timeout * 2, manager.req_packed_commands(cmd, offset, count))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out()));
+            check(&self.manager, generation, &result);
+            result
         })
     }
 
     fn get_db(&self) -> i64 {
-        match &self.manager {
-            Manager::Fixed(manager) => manager.get_db(),
-            Manager::Renewed(renewal) => {
-                let current = renewal.current.lock().unwrap_or_else(|e| e.into_inner());
-                current.1.get_db()
-            }
-        }
+        self.manager.lock().manager.get_db()
     }
 }
