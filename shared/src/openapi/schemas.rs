@@ -53,9 +53,11 @@ pub struct MetricBatch(pub Vec<Metric>);
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum MetricsBody {
-    /// A single metric; the 201 echoes it normalised.
+    // A single metric; the 201 echoes it normalised. (Plain comments on
+    // these variants: a description beside a `$ref` hides the referenced
+    // schema's name in Swagger UI.)
     Single(Metric),
-    /// A batch; the 201 reports how many were stored.
+    // A batch; the 201 reports how many were stored.
     Batch(MetricBatch),
 }
 
@@ -197,9 +199,9 @@ pub struct ExternalFallback {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum ExternalData {
-    /// The source answered.
+    // The source answered (plain comments: see `MetricsBody`).
     Success(ExternalSuccess),
-    /// The source could not be used.
+    // The source could not be used.
     Fallback(ExternalFallback),
 }
 
