@@ -310,15 +310,34 @@ fn parse_timestamp(
 /// and normalises it to UTC.
 ///
 /// # Errors
-/// A reason for the client when the text is not such a date-time.
+/// A reason for the client when the text is not such a date-time, quoting at
+/// most [`QUOTED_CHARS`] characters of it ([`quote_input`]).
 pub fn parse_rfc3339(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
             format!(
-                "{text:?} is not an RFC 3339 date-time with a UTC offset, such as 2026-02-18T12:00:00Z"
+                "{} is not an RFC 3339 date-time with a UTC offset, such as 2026-02-18T12:00:00Z",
+                quote_input(text)
             )
         })
+}
+
+/// The most characters of a client's input that an error message quotes.
+pub const QUOTED_CHARS: usize = 40;
+
+/// `text` quoted for an error message (Rust's `{:?}` escaping), cut after
+/// [`QUOTED_CHARS`] characters with `…` and the full length in characters.
+///
+/// Why the cut: an error body quotes the input twice (`detail` and
+/// `errors`), and escaping can make a character up to ~7 bytes of JSON, so
+/// quoting a whole 1 MiB field could exceed Lambda's 6 MB response payload
+/// limit — the invocation would fail and API Gateway would answer 502.
+pub fn quote_input(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} characters)", &text[..cut], text.chars().count()),
+    }
 }
 
 #[cfg(test)]
@@ -498,6 +517,19 @@ mod tests {
             a,
             fp(r#"[{"timestamp":"2026-02-18T12:00:00Z","value":1.5,"type":"t"}]"#)
         );
+    }
+
+    #[test]
+    fn quoted_input_is_bounded() {
+        assert_eq!(quote_input("2026-13-01"), "\"2026-13-01\"");
+        let forty = "x".repeat(QUOTED_CHARS);
+        assert_eq!(quote_input(&forty), format!("{forty:?}"));
+        let long = "\u{85}".repeat(500_000);
+        let quoted = quote_input(&long);
+        assert!(quoted.len() < 300, "{quoted}");
+        assert!(quoted.ends_with("… (500000 characters)"), "{quoted}");
+        let reason = parse_rfc3339(&long).unwrap_err();
+        assert!(reason.len() < 400, "{reason}");
     }
 
     #[test]

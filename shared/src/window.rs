@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use serde::Serialize;
 
 use crate::http::{ApiError, FieldError};
-use crate::metric::{format_timestamp, parse_rfc3339, MetricType};
+use crate::metric::{format_timestamp, parse_rfc3339, quote_input, MetricType};
 
 /// A trailing summary period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -185,7 +185,11 @@ pub fn parse_summary_query<'a>(
             None => {
                 errors.push(FieldError::new(
                     "period",
-                    format!("must be one of {} (got {raw:?})", allowed_periods()),
+                    format!(
+                        "must be one of {} (got {})",
+                        allowed_periods(),
+                        quote_input(raw)
+                    ),
                 ));
                 None
             }
