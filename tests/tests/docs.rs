@@ -11,7 +11,8 @@
 //! Needs a Chromium binary (`CHROMIUM_BIN`, or `chromium`,
 //! `chromium-browser`, `google-chrome` on `PATH`; Debian: `apt-get install
 //! chromium`). Without one the test prints why and passes, so a machine
-//! without a browser can still run the suite.
+//! without a browser can still run the suite, unless `REQUIRE_CHROMIUM=1`
+//! (for CI, where a skipped browser test would hide a missing install).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -147,6 +148,10 @@ fn dump_dom(chromium: &PathBuf, url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_renders_the_three_operations_in_a_real_browser() {
     let Some(chromium) = find_chromium() else {
+        assert!(
+            std::env::var_os("REQUIRE_CHROMIUM").is_none_or(|v| v != "1"),
+            "REQUIRE_CHROMIUM=1 but no Chromium binary was found (apt-get install chromium, or set CHROMIUM_BIN)"
+        );
         println!(
             "SKIPPED: no Chromium binary found (set CHROMIUM_BIN or install Debian's \
              `chromium`); the API reference was not rendered in a browser"
