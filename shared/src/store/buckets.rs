@@ -138,17 +138,34 @@ pub fn cover(from: i64, to: i64) -> Vec<BucketRef> {
     buckets
 }
 
+/// 2⁻⁶⁴, exactly. A window's sum is also accumulated scaled by it, so that
+/// a total beyond `f64::MAX` of finite bucket sums is still known: up to
+/// 2⁶⁴ merged buckets, the scaled sum cannot overflow.
+const SCALE: f64 = 1.0 / 18_446_744_073_709_551_616.0;
+
 /// The aggregate of one bucket, or of a whole window: count, sum, min, max.
+///
+/// Each stored bucket's sum is finite (`ingest.lua` refuses a metric that
+/// would make it overflow), but the buckets of a window can add up beyond a
+/// double's range. `sum` then saturates at ±`f64::MAX` and the average is
+/// computed from the scaled sum, so every number reported is finite (JSON
+/// has no infinity; serde_json would write `null`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Aggregate {
     /// Number of points.
     pub count: u64,
-    /// Sum of their values.
+    /// Sum of their values; always finite: ±`f64::MAX` when the exact sum is
+    /// beyond it.
     pub sum: f64,
     /// Smallest value, `None` when `count == 0`.
     pub min: Option<f64>,
     /// Largest value, `None` when `count == 0`.
     pub max: Option<f64>,
+    /// The running sum by plain `f64` additions: infinite or NaN once it
+    /// overflowed, and then never finite again.
+    plain: f64,
+    /// The running sum × [`SCALE`].
+    scaled: f64,
 }
 
 impl Default for Aggregate {
@@ -164,16 +181,25 @@ impl Aggregate {
         sum: 0.0,
         min: None,
         max: None,
+        plain: 0.0,
+        scaled: 0.0,
     };
+
+    /// One bucket (or point): `count` values summing to `sum` (finite).
+    fn bucket(count: u64, sum: f64, min: f64, max: f64) -> Self {
+        Aggregate {
+            count,
+            sum,
+            min: Some(min),
+            max: Some(max),
+            plain: sum,
+            scaled: sum * SCALE,
+        }
+    }
 
     /// Adds one point.
     pub fn push(&mut self, value: f64) {
-        self.merge(&Aggregate {
-            count: 1,
-            sum: value,
-            min: Some(value),
-            max: Some(value),
-        });
+        self.merge(&Aggregate::bucket(1, value, value, value));
     }
 
     /// Combines another aggregate into this one (associative and commutative,
@@ -182,8 +208,15 @@ impl Aggregate {
         if other.count == 0 {
             return;
         }
-        self.count += other.count;
-        self.sum += other.sum;
+        self.count = self.count.saturating_add(other.count);
+        self.plain += other.plain;
+        self.scaled += other.scaled;
+        self.sum = if self.plain.is_finite() {
+            self.plain
+        } else {
+            // `max`/`min` rather than `clamp`, which panics on NaN.
+            (self.scaled / SCALE).max(-f64::MAX).min(f64::MAX)
+        };
         self.min = Some(self.min.map_or(other.min.unwrap_or(f64::INFINITY), |m| {
             m.min(other.min.unwrap_or(m))
         }));
@@ -195,25 +228,30 @@ impl Aggregate {
         );
     }
 
-    /// The mean, `None` when empty.
+    /// The mean, `None` when empty; finite even when the sum is not (it
+    /// lies between `min` and `max`).
     pub fn average(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum / self.count as f64)
+        (self.count > 0).then(|| {
+            let n = self.count as f64;
+            if self.plain.is_finite() {
+                self.plain / n
+            } else {
+                let mean = self.scaled / n / SCALE;
+                mean.max(self.min.unwrap_or(mean))
+                    .min(self.max.unwrap_or(mean))
+            }
+        })
     }
 
     /// Parses a stored bucket, `"count sum min max"` (the format written by
-    /// `ingest.lua`, floats as `%.17g`).
+    /// `ingest.lua`, floats as `%.17g`). `None` for anything else, including
+    /// non-finite numbers, which the script never writes.
     pub fn parse_stored(text: &str) -> Option<Aggregate> {
         let mut parts = text.split_ascii_whitespace();
         let count = parts.next()?.parse().ok()?;
-        let sum = parts.next()?.parse().ok()?;
-        let min = parts.next()?.parse().ok()?;
-        let max = parts.next()?.parse().ok()?;
-        Some(Aggregate {
-            count,
-            sum,
-            min: Some(min),
-            max: Some(max),
-        })
+        let mut float = || parts.next()?.parse::<f64>().ok().filter(|v| v.is_finite());
+        let (sum, min, max) = (float()?, float()?, float()?);
+        Some(Aggregate::bucket(count, sum, min, max))
     }
 }
 
@@ -291,6 +329,37 @@ mod tests {
         assert_eq!(whole.max, Some(10.25));
         assert_eq!(whole.average(), Some(12.75 / 4.0));
         assert_eq!(Aggregate::EMPTY.average(), None);
+    }
+
+    #[test]
+    fn window_sums_beyond_a_double_saturate_and_averages_stay_finite() {
+        let max = f64::MAX;
+        let close = |a: f64, b: f64| (a - b).abs() <= max * 1e-15;
+        let bucket = |count: u64, sum: f64, min: f64, max: f64| {
+            Aggregate::parse_stored(&format!("{count} {sum:e} {min:e} {max:e}")).unwrap()
+        };
+        let mut a = Aggregate::EMPTY;
+        for _ in 0..3 {
+            a.merge(&bucket(1, max, max, max));
+        }
+        assert_eq!((a.count, a.sum, a.average()), (3, max, Some(max)));
+        // Back in range once negative buckets follow: the scaled sum knows.
+        a.merge(&bucket(2, -max, -max, 0.0));
+        assert_eq!(a.sum, max, "2 × MAX saturates");
+        a.merge(&bucket(1, -max, -max, -max));
+        assert!(close(a.sum, max), "{a:?}");
+        a.merge(&bucket(1, -max, -max, -max));
+        assert!(close(a.sum, 0.0), "{a:?}");
+        assert!(close(a.average().unwrap(), 0.0), "{a:?}");
+        let mut b = Aggregate::EMPTY;
+        for v in [-max, -max, -max / 2.0] {
+            b.push(v);
+        }
+        assert_eq!(b.sum, -max);
+        assert!(close(b.average().unwrap(), -max / 3.0 * 2.5), "{b:?}");
+        for bad in ["1 inf 1 1", "1 NaN 1 1", "1 1 -inf 1", "1 2 3", "x 1 1 1"] {
+            assert_eq!(Aggregate::parse_stored(bad), None, "{bad}");
+        }
     }
 
     #[test]
