@@ -108,6 +108,7 @@ impl ApiError {
     /// answered with `Retry-After: 1`.
     pub fn redis(err: &redis::RedisError) -> Self {
         tracing::warn!(error.kind = ?err.kind(), error = %err, "redis unavailable");
+        crate::observability::redis_error();
         Self::Unavailable {
             detail: "the data store is temporarily unavailable".into(),
             retry_after_s: 1,

@@ -31,6 +31,7 @@ pub mod iam_auth;
 pub mod identity;
 pub mod keys;
 pub mod metric;
+pub mod observability;
 pub mod openapi;
 pub mod rate_limit;
 pub mod state;

@@ -1,8 +1,8 @@
 //! `GET /health` as an AWS Lambda function. Everything testable lives in the
 //! `shared` crate; this only bootstraps the instance.
 
-use lambda_http::{run, service_fn, Error};
-use shared::{handlers::health, telemetry, AppState};
+use lambda_http::Error;
+use shared::{handlers::health, observability, telemetry, AppState};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -10,8 +10,9 @@ async fn main() -> Result<(), Error> {
     // Built once per cold start; connects to Redis lazily on the first request.
     let state = AppState::from_env_or_exit();
     let state = &state;
-    run(service_fn(move |req| async move {
+    // Like lambda_http::run, plus EMF metrics flushed after each invocation.
+    observability::run(&state.config, move |req| async move {
         Ok::<_, Error>(health(state, req).await)
-    }))
+    })
     .await
 }

@@ -444,6 +444,9 @@ impl CircuitBreaker {
         permit: &Permit,
         outcome: CallOutcome,
     ) -> Result<ReportOutcome, RedisError> {
+        if let CallOutcome::Failure(_) = outcome {
+            crate::observability::external_call_failed();
+        }
         let (applied, state, generation, from, to, reason): (
             i64,
             String,
@@ -590,6 +593,7 @@ impl CircuitBreaker {
     }
 
     fn log(&self, t: &Transition, failure: Option<FailureKind>) {
+        crate::observability::breaker_transition(t.to.as_str());
         tracing::info!(
             dependency = %self.dependency,
             old_state = t.from.as_str(),

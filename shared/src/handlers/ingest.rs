@@ -49,6 +49,7 @@ pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
         let client = client_identity(&req, &state.config.api_key_digests)?;
         let decision = state.limiter.check(&state.redis, &client).await?;
         if !decision.allowed {
+            crate::observability::rate_limited();
             return Err(decision.into_error());
         }
         let mut response = respond(store(state, &req, &client).await);
@@ -99,7 +100,10 @@ async fn store(
             IngestError::Redis(err) => ApiError::redis(&err),
         })?;
     let mut response = match outcome {
-        IngestOutcome::Stored => Response::new(Body::from(created)),
+        IngestOutcome::Stored => {
+            crate::observability::accepted_metrics(parsed.metrics.len());
+            Response::new(Body::from(created))
+        }
         IngestOutcome::Replayed(original) => {
             let mut response = Response::new(Body::from(original));
             response

@@ -58,10 +58,14 @@ pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
         headers.insert("content-type", HeaderValue::from_static(JSON));
         let (x_cache, max_age) = match cached.status {
             CacheStatus::Hit { ttl_left_s, age_s } => {
+                crate::observability::cache_hit();
                 headers.insert(AGE, HeaderValue::from(age_s));
                 ("HIT", ttl_left_s)
             }
-            CacheStatus::Miss { ttl_s } => ("MISS", ttl_s),
+            CacheStatus::Miss { ttl_s } => {
+                crate::observability::cache_miss();
+                ("MISS", ttl_s)
+            }
         };
         headers.insert("x-cache", HeaderValue::from_static(x_cache));
         if let Ok(value) = HeaderValue::from_str(&format!("max-age={max_age}")) {

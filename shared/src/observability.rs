@@ -1,0 +1,145 @@
+//! Operational metrics in CloudWatch's Embedded Metric Format (EMF).
+//!
+//! Code records counters through the [`metrics`] facade with the one-line
+//! helpers below; `metrics_cloudwatch_embedded` (a `metrics` recorder) turns
+//! them into EMF documents, one JSON line on stdout per label set, which
+//! CloudWatch Logs extracts into metrics without any API call ("Embedded
+//! metric format specification", Amazon CloudWatch User Guide). Its Lambda
+//! integration ([`run`]) flushes after every invocation and adds the
+//! invocation's `RequestId` to each document, so metrics and log lines of a
+//! request can be joined in Logs Insights.
+//!
+//! Every metric has unit `Count`, the namespace `METRICS_NAMESPACE` and the
+//! dimension `FunctionName` (`AWS_LAMBDA_FUNCTION_NAME`). Without an
+//! installed recorder (tests, tools) the helpers cost next to nothing and
+//! record nothing.
+
+use std::future::Future;
+
+use lambda_http::{IntoResponse, Request};
+use metrics::{counter, describe_counter, Unit};
+
+use crate::config::Config;
+
+/// Metrics stored by `POST /api/metrics` (a batch adds its size).
+pub const ACCEPTED_METRICS: &str = "AcceptedMetrics";
+/// Requests refused with 429 by the per-client rate limiter.
+pub const RATE_LIMITED_REQUESTS: &str = "RateLimitedRequests";
+/// Summaries served from the cache (`X-Cache: HIT`).
+pub const CACHE_HITS: &str = "CacheHits";
+/// Summaries computed by the request (`X-Cache: MISS`).
+pub const CACHE_MISSES: &str = "CacheMisses";
+/// Calls to the external source that failed or timed out (calls refused by
+/// an open breaker are not calls and are not counted).
+pub const EXTERNAL_CALL_FAILURES: &str = "ExternalCallFailures";
+/// Circuit breaker state changes, with dimension `State`: the new state
+/// (`open`, `half_open`, `closed`); alarm on `State=open`.
+pub const BREAKER_TRANSITIONS: &str = "CircuitBreakerTransitions";
+/// Redis failures that turned into a 503.
+pub const REDIS_ERRORS: &str = "RedisErrors";
+/// One per execution environment, on its first invocation.
+pub const COLD_START: &str = "ColdStart";
+
+/// Counts `count` accepted metrics.
+pub fn accepted_metrics(count: usize) {
+    counter!(ACCEPTED_METRICS).increment(count as u64);
+}
+
+/// Counts one request refused by the rate limiter.
+pub fn rate_limited() {
+    counter!(RATE_LIMITED_REQUESTS).increment(1);
+}
+
+/// Counts one summary served from the cache.
+pub fn cache_hit() {
+    counter!(CACHE_HITS).increment(1);
+}
+
+/// Counts one summary computed on a cache miss.
+pub fn cache_miss() {
+    counter!(CACHE_MISSES).increment(1);
+}
+
+/// Counts one failed call to the external source.
+pub fn external_call_failed() {
+    counter!(EXTERNAL_CALL_FAILURES).increment(1);
+}
+
+/// Counts one breaker transition into `new_state` (`open`, `half_open`,
+/// `closed`).
+pub fn breaker_transition(new_state: &'static str) {
+    counter!(BREAKER_TRANSITIONS, "State" => new_state).increment(1);
+}
+
+/// Counts one Redis failure answered with 503.
+pub fn redis_error() {
+    counter!(REDIS_ERRORS).increment(1);
+}
+
+/// The `FunctionName` dimension: `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda
+/// and by `cargo lambda watch`), else the executable's name.
+fn function_name() -> String {
+    std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()?
+                .file_name()?
+                .to_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Installs the EMF recorder (once per process) and describes the metrics.
+/// `None` if a recorder is already installed.
+fn install(config: &Config) -> Option<&'static metrics_cloudwatch_embedded::Collector> {
+    let collector = metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace(config.metrics_namespace.clone())
+        .with_dimension("FunctionName", function_name())
+        .lambda_cold_start_metric(COLD_START)
+        .with_lambda_request_id("RequestId")
+        .init();
+    let collector = match collector {
+        Ok(collector) => collector,
+        Err(err) => {
+            tracing::warn!(error = %err, "EMF metrics disabled");
+            return None;
+        }
+    };
+    for name in [
+        ACCEPTED_METRICS,
+        RATE_LIMITED_REQUESTS,
+        CACHE_HITS,
+        CACHE_MISSES,
+        EXTERNAL_CALL_FAILURES,
+        BREAKER_TRANSITIONS,
+        REDIS_ERRORS,
+    ] {
+        describe_counter!(name, Unit::Count, "");
+    }
+    Some(collector)
+}
+
+/// Runs the Lambda HTTP handler like `lambda_http::run`, with EMF metrics:
+/// the recorder is installed with `config`'s namespace, and the metrics of
+/// each invocation are written to stdout when it completes. Each
+/// invocation runs inside the runtime's span, which carries `requestId`.
+///
+/// # Errors
+/// What `lambda_http::run` returns: the runtime could not reach the Lambda
+/// API.
+pub async fn run<'a, T, F, R>(config: &Config, handler: T) -> Result<(), lambda_http::Error>
+where
+    T: FnMut(Request) -> F,
+    F: Future<Output = Result<R, lambda_http::Error>> + Send + 'a,
+    R: IntoResponse,
+{
+    match install(config) {
+        Some(collector) => {
+            metrics_cloudwatch_embedded::lambda::handler::run_http(collector, handler).await
+        }
+        None => lambda_http::run(lambda_http::service_fn(handler)).await,
+    }
+}
