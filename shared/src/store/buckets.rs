@@ -214,8 +214,7 @@ impl Aggregate {
         self.sum = if self.plain.is_finite() {
             self.plain
         } else {
-            // `max`/`min` rather than `clamp`, which panics on NaN.
-            (self.scaled / SCALE).max(-f64::MAX).min(f64::MAX)
+            (self.scaled / SCALE).clamp(-f64::MAX, f64::MAX)
         };
         self.min = Some(self.min.map_or(other.min.unwrap_or(f64::INFINITY), |m| {
             m.min(other.min.unwrap_or(m))
@@ -237,6 +236,7 @@ impl Aggregate {
                 self.plain / n
             } else {
                 let mean = self.scaled / n / SCALE;
+                // Not `clamp`, which panics should the bounds ever be out of order.
                 mean.max(self.min.unwrap_or(mean))
                     .min(self.max.unwrap_or(mean))
             }
