@@ -1,21 +1,33 @@
 //! A private `redis-server` for tests that must disturb Redis (`SCRIPT FLUSH`,
-//! `DEBUG SLEEP`, a kill or restart) without affecting the shared Redis that
-//! other tests use in parallel.
+//! `DEBUG SLEEP`, `CLIENT PAUSE`, a kill or restart) without affecting the
+//! shared Redis that other tests use in parallel.
 //!
 //! Each [`PrivateRedis`] runs its own server on a free port of 127.0.0.1 with
-//! persistence off and its own working directory, and stops it when dropped.
+//! persistence off (unless the test turns it on with [`PrivateRedis::start_with`])
+//! and its own working directory, and stops it when dropped. A test can
+//! [`kill`](PrivateRedis::kill) it with SIGKILL, as a crash or an OOM kill
+//! would, and [`restart`](PrivateRedis::restart) it on the same port and
+//! directory, so that clients reconnect to the same address and an append-only
+//! file, if enabled, is replayed.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running private `redis-server`, killed (and its directory removed) on drop.
+/// How long a start or restart may take before the helper gives up (a
+/// restart replays the append-only file first).
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// A private `redis-server`, killed (and its directory removed) on drop.
 pub struct PrivateRedis {
-    child: Child,
+    child: Option<Child>,
+    binary: String,
     port: u16,
     dir: PathBuf,
+    extra_args: Vec<String>,
 }
 
 impl PrivateRedis {
@@ -23,39 +35,34 @@ impl PrivateRedis {
     /// waits until it answers `PING`. Panics if no server comes up: a test
     /// helper, the test cannot proceed without it.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`PrivateRedis::start`], with extra `redis-server` arguments
+    /// after the defaults (a later option wins), e.g.
+    /// `["--appendonly", "yes", "--appendfsync", "always"]` or
+    /// `["--enable-debug-command", "local"]` (Redis 7 refuses `DEBUG` without it).
+    /// [`PrivateRedis::restart`] starts the server again with the same arguments.
+    pub fn start_with(extra_args: &[&str]) -> Self {
         let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
         let dir =
             std::env::temp_dir().join(format!("private-redis-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("create the private redis directory");
+        let mut server = Self {
+            child: None,
+            binary,
+            port: 0,
+            dir,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+        };
         // The port is free when probed but could be taken before the server
         // binds it; a server that exits is retried on another port.
         for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new(&binary)
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
-            let mut server = Self {
-                child,
-                port,
-                dir: dir.clone(),
-            };
-            if server.wait_until_ready(Duration::from_secs(10)) {
+            server.port = free_port();
+            if server.spawn_and_wait() {
                 return server;
             }
-            let _ = server.child.kill();
-            let _ = server.child.wait();
-            std::mem::forget(server);
         }
-        let _ = std::fs::remove_dir_all(&dir);
         panic!("no private redis-server came up after 5 attempts");
     }
 
@@ -69,11 +76,70 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// The server's working directory (where an append-only file lives).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no final write: like a
+    /// crash) and waits for it to exit. Nothing listens on the port
+    /// afterwards. Does nothing if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server if it is running, then starts it again on the same
+    /// port, directory and arguments, and waits until it answers `PING`
+    /// (Redis answers `-LOADING` until an append-only file is replayed).
+    /// Panics if it does not come up (e.g. the port was taken meanwhile).
+    pub fn restart(&mut self) {
+        self.kill();
+        for _ in 0..5 {
+            if self.spawn_and_wait() {
+                return;
+            }
+            // The old socket may linger for a moment after SIGKILL.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the private redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    /// Spawns the server on `self.port`; true once it answers `PING`. On
+    /// failure nothing is left running.
+    fn spawn_and_wait(&mut self) -> bool {
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(self.extra_args.iter().map(OsString::from))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary));
+        self.child = Some(child);
+        if self.wait_until_ready(READY_WITHIN) {
+            return true;
+        }
+        self.kill();
+        false
+    }
+
     fn wait_until_ready(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
+            match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(None)) => {}
+                _ => return false,
             }
             if ping(self.port) {
                 return true;
@@ -86,8 +152,7 @@ impl PrivateRedis {
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
