@@ -230,7 +230,8 @@ pub struct Summary {
     /// Largest value; `null` when `count` is 0.
     #[schema(required = true, examples(97.5))]
     pub max_value: Option<f64>,
-    /// Sum of the values; 0 when `count` is 0.
+    /// Sum of the values; 0 when `count` is 0. Always finite: when the exact
+    /// sum is beyond a 64-bit float it is reported as ±1.7976931348623157e308.
     #[schema(examples(2572.5))]
     pub sum: f64,
     /// Enrichment from the external source, or why there is none.
