@@ -21,6 +21,10 @@
 #                       asks for it (@STUB_URL@), and the test serves it there
 #   E2E_STACK_ENV_FILE  the env file the stack was started with (its settings)
 #
+# The group `schemathesis` runs no cargo tests: scripts/schemathesis.sh
+# generates requests from openapi.json against its stack and fails on any 5xx
+# and on any response that does not conform to the document.
+#
 # Redis started by this script (none answered) is stopped again at the end.
 #
 # Options (environment): E2E_GROUPS="default cache" runs only those groups;
@@ -42,9 +46,12 @@ declare -A E2E_GROUP_SETTINGS=(
     [ratelimit]="RATE_LIMIT_REQUESTS=3 RATE_LIMIT_WINDOW_SECONDS=60 RATE_LIMIT_ALGORITHM=sliding_log"
     [cache]="RATE_LIMIT_REQUESTS=100000 EXTERNAL_SERVICE_URL=@STUB_URL@ EXTERNAL_SERVICE_TIMEOUT_MS=2000 REQUEST_DEADLINE_MS=6000 CACHE_TTL_SECONDS=60 CACHE_FALLBACK_TTL_SECONDS=2 CIRCUIT_BREAKER_FAILURE_THRESHOLD=1000"
     [breaker]="RATE_LIMIT_REQUESTS=100000 EXTERNAL_SERVICE_URL=@STUB_URL@ EXTERNAL_SERVICE_TIMEOUT_MS=500 CIRCUIT_BREAKER_FAILURE_THRESHOLD=3 CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS=3 CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS=1 CACHE_FALLBACK_TTL_SECONDS=1 CACHE_TTL_SECONDS=60"
+    # The simulated source with its default failure rate, so that fallback
+    # bodies (and an open breaker) are checked against the document too.
+    [schemathesis]="RATE_LIMIT_REQUESTS=1000000 EXTERNAL_SERVICE_LATENCY_MS=5"
 )
 # The order the groups run in.
-E2E_GROUP_ORDER=(default ratelimit cache breaker)
+E2E_GROUP_ORDER=(default ratelimit cache breaker schemathesis)
 
 E2E_GROUPS="${E2E_GROUPS:-${E2E_GROUP_ORDER[*]}}"
 E2E_CONCURRENCY="${E2E_CONCURRENCY:-4}"
@@ -247,6 +254,18 @@ fi
 failed=()
 for group in $E2E_GROUPS; do
     [[ -n "${E2E_GROUP_SETTINGS[$group]+set}" ]] || die "unknown end-to-end group '$group' (groups: ${E2E_GROUP_ORDER[*]})"
+    if [[ "$group" == schemathesis ]]; then
+        start_stack "$group"
+        if bounded "$E2E_GROUP_TIMEOUT_SECONDS" scripts/schemathesis.sh "http://127.0.0.1:$STACK_PORT"; then
+            log "e2e[$group]: passed"
+        else
+            failed+=("$group")
+            warn "e2e[$group]: FAILED; last lines of the watcher's log:"
+            tail -n 60 "$STACK_LOG" >&2 || true
+        fi
+        stop_stack
+        continue
+    fi
     count=0
     for t in "${e2e_tests[@]}"; do
         [[ "$t" == "e2e_${group}_"* ]] && count=$((count + 1))
