@@ -42,12 +42,12 @@ if [[ ! -x "$venv/bin/pip" ]]; then
     python=""
     for candidate in python3 python; do
         if command -v "$candidate" >/dev/null 2>&1 &&
-            "$candidate" -c 'import sys, venv; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+            "$candidate" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
             python="$candidate"
             break
         fi
     done
-    [[ -n "$python" ]] || die "schemathesis needs Python 3.10+ (with venv) to be installed into .venv/"
+    [[ -n "$python" ]] || die "schemathesis needs Python 3.11+ (with venv) to be installed into .venv/"
     log "creating the virtual environment .venv/"
     rm -rf "$venv"
     "$python" -m venv "$venv" ||
