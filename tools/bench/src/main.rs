@@ -1,0 +1,502 @@
+//! `bench`: how close each path of the service is to the limit set by Redis
+//! itself, and how its cost grows with data. `make bench` (`scripts/bench.sh`)
+//! runs it against a private `redis-server` on 127.0.0.1 and writes
+//! `BENCHMARKS.md`.
+//!
+//! ```text
+//! bench measure --port <redis port> --out results.json [--runs 5] [--quick]
+//!               [--functions-dir target/release] [--arm64-dir target/lambda]
+//! bench report  --results results.json [--e2e e2e.jsonl] --out BENCHMARKS.md
+//!               [--command "make bench"] [--build-seconds S] [--elapsed-seconds S] …
+//! ```
+//!
+//! Every figure is measured `--runs` times, runs interleaved so that a slow
+//! spell of the machine touches every figure alike, and reported as the
+//! median with its spread. Load is bounded: fixed request counts, fixed data
+//! sets, every child process under a time limit, only 127.0.0.1.
+
+mod cold_start;
+mod data_size;
+mod events;
+mod process;
+mod redis_side;
+mod report;
+mod results;
+mod round_trips;
+mod stats;
+mod throughput;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::config::Config;
+use shared::metric::MetricType;
+use shared::AppState;
+
+use results::{BinarySize, ColdStartRow, Results, ThroughputRow};
+
+/// The concurrencies of figure 2.
+const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+/// The functions whose cold start is measured, with their first request.
+const FUNCTIONS: [(&str, &str); 4] = [
+    ("health", "GET /health"),
+    ("ingest-metric", "POST /api/metrics (one metric)"),
+    (
+        "metrics-summary",
+        "GET /api/metrics/summary?period=daily (cache miss)",
+    ),
+    ("docs", "GET /openapi.json"),
+];
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("measure") => match options(&args[1..]) {
+            Ok(opts) => measure(&opts).await,
+            Err(e) => Err(e),
+        },
+        Some("report") => options(&args[1..]).and_then(|opts| report::write(&opts)),
+        _ => Err(
+            "usage: bench measure --port <redis port> --out <file> [--runs N] [--quick] \
+                  [--functions-dir DIR] [--arm64-dir DIR]\n       \
+                  bench report --results <file> [--e2e <file>] --out BENCHMARKS.md [...]"
+                .to_string(),
+        ),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--name value` pairs (a flag without a value is `"1"`).
+pub type Options = HashMap<String, String>;
+
+fn options(args: &[String]) -> Result<Options, String> {
+    let mut opts = HashMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        let name = args[i]
+            .strip_prefix("--")
+            .ok_or_else(|| format!("unexpected argument {:?}", args[i]))?;
+        match args.get(i + 1).filter(|v| !v.starts_with("--")) {
+            Some(value) => {
+                opts.insert(name.to_string(), value.clone());
+                i += 2;
+            }
+            None => {
+                opts.insert(name.to_string(), "1".to_string());
+                i += 1;
+            }
+        }
+    }
+    Ok(opts)
+}
+
+fn log(message: &str) {
+    eprintln!("==> {message}");
+}
+
+/// Sizes of one run of each figure; `--quick` shrinks them to try the
+/// harness itself.
+struct Plan {
+    runs: usize,
+    requests: [usize; 3],
+    large_points: u64,
+    small_points: u64,
+    types: usize,
+    points_per_type: u64,
+    aggregate_samples: usize,
+    handler_samples: usize,
+}
+
+async fn measure(opts: &Options) -> Result<(), String> {
+    let port: u16 = opts
+        .get("port")
+        .ok_or("--port is required")?
+        .parse()
+        .map_err(|_| "--port: not a port")?;
+    let out = PathBuf::from(opts.get("out").ok_or("--out is required")?);
+    let quick = opts.contains_key("quick");
+    let runs: usize = match opts.get("runs") {
+        Some(r) => r.parse().map_err(|_| "--runs: not a number")?,
+        None if quick => 1,
+        None => 5,
+    };
+    let plan = if quick {
+        Plan {
+            runs,
+            requests: [500, 2_000, 4_000],
+            large_points: 20_000,
+            small_points: 1_000,
+            types: 20,
+            points_per_type: 1_000,
+            aggregate_samples: 20,
+            handler_samples: 10,
+        }
+    } else {
+        Plan {
+            runs,
+            requests: [4_000, 20_000, 30_000],
+            large_points: 1_000_000,
+            small_points: 1_000,
+            types: 1_000,
+            points_per_type: 1_000,
+            aggregate_samples: 200,
+            handler_samples: 100,
+        }
+    };
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let config = |pairs: &[(&str, &str)]| -> Result<Config, String> {
+        let mut all = vec![
+            ("REDIS_URL", url.as_str()),
+            ("REDIS_KEY_PREFIX", prefix.as_str()),
+            ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
+            ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
+        ];
+        all.extend_from_slice(pairs);
+        Config::from_pairs(&all).map_err(|e| e.to_string())
+    };
+    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("no Redis at 127.0.0.1:{port}: {e}"))?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut results = Results {
+        runs: plan.runs,
+        started_at: chrono::Utc::now().to_rfc3339(),
+        load_start: report::load_average(),
+        redis_version: info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim()
+            .to_string(),
+        prefix: prefix.clone(),
+        ..Results::default()
+    };
+    results.throughput.requests = CONCURRENCIES.iter().copied().zip(plan.requests).collect();
+    results.throughput.rows = CONCURRENCIES
+        .iter()
+        .map(|&c| ThroughputRow {
+            concurrency: c,
+            ..ThroughputRow::default()
+        })
+        .collect();
+    results.data_size.small_points = plan.small_points;
+    results.data_size.large_points = plan.large_points;
+    results.data_size.samples_per_run = plan.aggregate_samples;
+    results.data_size.batch = data_size::BATCH;
+    results.data_size.buckets_read = data_size::monthly_buckets();
+
+    let ingest_config = config(&[("RATE_LIMIT_REQUESTS", "1000000")])?;
+    let replays = capture_scripts(port, &ingest_config).await?;
+    results.throughput.capture_note =
+        "captured with MONITOR while the handler served one accepted ingest".into();
+    for (&c, &n) in CONCURRENCIES.iter().zip(&plan.requests) {
+        for argv in &replays {
+            results
+                .throughput
+                .commands
+                .push(redis_side::command_line(n, c, argv));
+        }
+    }
+
+    let functions_dir = opts.get("functions-dir").map(PathBuf::from);
+    if let Some(dir) = &functions_dir {
+        results.cold_start.binaries_dir = dir.display().to_string();
+        results.cold_start.rows = FUNCTIONS
+            .iter()
+            .map(|(f, request)| ColdStartRow {
+                function: f.to_string(),
+                request: request.to_string(),
+                binary_bytes: std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0),
+                ..ColdStartRow::default()
+            })
+            .collect();
+    }
+
+    for run in 1..=plan.runs {
+        log(&format!("run {run}/{}: round trips", plan.runs));
+        let counted = round_trips::count(config(&[("RATE_LIMIT_REQUESTS", "3")])?).await?;
+        round_trips::record(&mut results.round_trips, counted);
+
+        for (row, &n) in results.throughput.rows.iter_mut().zip(&plan.requests) {
+            let c = row.concurrency;
+            log(&format!(
+                "run {run}/{}: ingest throughput at concurrency {c}",
+                plan.runs
+            ));
+            let cpu = redis_side::server_cpu_s(&mut conn).await?;
+            let instances =
+                throughput::measure(&ingest_config, "bench_ingest", c, n, false).await?;
+            // n requests plus one warm-up per state.
+            let served = (n + c) as f64;
+            row.server_cpu_us
+                .push((redis_side::server_cpu_s(&mut conn).await? - cpu) * 1e6 / served);
+            row.client_cpu_us.push(instances.client_cpu_us);
+            let shared = throughput::measure(&ingest_config, "bench_ingest", c, n, true).await?;
+            row.instances_rps.push(instances.rps);
+            row.instances_p50_us.push(instances.p50_us);
+            row.instances_p99_us.push(instances.p99_us);
+            row.shared_rps.push(shared.rps);
+            row.errors += instances.errors + shared.errors;
+            let [limiter, store, trivial] = &replays;
+            let cpu = redis_side::server_cpu_s(&mut conn).await?;
+            row.redis_limiter_rps
+                .push(redis_side::redis_benchmark(port, n, c, limiter)?);
+            row.redis_store_rps
+                .push(redis_side::redis_benchmark(port, n, c, store)?);
+            row.server_cpu_us_pair
+                .push((redis_side::server_cpu_s(&mut conn).await? - cpu) * 1e6 / n as f64);
+            row.redis_trivial_rps
+                .push(redis_side::redis_benchmark(port, n, c, trivial)?);
+        }
+
+        log(&format!(
+            "run {run}/{}: summary cost and Redis memory",
+            plan.runs
+        ));
+        data_figures(&config, &mut conn, &plan, run, &mut results).await?;
+
+        if let Some(dir) = &functions_dir {
+            log(&format!("run {run}/{}: cold starts", plan.runs));
+            let env: Vec<(String, String)> = [
+                ("REDIS_URL", url.as_str()),
+                ("REDIS_KEY_PREFIX", prefix.as_str()),
+                ("RATE_LIMIT_REQUESTS", "1000000"),
+                ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
+                ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
+                ("RUST_LOG", "info"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            for row in &mut results.cold_start.rows {
+                let event = cold_start_event(&row.function, run)?;
+                let start =
+                    cold_start::start_once(&dir.join(&row.function), &row.function, &env, &event)?;
+                row.statuses.push(start.status);
+                row.init_ms.push(start.init_ms);
+                row.first_response_ms.push(start.first_response_ms);
+                row.peak_rss_kib.push(start.peak_rss_kib);
+            }
+        }
+    }
+
+    let (arm64, note) = arm64_sizes(opts);
+    results.cold_start.arm64 = arm64;
+    results.cold_start.arm64_note = note;
+    results.finished_at = chrono::Utc::now().to_rfc3339();
+    results.load_end = report::load_average();
+    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    std::fs::write(&out, json).map_err(|e| format!("{}: {e}", out.display()))?;
+    log(&format!("results written to {}", out.display()));
+    Ok(())
+}
+
+/// The three `redis-benchmark` commands of figure 2: the limiter call (its
+/// client randomised), the storage call, both as one real ingest sent them,
+/// and a trivial script.
+async fn capture_scripts(port: u16, config: &Config) -> Result<[Vec<String>; 3], String> {
+    let state = AppState::new(config.clone()).map_err(|e| e.to_string())?;
+    // Loads both scripts first, so the captured request sends EVALSHA only.
+    shared::handlers::ingest_metric(&state, events::ingest("bench_ingest", 1.0)?).await;
+    let seen = redis_side::monitor_evalshas(port, 2, Duration::from_secs(5))?;
+    let status = shared::handlers::ingest_metric(&state, events::ingest("bench_ingest", 2.0)?)
+        .await
+        .status();
+    if status != 201 {
+        return Err(format!("the captured ingest answered {status}"));
+    }
+    let limiter = seen
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|_| "MONITOR saw no limiter call")?;
+    let store = seen
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|_| "MONITOR saw no storage call")?;
+    if !limiter.get(3).is_some_and(|k| k.contains(":rl:")) {
+        return Err(format!(
+            "the first call of an ingest is not the limiter's: {limiter:?}"
+        ));
+    }
+    let limiter = redis_side::randomise_client(&limiter)?;
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{port}/0")).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 1")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let trivial = vec!["EVALSHA".to_string(), sha, "0".to_string()];
+    Ok([limiter, store, trivial])
+}
+
+/// Figures 3 and 6 for one run, on fresh types; the run's keys are deleted
+/// afterwards so every run starts from the same server state.
+async fn data_figures(
+    config: &impl Fn(&[(&str, &str)]) -> Result<Config, String>,
+    conn: &mut redis::aio::MultiplexedConnection,
+    plan: &Plan,
+    run: usize,
+    results: &mut Results,
+) -> Result<(), String> {
+    let state = Arc::new(AppState::new(config(&[])?).map_err(|e| e.to_string())?);
+    let prefix = state.keys.prefix().to_string();
+    let large_name = format!("bench_large_r{run}");
+    let small_name = format!("bench_small_r{run}");
+    let large = Arc::new(data_size::DataSet::new(
+        std::slice::from_ref(&large_name),
+        plan.large_points,
+    )?);
+    let small = Arc::new(data_size::DataSet::new(
+        std::slice::from_ref(&small_name),
+        plan.small_points,
+    )?);
+    let many_names: Vec<String> = (0..plan.types)
+        .map(|i| format!("bench_t{run}_{i:04}"))
+        .collect();
+    let many = Arc::new(data_size::DataSet::new(&many_names, plan.points_per_type)?);
+
+    let (one_type, rate) = data_size::load_and_weigh(
+        &state,
+        conn,
+        &large,
+        &format!("{prefix}:{{{large_name}}}:*"),
+    )
+    .await?;
+    results.memory.one_type.push(one_type);
+    results.data_size.backfill_points_per_s.push(rate);
+    if results.memory.encodings.is_empty() {
+        results.memory.encodings = data_size::encodings(conn, &large.keys(&state.keys)).await?;
+    }
+    small.ingest(&state).await?;
+
+    let small_type = MetricType::parse(&small_name)?;
+    let large_type = MetricType::parse(&large_name)?;
+    let (a, b, counts) =
+        data_size::time_aggregates(&state, &small_type, &large_type, plan.aggregate_samples)
+            .await?;
+    results.data_size.aggregate_small_us.push(a);
+    results.data_size.aggregate_large_us.push(b);
+    results.data_size.counts_seen.push(counts);
+    let (a, b) =
+        data_size::time_handler(&state, &small_type, &large_type, plan.handler_samples).await?;
+    results.data_size.handler_small_us.push(a);
+    results.data_size.handler_large_us.push(b);
+
+    let (thousand, _) =
+        data_size::load_and_weigh(&state, conn, &many, &format!("{prefix}:{{bench_t{run}_*"))
+            .await?;
+    results.memory.thousand_types.push(thousand);
+
+    for data in [&large, &small, &many] {
+        data_size::unlink(conn, &data.keys(&state.keys)).await?;
+    }
+    Ok(())
+}
+
+/// The first event of `function` in run `run`.
+fn cold_start_event(function: &str, run: usize) -> Result<serde_json::Value, String> {
+    let ip = events::next_client_ip();
+    let event = match function {
+        "health" => events::Event {
+            method: "GET",
+            path: "/health",
+            source_ip: ip,
+            ..events::Event::default()
+        },
+        "ingest-metric" => events::Event {
+            method: "POST",
+            path: "/api/metrics",
+            headers: vec![("content-type", "application/json".into())],
+            body: Some(
+                serde_json::json!({
+                    "timestamp": shared::metric::format_timestamp(chrono::Utc::now()),
+                    "value": 42.5,
+                    "type": "bench_cold",
+                })
+                .to_string(),
+            ),
+            source_ip: ip,
+            ..events::Event::default()
+        },
+        "metrics-summary" => {
+            let query = format!(
+                "type=bench_cold_{run}_{}&period=daily",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            return Ok(events::to_json(&events::Event {
+                method: "GET",
+                path: "/api/metrics/summary",
+                query: &query,
+                source_ip: ip,
+                ..events::Event::default()
+            }));
+        }
+        "docs" => events::Event {
+            method: "GET",
+            path: "/openapi.json",
+            source_ip: ip,
+            ..events::Event::default()
+        },
+        other => return Err(format!("no first request for {other}")),
+    };
+    Ok(events::to_json(&event))
+}
+
+/// The arm64 `bootstrap` sizes of the release build (`make release`), from
+/// `--arm64-dir` (`target/lambda/<function>/bootstrap`), with a note saying
+/// where they come from.
+fn arm64_sizes(opts: &Options) -> (Vec<BinarySize>, String) {
+    let Some(dir) = opts.get("arm64-dir").map(Path::new) else {
+        return (Vec::new(), "not looked for (no --arm64-dir)".into());
+    };
+    let mut sizes = Vec::new();
+    for (function, _) in FUNCTIONS {
+        let path = dir.join(function).join("bootstrap");
+        if let Ok(meta) = std::fs::metadata(&path) {
+            let built = meta
+                .modified()
+                .ok()
+                .map(|t| {
+                    chrono::DateTime::<chrono::Utc>::from(t)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
+                .unwrap_or_default();
+            sizes.push(BinarySize {
+                function: function.to_string(),
+                bytes: meta.len(),
+                built,
+            });
+        }
+    }
+    let note = if sizes.len() == FUNCTIONS.len() {
+        "measured on the binaries of the last `make release` (`cargo lambda build --release --arm64`), built at the times shown".to_string()
+    } else {
+        format!(
+            "`make release` has not been run on this checkout ({} of {} `bootstrap` files found); run it, then `make bench` again",
+            sizes.len(),
+            FUNCTIONS.len()
+        )
+    };
+    (sizes, note)
+}

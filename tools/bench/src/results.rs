@@ -1,0 +1,214 @@
+//! What `bench measure` records (a JSON file) and `bench report` renders.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything measured in-process, one sample per run for each figure.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Results {
+    /// Runs per figure.
+    pub runs: usize,
+    /// When the measurements started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When they ended.
+    pub finished_at: String,
+    /// `/proc/loadavg` (1, 5, 15 min) when they started and ended.
+    pub load_start: [f64; 3],
+    /// See [`Results::load_start`].
+    pub load_end: [f64; 3],
+    /// `redis_version` of the Redis measured.
+    pub redis_version: String,
+    /// The Redis key prefix everything was written under.
+    pub prefix: String,
+    /// Figure 1.
+    pub round_trips: Vec<RoundTrips>,
+    /// Figure 2.
+    pub throughput: Throughput,
+    /// Figure 3.
+    pub data_size: DataSize,
+    /// Figure 6.
+    pub memory: Memory,
+    /// Figure 5.
+    pub cold_start: ColdStart,
+}
+
+/// Figure 1: Redis round trips of one request on one path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoundTrips {
+    /// What was sent, e.g. "ingest, accepted".
+    pub path: String,
+    /// The HTTP status it got.
+    pub status: u16,
+    /// Round trips counted in each run.
+    pub counts: Vec<u64>,
+    /// The budget held by `tests/tests/round_trips.rs` (or the target).
+    pub budget: u64,
+}
+
+/// Figure 2, all concurrencies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Requests per measurement at each concurrency.
+    pub requests: Vec<(usize, usize)>,
+    /// One row per concurrency.
+    pub rows: Vec<ThroughputRow>,
+    /// The `redis-benchmark` command lines (with the captured arguments).
+    pub commands: Vec<String>,
+    /// How the two scripts of an ingest were captured.
+    pub capture_note: String,
+}
+
+/// Figure 2 at one concurrency; each vector holds one sample per run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ThroughputRow {
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Ingest requests/s, one `AppState` (one connection) per worker.
+    pub instances_rps: Vec<f64>,
+    /// p50 latency of those requests, µs.
+    pub instances_p50_us: Vec<f64>,
+    /// p99 latency, µs.
+    pub instances_p99_us: Vec<f64>,
+    /// Ingest requests/s, one `AppState` shared by every worker (one
+    /// multiplexed connection).
+    pub shared_rps: Vec<f64>,
+    /// Non-201 answers seen (should be 0).
+    pub errors: u64,
+    /// `redis-benchmark` EVALSHA of the limiter script, calls/s.
+    pub redis_limiter_rps: Vec<f64>,
+    /// `redis-benchmark` EVALSHA of the storage script, calls/s.
+    pub redis_store_rps: Vec<f64>,
+    /// `redis-benchmark` EVALSHA of `return 1`, calls/s.
+    pub redis_trivial_rps: Vec<f64>,
+    /// CPU of this process per ingest (instances case), µs.
+    pub client_cpu_us: Vec<f64>,
+    /// CPU of the Redis server per ingest (instances case), µs.
+    pub server_cpu_us: Vec<f64>,
+    /// CPU of the Redis server per limiter + storage call pair under
+    /// `redis-benchmark`, µs.
+    pub server_cpu_us_pair: Vec<f64>,
+}
+
+/// Figure 3: summary cost versus data size.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DataSize {
+    /// Points in the small type.
+    pub small_points: u64,
+    /// Points in the large type.
+    pub large_points: u64,
+    /// Timed calls per run and size.
+    pub samples_per_run: usize,
+    /// Median `MetricStore::aggregate` time per run, small type, µs.
+    pub aggregate_small_us: Vec<f64>,
+    /// Same, large type.
+    pub aggregate_large_us: Vec<f64>,
+    /// Median handler time with `Cache-Control: no-cache`, small type, µs.
+    pub handler_small_us: Vec<f64>,
+    /// Same, large type.
+    pub handler_large_us: Vec<f64>,
+    /// Buckets read by one monthly summary (the cover of the window).
+    pub buckets_read: usize,
+    /// Points/s of the 1-million-point backfill (batches through
+    /// `MetricStore::ingest`).
+    pub backfill_points_per_s: Vec<f64>,
+    /// Batch size of the backfill.
+    pub batch: usize,
+    /// Counts reported by the summaries (checks that the data is there).
+    pub counts_seen: Vec<(u64, u64)>,
+}
+
+/// Figure 6: Redis memory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Memory {
+    /// 1 million metrics of one type (`--quick`: fewer).
+    pub one_type: Vec<MemorySample>,
+    /// 1,000 types of 1,000 metrics each (`--quick`: fewer types).
+    pub thousand_types: Vec<MemorySample>,
+    /// Hash encodings seen (`OBJECT ENCODING`) and how many keys had each.
+    pub encodings: Vec<(String, u64)>,
+}
+
+/// The memory of one data set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemorySample {
+    /// Metric types.
+    pub types: u64,
+    /// Metrics ingested.
+    pub points: u64,
+    /// Keys that exist among those computed from the bucket layout.
+    pub keys: u64,
+    /// Keys found by `SCAN` of the same pattern (private Redis only), as a
+    /// check of the enumeration.
+    pub keys_scanned: u64,
+    /// Sum of `MEMORY USAGE <key> SAMPLES 0`, bytes.
+    pub memory_usage_bytes: u64,
+    /// Growth of `INFO memory` `used_memory` over the ingest, bytes
+    /// (includes the keyspace's own dictionaries).
+    pub used_memory_delta_bytes: i64,
+}
+
+/// Figure 5.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ColdStart {
+    /// One row per function.
+    pub rows: Vec<ColdStartRow>,
+    /// Where the x86_64 binaries were taken from.
+    pub binaries_dir: String,
+    /// The arm64 `bootstrap` sizes.
+    pub arm64: Vec<BinarySize>,
+    /// Where the arm64 sizes come from.
+    pub arm64_note: String,
+}
+
+/// Cold starts of one function.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ColdStartRow {
+    /// The function (crate) name.
+    pub function: String,
+    /// The first request it got.
+    pub request: String,
+    /// Status of each run's first response.
+    pub statuses: Vec<u16>,
+    /// Spawn to the first `GET …/invocation/next`, ms.
+    pub init_ms: Vec<f64>,
+    /// Spawn to the first response posted, ms.
+    pub first_response_ms: Vec<f64>,
+    /// Peak resident set (`VmHWM`) after the first response, KiB.
+    pub peak_rss_kib: Vec<f64>,
+    /// Size of the x86_64 release binary, bytes.
+    pub binary_bytes: u64,
+}
+
+/// The size of one built binary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BinarySize {
+    /// The function.
+    pub function: String,
+    /// Bytes.
+    pub bytes: u64,
+    /// When it was built (file mtime, RFC 3339), if known.
+    pub built: String,
+}
+
+/// Figure 4: one `wrk` run through `cargo lambda watch` (one line of the
+/// JSON-lines file `bench.sh` writes).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WrkRun {
+    /// `ingest` or `summary_hit`.
+    pub label: String,
+    /// Completed requests.
+    pub requests: u64,
+    /// Wall time, µs.
+    pub duration_us: u64,
+    /// Latency percentiles, µs.
+    pub p50_us: f64,
+    /// See [`WrkRun::p50_us`].
+    pub p99_us: f64,
+    /// Mean latency, µs.
+    pub mean_us: f64,
+    /// Responses that were not 2xx/3xx.
+    pub non_2xx: u64,
+    /// Connect, read, write and timeout errors.
+    pub socket_errors: u64,
+    /// Open connections.
+    pub connections: u64,
+}
