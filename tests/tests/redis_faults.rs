@@ -376,9 +376,12 @@ async fn after_script_flush_the_first_request_of_each_endpoint_succeeds() {
 /// armed with a marker, the first client command containing it is forwarded
 /// (so Redis runs it) but its reply is swallowed and the client connection
 /// closed, as when a connection breaks between the write and the answer.
+/// Armed with a delay instead ([`LossyProxy::delay_reply_to_command_containing`]),
+/// it holds that reply back for the delay and then delivers it.
 struct LossyProxy {
     port: u16,
     marker: Arc<Mutex<Option<Vec<u8>>>>,
+    delay: Arc<Mutex<Option<Duration>>>,
     lost: Arc<AtomicUsize>,
 }
 
@@ -387,8 +390,10 @@ impl LossyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let marker: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let delay: Arc<Mutex<Option<Duration>>> = Arc::default();
         let lost = Arc::new(AtomicUsize::new(0));
-        let (accept_marker, accept_lost) = (marker.clone(), lost.clone());
+        let (accept_marker, accept_lost, accept_delay) =
+            (marker.clone(), lost.clone(), delay.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
@@ -398,11 +403,17 @@ impl LossyProxy {
                     client,
                     server,
                     accept_marker.clone(),
+                    accept_delay.clone(),
                     accept_lost.clone(),
                 ));
             }
         });
-        Self { port, marker, lost }
+        Self {
+            port,
+            marker,
+            delay,
+            lost,
+        }
     }
 
     fn url(&self) -> String {
@@ -412,12 +423,18 @@ impl LossyProxy {
     fn lose_reply_to_command_containing(&self, marker: &str) {
         *self.marker.lock().unwrap() = Some(marker.as_bytes().to_vec());
     }
+
+    fn delay_reply_to_command_containing(&self, marker: &str, delay: Duration) {
+        *self.delay.lock().unwrap() = Some(delay);
+        self.lose_reply_to_command_containing(marker);
+    }
 }
 
 async fn relay(
     client: TcpStream,
     server: TcpStream,
     marker: Arc<Mutex<Option<Vec<u8>>>>,
+    delay: Arc<Mutex<Option<Duration>>>,
     lost: Arc<AtomicUsize>,
 ) {
     let (mut client_read, mut client_write) = client.into_split();
@@ -454,14 +471,55 @@ async fn relay(
             Ok(n) => n,
         };
         if lose_next_reply.load(Ordering::SeqCst) {
-            lost.fetch_add(1, Ordering::SeqCst);
-            break;
+            let held = delay.lock().unwrap().take();
+            if let Some(held) = held {
+                lose_next_reply.store(false, Ordering::SeqCst);
+                tokio::time::sleep(held).await;
+            } else {
+                lost.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
         }
         if client_write.write_all(&buffer[..n]).await.is_err() {
             break;
         }
     }
     upstream.abort();
+}
+
+/// A request the limiter let through and that then runs out of
+/// `REQUEST_DEADLINE_MS` while storing still reports the limiter's state:
+/// every response that passed the limiter carries the `RateLimit` fields.
+#[tokio::test]
+async fn a_deadline_after_the_limiter_still_reports_the_rate_limit() {
+    let server = PrivateRedis::start();
+    let proxy = LossyProxy::start(server.port()).await;
+    let state = instance(
+        &proxy.url(),
+        &random_prefix(),
+        &[
+            ("REDIS_TIMEOUT_MS", "5000"),
+            ("REQUEST_DEADLINE_MS", "400"),
+            ("EXTERNAL_SERVICE_TIMEOUT_MS", "100"),
+        ],
+    );
+    let warm_up = random_type("warmup");
+    assert_eq!(
+        post(&state, None, &metric(&warm_up, 1.0)).await.status(),
+        201
+    );
+
+    let t = random_type("slow_store");
+    proxy.delay_reply_to_command_containing(&t, Duration::from_millis(1500));
+    let response = post(&state, None, &metric(&t, 1.0)).await;
+    assert_eq!(response.status(), 503, "{}", body_json(&response));
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        response.headers().contains_key("ratelimit"),
+        "{:?}",
+        response.headers()
+    );
+    assert!(response.headers().contains_key("ratelimit-policy"));
 }
 
 /// The case idempotency keys exist for: the ingest script ran and its write

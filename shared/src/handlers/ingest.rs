@@ -7,7 +7,7 @@ use lambda_http::http::{HeaderMap, Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 
-use super::{require_method, within_deadline};
+use super::{before, deadline, require_method};
 use crate::http::{body_bytes, request_id, respond, ApiError, JSON};
 use crate::identity::{client_identity, ClientId};
 use crate::metric::parse_metrics;
@@ -44,7 +44,8 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// offending field listed) or a reused key, 429 + `Retry-After` over the rate
 /// limit, 503 + `Retry-After` when Redis is unavailable (nothing acknowledged).
 pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
-    within_deadline(state, async {
+    let deadline = deadline(state);
+    let admitted = before(deadline, state, async {
         require_method(&req, Method::POST)?;
         let client = client_identity(&req, &state.config.api_key_digests)?;
         let decision = state.limiter.check(&state.redis, &client).await?;
@@ -52,11 +53,18 @@ pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
             crate::observability::rate_limited();
             return Err(decision.into_error());
         }
-        let mut response = respond(store(state, &req, &client).await);
-        response.headers_mut().extend(decision.headers());
-        Ok(response)
+        Ok((client, decision))
     })
-    .await
+    .await;
+    let (client, decision) = match admitted {
+        Ok(admitted) => admitted,
+        Err(err) => return err.into_response(),
+    };
+    // Whatever happens after the limiter let the request through (even the
+    // deadline passing), the response reports the limiter's state.
+    let mut response = respond(before(deadline, state, store(state, &req, &client)).await);
+    response.headers_mut().extend(decision.headers());
+    response
 }
 
 async fn store(

@@ -12,6 +12,8 @@ mod summary;
 
 use std::future::Future;
 
+use tokio::time::Instant;
+
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 
@@ -28,12 +30,23 @@ async fn within_deadline(
     state: &AppState,
     work: impl Future<Output = Result<Response<Body>, ApiError>>,
 ) -> Response<Body> {
-    let deadline = state.config.request_deadline;
-    respond(
-        tokio::time::timeout(deadline, work)
-            .await
-            .unwrap_or_else(|_| Err(ApiError::deadline(deadline))),
-    )
+    respond(before(deadline(state), state, work).await)
+}
+
+/// The instant by which the current request must be answered.
+fn deadline(state: &AppState) -> Instant {
+    Instant::now() + state.config.request_deadline
+}
+
+/// Runs one step of a request, giving up at `deadline` with a 503.
+async fn before<T>(
+    deadline: Instant,
+    state: &AppState,
+    work: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout_at(deadline, work)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::deadline(state.config.request_deadline)))
 }
 
 /// 405 unless the request uses `expected` (a function invoked directly, or
