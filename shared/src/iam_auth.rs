@@ -253,9 +253,13 @@ struct Inner {
 /// As a [`redis::StreamingCredentialsProvider`] (the redis crate's
 /// `token-based-authentication`): each `subscribe` yields a token at once
 /// (used by a new connection's `AUTH`), then one per refresh period (used to
-/// re-authenticate the live connection). When credentials are unavailable the
-/// stream yields an error (the connection attempt fails and the request gets
-/// a 503) and tries again after [`RETRY_AFTER_ERROR`].
+/// re-authenticate the live connection). The crate subscribes twice per
+/// connection, once for the first `AUTH` and once for the refresh loop, so a
+/// new connection sends a second `AUTH` right after connecting. When
+/// credentials are unavailable the stream yields an error (the connection
+/// attempt fails and the request gets a 503) and tries again after
+/// [`RETRY_AFTER_ERROR`]. Credentials are asked of the chain for every token;
+/// in Lambda that is a read of the environment.
 #[derive(Clone)]
 pub struct IamTokenProvider {
     inner: Arc<Inner>,
