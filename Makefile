@@ -5,13 +5,15 @@
 
 SHELL := bash
 
-.PHONY: dev test e2e build redis redis-stop cargo-lambda fmt lint ci help
+.PHONY: dev test e2e build release cfn-lint redis redis-stop cargo-lambda fmt lint ci help
 
 help:
 	@echo "make dev         run the API locally (PORT, ADDRESS, CONCURRENCY)"
 	@echo "make test        unit + integration + end-to-end tests"
 	@echo "make e2e         only the end-to-end tests (E2E_GROUPS=\"default ratelimit cache breaker\")"
 	@echo "make build       build the three functions"
+	@echo "make release     arm64 Lambda binaries: target/lambda/<function>/bootstrap, with sizes"
+	@echo "make cfn-lint    lint the SAM template (template.yaml)"
 	@echo "make redis       start Redis when none answers on REDIS_URL"
 	@echo "make redis-stop  stop the Redis that 'make redis' started"
 	@echo "make fmt | lint  rustfmt | clippy with warnings as errors"
@@ -28,6 +30,12 @@ e2e:
 
 build:
 	@bash -c 'source scripts/lib.sh && build_functions'
+
+release:
+	@scripts/build-release.sh
+
+cfn-lint:
+	@scripts/cfn-lint.sh
 
 redis:
 	@scripts/ensure-redis.sh

@@ -12,6 +12,25 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Cargo.toml) needs 1.9 or later.
 CARGO_LAMBDA_VERSION="${CARGO_LAMBDA_VERSION:-1.9.2}"
 
+# The zig that cargo-lambda cross-links the arm64 release build with
+# (`make release`). cargo-lambda's package asks only for ziglang>=0.10, so an
+# unpinned install takes whatever zig is newest, and new zig releases have
+# broken cross-builds of C code inside dependencies before (ring, which the
+# TLS stack compiles, is the one at risk here). 0.17.1 is the version the
+# release build is verified with; change it only together with a `make release`.
+ZIGLANG_VERSION="${ZIGLANG_VERSION:-0.17.1}"
+
+# pin_zig: installs ZIGLANG_VERSION into .venv/ when another version is there.
+pin_zig() {
+    local pip="$REPO_ROOT/.venv/bin/pip" installed
+    [[ -x "$pip" ]] || return 0
+    installed="$("$pip" show ziglang 2>/dev/null | awk '/^Version:/ {print $2}')"
+    [[ "$installed" == "$ZIGLANG_VERSION" ]] && return 0
+    log "installing zig $ZIGLANG_VERSION (ziglang) into .venv/ (found: ${installed:-none})"
+    timeout 900 "$pip" install --quiet --disable-pip-version-check "ziglang==$ZIGLANG_VERSION" ||
+        die "pip could not install ziglang==$ZIGLANG_VERSION into .venv/"
+}
+
 # recent_enough: true when the cargo-lambda on PATH is 1.9 or later.
 recent_enough() {
     local version major minor
@@ -26,6 +45,8 @@ recent_enough() {
 use_local_cargo_lambda
 if command -v cargo-lambda >/dev/null 2>&1; then
     if recent_enough; then
+        # Only the zig of our own .venv/ is ours to pin.
+        [[ "$(command -v cargo-lambda)" == "$REPO_ROOT/.venv/bin/cargo-lambda" ]] && pin_zig
         log "using $(cargo-lambda lambda --version) at $(command -v cargo-lambda)"
         exit 0
     fi
@@ -52,7 +73,7 @@ fi
 
 log "installing cargo-lambda $CARGO_LAMBDA_VERSION into .venv/"
 timeout 900 "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "cargo-lambda==$CARGO_LAMBDA_VERSION" ||
+    "cargo-lambda==$CARGO_LAMBDA_VERSION" "ziglang==$ZIGLANG_VERSION" ||
     die "pip could not install cargo-lambda into .venv/"
 
 use_local_cargo_lambda
