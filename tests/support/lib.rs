@@ -62,6 +62,20 @@ pub fn config_with_prefix(prefix: &str, pairs: &[(&str, &str)]) -> Config {
     Config::from_pairs(&all).unwrap_or_else(|e| panic!("test configuration: {e}"))
 }
 
+/// The raw bytes of a handler's response body.
+pub fn body_bytes(response: &lambda_http::Response<lambda_http::Body>) -> &[u8] {
+    match response.body() {
+        lambda_http::Body::Text(text) => text.as_bytes(),
+        lambda_http::Body::Binary(bytes) => bytes,
+        _ => b"",
+    }
+}
+
+/// A handler's response body as JSON, or `Value::Null` when it is not JSON.
+pub fn body_json(response: &lambda_http::Response<lambda_http::Body>) -> serde_json::Value {
+    serde_json::from_slice(body_bytes(response)).unwrap_or(serde_json::Value::Null)
+}
+
 /// A plain connection to the test Redis, for looking at what the service
 /// wrote (TTLs, key shapes). Only ever touch keys under your own prefix.
 pub async fn redis_connection() -> redis::aio::MultiplexedConnection {

@@ -15,8 +15,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use analytics_tests::{config_with_prefix, http_v2, random_prefix, random_type, Stub, StubReply};
-use lambda_http::{Body, Response};
+use analytics_tests::{
+    body_json, config_with_prefix, http_v2, random_prefix, random_type, Stub, StubReply,
+};
 use serde_json::Value;
 use shared::breaker::BreakerState;
 use shared::handlers::{health, metrics_summary};
@@ -118,15 +119,6 @@ impl Summary {
     fn succeeded(&self) -> bool {
         self.status == 200 && self.external["status"] == "success"
     }
-}
-
-fn body_json(response: &Response<Body>) -> Value {
-    let bytes: &[u8] = match response.body() {
-        Body::Text(t) => t.as_bytes(),
-        Body::Binary(b) => b,
-        _ => b"",
-    };
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
 }
 
 /// One summary of a metric type of its own (so never a cache hit).

@@ -1,21 +1,12 @@
 //! Idempotent and batch ingestion, in-process against a real Redis.
 
-use analytics_tests::{config, config_with_prefix, http_v2, random_prefix, random_type};
+use analytics_tests::{body_json, config, config_with_prefix, http_v2, random_prefix, random_type};
 use chrono::{TimeDelta, Utc};
 use lambda_http::{Body, Response};
 use serde_json::{json, Value};
 use shared::handlers::{ingest_metric, metrics_summary};
 use shared::metric::format_timestamp;
 use shared::AppState;
-
-fn body_json(response: &Response<Body>) -> Value {
-    let bytes: &[u8] = match response.body() {
-        Body::Text(t) => t.as_bytes(),
-        Body::Binary(b) => b,
-        _ => b"",
-    };
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
 
 const GENEROUS: [(&str, &str); 3] = [
     ("RATE_LIMIT_REQUESTS", "1000000"),

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use analytics_tests::{config, config_with_prefix, http_v2, random_prefix, random_type, rest_v1};
+use analytics_tests::{
+    body_json, config, config_with_prefix, http_v2, random_prefix, random_type, rest_v1,
+};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use lambda_http::{Body, Response};
 use rand::{Rng, SeedableRng};
@@ -12,15 +14,6 @@ use shared::handlers::{health, ingest_metric, metrics_summary};
 use shared::metric::format_timestamp;
 use shared::store::buckets::{BucketRef, Granularity};
 use shared::AppState;
-
-fn body_json(response: &Response<Body>) -> Value {
-    let bytes: &[u8] = match response.body() {
-        Body::Text(t) => t.as_bytes(),
-        Body::Binary(b) => b,
-        _ => b"",
-    };
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
-}
 
 fn state(pairs: &[(&str, &str)]) -> AppState {
     // Summaries here check aggregates, not the external source.

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use analytics_tests::{
-    config, config_with_prefix, http_v2, random_prefix, random_type, rest_v1, EventBuilder,
+    body_bytes, body_json, config, config_with_prefix, http_v2, random_prefix, random_type,
+    rest_v1, EventBuilder,
 };
 use chrono::Utc;
 use lambda_http::{Body, Response};
@@ -29,18 +30,6 @@ const RATE_LIMITED: &str = "urn:analytics-api:problem:rate-limited";
 /// Two API keys the key tests configure (by digest) and present.
 const KEY_ALPHA: &str = "alpha-6f1c2a9e-test-key";
 const KEY_BETA: &str = "beta-0d4b7e13-test-key";
-
-fn body_json(response: &Response<Body>) -> Value {
-    serde_json::from_slice(body_bytes(response)).unwrap_or(Value::Null)
-}
-
-fn body_bytes(response: &Response<Body>) -> &[u8] {
-    match response.body() {
-        Body::Text(t) => t.as_bytes(),
-        Body::Binary(b) => b,
-        _ => b"",
-    }
-}
 
 /// One handler state ("Lambda instance") with `pairs` on top of a simulated
 /// external source that answers at once and never fails (summaries here only

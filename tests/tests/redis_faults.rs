@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use analytics_tests::private_redis::PrivateRedis;
-use analytics_tests::{config_with_prefix, http_v2, random_prefix, random_type};
+use analytics_tests::{body_json, config_with_prefix, http_v2, random_prefix, random_type};
 use chrono::Utc;
 use futures::StreamExt;
 use lambda_http::{Body, Response};
@@ -55,15 +55,6 @@ fn instance(url: &str, prefix: &str, pairs: &[(&str, &str)]) -> AppState {
     all.push(("REDIS_URL", url));
     all.extend_from_slice(pairs);
     AppState::new(config_with_prefix(prefix, &all)).unwrap()
-}
-
-fn body_json(response: &Response<Body>) -> Value {
-    let bytes: &[u8] = match response.body() {
-        Body::Text(t) => t.as_bytes(),
-        Body::Binary(b) => b,
-        _ => b"",
-    };
-    serde_json::from_slice(bytes).unwrap_or(Value::Null)
 }
 
 fn metric(t: &str, value: f64) -> Value {
