@@ -679,3 +679,50 @@ async fn summary_keys_carry_the_configured_prefix() {
     assert!(reply.is_miss(), "{reply:?}");
     assert_eq!((one.stub.calls(), other.stub.calls()), (1, 1));
 }
+
+/// A `no-cache` request waiting for a recomputation is served the first
+/// value stored after it arrived, even when a later `no-cache` request has
+/// taken the lock again meanwhile: a stream of refreshes taking the lock in
+/// turn must not keep the waiters waiting until their deadline.
+#[tokio::test]
+async fn a_no_cache_waiter_is_served_by_the_next_computation_even_if_the_lock_is_retaken() {
+    let deployment = Deployment::start(&SHORT_LOCK).await;
+    deployment.stub.set(source_says(1));
+    let state = deployment.instance();
+    let t = random_type("refresh_chain");
+    let query = format!("type={t}&period=hourly");
+    let entry = state.cache.entry_key(&parsed(&t, "hourly"));
+    let lock = format!("{entry}:lock");
+    assert!(get(&state, &query).await.is_miss());
+
+    // Someone else is recomputing: the no-cache request has to wait.
+    abandon_lock(&lock, Duration::from_secs(5)).await;
+    let waiter = tokio::spawn({
+        let state = deployment.instance();
+        let query = query.clone();
+        async move { get_no_cache(&state, &query).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // That computation stores its value, and a later refresh takes the lock
+    // again at once (as the next queued request of a busy instance would).
+    let fresh =
+        json!({"type": t, "external_data": {"status": "success", "external_metric_context": 2}});
+    let _: () = redis::cmd("HSET")
+        .arg(&entry)
+        .arg("body")
+        .arg(fresh.to_string())
+        .arg("by")
+        .arg("another-computation")
+        .query_async(&mut redis_connection().await)
+        .await
+        .expect("HSET entry");
+    abandon_lock(&lock, Duration::from_secs(5)).await;
+
+    let reply = tokio::time::timeout(Duration::from_secs(3), waiter)
+        .await
+        .expect("the waiter kept waiting behind the retaken lock")
+        .expect("the waiter task panicked");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.marker(), 2, "{}", reply.body);
+    assert_eq!(deployment.stub.calls(), 1, "the waiter did not recompute");
+}

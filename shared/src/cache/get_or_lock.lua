@@ -9,9 +9,11 @@
 -- ARGV[3]  mode:
 --          "read"    serve the entry if present, else try to take the lock
 --          "refresh" ignore the entry (Cache-Control: no-cache), try the lock
---          "await"   a no-cache waiter: while a lock is held keep waiting,
---                    then serve the entry if a newer computation stored it,
---                    else take the lock (its owner vanished without storing)
+--          "await"   a no-cache waiter: serve the entry as soon as a
+--                    computation newer than the skipped copy stored it (even
+--                    if yet another refresh holds the lock now); else wait
+--                    while a lock is held; else take the lock (its owner
+--                    vanished without storing)
 -- ARGV[4]  "await" only: the `by` of the entry the request skipped ("" if
 --          there was none); an entry with this `by` is the stale copy
 --
@@ -41,11 +43,15 @@ if mode == 'read' then
   local found = hit()
   if found then return found end
 elseif mode == 'await' then
-  if redis.call('EXISTS', lock) == 1 then return { 0 } end
-  -- The lock is gone: serve what its owner stored, but never the copy this
-  -- request asked to skip (the owner vanished, or failed, without storing).
+  -- Any entry other than the skipped copy was stored after this request
+  -- arrived: it is the fresh value asked for. Checked before the lock, so a
+  -- stream of later no-cache requests taking the lock in turn cannot keep
+  -- the waiters waiting.
   local found = hit(ARGV[4] or '')
   if found then return found end
+  if redis.call('EXISTS', lock) == 1 then return { 0 } end
+  -- The lock is gone and nothing new was stored: its owner vanished or
+  -- failed; take over below.
 end
 
 if redis.call('SET', lock, ARGV[1], 'NX', 'PX', ARGV[2]) then
