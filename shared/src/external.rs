@@ -123,7 +123,7 @@ impl ExternalSource {
                     );
                     return Err(FailureKind::UpstreamError);
                 }
-                let body = response.bytes().await.map_err(classify)?;
+                let body = read_limited(response, MAX_BODY_BYTES).await?;
                 match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Object(data)) => Ok(data),
                     _ => {
@@ -134,6 +134,43 @@ impl ExternalSource {
             }
         }
     }
+}
+
+/// The largest external body accepted, bytes. Its fields are merged into
+/// every summary (and cached): a larger body is a failure, not a multi-MB
+/// summary that Lambda could not even return (6 MB response limit).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads at most `limit` bytes of `response`'s body.
+///
+/// # Errors
+/// [`FailureKind::UpstreamError`] when the body is larger (announced or
+/// actual), or the connection fails while reading.
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, FailureKind> {
+    let too_large = || {
+        tracing::info!(
+            limit_bytes = limit,
+            "external source answered a body over the limit"
+        );
+        FailureKind::UpstreamError
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn classify(err: reqwest::Error) -> FailureKind {
