@@ -184,6 +184,10 @@ async fn a_batch_is_stored_whole_or_not_at_all() {
     let huge: Vec<Value> = vec![metric(&c, 1.0), metric(&c, f64::MAX), metric(&c, f64::MAX)];
     let response = post(&state, None, &Value::Array(huge), "198.51.100.1").await;
     assert_eq!(response.status(), 422);
+    // The item whose value makes its bucket overflow is named.
+    let errors = body_json(&response)["errors"].clone();
+    assert_eq!(errors[0]["index"], 2, "{errors}");
+    assert_eq!(errors[0]["field"], "value");
     assert_eq!(count(&state, &c).await, 0);
 
     let too_many = Value::Array(vec![metric(&a, 1.0); 501]);

@@ -8,7 +8,7 @@ use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 
 use super::{before, deadline, require_method};
-use crate::http::{body_bytes, request_id, respond, ApiError, JSON};
+use crate::http::{body_bytes, request_id, respond, ApiError, FieldError, JSON};
 use crate::identity::{client_identity, ClientId};
 use crate::metric::parse_metrics;
 use crate::state::AppState;
@@ -100,10 +100,17 @@ async fn store(
         .ingest(&state.redis, &parsed.metrics, record.as_ref())
         .await
         .map_err(|err| match err {
-            IngestError::Overflow => ApiError::invalid(
-                "value",
-                "the sum of its time bucket would overflow a 64-bit float",
-            ),
+            IngestError::Overflow { metric_index } => {
+                let mut error = FieldError::new(
+                    "value",
+                    "the sum of its time bucket would overflow a 64-bit float",
+                );
+                error.index = parsed.is_batch.then_some(metric_index);
+                ApiError::Unprocessable {
+                    detail: "a metric would overflow its time bucket; nothing was stored".into(),
+                    errors: vec![error],
+                }
+            }
             IngestError::KeyReused => ApiError::IdempotencyKeyReused,
             IngestError::Redis(err) => ApiError::redis(&err),
         })?;

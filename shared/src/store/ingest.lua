@@ -24,7 +24,8 @@
 --   {"stored"}           the metrics were added (and the record written)
 --   {"replay", body}     the same key and fingerprint were seen: nothing written
 --   {"mismatch"}         the key was used with another body: nothing written
---   an error reply "OVERFLOW"   a bucket's sum would overflow a double
+--   an error reply "OVERFLOW <u>"   the bucket sum of update u (0-based) would
+--                                   overflow a double; nothing was written
 if ARGV[1] == '1' then
   local seen = redis.call('HMGET', KEYS[1], 'fp', 'body')
   if seen[1] then
@@ -59,7 +60,7 @@ for i = 0, n - 1 do
   if value < b[3] then b[3] = value end
   if value > b[4] then b[4] = value end
   if b[2] ~= b[2] or b[2] == math.huge or b[2] == -math.huge then
-    return redis.error_reply('OVERFLOW a time bucket sum would not be finite')
+    return redis.error_reply('OVERFLOW ' .. i)
   end
 end
 

@@ -37,8 +37,11 @@ const EXPIRY_SLACK_S: i64 = 86_400;
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The sum of a bucket would overflow a 64-bit float; nothing was stored.
-    #[error("the sum of a time bucket would overflow a 64-bit float")]
-    Overflow,
+    #[error("the sum of a time bucket would overflow a 64-bit float (metric {metric_index})")]
+    Overflow {
+        /// Position, in the ingested slice, of the metric that overflowed.
+        metric_index: usize,
+    },
     /// The idempotency key was already used with a different body; nothing
     /// was stored.
     #[error("the idempotency key was already used with a different body")]
@@ -166,7 +169,17 @@ impl MetricStore {
                     "unexpected reply from the ingest script",
                 )))),
             },
-            Err(err) if err.code() == Some("OVERFLOW") => Err(IngestError::Overflow),
+            Err(err) if err.code() == Some("OVERFLOW") => {
+                // The script names the update; each metric makes one update
+                // per granularity, in order.
+                let update: usize = err
+                    .detail()
+                    .and_then(|d| d.trim().parse().ok())
+                    .unwrap_or(0);
+                Err(IngestError::Overflow {
+                    metric_index: update / Granularity::ALL.len(),
+                })
+            }
             Err(err) => Err(err.into()),
         }
     }
