@@ -5,7 +5,7 @@
 
 SHELL := bash
 
-.PHONY: dev test e2e build release cfn-lint redis redis-stop cargo-lambda fmt lint ci help
+.PHONY: dev test e2e build release bench cfn-lint redis redis-stop cargo-lambda fmt lint ci help
 
 help:
 	@echo "make dev         run the API locally (PORT, ADDRESS, CONCURRENCY)"
@@ -13,6 +13,7 @@ help:
 	@echo "make e2e         only the end-to-end tests (E2E_GROUPS=\"default ratelimit cache breaker\")"
 	@echo "make build       build the three functions"
 	@echo "make release     arm64 Lambda binaries: target/lambda/<function>/bootstrap, with sizes"
+	@echo "make bench       benchmarks against a private Redis; writes BENCHMARKS.md (BENCH_RUNS, BENCH_QUICK)"
 	@echo "make cfn-lint    lint the SAM template (template.yaml)"
 	@echo "make redis       start Redis when none answers on REDIS_URL"
 	@echo "make redis-stop  stop the Redis that 'make redis' started"
@@ -33,6 +34,9 @@ build:
 
 release:
 	@scripts/build-release.sh
+
+bench:
+	@scripts/bench.sh
 
 cfn-lint:
 	@scripts/cfn-lint.sh
