@@ -11,7 +11,7 @@ help:
 	@echo "make dev         run the API locally (PORT, ADDRESS, CONCURRENCY)"
 	@echo "make test        unit + integration + end-to-end tests"
 	@echo "make e2e         only the end-to-end tests (E2E_GROUPS=\"default ratelimit cache breaker\")"
-	@echo "make build       build the three functions"
+	@echo "make build       build the functions"
 	@echo "make release     arm64 Lambda binaries: target/lambda/<function>/bootstrap, with sizes"
 	@echo "make bench       benchmarks against a private Redis; writes BENCHMARKS.md (BENCH_RUNS, BENCH_QUICK)"
 	@echo "make cfn-lint    lint the SAM template (template.yaml)"
