@@ -265,7 +265,12 @@ pub fn parse_summary_query<'a>(
         }),
         _ => Err(ApiError::Unprocessable {
             detail: format!(
-                "invalid summary query; period must be one of {}",
+                "invalid summary query: {} (periods: {})",
+                errors
+                    .iter()
+                    .map(|e| format!("{} {}", e.field, e.reason))
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 allowed_periods()
             ),
             errors,
