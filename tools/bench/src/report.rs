@@ -467,6 +467,29 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
     if let Some(row) = c64 {
         let _ = writeln!(md, "\n{}", where_time_goes(row, median(&ratio64)));
     }
+    for row in r.throughput.rows.iter().filter(|row| row.concurrency < 64) {
+        let ours_us = 1e6 / median(&row.instances_rps) * row.concurrency as f64;
+        let pairs: Vec<f64> = row
+            .redis_limiter_rps
+            .iter()
+            .zip(&row.redis_store_rps)
+            .map(|(a, b)| pair_rate(*a, *b))
+            .collect();
+        let redis_us = 1e6 / median(&pairs) * row.concurrency as f64;
+        let _ = writeln!(
+            md,
+            "\nAt concurrency {c} Redis is not the bottleneck, so both clients are bound by \
+             latency: each of the {c} workers waits for a request's two round trips one after \
+             the other, and the rate is {c} / latency. A pair of calls from \
+             `redis-benchmark` takes {redis_us:.0} µs per worker, an ingest of ours \
+             {ours_us:.0} µs: the difference, {diff:.0} µs, is our code on the request's \
+             path (the handler, the redis crate, the runtime, and the scheduling of \
+             {c} tasks on 2 cores that Redis also uses), which a latency-bound client \
+             cannot hide.",
+            c = row.concurrency,
+            diff = ours_us - redis_us
+        );
+    }
     let _ = writeln!(
         md,
         "\nThe `redis-benchmark` commands (`<port>`: the private server's):\n"
@@ -614,9 +637,10 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
     } else {
         let _ = writeln!(
             md,
-            "Each function's x86_64 release binary (`cargo build --release`, the release profile \
-             of the workspace: LTO, one codegen unit, stripped; arm64 binaries cannot run on this \
-             machine) started under a minimal emulation of the Lambda runtime API inside the \
+            "Each function's x86_64 release binary (the release profile of the workspace: LTO, \
+             one codegen unit, stripped; built with `--bin`, as `cargo lambda watch --release` \
+             builds it, so with the features of the whole workspace, where the arm64 deployables \
+             are built per package; arm64 binaries cannot run on this machine) started under a minimal emulation of the Lambda runtime API inside the \
              bench (`tools/bench/src/cold_start.rs`: `GET …/invocation/next` answers one API \
              Gateway v2 event with the `Lambda-Runtime-*` headers, `POST …/response` is \
              recorded), with `AWS_LAMBDA_RUNTIME_API=127.0.0.1:<port>` and the function's \
