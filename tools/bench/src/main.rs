@@ -53,18 +53,21 @@ const FUNCTIONS: [(&str, &str); 3] = [
 /// Every function the release build produces a `bootstrap` for.
 const RELEASED: [&str; 4] = ["health", "ingest-metric", "metrics-summary", "docs"];
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
-        Some("measure") => match options(&args[1..]) {
-            Ok(opts) => measure(&opts).await,
-            Err(e) => Err(e),
-        },
+        Some("measure") => options(&args[1..]).and_then(|opts| {
+            let threads: usize = match opts.get("client-threads") {
+                Some(n) => n.parse().map_err(|_| "--client-threads: not a number")?,
+                None => 1,
+            };
+            runtime(threads)?.block_on(measure(&opts, threads))
+        }),
         Some("report") => options(&args[1..]).and_then(|opts| report::write(&opts)),
         _ => Err(
             "usage: bench measure --port <redis port> --out <file> [--runs N] [--quick] \
-                  [--functions-dir DIR] [--arm64-dir DIR]\n       \
+                  [--only 2] [--client-threads N] [--functions-dir DIR] [--arm64-dir DIR] \
+                  [--sizes-file BUILD_SIZES.md]\n       \
                   bench report --results <file> [--e2e <file>] --out BENCHMARKS.md [...]"
                 .to_string(),
         ),
@@ -76,6 +79,22 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime the simulated instances run on. One thread by default, like
+/// `redis-benchmark`'s single event loop: the client side of figure 2 then
+/// takes at most one of the machine's cores and leaves Redis the other, for
+/// both clients alike. More threads: a multi-threaded runtime (what each
+/// function's `#[tokio::main]` starts, one worker per core).
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.enable_all().build().map_err(|e| e.to_string())
 }
 
 /// `--name value` pairs (a flag without a value is `"1"`).
@@ -119,7 +138,7 @@ struct Plan {
     handler_samples: usize,
 }
 
-async fn measure(opts: &Options) -> Result<(), String> {
+async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     let port: u16 = opts
         .get("port")
         .ok_or("--port is required")?
@@ -231,12 +250,28 @@ async fn measure(opts: &Options) -> Result<(), String> {
             .collect();
     }
 
-    for run in 1..=plan.runs {
-        log(&format!("run {run}/{}: round trips", plan.runs));
-        let counted = round_trips::count(config(&[("RATE_LIMIT_REQUESTS", "3")])?).await?;
-        round_trips::record(&mut results.round_trips, counted);
+    // `--only 2,5`: some figures only (to profile or try one of them).
+    let only: Option<Vec<String>> = opts
+        .get("only")
+        .map(|list| list.split(',').map(|f| f.trim().to_string()).collect());
+    let wanted = |figure: &str| only.as_ref().is_none_or(|o| o.iter().any(|f| f == figure));
+    results.throughput.client_threads = client_threads;
 
-        for (row, &n) in results.throughput.rows.iter_mut().zip(&plan.requests) {
+    for run in 1..=plan.runs {
+        if wanted("1") {
+            log(&format!("run {run}/{}: round trips", plan.runs));
+            let counted = round_trips::count(config(&[("RATE_LIMIT_REQUESTS", "3")])?).await?;
+            round_trips::record(&mut results.round_trips, counted);
+        }
+
+        let figure2 = if wanted("2") { plan.requests.len() } else { 0 };
+        for (row, &n) in results
+            .throughput
+            .rows
+            .iter_mut()
+            .zip(&plan.requests)
+            .take(figure2)
+        {
             let c = row.concurrency;
             log(&format!(
                 "run {run}/{}: ingest throughput at concurrency {c}",
@@ -258,23 +293,27 @@ async fn measure(opts: &Options) -> Result<(), String> {
             row.errors += instances.errors + shared.errors;
             let [limiter, store, trivial] = &replays;
             let cpu = redis_side::server_cpu_s(&mut conn).await?;
-            row.redis_limiter_rps
-                .push(redis_side::redis_benchmark(port, n, c, limiter)?);
-            row.redis_store_rps
-                .push(redis_side::redis_benchmark(port, n, c, store)?);
+            let a = redis_side::redis_benchmark(port, n, c, limiter)?;
+            let b = redis_side::redis_benchmark(port, n, c, store)?;
             row.server_cpu_us_pair
                 .push((redis_side::server_cpu_s(&mut conn).await? - cpu) * 1e6 / n as f64);
+            row.redis_benchmark_cpu_us_pair
+                .push((a.client_cpu_s + b.client_cpu_s) * 1e6 / n as f64);
+            row.redis_limiter_rps.push(a.rps);
+            row.redis_store_rps.push(b.rps);
             row.redis_trivial_rps
-                .push(redis_side::redis_benchmark(port, n, c, trivial)?);
+                .push(redis_side::redis_benchmark(port, n, c, trivial)?.rps);
         }
 
-        log(&format!(
-            "run {run}/{}: summary cost and Redis memory",
-            plan.runs
-        ));
-        data_figures(&config, &mut conn, &plan, run, &mut results).await?;
+        if wanted("3") || wanted("6") {
+            log(&format!(
+                "run {run}/{}: summary cost and Redis memory",
+                plan.runs
+            ));
+            data_figures(&config, &mut conn, &plan, run, &mut results).await?;
+        }
 
-        if let Some(dir) = &functions_dir {
+        if let Some(dir) = functions_dir.as_ref().filter(|_| wanted("5")) {
             log(&format!("run {run}/{}: cold starts", plan.runs));
             let env: Vec<(String, String)> = [
                 ("REDIS_URL", url.as_str()),

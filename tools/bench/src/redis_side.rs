@@ -131,14 +131,24 @@ pub fn randomise_client(limiter: &Argv) -> Result<Argv, String> {
     Ok(argv)
 }
 
+/// What one `redis-benchmark` run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay {
+    /// Calls per second.
+    pub rps: f64,
+    /// CPU seconds `redis-benchmark` itself used (user + system).
+    pub client_cpu_s: f64,
+}
+
 /// Runs `redis-benchmark` with `argv` as its command: `n` calls over
-/// `concurrency` connections to 127.0.0.1:`port`. Returns calls per second.
+/// `concurrency` connections to 127.0.0.1:`port`.
 pub fn redis_benchmark(
     port: u16,
     n: usize,
     concurrency: usize,
     argv: &Argv,
-) -> Result<f64, String> {
+) -> Result<Replay, String> {
+    let children_before = children_cpu_s();
     let mut command = Command::new("redis-benchmark");
     command
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -166,7 +176,28 @@ pub fn redis_benchmark(
         .nth(6)
         .and_then(|v| v.trim_matches('"').parse::<f64>().ok())
         .ok_or_else(|| format!("unexpected redis-benchmark line {line:?}"))?;
-    Ok(rps)
+    Ok(Replay {
+        rps,
+        client_cpu_s: children_cpu_s() - children_before,
+    })
+}
+
+/// CPU seconds used by this process' children that have been waited for:
+/// `cutime + cstime` of `/proc/self/stat`, in clock ticks of 1/100 s
+/// (`USER_HZ`, 100 on Linux).
+fn children_cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: state is field 3, cutime 16, cstime 17.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(13) + ticks(14)) / 100.0
 }
 
 /// The command line [`redis_benchmark`] runs, for the report (`<port>`

@@ -55,6 +55,9 @@ pub struct Throughput {
     pub commands: Vec<String>,
     /// How the two scripts of an ingest were captured.
     pub capture_note: String,
+    /// Threads of the runtime the simulated instances ran on (1: a
+    /// current-thread runtime).
+    pub client_threads: usize,
 }
 
 /// Figure 2 at one concurrency; each vector holds one sample per run.
@@ -86,6 +89,8 @@ pub struct ThroughputRow {
     /// CPU of the Redis server per limiter + storage call pair under
     /// `redis-benchmark`, µs.
     pub server_cpu_us_pair: Vec<f64>,
+    /// CPU of `redis-benchmark` itself per pair, µs.
+    pub redis_benchmark_cpu_us_pair: Vec<f64>,
 }
 
 /// Figure 3: summary cost versus data size.
