@@ -28,6 +28,8 @@
 #   BENCH_OUT=BENCHMARKS.md  where the report goes
 #   BENCH_QUICK=1            tiny data sets and one run, to try the harness
 #   BENCH_SKIP_E2E=1         skip figure 4
+#   BENCH_CLIENT_THREADS=1   threads of the runtime the in-process instances run
+#                            on (1, like redis-benchmark's one event loop)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -172,7 +174,8 @@ redis_answers 127.0.0.1 "$REDIS_PORT" || die "the private redis-server did not s
 
 # --- 4. in-process figures ---------------------------------------------------
 measure_args=(measure --port "$REDIS_PORT" --out "$WORK_DIR/results.json" --runs "$RUNS"
-    --functions-dir "$TARGET_DIR/release" --arm64-dir "$TARGET_DIR/lambda" --sizes-file BUILD_SIZES.md)
+    --functions-dir "$TARGET_DIR/release" --arm64-dir "$TARGET_DIR/lambda" --sizes-file BUILD_SIZES.md
+    --client-threads "${BENCH_CLIENT_THREADS:-1}")
 [[ -z "$QUICK" ]] || measure_args+=(--quick)
 log "bench ${measure_args[*]}"
 timeout 1800 "$BENCH" "${measure_args[@]}" || die "bench measure failed"
