@@ -18,7 +18,9 @@
 #      for a fixed time per run (tools/bench/wrk.lua);
 #   6. `bench report`: BENCHMARKS.md.
 # Everything it started (Redis, the emulator and its functions) is stopped at
-# the end, whatever happens. Only 127.0.0.1 is ever sent traffic; every load
+# the end, whatever happens. The raw results stay in target/bench/ (results.json,
+# e2e.jsonl and the report's arguments), so the report can be written again
+# without measuring: mapfile -t a <target/bench/report-args && target/release/bench "${a[@]}" Only 127.0.0.1 is ever sent traffic; every load
 # is bounded in count or time.
 #
 # Options (environment):
@@ -51,6 +53,8 @@ BENCH_FUNCTIONS=(health ingest-metric metrics-summary)
 started=$SECONDS
 load_before_build="$(cut -d' ' -f1-3 /proc/loadavg | sed 's| | / |g')"
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/analytics-bench.XXXXXX")"
+RESULTS_DIR="$TARGET_DIR/bench"
+mkdir -p "$RESULTS_DIR"
 REDIS_PID=""
 WATCH_PID=""
 
@@ -173,7 +177,7 @@ done
 redis_answers 127.0.0.1 "$REDIS_PORT" || die "the private redis-server did not start"
 
 # --- 4. in-process figures ---------------------------------------------------
-measure_args=(measure --port "$REDIS_PORT" --out "$WORK_DIR/results.json" --runs "$RUNS"
+measure_args=(measure --port "$REDIS_PORT" --out "$RESULTS_DIR/results.json" --runs "$RUNS"
     --functions-dir "$TARGET_DIR/release" --arm64-dir "$TARGET_DIR/lambda" --sizes-file BUILD_SIZES.md
     --client-threads "${BENCH_CLIENT_THREADS:-1}")
 [[ -z "$QUICK" ]] || measure_args+=(--quick)
@@ -181,7 +185,7 @@ log "bench ${measure_args[*]}"
 timeout 1800 "$BENCH" "${measure_args[@]}" || die "bench measure failed"
 
 # --- 5. end to end -----------------------------------------------------------
-: >"$WORK_DIR/e2e.jsonl"
+: >"$RESULTS_DIR/e2e.jsonl"
 if [[ -z "$e2e_note" ]]; then
     STACK_PORT="$(free_port)"
     {
@@ -255,19 +259,20 @@ if [[ -z "$e2e_note" ]]; then
     warm_up GET "$summary_path"
     for run in $(seq 1 "$RUNS"); do
         log "run $run/$RUNS: wrk, ingest then summary hits, ${WRK_SECONDS}s each"
-        wrk_line ingest "$WRK_SECONDS" POST /api/metrics >>"$WORK_DIR/e2e.jsonl"
-        wrk_line summary_hit "$WRK_SECONDS" GET "$summary_path" >>"$WORK_DIR/e2e.jsonl"
+        wrk_line ingest "$WRK_SECONDS" POST /api/metrics >>"$RESULTS_DIR/e2e.jsonl"
+        wrk_line summary_hit "$WRK_SECONDS" GET "$summary_path" >>"$RESULTS_DIR/e2e.jsonl"
     done
     stop_stack
 fi
 
 # --- 6. the report -----------------------------------------------------------
-report_args=(report --results "$WORK_DIR/results.json" --e2e "$WORK_DIR/e2e.jsonl" --out "$OUT"
+report_args=(report --results "$RESULTS_DIR/results.json" --e2e "$RESULTS_DIR/e2e.jsonl" --out "$OUT"
     --command "make bench${QUICK:+ (BENCH_QUICK=1)}"
     --build-seconds "$build_seconds" --elapsed-seconds "$((SECONDS - started))"
     --load-before-build "$load_before_build"
     --wrk-duration "${WRK_SECONDS} s"
     --e2e-setting "\`--concurrency $WRK_CONNECTIONS\` instances per function")
 [[ -z "$e2e_note" ]] || report_args+=(--e2e-note "$e2e_note")
+printf '%s\n' "${report_args[@]}" >"$RESULTS_DIR/report-args"
 "$BENCH" "${report_args[@]}"
 log "done in $((SECONDS - started)) s: $OUT"
