@@ -1,15 +1,20 @@
 //! The Redis connection of one function instance.
 //!
 //! Built **once per cold start** and shared by every request of the instance:
-//! a [`redis::aio::ConnectionManager`] created lazily (a cold start never fails
-//! because Redis is down; the first command connects). After a command fails
-//! with an I/O error (refused, reset, timed out) the manager is replaced by a
-//! fresh lazy one, so the next command connects anew: a warm instance
-//! recovers when Redis comes back without a restart, and its first request
-//! after the outage succeeds. (The manager's own reconnect, with retries off,
-//! makes one attempt right after the failure and keeps that attempt's
-//! outcome: an attempt made while Redis was still down would fail the first
-//! request after Redis is back.)
+//! one [`redis::aio::MultiplexedConnection`], opened lazily by the first
+//! command (a cold start never fails because Redis is down). After a command
+//! fails with an I/O error (refused, reset, timed out) or on a connection the
+//! server dropped, that connection is discarded and the next command opens a
+//! fresh one: a warm instance recovers when Redis comes back without a
+//! restart, and its first request after the outage succeeds. Reconnecting is
+//! never retried inside a request; the caller answers 503 with `Retry-After`
+//! instead of spending its deadline on back-off.
+//!
+//! (The redis crate's `ConnectionManager` offers the same over a background
+//! reconnect whose one attempt, made right after the failure, may be the
+//! outcome the next request meets; it also costs a 1.3 KB boxed future per
+//! command, above the allocator's fast size classes. This module keeps the
+//! crate's connection and protocol, and only decides when to open a new one.)
 //!
 //! Every command is bounded by `REDIS_TIMEOUT_MS`, on connecting and on each
 //! response, so a silent or paused Redis turns into an error within that bound
@@ -25,8 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use tokio::sync::OnceCell;
 
 use crate::config::{Config, ConfigError, RedisAuthMode};
 
@@ -38,7 +44,7 @@ use crate::config::{Config, ConfigError, RedisAuthMode};
 /// by loading the script and retrying once.
 #[derive(Clone)]
 pub struct Redis {
-    manager: Arc<Renewal>,
+    renewal: Arc<Renewal>,
     timeout: Duration,
     round_trips: Arc<AtomicU64>,
 }
@@ -67,13 +73,7 @@ impl Redis {
     /// # Errors
     /// A [`ConfigError`] for `REDIS_URL` if the manager cannot be set up.
     pub fn from_client(client: redis::Client, timeout: Duration) -> Result<Self, ConfigError> {
-        let config = manager_config(timeout);
-        let manager = lazy_manager(client.clone(), config.clone())?;
-        Ok(Self {
-            manager: Arc::new(Renewal::new(client, config, None, manager)),
-            timeout,
-            round_trips: Arc::new(AtomicU64::new(0)),
-        })
+        Ok(Self::new(client, connection_config(timeout), timeout, None))
     }
 
     /// Creates the lazy connection with dynamic credentials: every
@@ -95,13 +95,26 @@ impl Redis {
     where
         P: redis::StreamingCredentialsProvider + 'static,
     {
-        let config = manager_config(timeout).set_credentials_provider(provider);
-        let manager = lazy_manager(client.clone(), config.clone())?;
-        Ok(Self {
-            manager: Arc::new(Renewal::new(client, config, Some(max_age), manager)),
+        let config = connection_config(timeout).set_credentials_provider(provider);
+        Ok(Self::new(client, config, timeout, Some(max_age)))
+    }
+
+    fn new(
+        client: redis::Client,
+        config: AsyncConnectionConfig,
+        timeout: Duration,
+        max_age: Option<Duration>,
+    ) -> Self {
+        Self {
+            renewal: Arc::new(Renewal {
+                client,
+                config,
+                max_age,
+                current: Mutex::new(Current::first()),
+            }),
             timeout,
             round_trips: Arc::new(AtomicU64::new(0)),
-        })
+        }
     }
 
     /// How many round trips (commands or pipelines sent) this handle and its
@@ -116,114 +129,107 @@ impl Redis {
     }
 }
 
-fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
+fn connection_config(timeout: Duration) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
-        // One attempt per command: the caller answers 503 with Retry-After
-        // rather than spending its request deadline on reconnect back-off.
-        .set_number_of_retries(0)
 }
 
-fn lazy_manager(
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-) -> Result<ConnectionManager, ConfigError> {
-    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| ConfigError {
-        variable: "REDIS_URL",
-        reason: e.to_string(),
-    })
-}
-
-/// The instance's current manager and what replaces it: a fresh lazy manager
-/// after an I/O error on the current one, and (IAM mode) once it reaches a
-/// maximum age. No other handle on an old manager is kept, so its connection
-/// closes once the commands still running on it are done.
+/// The instance's current connection and when to replace it: after an I/O
+/// error on it, and (IAM mode) once it reaches a maximum age. No other handle
+/// on an old connection is kept, so it closes once the commands still
+/// running on it are done.
 struct Renewal {
     client: redis::Client,
-    config: ConnectionManagerConfig,
+    config: AsyncConnectionConfig,
     max_age: Option<Duration>,
     current: Mutex<Current>,
 }
 
 struct Current {
-    manager: ConnectionManager,
+    /// Opened by the first command that needs it; a failed attempt leaves it
+    /// empty, so the next command tries again.
+    connection: Arc<OnceCell<MultiplexedConnection>>,
     created: Instant,
     /// Counts replacements, so that the many commands failing together on
     /// one broken connection replace it once.
     generation: u64,
 }
 
-impl Renewal {
-    fn new(
-        client: redis::Client,
-        config: ConnectionManagerConfig,
-        max_age: Option<Duration>,
-        manager: ConnectionManager,
-    ) -> Self {
+impl Current {
+    fn first() -> Self {
         Self {
-            client,
-            config,
-            max_age,
-            current: Mutex::new(Current {
-                manager,
-                created: Instant::now(),
-                generation: 0,
-            }),
+            connection: Arc::new(OnceCell::new()),
+            created: Instant::now(),
+            generation: 0,
         }
     }
+}
 
+impl Renewal {
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
         // A poisoned lock only means another thread panicked while swapping;
-        // the manager it guards is always consistent.
+        // the state it guards is always consistent.
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The manager to send the next command on and its generation, replaced
-    /// first if it is `max_age` old. A new manager is lazy, so its connection
-    /// (and token) is made by the command about to be sent.
-    fn current(&self) -> (ConnectionManager, u64) {
+    /// The connection to send the next command on and its generation,
+    /// replaced first if it is `max_age` old. A new one is empty, so its
+    /// connection (and token) is made by the command about to be sent.
+    fn current(&self) -> (Arc<OnceCell<MultiplexedConnection>>, u64) {
         let mut current = self.lock();
         if self
             .max_age
             .is_some_and(|age| current.created.elapsed() >= age)
         {
-            self.replace(&mut current);
+            Self::replace(&mut current);
         }
-        (current.manager.clone(), current.generation)
+        (Arc::clone(&current.connection), current.generation)
     }
 
-    /// Called after an I/O error on the manager of `generation`: the next
-    /// command connects anew instead of meeting a connection attempt that
-    /// failed while Redis was away.
+    /// Called after an I/O error on the connection of `generation`: the next
+    /// command connects anew instead of reusing a connection that broke.
     fn discard(&self, generation: u64) {
         let mut current = self.lock();
         if current.generation == generation {
-            self.replace(&mut current);
+            Self::replace(&mut current);
         }
     }
 
-    fn replace(&self, current: &mut Current) {
-        match lazy_manager(self.client.clone(), self.config.clone()) {
-            Ok(fresh) => {
-                *current = Current {
-                    manager: fresh,
-                    created: Instant::now(),
-                    generation: current.generation + 1,
-                }
-            }
-            // Cannot happen for a client that built the first manager; keep
-            // the old connection (it reconnects by itself) rather than fail.
-            Err(err) => tracing::warn!(error = %err, "could not renew the Redis connection"),
+    fn replace(current: &mut Current) {
+        *current = Current {
+            connection: Arc::new(OnceCell::new()),
+            created: Instant::now(),
+            generation: current.generation + 1,
+        };
+    }
+
+    /// The open connection of `cell`, opening it first if needed (bounded by
+    /// the connection timeout; concurrent first commands share one attempt).
+    async fn open(
+        &self,
+        cell: &OnceCell<MultiplexedConnection>,
+    ) -> RedisResult<MultiplexedConnection> {
+        if let Some(connection) = cell.get() {
+            return Ok(connection.clone());
         }
+        // Boxed: connecting is a large future, and it is needed once per
+        // connection, not on every command's path.
+        Box::pin(cell.get_or_try_init(|| {
+            self.client
+                .get_multiplexed_async_connection_with_config(&self.config)
+        }))
+        .await
+        .cloned()
     }
 }
 
-/// Replaces the manager after an I/O error: refused, reset or timed out,
-/// the connection it holds (or its next attempt) is not to be trusted.
+/// Discards the connection after an I/O error (refused, reset or timed out)
+/// or when the server dropped it: it is not to be trusted with the next
+/// command.
 fn check<T>(renewal: &Renewal, generation: u64, result: &Result<T, RedisError>) {
     if let Err(err) = result {
-        if err.is_io_error() {
+        if err.is_io_error() || err.is_unrecoverable_error() {
             renewal.discard(generation);
         }
     }
@@ -240,14 +246,17 @@ impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let timeout = self.timeout;
-        let (mut manager, generation) = self.manager.current();
+        let (cell, generation) = self.renewal.current();
         Box::pin(async move {
-            // The connect and response timeouts of the manager bound each step;
-            // this outer bound also covers a connect followed by a slow reply.
-            let result = tokio::time::timeout(timeout * 2, manager.req_packed_command(cmd))
-                .await
-                .unwrap_or_else(|_| Err(timed_out()));
-            check(&self.manager, generation, &result);
+            // The connect and response timeouts bound each step; this outer
+            // bound also covers a connect followed by a slow reply.
+            let result = tokio::time::timeout(timeout * 2, async {
+                let mut connection = self.renewal.open(&cell).await?;
+                connection.send_packed_command(cmd).await
+            })
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+            check(&self.renewal, generation, &result);
             result
         })
     }
@@ -260,18 +269,24 @@ impl ConnectionLike for Redis {
     ) -> RedisFuture<'a, Vec<Value>> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let timeout = self.timeout;
-        let (mut manager, generation) = self.manager.current();
+        let (cell, generation) = self.renewal.current();
         Box::pin(async move {
-            let result =
-                tokio::time::timeout(timeout * 2, manager.req_packed_commands(cmd, offset, count))
-                    .await
-                    .unwrap_or_else(|_| Err(timed_out()));
-            check(&self.manager, generation, &result);
+            let result = tokio::time::timeout(timeout * 2, async {
+                let mut connection = self.renewal.open(&cell).await?;
+                connection.send_packed_commands(cmd, offset, count).await
+            })
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+            check(&self.renewal, generation, &result);
             result
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.manager.lock().manager.get_db()
+        self.renewal
+            .client
+            .get_connection_info()
+            .redis_settings()
+            .db()
     }
 }
