@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::http::{ApiError, FieldError};
+use crate::openapi::schemas::StoredMetric;
 
 /// Longest accepted metric type, in characters (all ASCII, so also bytes).
 pub const MAX_TYPE_LEN: usize = 64;
@@ -83,12 +84,12 @@ pub struct Metric {
 impl Metric {
     /// The metric as returned in a 201 body:
     /// `{"timestamp": "…Z", "value": 85.5, "type": "cpu_usage"}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "timestamp": format_timestamp(self.timestamp),
-            "value": self.value,
-            "type": self.metric_type,
-        })
+    pub fn to_stored(&self) -> StoredMetric {
+        StoredMetric {
+            timestamp: format_timestamp(self.timestamp),
+            value: self.value,
+            metric_type: self.metric_type.as_str().to_string(),
+        }
     }
 }
 
@@ -382,7 +383,7 @@ mod tests {
         assert_eq!(m.timestamp, now());
         assert_eq!(m.value, 85.5);
         assert_eq!(m.metric_type.as_str(), "cpu_usage");
-        assert_eq!(m.to_json()["timestamp"], "2026-02-18T12:00:00Z");
+        assert_eq!(m.to_stored().timestamp, "2026-02-18T12:00:00Z");
     }
 
     #[test]

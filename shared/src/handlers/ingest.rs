@@ -11,6 +11,7 @@ use super::{before, deadline, require_method};
 use crate::http::{body_bytes, request_id, respond, ApiError, FieldError, JSON};
 use crate::identity::{client_identity, ClientId};
 use crate::metric::parse_metrics;
+use crate::openapi::schemas::Created;
 use crate::state::AppState;
 use crate::store::{Idempotency, IngestError, IngestOutcome};
 
@@ -78,14 +79,14 @@ async fn store(
     }
     let idempotency_key = idempotency_key(req.headers())?;
     let parsed = parse_metrics(body, Utc::now(), &state.metric_limits())?;
-    let mut created = serde_json::json!({
-        "request_id": request_id(req),
-        "stored": parsed.metrics.len(),
-    });
-    if !parsed.is_batch {
-        created["metric"] = parsed.metrics[0].to_json();
-    }
-    let created = created.to_string();
+    let created = Created {
+        request_id: request_id(req),
+        stored: parsed.metrics.len() as u64,
+        metric: (!parsed.is_batch).then(|| parsed.metrics[0].to_stored()),
+    };
+    // Cannot fail (strings, integers and finite floats only); should it
+    // ever, the body is an empty object rather than a panic.
+    let created = serde_json::to_string(&created).unwrap_or_else(|_| "{}".into());
     let record = idempotency_key.map(|key| Idempotency {
         key: state.keys.idempotency(
             &short_digest(client.as_str()),

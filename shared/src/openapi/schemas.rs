@@ -1,9 +1,10 @@
 //! The shapes of every request and response body and header value, as
 //! OpenAPI schemas (`#[derive(ToSchema)]`).
 //!
-//! The handlers build their JSON with `serde_json::json!`, so these types are
-//! a description of that output, not the code that produces it. They cannot
-//! drift silently: the tests of `super` compare the enums mirrored here with
+//! The 201 of `POST /api/metrics` is serialised from [`Created`] itself; the
+//! other handlers build their JSON with `serde_json::json!`, so for them these
+//! types are a description of that output, not the code that produces it.
+//! They cannot drift silently: the tests of `super` compare the enums mirrored here with
 //! the service's own types, and the conformance tests validate real responses
 //! of every endpoint against the document built from these types. Response
 //! objects are closed (`additionalProperties: false`, from

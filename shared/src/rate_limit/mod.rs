@@ -201,17 +201,30 @@ impl RateLimitDecision {
     /// route, accepted or not. `Retry-After` is not included: the 429 built by
     /// [`RateLimitDecision::into_error`] adds it.
     pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        let policy = format!("\"{POLICY_NAME}\";q={};w={}", self.limit, self.window_s);
-        let state = format!(
-            "\"{POLICY_NAME}\";r={};t={}",
-            self.remaining, self.reset_after_s
-        );
-        // Both values are plain ASCII built above, so conversion cannot fail;
-        // a failure would drop the field rather than panic.
+        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let policy = [
+            "\"",
+            POLICY_NAME,
+            "\";q=",
+            a.format(self.limit),
+            ";w=",
+            b.format(self.window_s),
+        ];
+        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let state = [
+            "\"",
+            POLICY_NAME,
+            "\";r=",
+            a.format(self.remaining),
+            ";t=",
+            b.format(self.reset_after_s),
+        ];
+        // Both values are plain ASCII, so conversion cannot fail; a failure
+        // would drop the field rather than panic.
         [(&RATELIMIT_POLICY, policy), (&RATELIMIT, state)]
             .into_iter()
-            .filter_map(|(name, value)| {
-                HeaderValue::from_str(&value)
+            .filter_map(|(name, parts)| {
+                HeaderValue::try_from(parts.concat())
                     .ok()
                     .map(|value| (name.clone(), value))
             })

@@ -92,10 +92,10 @@ impl MetricStore {
     }
 
     fn container_key(&self, metric_type: &MetricType, bucket: BucketRef) -> String {
-        format!(
-            "{}:{}",
-            self.keys.metric_base(metric_type.as_str()),
-            bucket.container_suffix()
+        self.keys.metric_container(
+            metric_type.as_str(),
+            bucket.granularity.tag(),
+            bucket.container_start(),
         )
     }
 
@@ -116,25 +116,28 @@ impl MetricStore {
         metrics: &[Metric],
         idempotency: Option<&Idempotency<'_>>,
     ) -> Result<IngestOutcome, IngestError> {
-        // KEYS[1] is the idempotency record when there is one.
+        // KEYS[1] is the idempotency record when there is one; the containers
+        // follow in the order the metrics first touch them, each once.
         let first = usize::from(idempotency.is_some()) + 1;
-        let mut key_index: BTreeMap<String, usize> = BTreeMap::new();
+        let mut containers: BTreeMap<(&str, Granularity, i64), usize> = BTreeMap::new();
+        let mut keys: Vec<String> = Vec::new();
         let mut updates: Vec<(usize, i64, f64, i64)> = Vec::with_capacity(metrics.len() * 3);
         for metric in metrics {
             let t = metric.timestamp.timestamp();
             for granularity in Granularity::ALL {
                 let bucket = BucketRef::containing(granularity, t);
-                let next = key_index.len() + first;
-                let index = *key_index
-                    .entry(self.container_key(&metric.metric_type, bucket))
-                    .or_insert(next);
+                let container = (
+                    metric.metric_type.as_str(),
+                    granularity,
+                    bucket.container_start(),
+                );
+                let index = *containers.entry(container).or_insert_with(|| {
+                    keys.push(self.container_key(&metric.metric_type, bucket));
+                    first + keys.len() - 1
+                });
                 let expire_at = bucket.container_end() + self.retention_s + EXPIRY_SLACK_S;
                 updates.push((index, bucket.start, metric.value, expire_at));
             }
-        }
-        let mut keys = vec![String::new(); key_index.len()];
-        for (key, index) in key_index {
-            keys[index - first] = key;
         }
         let mut invocation = INGEST.prepare_invoke();
         match idempotency {
@@ -148,12 +151,10 @@ impl MetricStore {
         };
         invocation.key(keys).arg(updates.len());
         for (index, start, value, expire_at) in &updates {
-            // `{:?}` prints the shortest text that parses back to the same f64.
-            invocation
-                .arg(index)
-                .arg(start)
-                .arg(format!("{value:?}"))
-                .arg(expire_at);
+            // The redis crate writes an f64 with `ryu`: the shortest text that
+            // parses back to the same double (`85.5`, `1e300`), which is what
+            // the script's `tonumber` reads.
+            invocation.arg(index).arg(start).arg(value).arg(expire_at);
         }
         let reply: Result<Vec<String>, RedisError> =
             invocation.invoke_async(&mut redis.clone()).await;
