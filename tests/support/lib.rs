@@ -4,22 +4,23 @@
 //!   ([`random_prefix`], [`config`]) on the one real Redis at [`redis_url`],
 //!   so tests run in parallel without touching each other's keys (never
 //!   `FLUSHALL`/`FLUSHDB`).
-//! - Synthetic Lambda events: [`events`] builds `lambda_http::Request`s by
-//!   deserialising API Gateway JSON events (HTTP API payload v2.0 and REST API
-//!   v1) with `lambda_http::request::from_str`, the same path Lambda's runtime
-//!   takes, so handlers see exactly what they would see in AWS.
+//! - Synthetic Lambda events: [`events`] (the `synthetic-events` crate, which
+//!   the benchmarks use too) builds `lambda_http::Request`s by deserialising
+//!   API Gateway JSON events (HTTP API payload v2.0 and REST API v1) with
+//!   `lambda_http::request::from_str`, the same path Lambda's runtime takes,
+//!   so handlers see exactly what they would see in AWS.
 //! - A scriptable local HTTP server for the external data source: [`stub`].
 //! - The end-to-end suite's view of the stack `make test` started: [`e2e`].
 
 pub mod e2e;
-pub mod events;
 pub mod private_redis;
 pub mod stub;
 
 use shared::config::Config;
 
-pub use events::{http_v2, rest_v1, EventBuilder};
 pub use stub::{Stub, StubReply};
+pub use synthetic_events as events;
+pub use synthetic_events::{http_v2, rest_v1, EventBuilder};
 
 /// The Redis the tests use: `REDIS_URL` from the environment, else the local
 /// default `redis://127.0.0.1:6379/0`.

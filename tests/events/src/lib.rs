@@ -12,11 +12,14 @@
 //! query string is kept in `rawQueryString`; in v1 the single-value maps keep
 //! the last value and `multiValue*` maps keep all of them.
 //!
-//! ```ignore
+//! ```
+//! use synthetic_events::http_v2;
+//!
 //! let req = http_v2("POST", "/api/metrics")
 //!     .json(&serde_json::json!({"timestamp": "2026-02-18T12:00:00Z", "value": 1.5, "type": "cpu"}))
 //!     .source_ip("198.51.100.7")
 //!     .build();
+//! assert_eq!(req.uri().path(), "/api/metrics");
 //! ```
 
 use lambda_http::aws_lambda_events::encodings::Base64Data;
@@ -137,9 +140,18 @@ impl EventBuilder {
     /// Panics when `lambda_http` does not accept the event (a bug in this
     /// builder, not in the code under test).
     pub fn build(&self) -> lambda_http::Request {
+        self.try_build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`EventBuilder::build`], with `lambda_http`'s refusal as an error
+    /// message (naming the event) instead of a panic.
+    ///
+    /// # Errors
+    /// When `lambda_http` does not accept the event.
+    pub fn try_build(&self) -> Result<lambda_http::Request, String> {
         let event = self.to_json().to_string();
         lambda_http::request::from_str(&event)
-            .unwrap_or_else(|e| panic!("lambda_http rejected the synthetic event: {e}\n{event}"))
+            .map_err(|e| format!("lambda_http rejected the synthetic event: {e}\n{event}"))
     }
 
     fn query_pairs(&self) -> Vec<(String, String)> {
@@ -189,7 +201,7 @@ impl EventBuilder {
             "method": self.method,
             "path": self.path,
             "protocol": "HTTP/1.1",
-            "userAgent": "analytics-tests",
+            "userAgent": "synthetic-events",
         });
         if let Some(ip) = &self.source_ip {
             http["sourceIp"] = json!(ip);
@@ -246,7 +258,7 @@ impl EventBuilder {
             push_into(&mut multi_params, &k, &v);
         }
         let (body, is_base64) = self.body_fields();
-        let mut identity = json!({ "userAgent": "analytics-tests" });
+        let mut identity = json!({ "userAgent": "synthetic-events" });
         if let Some(ip) = &self.source_ip {
             identity["sourceIp"] = json!(ip);
         }
