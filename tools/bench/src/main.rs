@@ -21,6 +21,7 @@ mod events;
 mod process;
 mod redis_side;
 mod report;
+mod report_throughput;
 mod results;
 mod round_trips;
 mod stats;
@@ -224,6 +225,7 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     results.data_size.buckets_read = data_size::monthly_buckets();
 
     let ingest_config = config(&[("RATE_LIMIT_REQUESTS", "1000000")])?;
+    let rate_limit_keys = format!("{prefix}:rl:*");
     let replays = capture_scripts(port, &ingest_config).await?;
     results.throughput.capture_note =
         "captured with MONITOR while the handler served one accepted ingest".into();
@@ -277,32 +279,46 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
                 "run {run}/{}: ingest throughput at concurrency {c}",
                 plan.runs
             ));
-            let cpu = redis_side::server_cpu_s(&mut conn).await?;
+            let [limiter, store, trivial] = &replays;
+            // Ours between the two halves of Redis' pair, so that a drift of
+            // the machine's speed over the three touches both sides alike;
+            // each measurement starts with the rate-limit keys of the earlier
+            // ones deleted (see `redis_side::clear`).
+            redis_side::clear(&mut conn, &rate_limit_keys).await?;
+            let (a, a_stats) = replay(&mut conn, port, n, c, limiter).await?;
+            redis_side::clear(&mut conn, &rate_limit_keys).await?;
             let instances =
-                throughput::measure(&ingest_config, "bench_ingest", c, n, false).await?;
-            // n requests plus one warm-up per state.
-            let served = (n + c) as f64;
-            row.server_cpu_us
-                .push((redis_side::server_cpu_s(&mut conn).await? - cpu) * 1e6 / served);
-            row.client_cpu_us.push(instances.client_cpu_us);
-            let shared = throughput::measure(&ingest_config, "bench_ingest", c, n, true).await?;
+                throughput::measure(&ingest_config, "bench_ingest", c, n, false, &mut conn).await?;
+            redis_side::clear(&mut conn, &rate_limit_keys).await?;
+            let (b, b_stats) = replay(&mut conn, port, n, c, store).await?;
+            redis_side::clear(&mut conn, &rate_limit_keys).await?;
+            let shared =
+                throughput::measure(&ingest_config, "bench_ingest", c, n, true, &mut conn).await?;
+            redis_side::clear(&mut conn, &rate_limit_keys).await?;
+            let (trivial, _) = replay(&mut conn, port, n, c, trivial).await?;
+
+            let per_request = |v: f64| v * 1e6 / n as f64;
             row.instances_rps.push(instances.rps);
             row.instances_p50_us.push(instances.p50_us);
             row.instances_p99_us.push(instances.p99_us);
+            row.client_cpu_us.push(instances.client_cpu_us);
+            row.build_us.push(instances.build_us);
+            row.server_cpu_us.push(per_request(instances.redis.cpu_s));
+            row.server_script_us
+                .push(instances.redis.evalsha_us as f64 / n as f64);
             row.shared_rps.push(shared.rps);
             row.errors += instances.errors + shared.errors;
-            let [limiter, store, trivial] = &replays;
-            let cpu = redis_side::server_cpu_s(&mut conn).await?;
-            let a = redis_side::redis_benchmark(port, n, c, limiter)?;
-            let b = redis_side::redis_benchmark(port, n, c, store)?;
-            row.server_cpu_us_pair
-                .push((redis_side::server_cpu_s(&mut conn).await? - cpu) * 1e6 / n as f64);
-            row.redis_benchmark_cpu_us_pair
-                .push((a.client_cpu_s + b.client_cpu_s) * 1e6 / n as f64);
             row.redis_limiter_rps.push(a.rps);
             row.redis_store_rps.push(b.rps);
-            row.redis_trivial_rps
-                .push(redis_side::redis_benchmark(port, n, c, trivial)?.rps);
+            row.redis_trivial_rps.push(trivial.rps);
+            row.server_cpu_us_pair
+                .push(per_request(a_stats.cpu_s + b_stats.cpu_s));
+            row.server_script_us_pair
+                .push((a_stats.evalsha_us + b_stats.evalsha_us) as f64 / n as f64);
+            row.redis_benchmark_cpu_us_pair
+                .push(per_request(a.client_cpu_s + b.client_cpu_s));
+            row.expired_during +=
+                instances.redis.expired_keys + a_stats.expired_keys + b_stats.expired_keys;
         }
 
         if wanted("3") || wanted("6") {
@@ -347,6 +363,22 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     std::fs::write(&out, json).map_err(|e| format!("{}: {e}", out.display()))?;
     log(&format!("results written to {}", out.display()));
     Ok(())
+}
+
+/// One `redis-benchmark` run of `argv` and what the server did meanwhile.
+async fn replay(
+    conn: &mut redis::aio::MultiplexedConnection,
+    port: u16,
+    n: usize,
+    concurrency: usize,
+    argv: &redis_side::Argv,
+) -> Result<(redis_side::Replay, redis_side::ServerStats), String> {
+    let before = redis_side::ServerStats::read(conn).await?;
+    let replay = redis_side::redis_benchmark(port, n, concurrency, argv)?;
+    Ok((
+        replay,
+        redis_side::ServerStats::read(conn).await?.since(&before),
+    ))
 }
 
 /// The three `redis-benchmark` commands of figure 2: the limiter call (its
@@ -459,43 +491,17 @@ async fn data_figures(
 fn cold_start_event(function: &str, run: usize) -> Result<serde_json::Value, String> {
     let ip = events::next_client_ip();
     let event = match function {
-        "health" => events::Event {
-            method: "GET",
-            path: "/health",
-            source_ip: ip,
-            ..events::Event::default()
-        },
-        "ingest-metric" => events::Event {
-            method: "POST",
-            path: "/api/metrics",
-            headers: vec![("content-type", "application/json".into())],
-            body: Some(
-                serde_json::json!({
-                    "timestamp": shared::metric::format_timestamp(chrono::Utc::now()),
-                    "value": 42.5,
-                    "type": "bench_cold",
-                })
-                .to_string(),
-            ),
-            source_ip: ip,
-            ..events::Event::default()
-        },
-        "metrics-summary" => {
-            let query = format!(
+        "health" => events::http_v2("GET", "/health").source_ip(&ip),
+        "ingest-metric" => events::ingest_event("bench_cold", 42.5, &ip),
+        "metrics-summary" => events::http_v2("GET", "/api/metrics/summary")
+            .query(&format!(
                 "type=bench_cold_{run}_{}&period=daily",
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
-            );
-            return Ok(events::to_json(&events::Event {
-                method: "GET",
-                path: "/api/metrics/summary",
-                query: &query,
-                source_ip: ip,
-                ..events::Event::default()
-            }));
-        }
+            ))
+            .source_ip(&ip),
         other => return Err(format!("no first request for {other}")),
     };
-    Ok(events::to_json(&event))
+    Ok(event.to_json())
 }
 
 /// The arm64 `bootstrap` sizes of the release build (`make release`), from

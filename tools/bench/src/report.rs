@@ -47,7 +47,7 @@ fn spread(samples: &[f64]) -> Option<Spread> {
 }
 
 /// `median (min–max)` with `digits` decimals, or `–`.
-fn fmt(samples: &[f64], digits: usize) -> String {
+pub(crate) fn fmt(samples: &[f64], digits: usize) -> String {
     match spread(samples) {
         Some(s) if s.n == 1 => format!("{:.*}", digits, s.median),
         Some(s) => format!(
@@ -59,7 +59,7 @@ fn fmt(samples: &[f64], digits: usize) -> String {
 }
 
 /// Requests/s with thousands separators, `median (min–max)`.
-fn fmt_rate(samples: &[f64]) -> String {
+pub(crate) fn fmt_rate(samples: &[f64]) -> String {
     match spread(samples) {
         Some(s) if s.n == 1 => thousands(s.median),
         Some(s) => format!(
@@ -72,7 +72,7 @@ fn fmt_rate(samples: &[f64]) -> String {
     }
 }
 
-fn thousands(v: f64) -> String {
+pub(crate) fn thousands(v: f64) -> String {
     let n = v.round() as i64;
     let digits = n.abs().to_string();
     let mut out = String::new();
@@ -89,7 +89,7 @@ fn thousands(v: f64) -> String {
     }
 }
 
-fn median(samples: &[f64]) -> f64 {
+pub(crate) fn median(samples: &[f64]) -> f64 {
     spread(samples).map_or(f64::NAN, |s| s.median)
 }
 
@@ -149,14 +149,9 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
     let mut md = String::new();
     let command = opts.get("command").map_or("make bench", String::as_str);
     let c64 = r.throughput.rows.iter().find(|row| row.concurrency == 64);
-    let ratio_at = |row: &crate::results::ThroughputRow| -> Vec<f64> {
-        row.instances_rps
-            .iter()
-            .zip(row.redis_limiter_rps.iter().zip(&row.redis_store_rps))
-            .map(|(ours, (a, b))| ours / pair_rate(*a, *b))
-            .collect()
-    };
-    let ratio64 = c64.map(ratio_at).unwrap_or_default();
+    let ratio64 = c64
+        .map(crate::report_throughput::ratios)
+        .unwrap_or_default();
     let size_ratio: Vec<f64> = r
         .data_size
         .aggregate_large_us
@@ -372,137 +367,7 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
     );
 
     // Figure 2.
-    let _ = writeln!(
-        md,
-        "## 2. Ingest throughput: our handler against Redis running our scripts\n"
-    );
-    let requests: Vec<String> = r
-        .throughput
-        .requests
-        .iter()
-        .map(|(c, n)| format!("{n} at concurrency {c}"))
-        .collect();
-    let _ = writeln!(
-        md,
-        "**Ours**: the `ingest_metric` handler called in-process on synthetic API Gateway v2 \
-         events (one metric each, timestamped now, built before the clock starts), in a closed \
-         loop, requests per measurement: {}, on {}. Each request comes from its own client address \
-         (198.18.0.0/15, the benchmarking block of RFC 2544; addresses only name rate-limit \
-         keys) under a limit of 1,000,000 per 60 s, so every request is accepted and costs two \
-         script calls, as a fleet of clients would.\n",
-        requests.join(", "),
-        if r.throughput.client_threads <= 1 {
-            "a current-thread tokio runtime (one thread, as `redis-benchmark` is one event \
-             loop: each client takes at most one of the two cores and leaves Redis the other)"
-                .to_string()
-        } else {
-            format!(
-                "a multi-threaded tokio runtime with {} worker threads",
-                r.throughput.client_threads
-            )
-        }
-    );
-    let _ = writeln!(
-        md,
-        "- *instances*: C independent `AppState`s, each with its own Redis connection and one \
-         request at a time. A Lambda instance serves one request at a time on its one \
-         connection, so C concurrent requests are C instances and C connections — the same \
-         shape as `redis-benchmark -c C`, and the figure the target applies to.\n\
-         - *shared*: one `AppState` serving C requests at once: the redis crate multiplexes them \
-         (pipelines) over its single connection. Lambda never does this; shown for context.\n"
-    );
-    let _ = writeln!(
-        md,
-        "**Redis**: `redis-benchmark` replaying our own scripts with `EVALSHA`, at the same \
-         concurrency and request count, on the same server in the same run. The two calls of an \
-         accepted ingest were {}; the limiter's client becomes `__rand_int__` (a new key per \
-         call, like ours). An ingest needs both calls, so Redis' ingest rate is the rate of the \
-         pair, `1 / (1/limiter + 1/storage)`. A trivial `EVALSHA` (`return 1`) shows the cost of \
-         a script call itself.\n",
-        r.throughput.capture_note
-    );
-    let _ = writeln!(
-        md,
-        "| C | ours, instances (req/s) | p50 / p99 (µs) | ours, shared connection (req/s) | Redis: limiter script (calls/s) | Redis: storage script (calls/s) | Redis: pair (ingests/s) | **ours / pair** | Redis: `return 1` (calls/s) |\n|---|---|---|---|---|---|---|---|---|"
-    );
-    for row in &r.throughput.rows {
-        let pairs: Vec<f64> = row
-            .redis_limiter_rps
-            .iter()
-            .zip(&row.redis_store_rps)
-            .map(|(a, b)| pair_rate(*a, *b))
-            .collect();
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.0} / {:.0} | {} | {} | {} | {} | **{}** | {} |",
-            row.concurrency,
-            fmt_rate(&row.instances_rps),
-            median(&row.instances_p50_us),
-            median(&row.instances_p99_us),
-            fmt_rate(&row.shared_rps),
-            fmt_rate(&row.redis_limiter_rps),
-            fmt_rate(&row.redis_store_rps),
-            fmt_rate(&pairs),
-            fmt(&ratio_at(row), 2),
-            fmt_rate(&row.redis_trivial_rps),
-        );
-    }
-    let errors: u64 = r.throughput.rows.iter().map(|row| row.errors).sum();
-    let _ = writeln!(
-        md,
-        "\nAnswers other than 201 during these runs: {errors}.\n"
-    );
-    let _ = writeln!(md, "### Where the time goes\n");
-    let _ = writeln!(
-        md,
-        "CPU per ingest, over the *instances* measurement: the server's from `INFO cpu` \
-         (`used_cpu_sys + used_cpu_user`), the bench process' from its threads \
-         (`/proc/self/task/*/schedstat`, request building excluded); under `redis-benchmark`, \
-         per limiter + storage pair: the server's likewise, `redis-benchmark`'s own from the \
-         children's times of `/proc/self/stat` (10 ms resolution).\n"
-    );
-    let _ = writeln!(
-        md,
-        "| C | Redis, ours (µs) | Redis, `redis-benchmark` (µs) | client: ours (µs) | client: `redis-benchmark` (µs) |\n|---|---|---|---|---|"
-    );
-    for row in &r.throughput.rows {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} | {} |",
-            row.concurrency,
-            fmt(&row.server_cpu_us, 1),
-            fmt(&row.server_cpu_us_pair, 1),
-            fmt(&row.client_cpu_us, 1),
-            fmt(&row.redis_benchmark_cpu_us_pair, 1)
-        );
-    }
-    if let Some(row) = c64 {
-        let _ = writeln!(md, "\n{}", where_time_goes(row, median(&ratio64)));
-    }
-    let _ = writeln!(md, "\n{PROFILE}");
-    for row in r.throughput.rows.iter().filter(|row| row.concurrency < 64) {
-        let ours_us = 1e6 / median(&row.instances_rps) * row.concurrency as f64;
-        let pairs: Vec<f64> = row
-            .redis_limiter_rps
-            .iter()
-            .zip(&row.redis_store_rps)
-            .map(|(a, b)| pair_rate(*a, *b))
-            .collect();
-        let redis_us = 1e6 / median(&pairs) * row.concurrency as f64;
-        let _ = writeln!(
-            md,
-            "\nAt concurrency {c} Redis is not the bottleneck, so both clients are bound by \
-             latency: each of the {c} workers waits for a request's two round trips one after \
-             the other, and the rate is {c} / latency. A pair of calls from \
-             `redis-benchmark` takes {redis_us:.0} µs per worker, an ingest of ours \
-             {ours_us:.0} µs: the difference, {diff:.0} µs, is our code on the request's \
-             path (the handler, the redis crate, the runtime, and the scheduling of \
-             {c} tasks on 2 cores that Redis also uses), which a latency-bound client \
-             cannot hide.",
-            c = row.concurrency,
-            diff = ours_us - redis_us
-        );
-    }
+    md.push_str(&crate::report_throughput::render(r));
     let _ = writeln!(
         md,
         "\nThe `redis-benchmark` commands (`<port>`: the private server's):\n"
@@ -797,94 +662,4 @@ fn short_time(rfc3339: &str) -> String {
                 .to_string()
         })
         .unwrap_or_else(|_| rfc3339.to_string())
-}
-
-/// What a profile of our client showed. Taken once, not by every run: the
-/// text says so and how to take it again.
-const PROFILE: &str = "**Profile of our client** (taken once while building this harness, \
-not by each run; again with `valgrind --tool=dhat --num-callers=80 target/debug/bench measure \
---port <port> --out /dev/null --quick --only 2`, a debug build, whose allocations are those of \
-the release build). The handler's path makes about 106 heap allocations per accepted ingest \
-(about 11.6 KB): about 49 for the storage call (18 for its three container keys, each built by \
-three `format!`s, and the redis crate's `ScriptInvocation` gives every script argument a \
-`Vec<u8>` of its own: 22 per ingest across both calls), 21 for the 201 body and the echoed \
-metric (`serde_json` values and their text), 10 for the limiter call and its key, 8 for the \
-connection wrapper's boxed futures and timeouts, 8 for parsing the body, 7 for the `RateLimit` \
-headers and 3 for the client's identity; the connection's driver task adds about 5. A `perf` sample of \
-the release bench process during the concurrency-64 measurement (`perf record -g -p <pid>`; \
-the window also covers building that measurement's requests) puts roughly a third of its time in glibc's `malloc`/`free`/`memmove` and a quarter in the kernel (the socket write and \
-read of each command, and task wake-ups). Fewer allocations on the storage call's arguments are \
-the first place to look if our share ever needs to shrink; the kernel's part is the price of \
-two round trips, which `redis-benchmark` pays too.";
-
-/// The explanation of figure 2 at concurrency 64, from the CPU accounting.
-fn where_time_goes(row: &crate::results::ThroughputRow, ratio: f64) -> String {
-    let server = median(&row.server_cpu_us);
-    let server_rb = median(&row.server_cpu_us_pair);
-    let client = median(&row.client_cpu_us);
-    let client_rb = median(&row.redis_benchmark_cpu_us_pair);
-    let rate = median(&row.instances_rps);
-    let pairs: Vec<f64> = row
-        .redis_limiter_rps
-        .iter()
-        .zip(&row.redis_store_rps)
-        .map(|(a, b)| pair_rate(*a, *b))
-        .collect();
-    let rate_rb = median(&pairs);
-    let mut text = format!(
-        "At concurrency 64 Redis is close to its one core under both clients ({:.0}% busy \
-         under ours, {:.0}% under `redis-benchmark`, from the CPU per ingest and the rate \
-         reached), so the ratio is set by what Redis spends per ingest, and by whether the \
-         client leaves it its core. ",
-        rate * server / 1e4,
-        rate_rb * server_rb / 1e4,
-    );
-    if server > server_rb * 1.1 {
-        let _ = write!(
-            text,
-            "Redis spends {server:.0} µs of CPU per ingest from our client and {server_rb:.0} µs \
-             per pair from `redis-benchmark`, {:.0}% more, for the same scripts, keys and \
-             arguments; {:.2} of the ratio is this alone. The traffic differs in ways that may \
-             cost it: our client opens its 64 connections for each measurement; its clients' \
-             addresses recur across measurements, so their logs hold a few entries where \
-             `redis-benchmark`'s random keys are new; and Redis' background expiry of the keys \
-             an earlier measurement created falls into whichever measurement runs 60 s later. \
-             Alternating the two scripts is not it: tried once while building this harness, \
-             two `redis-benchmark`s running the limiter and the storage script at the same time \
-             (32 connections each) reached the same pair rate as the formula. Which of these makes the difference was not isolated. ",
-            (server / server_rb - 1.0) * 100.0,
-            server_rb / server
-        );
-    } else {
-        let _ = write!(
-            text,
-            "Redis spends about the same CPU per ingest for both ({server:.0} µs from ours, \
-             {server_rb:.0} µs per pair from `redis-benchmark`). "
-        );
-    }
-    let _ = write!(
-        text,
-        "Our process spends {client:.0} µs of CPU per ingest where `redis-benchmark` spends \
-         {client_rb:.0} µs per pair: it parses and validates the request, builds both script \
-         calls and the 201 response, and goes through the redis crate's multiplexed connection \
-         (a driver task per connection, a channel hop, a socket write and read per command) and \
-         tokio. At {} ingests/s Redis and our process together use {:.2} of the 2 cores; the \
-         rest goes to whatever else runs (see the load average). ",
-        thousands(rate),
-        rate * (server + client) / 1e6
-    );
-    if ratio >= 0.8 {
-        let _ = write!(
-            text,
-            "The ratio of {ratio:.2} means serving an ingest through our code takes {:.0}% \
-             longer of Redis' time than replaying its two scripts.",
-            (1.0 / ratio - 1.0) * 100.0
-        );
-    } else {
-        let _ = write!(
-            text,
-            "The ratio of {ratio:.2} falls short of the 0.8 target in this run."
-        );
-    }
-    text
 }

@@ -82,8 +82,13 @@ pub struct ThroughputRow {
     pub redis_store_rps: Vec<f64>,
     /// `redis-benchmark` EVALSHA of `return 1`, calls/s.
     pub redis_trivial_rps: Vec<f64>,
-    /// CPU of this process per ingest (instances case), µs.
+    /// CPU of this process per ingest (instances case), µs; includes
+    /// building each request from the template.
     pub client_cpu_us: Vec<f64>,
+    /// Time to build one request from the template, µs (part of
+    /// `client_cpu_us`).
+    #[serde(default)]
+    pub build_us: Vec<f64>,
     /// CPU of the Redis server per ingest (instances case), µs.
     pub server_cpu_us: Vec<f64>,
     /// CPU of the Redis server per limiter + storage call pair under
@@ -91,6 +96,18 @@ pub struct ThroughputRow {
     pub server_cpu_us_pair: Vec<f64>,
     /// CPU of `redis-benchmark` itself per pair, µs.
     pub redis_benchmark_cpu_us_pair: Vec<f64>,
+    /// Time the Redis server spent executing the two scripts per ingest
+    /// (instances case; `cmdstat_evalsha` `usec`), µs.
+    #[serde(default)]
+    pub server_script_us: Vec<f64>,
+    /// The same per limiter + storage call pair under `redis-benchmark`, µs.
+    #[serde(default)]
+    pub server_script_us_pair: Vec<f64>,
+    /// Keys Redis expired during the timed measurements of this row, all
+    /// runs (each measurement starts with the rate-limit keys of the
+    /// previous ones deleted, so this should be 0).
+    #[serde(default)]
+    pub expired_during: u64,
 }
 
 /// Figure 3: summary cost versus data size.

@@ -96,28 +96,13 @@ async fn delta(
 }
 
 fn get_health() -> Result<lambda_http::Request, String> {
-    events::request(&events::Event {
-        method: "GET",
-        path: "/health",
-        source_ip: events::next_client_ip(),
-        ..events::Event::default()
-    })
+    events::http_v2("GET", "/health")
+        .source_ip(&events::next_client_ip())
+        .try_build()
 }
 
 fn ingest_from(metric_type: &str, ip: &str) -> Result<lambda_http::Request, String> {
-    let body = serde_json::json!({
-        "timestamp": shared::metric::format_timestamp(chrono::Utc::now()),
-        "value": 1.0,
-        "type": metric_type,
-    });
-    events::request(&events::Event {
-        method: "POST",
-        path: "/api/metrics",
-        headers: vec![("content-type", "application/json".into())],
-        body: Some(body.to_string()),
-        source_ip: ip.to_string(),
-        ..events::Event::default()
-    })
+    events::ingest_event(metric_type, 1.0, ip).try_build()
 }
 
 /// A batch of `n` metrics spread over the last `n` minutes.
@@ -132,12 +117,8 @@ fn batch_request(metric_type: &str, n: i64) -> Result<lambda_http::Request, Stri
             })
         })
         .collect();
-    events::request(&events::Event {
-        method: "POST",
-        path: "/api/metrics",
-        headers: vec![("content-type", "application/json".into())],
-        body: Some(serde_json::Value::Array(metrics).to_string()),
-        source_ip: events::next_client_ip(),
-        ..events::Event::default()
-    })
+    events::http_v2("POST", "/api/metrics")
+        .json(&serde_json::Value::Array(metrics))
+        .source_ip(&events::next_client_ip())
+        .try_build()
 }
