@@ -58,44 +58,6 @@ mkdir -p "$RESULTS_DIR"
 REDIS_PID=""
 WATCH_PID=""
 
-# descendants PID: every process below PID (the functions that
-# `cargo lambda watch` starts run in sessions of their own).
-descendants() {
-    local child
-    for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        printf '%s\n' "$child"
-        descendants "$child"
-    done
-}
-
-# stop_stack: stops the emulator (SIGINT, as Ctrl-C) and every process it
-# started, checking that each pid still runs what it ran.
-stop_stack() {
-    [[ -n "$WATCH_PID" ]] || return 0
-    local known=() pid comm entry i
-    for pid in $(descendants "$WATCH_PID"); do
-        comm="$(ps -o comm= -p "$pid" 2>/dev/null)" && known+=("$pid:$comm")
-    done
-    kill -INT "$WATCH_PID" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$WATCH_PID" 2>/dev/null || break
-        sleep 0.2
-    done
-    kill -KILL "$WATCH_PID" 2>/dev/null || true
-    wait "$WATCH_PID" 2>/dev/null || true
-    for signal in TERM KILL; do
-        for entry in "${known[@]}"; do
-            pid="${entry%%:*}"
-            comm="${entry#*:}"
-            if [[ "$(ps -o comm= -p "$pid" 2>/dev/null)" == "$comm" ]]; then
-                kill "-$signal" "$pid" 2>/dev/null || true
-            fi
-        done
-        [[ "$signal" == TERM ]] && sleep 0.5
-    done
-    WATCH_PID=""
-}
-
 cleanup() {
     local status=$?
     stop_stack

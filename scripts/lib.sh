@@ -168,3 +168,51 @@ build_functions() {
         (cd "$REPO_ROOT" && cargo build --quiet --bin "$f") || return 1
     done
 }
+
+# The emulator started by a script (`cargo lambda watch`), for stop_stack.
+WATCH_PID="${WATCH_PID:-}"
+
+# descendants PID: every process below PID. The function processes
+# `cargo lambda watch` starts run in sessions of their own, so they are found
+# through their parent, not their process group.
+descendants() {
+    local child
+    for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        printf '%s\n' "$child"
+        descendants "$child"
+    done
+}
+
+# same_process PID COMMAND: PID still runs COMMAND (guards against a pid that
+# was reused after the process we knew exited).
+same_process() {
+    [[ "$(ps -o comm= -p "$1" 2>/dev/null)" == "$2" ]]
+}
+
+# stop_stack: stops the watcher in WATCH_PID and every process it started. SIGINT
+# first: that is Ctrl-C, on which the watcher stops its functions itself.
+stop_stack() {
+    [[ -n "$WATCH_PID" ]] || return 0
+    local known=() pid comm entry i
+    for pid in $(descendants "$WATCH_PID"); do
+        comm="$(ps -o comm= -p "$pid" 2>/dev/null)" && known+=("$pid:$comm")
+    done
+    kill -INT "$WATCH_PID" 2>/dev/null || true
+    for i in $(seq 1 50); do
+        kill -0 "$WATCH_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    kill -KILL "$WATCH_PID" 2>/dev/null || true
+    wait "$WATCH_PID" 2>/dev/null || true
+    for signal in TERM KILL; do
+        for entry in "${known[@]}"; do
+            pid="${entry%%:*}"
+            comm="${entry#*:}"
+            if same_process "$pid" "$comm"; then
+                kill "-$signal" "$pid" 2>/dev/null || true
+            fi
+        done
+        [[ "$signal" == TERM ]] && sleep 0.5
+    done
+    WATCH_PID=""
+}
