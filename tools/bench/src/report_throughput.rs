@@ -270,4 +270,14 @@ not by each run; instructions counted with `valgrind --tool=callgrind target/rel
 measure --port <port> --out /dev/null --runs 1 --only 2 --quick`, on a release build with line \
 tables: `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=false cargo \
 build --release --bin bench`; user space only, the kernel's share is the socket write and read \
-of each command, which `redis-benchmark` pays too). PROFILE_NUMBERS";
+of each command, which `redis-benchmark` pays too). Per accepted ingest, request building \
+excluded: **100k instructions** with glibc's allocator, about a third of them in `malloc` and \
+`free` — each Redis command boxes a 1.1 KiB future (the redis crate's `RedisFuture`), above \
+glibc's per-thread cache, and every such allocation consolidates its fast bins; **80k** with \
+mimalloc as the global allocator (`shared/src/lib.rs`); **64k** once the ingest path stopped \
+building its keys, `RateLimit` fields and bucket values with `format!` and serialised its 201 \
+body from a struct instead of a `serde_json::Value`. Of those 64k, the redis crate takes about \
+30k for the two commands (packing each, about 2k; the multiplexed connection's channel hop and \
+driver task; parsing each reply with its `combine` parser, about 5k), parsing and validating the \
+body 7k, the 201 body 2k, the client's identity 2k and the `RateLimit` fields 1.6k; the rest is \
+tokio (the deadline timers, task wake-ups).";
