@@ -12,7 +12,7 @@
 //!
 //! (The redis crate's `ConnectionManager` offers the same over a background
 //! reconnect whose one attempt, made right after the failure, may be the
-//! outcome the next request meets; it also costs a 1.3 KB boxed future per
+//! outcome the next request meets; it also costs a 1.3 KiB boxed future per
 //! command, above the allocator's fast size classes. This module keeps the
 //! crate's connection and protocol, and only decides when to open a new one.)
 //!
@@ -64,16 +64,13 @@ impl Redis {
             variable: "REDIS_URL",
             reason: e.to_string(),
         })?;
-        Self::from_client(client, config.redis_timeout)
+        Ok(Self::from_client(client, config.redis_timeout))
     }
 
-    /// Creates the lazy connection from a ready [`redis::Client`] (used by the
-    /// IAM authentication mode, whose client carries a token provider).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] for `REDIS_URL` if the manager cannot be set up.
-    pub fn from_client(client: redis::Client, timeout: Duration) -> Result<Self, ConfigError> {
-        Ok(Self::new(client, connection_config(timeout), timeout, None))
+    /// Creates the lazy connection from a ready [`redis::Client`], each
+    /// command bounded by `timeout`. No network traffic happens here.
+    pub fn from_client(client: redis::Client, timeout: Duration) -> Self {
+        Self::new(client, connection_config(timeout), timeout, None)
     }
 
     /// Creates the lazy connection with dynamic credentials: every
@@ -83,20 +80,17 @@ impl Redis {
     /// replaced by a fresh one once it is `max_age` old, checked before each
     /// command; commands already sent on the old one complete. No network
     /// traffic happens here.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] for `REDIS_URL` if the manager cannot be set up.
     pub fn with_credentials_provider<P>(
         client: redis::Client,
         timeout: Duration,
         provider: P,
         max_age: Duration,
-    ) -> Result<Self, ConfigError>
+    ) -> Self
     where
         P: redis::StreamingCredentialsProvider + 'static,
     {
         let config = connection_config(timeout).set_credentials_provider(provider);
-        Ok(Self::new(client, config, timeout, Some(max_age)))
+        Self::new(client, config, timeout, Some(max_age))
     }
 
     fn new(

@@ -455,12 +455,12 @@ pub fn connect(config: &Config) -> Result<Redis, ConfigError> {
         variable: "REDIS_URL",
         reason: e.to_string(),
     })?;
-    Redis::with_credentials_provider(
+    Ok(Redis::with_credentials_provider(
         client,
         config.redis_timeout,
         IamTokenProvider::from_default_chain(request),
         MAX_CONNECTION_AGE,
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -682,8 +682,7 @@ mod tests {
             Duration::from_millis(500),
             provider,
             MAX_CONNECTION_AGE,
-        )
-        .unwrap();
+        );
         let err = redis::cmd("PING")
             .query_async::<String>(&mut redis.clone())
             .await

@@ -103,8 +103,7 @@ async fn connects_as_the_iam_user_and_reauthenticates_the_live_connection() {
         Duration::from_millis(2000),
         provider().refreshing_every(Duration::from_millis(50)),
         MAX_CONNECTION_AGE,
-    )
-    .unwrap();
+    );
 
     let whoami: String = redis::cmd("ACL")
         .arg("WHOAMI")
@@ -136,8 +135,7 @@ async fn a_connection_is_replaced_when_it_reaches_its_maximum_age() {
         Duration::from_millis(2000),
         provider(),
         max_age,
-    )
-    .unwrap();
+    );
 
     let created = Instant::now();
     let first = client_id(&redis).await;

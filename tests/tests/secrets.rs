@@ -171,8 +171,7 @@ async fn iam_tokens_and_aws_secrets_are_never_logged() {
         Duration::from_millis(2000),
         provider,
         MAX_CONNECTION_AGE,
-    )
-    .unwrap();
+    );
     let whoami: String = redis::cmd("ACL")
         .arg("WHOAMI")
         .query_async(&mut redis.clone())
