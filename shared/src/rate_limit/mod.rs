@@ -201,34 +201,19 @@ impl RateLimitDecision {
     /// route, accepted or not. `Retry-After` is not included: the 429 built by
     /// [`RateLimitDecision::into_error`] adds it.
     pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
-        let policy = [
-            "\"",
-            POLICY_NAME,
-            "\";q=",
-            a.format(self.limit),
-            ";w=",
-            b.format(self.window_s),
-        ];
-        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
-        let state = [
-            "\"",
-            POLICY_NAME,
-            "\";r=",
-            a.format(self.remaining),
-            ";t=",
-            b.format(self.reset_after_s),
-        ];
-        // Both values are plain ASCII, so conversion cannot fail; a failure
-        // would drop the field rather than panic.
-        [(&RATELIMIT_POLICY, policy), (&RATELIMIT, state)]
-            .into_iter()
-            .filter_map(|(name, parts)| {
-                HeaderValue::try_from(parts.concat())
-                    .ok()
-                    .map(|value| (name.clone(), value))
-            })
-            .collect()
+        [
+            (
+                &RATELIMIT_POLICY,
+                field("q", self.limit.into(), "w", self.window_s),
+            ),
+            (
+                &RATELIMIT,
+                field("r", self.remaining.into(), "t", self.reset_after_s),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|value| (name.clone(), value)))
+        .collect()
     }
 
     /// The 429 for a rejected decision: [`ApiError::TooManyRequests`] with
@@ -242,6 +227,28 @@ impl RateLimitDecision {
             headers: self.headers(),
         }
     }
+}
+
+/// `"default";<a>=<x>;<b>=<y>`, e.g. `"default";q=5;w=60`: one structured
+/// field item with two integer parameters, built without `format!` (it is on
+/// every ingest). Plain ASCII, so the conversion cannot fail; a failure
+/// would drop the field rather than panic.
+fn field(a: &str, x: u64, b: &str, y: u64) -> Option<HeaderValue> {
+    let (mut x_digits, mut y_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let text = [
+        "\"",
+        POLICY_NAME,
+        "\";",
+        a,
+        "=",
+        x_digits.format(x),
+        ";",
+        b,
+        "=",
+        y_digits.format(y),
+    ]
+    .concat();
+    HeaderValue::try_from(text).ok()
 }
 
 /// Microseconds → whole seconds, rounded up, at least 1: a client told to
