@@ -97,7 +97,9 @@ pub fn render(r: &Results) -> String {
          sides alike; the *shared* and `return 1` measurements follow. Before each measurement \
          the rate-limit keys of the earlier ones (ours and `redis-benchmark`'s) are deleted, so \
          every measurement starts from the same keyspace and none pays for expiring another's \
-         keys: Redis expired {expired} keys during the timed measurements of all runs.\n"
+         keys: Redis expired {expired} keys in all during the timed measurements of all runs \
+         (keys of the other figures, which are not deleted), where each measurement \
+         creates one rate-limit key per request.\n"
     );
     let _ = writeln!(
         md,

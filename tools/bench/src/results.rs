@@ -105,7 +105,7 @@ pub struct ThroughputRow {
     pub server_script_us_pair: Vec<f64>,
     /// Keys Redis expired during the timed measurements of this row, all
     /// runs (each measurement starts with the rate-limit keys of the
-    /// previous ones deleted, so this should be 0).
+    /// previous ones deleted, so only other figures' keys can expire).
     #[serde(default)]
     pub expired_during: u64,
 }
