@@ -235,27 +235,35 @@ pub async fn encodings(
     Ok(counts.into_iter().collect())
 }
 
-/// Keys matching `pattern` (`SCAN … MATCH`), for checking the enumeration
+/// Every key matching `pattern` (`SCAN … MATCH … COUNT 10000`, through the
+/// redis crate's cursor iterator; a key `SCAN` returns twice is kept once),
 /// on the benchmark's private server only.
-pub async fn scan_count(conn: &mut MultiplexedConnection, pattern: &str) -> Result<u64, String> {
-    let mut cursor: u64 = 0;
-    let mut count = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        count += keys.len() as u64;
-        cursor = next;
-        if cursor == 0 {
-            return Ok(count);
-        }
+pub async fn matching_keys(
+    conn: &mut MultiplexedConnection,
+    pattern: &str,
+) -> Result<Vec<String>, String> {
+    let mut scan = redis::cmd("SCAN");
+    scan.cursor_arg(0)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(10_000);
+    let mut iter = scan
+        .iter_async::<String>(conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut keys = Vec::new();
+    while let Some(key) = iter.next_item().await {
+        keys.push(key.map_err(|e| e.to_string())?);
     }
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// How many keys match `pattern`, for checking the enumeration.
+pub async fn scan_count(conn: &mut MultiplexedConnection, pattern: &str) -> Result<u64, String> {
+    Ok(matching_keys(conn, pattern).await?.len() as u64)
 }
 
 /// Deletes `keys` (our own, computed keys only).

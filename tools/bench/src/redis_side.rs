@@ -306,33 +306,9 @@ pub async fn clear(
     conn: &mut redis::aio::MultiplexedConnection,
     pattern: &str,
 ) -> Result<u64, String> {
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            deleted += n;
-        }
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
-    crate::data_size::settle(conn).await?;
-    Ok(deleted)
+    let keys = crate::data_size::matching_keys(conn, pattern).await?;
+    crate::data_size::unlink(conn, &keys).await?;
+    Ok(keys.len() as u64)
 }
 
 /// `1 / (1/a + 1/b)`: the rate of a pair of operations done one after the
