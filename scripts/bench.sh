@@ -18,10 +18,12 @@
 #      for a fixed time per run (tools/bench/wrk.lua);
 #   6. `bench report`: BENCHMARKS.md.
 # Everything it started (Redis, the emulator and its functions) is stopped at
-# the end, whatever happens. The raw results stay in target/bench/ (results.json,
+# the end, whatever happens. Only 127.0.0.1 is ever sent traffic; every load is
+# bounded in count or time. The raw results stay in target/bench/ (results.json,
 # e2e.jsonl and the report's arguments), so the report can be written again
-# without measuring: mapfile -t a <target/bench/report-args && target/release/bench "${a[@]}" Only 127.0.0.1 is ever sent traffic; every load
-# is bounded in count or time.
+# without measuring:
+#
+#   mapfile -t a <target/bench/report-args && target/release/bench "${a[@]}"
 #
 # Options (environment):
 #   BENCH_RUNS=5             runs of every figure
@@ -30,6 +32,9 @@
 #   BENCH_OUT=BENCHMARKS.md  where the report goes
 #   BENCH_QUICK=1            tiny data sets and one run, to try the harness
 #   BENCH_SKIP_E2E=1         skip figure 4
+#   (BENCH_QUICK and BENCH_SKIP_E2E are on for 1, true or yes; off when unset,
+#   empty, 0, false or no.) The report's command line names every one of these
+#   that is set, so it can be run again as written.
 #   BENCH_CLIENT_THREADS=1   threads of the runtime the in-process instances run
 #                            on (1, like redis-benchmark's one event loop)
 set -euo pipefail
@@ -40,7 +45,25 @@ RUNS="${BENCH_RUNS:-5}"
 WRK_SECONDS="${BENCH_WRK_SECONDS:-10}"
 WRK_CONNECTIONS="${BENCH_WRK_CONNECTIONS:-16}"
 OUT="${BENCH_OUT:-BENCHMARKS.md}"
-QUICK="${BENCH_QUICK:-}"
+
+# is_on VALUE: a switch given as 1/true/yes (any case) is on; unset, empty,
+# 0, false or no is off; anything else is refused.
+is_on() {
+    case "${1,,}" in
+    1 | true | yes | on) return 0 ;;
+    "" | 0 | false | no | off) return 1 ;;
+    *) die "expected 1/0, true/false or yes/no, got '$1'" ;;
+    esac
+}
+QUICK=""
+is_on "${BENCH_QUICK:-}" && QUICK=1
+SKIP_E2E=""
+is_on "${BENCH_SKIP_E2E:-}" && SKIP_E2E=1
+# The command as it can be run again: `make bench` after the options set.
+bench_command="make bench"
+for name in BENCH_CLIENT_THREADS BENCH_WRK_CONNECTIONS BENCH_WRK_SECONDS BENCH_SKIP_E2E BENCH_QUICK BENCH_OUT BENCH_RUNS; do
+    [[ -n "${!name:-}" ]] && bench_command="$name=${!name} $bench_command"
+done
 if [[ -n "$QUICK" ]]; then
     RUNS="${BENCH_RUNS:-1}"
     WRK_SECONDS="${BENCH_WRK_SECONDS:-3}"
@@ -88,7 +111,7 @@ for tool in redis-server redis-benchmark; do
         die "$tool is needed (Debian/Ubuntu: apt-get install redis-server redis-tools; macOS: brew install redis)"
 done
 e2e_note=""
-if [[ -n "${BENCH_SKIP_E2E:-}" ]]; then
+if [[ -n "$SKIP_E2E" ]]; then
     e2e_note="skipped with BENCH_SKIP_E2E"
 fi
 if [[ -z "$e2e_note" ]] && ! command -v wrk >/dev/null 2>&1; then
@@ -116,6 +139,8 @@ fi
 # so the emulator finds these binaries up to date instead of compiling the
 # dependencies again with another feature set, and the bench shares them.
 build_started=$SECONDS
+build_kind="from scratch"
+[[ -e "$TARGET_DIR/release/bench" ]] && build_kind="incremental: an earlier build was there"
 bins=()
 for f in "${BENCH_FUNCTIONS[@]}" bench; do
     bins+=(--bin "$f")
@@ -143,6 +168,13 @@ measure_args=(measure --port "$REDIS_PORT" --out "$RESULTS_DIR/results.json" --r
     --functions-dir "$TARGET_DIR/release" --arm64-dir "$TARGET_DIR/lambda" --sizes-file BUILD_SIZES.md
     --client-threads "${BENCH_CLIENT_THREADS:-1}")
 [[ -z "$QUICK" ]] || measure_args+=(--quick)
+# The arm64 sizes (figure 5) come from the last `make release`; say so when a
+# source file changed after it.
+arm64_probe="$TARGET_DIR/lambda/ingest-metric/bootstrap"
+if [[ -e "$arm64_probe" ]] &&
+    [[ -n "$(find shared functions Cargo.toml Cargo.lock -newer "$arm64_probe" -type f -print -quit 2>/dev/null)" ]]; then
+    measure_args+=(--arm64-stale)
+fi
 log "bench ${measure_args[*]}"
 timeout 1800 "$BENCH" "${measure_args[@]}" || die "bench measure failed"
 
@@ -229,8 +261,8 @@ fi
 
 # --- 6. the report -----------------------------------------------------------
 report_args=(report --results "$RESULTS_DIR/results.json" --e2e "$RESULTS_DIR/e2e.jsonl" --out "$OUT"
-    --command "make bench${QUICK:+ (BENCH_QUICK=1)}"
-    --build-seconds "$build_seconds" --elapsed-seconds "$((SECONDS - started))"
+    --command "$bench_command"
+    --build-seconds "$build_seconds" --build-kind "$build_kind" --elapsed-seconds "$((SECONDS - started))"
     --load-before-build "$load_before_build"
     --wrk-duration "${WRK_SECONDS} s"
     --e2e-setting "\`--concurrency $WRK_CONNECTIONS\` instances per function")

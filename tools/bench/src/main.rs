@@ -18,6 +18,7 @@
 mod cold_start;
 mod data_size;
 mod events;
+mod figure2;
 mod process;
 mod redis_side;
 mod report;
@@ -155,7 +156,7 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     let plan = if quick {
         Plan {
             runs,
-            requests: [500, 2_000, 4_000],
+            requests: [600, 2_100, 4_200],
             large_points: 20_000,
             small_points: 1_000,
             types: 20,
@@ -166,7 +167,7 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     } else {
         Plan {
             runs,
-            requests: [4_000, 20_000, 30_000],
+            requests: [4_200, 19_800, 30_000],
             large_points: 1_000_000,
             small_points: 1_000,
             types: 1_000,
@@ -230,11 +231,18 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     results.throughput.capture_note =
         "captured with MONITOR while the handler served one accepted ingest".into();
     for (&c, &n) in CONCURRENCIES.iter().zip(&plan.requests) {
-        for argv in &replays {
+        // The limiter and storage replays run once per slice, `return 1`
+        // once on the whole count (see `figure2`).
+        let [limiter, store, trivial] = &replays;
+        for (argv, calls) in [
+            (limiter, n / figure2::SLICES),
+            (store, n / figure2::SLICES),
+            (trivial, n),
+        ] {
             results
                 .throughput
                 .commands
-                .push(redis_side::command_line(n, c, argv));
+                .push(redis_side::command_line(calls, c, argv));
         }
     }
 
@@ -258,6 +266,7 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
         .map(|list| list.split(',').map(|f| f.trim().to_string()).collect());
     let wanted = |figure: &str| only.as_ref().is_none_or(|o| o.iter().any(|f| f == figure));
     results.throughput.client_threads = client_threads;
+    results.throughput.slices = figure2::SLICES;
 
     for run in 1..=plan.runs {
         if wanted("1") {
@@ -279,46 +288,38 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
                 "run {run}/{}: ingest throughput at concurrency {c}",
                 plan.runs
             ));
-            let [limiter, store, trivial] = &replays;
-            // Ours between the two halves of Redis' pair, so that a drift of
-            // the machine's speed over the three touches both sides alike;
-            // each measurement starts with the rate-limit keys of the earlier
-            // ones deleted (see `redis_side::clear`).
-            redis_side::clear(&mut conn, &rate_limit_keys).await?;
-            let (a, a_stats) = replay(&mut conn, port, n, c, limiter).await?;
-            redis_side::clear(&mut conn, &rate_limit_keys).await?;
-            let instances =
-                throughput::measure(&ingest_config, "bench_ingest", c, n, false, &mut conn).await?;
-            redis_side::clear(&mut conn, &rate_limit_keys).await?;
-            let (b, b_stats) = replay(&mut conn, port, n, c, store).await?;
-            redis_side::clear(&mut conn, &rate_limit_keys).await?;
-            let shared =
-                throughput::measure(&ingest_config, "bench_ingest", c, n, true, &mut conn).await?;
-            redis_side::clear(&mut conn, &rate_limit_keys).await?;
-            let (trivial, _) = replay(&mut conn, port, n, c, trivial).await?;
-
-            let per_request = |v: f64| v * 1e6 / n as f64;
-            row.instances_rps.push(instances.rps);
-            row.instances_p50_us.push(instances.p50_us);
-            row.instances_p99_us.push(instances.p99_us);
-            row.client_cpu_us.push(instances.client_cpu_us);
-            row.build_us.push(instances.build_us);
-            row.server_cpu_us.push(per_request(instances.redis.cpu_s));
+            let mut setup = figure2::Setup {
+                conn: &mut conn,
+                port,
+                config: &ingest_config,
+                replays: &replays,
+                rate_limit_keys: &rate_limit_keys,
+            };
+            let sample = figure2::run(&mut setup, c, n).await?;
+            let (ours, limiter, store) = (&sample.instances, &sample.limiter, &sample.store);
+            let per_request = |v: f64| v * 1e6 / ours.requests as f64;
+            row.instances_rps.push(ours.rps());
+            row.instances_p50_us.push(ours.latency_us(0.5));
+            row.instances_p99_us.push(ours.latency_us(0.99));
+            row.client_cpu_us.push(ours.client_cpu_us());
+            row.build_us.push(ours.build_us);
+            row.server_cpu_us.push(per_request(ours.redis.cpu_s));
             row.server_script_us
-                .push(instances.redis.evalsha_us as f64 / n as f64);
-            row.shared_rps.push(shared.rps);
-            row.errors += instances.errors + shared.errors;
-            row.redis_limiter_rps.push(a.rps);
-            row.redis_store_rps.push(b.rps);
-            row.redis_trivial_rps.push(trivial.rps);
+                .push(per_request(ours.redis.evalsha_us as f64 / 1e6));
+            row.shared_rps.push(sample.shared.rps());
+            row.errors += ours.errors + sample.shared.errors;
+            row.redis_limiter_rps.push(limiter.rps());
+            row.redis_store_rps.push(store.rps());
+            row.redis_trivial_rps.push(sample.trivial.rps());
             row.server_cpu_us_pair
-                .push(per_request(a_stats.cpu_s + b_stats.cpu_s));
-            row.server_script_us_pair
-                .push((a_stats.evalsha_us + b_stats.evalsha_us) as f64 / n as f64);
+                .push(per_request(limiter.server.cpu_s + store.server.cpu_s));
+            row.server_script_us_pair.push(per_request(
+                (limiter.server.evalsha_us + store.server.evalsha_us) as f64 / 1e6,
+            ));
             row.redis_benchmark_cpu_us_pair
-                .push(per_request(a.client_cpu_s + b.client_cpu_s));
+                .push(per_request(limiter.client_cpu_s + store.client_cpu_s));
             row.expired_during +=
-                instances.redis.expired_keys + a_stats.expired_keys + b_stats.expired_keys;
+                ours.redis.expired_keys + limiter.server.expired_keys + store.server.expired_keys;
         }
 
         if wanted("3") || wanted("6") {
@@ -363,22 +364,6 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     std::fs::write(&out, json).map_err(|e| format!("{}: {e}", out.display()))?;
     log(&format!("results written to {}", out.display()));
     Ok(())
-}
-
-/// One `redis-benchmark` run of `argv` and what the server did meanwhile.
-async fn replay(
-    conn: &mut redis::aio::MultiplexedConnection,
-    port: u16,
-    n: usize,
-    concurrency: usize,
-    argv: &redis_side::Argv,
-) -> Result<(redis_side::Replay, redis_side::ServerStats), String> {
-    let before = redis_side::ServerStats::read(conn).await?;
-    let replay = redis_side::redis_benchmark(port, n, concurrency, argv)?;
-    Ok((
-        replay,
-        redis_side::ServerStats::read(conn).await?.since(&before),
-    ))
 }
 
 /// The three `redis-benchmark` commands of figure 2: the limiter call (its
@@ -531,7 +516,14 @@ fn arm64_sizes(opts: &Options) -> (Vec<BinarySize>, String) {
         }
     }
     let note = if sizes.len() == RELEASED.len() {
-        "measured on the binaries of the last `make release` (`cargo lambda build --release --arm64`), built at the times shown".to_string()
+        let mut note = "measured on the binaries of the last `make release` (`cargo lambda build --release --arm64`), built at the times shown".to_string();
+        if opts.contains_key("arm64-stale") {
+            note.push_str(
+                "; a source file changed after that build, so these may differ from what the \
+                 current sources build (run `make release`, then `make bench`)",
+            );
+        }
+        note
     } else if let Some(recorded) = opts
         .get("sizes-file")
         .and_then(|f| std::fs::read_to_string(f).ok())

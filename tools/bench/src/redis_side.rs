@@ -235,6 +235,9 @@ pub struct ServerStats {
     /// Microseconds spent executing them (`cmdstat_evalsha` `usec`): the
     /// scripts themselves, without reading requests or writing replies.
     pub evalsha_us: u64,
+    /// `EVALSHA` calls that failed or were rejected (`failed_calls` +
+    /// `rejected_calls`): a replay whose calls fail would measure nothing.
+    pub evalsha_failed: u64,
     /// Keys removed by expiry, lazily or by the active cycle (`expired_keys`).
     pub expired_keys: u64,
 }
@@ -278,6 +281,7 @@ impl ServerStats {
             cpu_s: field("used_cpu_sys:") + field("used_cpu_user:"),
             evalsha_calls: evalsha("calls"),
             evalsha_us: evalsha("usec"),
+            evalsha_failed: evalsha("failed_calls") + evalsha("rejected_calls"),
             expired_keys: field("expired_keys:") as u64,
         }
     }
@@ -288,7 +292,19 @@ impl ServerStats {
             cpu_s: self.cpu_s - earlier.cpu_s,
             evalsha_calls: self.evalsha_calls.saturating_sub(earlier.evalsha_calls),
             evalsha_us: self.evalsha_us.saturating_sub(earlier.evalsha_us),
+            evalsha_failed: self.evalsha_failed.saturating_sub(earlier.evalsha_failed),
             expired_keys: self.expired_keys.saturating_sub(earlier.expired_keys),
+        }
+    }
+
+    /// Two differences added together (the slices of one measurement).
+    pub fn plus(&self, other: &Self) -> Self {
+        Self {
+            cpu_s: self.cpu_s + other.cpu_s,
+            evalsha_calls: self.evalsha_calls + other.evalsha_calls,
+            evalsha_us: self.evalsha_us + other.evalsha_us,
+            evalsha_failed: self.evalsha_failed + other.evalsha_failed,
+            expired_keys: self.expired_keys + other.expired_keys,
         }
     }
 }
@@ -394,12 +410,15 @@ mod tests {
             (stats.evalsha_calls, stats.evalsha_us, stats.expired_keys),
             (30, 1200, 7)
         );
+        assert_eq!(stats.evalsha_failed, 0);
         let later = ServerStats {
             cpu_s: 4.0,
             evalsha_calls: 40,
             evalsha_us: 1500,
+            evalsha_failed: 2,
             expired_keys: 7,
         };
+        assert_eq!(later.since(&stats).evalsha_failed, 2);
         assert_eq!(later.since(&stats).evalsha_us, 300);
     }
 }

@@ -58,6 +58,10 @@ pub struct Throughput {
     /// Threads of the runtime the simulated instances ran on (1: a
     /// current-thread runtime).
     pub client_threads: usize,
+    /// Rounds of alternation between ours and the replays per run
+    /// (`figure2::SLICES`).
+    #[serde(default)]
+    pub slices: usize,
 }
 
 /// Figure 2 at one concurrency; each vector holds one sample per run.
@@ -65,7 +69,8 @@ pub struct Throughput {
 pub struct ThroughputRow {
     /// Requests in flight.
     pub concurrency: usize,
-    /// Ingest requests/s, one `AppState` (one connection) per worker.
+    /// Ingest requests/s, one `AppState` (one connection) per worker, each
+    /// run's slices together.
     pub instances_rps: Vec<f64>,
     /// p50 latency of those requests, µs.
     pub instances_p50_us: Vec<f64>,

@@ -33,26 +33,59 @@ use crate::events;
 use crate::redis_side::ServerStats;
 use crate::stats::quantile_us;
 
-/// The outcome of one timed measurement.
-#[derive(Debug, Clone, Copy)]
+/// What one or more timed measurements saw; [`Measured::merge`] adds the
+/// slices of one figure-2 run together.
+#[derive(Debug, Clone, Default)]
 pub struct Measured {
+    /// Requests timed.
+    pub requests: usize,
+    /// Wall time of the timed requests, s.
+    pub elapsed_s: f64,
+    /// Latency of each request, µs.
+    pub latencies_us: Vec<u32>,
+    /// Answers other than 201.
+    pub errors: u64,
+    /// CPU time of this process (handler, redis client, runtime, request
+    /// building) over the timed requests, ns.
+    pub client_cpu_ns: u64,
     /// Time to build one request from the template, µs (see
     /// [`Template::build_cost_us`]).
     pub build_us: f64,
-    /// Requests per second.
-    pub rps: f64,
-    /// Median latency, µs.
-    pub p50_us: f64,
-    /// 99th percentile latency, µs.
-    pub p99_us: f64,
-    /// Answers other than 201.
-    pub errors: u64,
-    /// CPU time of this process (handler, redis client, runtime) per
-    /// request, µs.
-    pub client_cpu_us: f64,
     /// What the Redis server did over the timed requests (read with `stats`
     /// right before the clock starts and right after it stops).
     pub redis: ServerStats,
+}
+
+impl Measured {
+    /// Requests per second.
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed_s
+    }
+
+    /// The `q` quantile of the latencies, µs.
+    pub fn latency_us(&self, q: f64) -> f64 {
+        quantile_us(&mut self.latencies_us.clone(), q)
+    }
+
+    /// CPU of this process per request, µs.
+    pub fn client_cpu_us(&self) -> f64 {
+        self.client_cpu_ns as f64 / 1000.0 / self.requests as f64
+    }
+
+    /// `other`'s requests added to these, as if timed together.
+    pub fn merge(&mut self, other: Measured) {
+        self.build_us = if self.requests == 0 {
+            other.build_us
+        } else {
+            self.build_us.min(other.build_us)
+        };
+        self.requests += other.requests;
+        self.elapsed_s += other.elapsed_s;
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        self.client_cpu_ns += other.client_cpu_ns;
+        self.redis = self.redis.plus(&other.redis);
+    }
 }
 
 /// The ingest event of `metric_type` as the runtime hands it over, parsed
@@ -201,16 +234,16 @@ pub async fn measure(
         latencies.extend(l);
         errors += e;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_ns = process_cpu_ns().saturating_sub(cpu_before);
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let client_cpu_ns = process_cpu_ns().saturating_sub(cpu_before);
     let redis = ServerStats::read(stats).await?.since(&server_before);
     Ok(Measured {
-        build_us: template.build_cost_us(),
-        client_cpu_us: cpu_ns as f64 / 1000.0 / n as f64,
-        rps: n as f64 / elapsed,
-        p50_us: quantile_us(&mut latencies, 0.5),
-        p99_us: quantile_us(&mut latencies, 0.99),
+        requests: n,
+        elapsed_s,
+        latencies_us: latencies,
         errors,
+        client_cpu_ns,
+        build_us: template.build_cost_us(),
         redis,
     })
 }
