@@ -16,7 +16,8 @@
 #      cost versus data size, cold starts, Redis memory);
 #   5. figure 4: `cargo lambda watch --release` on a free port, loaded by wrk
 #      for a fixed time per run (tools/bench/wrk.lua);
-#   6. `bench report`: BENCHMARKS.md.
+#   6. `bench report`: BENCHMARKS.md, and the Performance section of README.md
+#      (between its `section: benchmarks` markers), which quotes it.
 # Everything it started (Redis, the emulator and its functions) is stopped at
 # the end, whatever happens. Only 127.0.0.1 is ever sent traffic; every load is
 # bounded in count or time. The raw results stay in target/bench/ (results.json,
@@ -168,13 +169,41 @@ measure_args=(measure --port "$REDIS_PORT" --out "$RESULTS_DIR/results.json" --r
     --functions-dir "$TARGET_DIR/release" --arm64-dir "$TARGET_DIR/lambda" --sizes-file BUILD_SIZES.md
     --client-threads "${BENCH_CLIENT_THREADS:-1}")
 [[ -z "$QUICK" ]] || measure_args+=(--quick)
-# The arm64 sizes (figure 5) come from the last `make release`; say so when a
-# source file changed after it.
+# The arm64 sizes (figure 5) come from the last `make release`; say so when
+# the functions' sources differ from what it built (the commit it recorded,
+# else the files' modification times).
 arm64_probe="$TARGET_DIR/lambda/ingest-metric/bootstrap"
-if [[ -e "$arm64_probe" ]] &&
-    [[ -n "$(find shared functions Cargo.toml Cargo.lock -newer "$arm64_probe" -type f -print -quit 2>/dev/null)" ]]; then
-    measure_args+=(--arm64-stale)
+built_from="$(cat "$TARGET_DIR/lambda/BUILT_FROM" 2>/dev/null || true)"
+if [[ -e "$arm64_probe" ]]; then
+    if [[ -n "$built_from" && "$built_from" != *+changes ]] &&
+        git cat-file -e "$built_from^{commit}" 2>/dev/null; then
+        git diff --quiet "$built_from" -- "${RELEASE_SOURCES[@]}" || measure_args+=(--arm64-stale)
+    elif [[ -n "$(find "${RELEASE_SOURCES[@]}" -newer "$arm64_probe" -type f -print -quit 2>/dev/null)" ]]; then
+        measure_args+=(--arm64-stale)
+    fi
 fi
+# Without a release build here, figure 5 copies the sizes BUILD_SIZES.md
+# recorded; say which commit they were built from and whether the functions'
+# sources changed since.
+recorded="$(sed -n 's/^Built from commit `\([0-9a-f]*\)`\(.*\)$/\1\2/p' BUILD_SIZES.md | head -n 1)"
+recorded_commit="${recorded%% *}"
+short="${recorded_commit:0:12}"
+sources="$(printf '`%s`, ' "${RELEASE_SOURCES[@]}")"
+sources="${sources%, }"
+if [[ -z "$recorded_commit" ]]; then
+    sizes_sources="which does not say which commit they were built from"
+elif [[ "$recorded" == *uncommitted* ]]; then
+    sizes_sources="built from commit \`$short\` with uncommitted changes, so they may differ from what these sources build"
+elif ! git rev-parse --git-dir >/dev/null 2>&1; then
+    sizes_sources="built from commit \`$short\` (this is not a git checkout, so whether the sources changed since is unknown)"
+elif ! git cat-file -e "$recorded_commit^{commit}" 2>/dev/null; then
+    sizes_sources="built from commit \`$short\`, which this checkout does not have, so they may differ from what these sources build"
+elif git diff --quiet "$recorded_commit" -- "${RELEASE_SOURCES[@]}"; then
+    sizes_sources="built from commit \`$short\`; the functions' sources (${sources}) have not changed since"
+else
+    sizes_sources="built from commit \`$short\`; the functions' sources (${sources}) have changed since, so these may differ from what they build now (run \`make release\`, then \`make bench\`)"
+fi
+measure_args+=(--sizes-sources "$sizes_sources")
 log "bench ${measure_args[*]}"
 timeout 1800 "$BENCH" "${measure_args[@]}" || die "bench measure failed"
 
@@ -182,9 +211,10 @@ timeout 1800 "$BENCH" "${measure_args[@]}" || die "bench measure failed"
 : >"$RESULTS_DIR/e2e.jsonl"
 if [[ -z "$e2e_note" ]]; then
     STACK_PORT="$(free_port)"
+    E2E_PREFIX="bench-e2e-$(random_suffix)"
     {
         printf 'REDIS_URL=redis://127.0.0.1:%s/0\n' "$REDIS_PORT"
-        printf 'REDIS_KEY_PREFIX=bench-e2e-%s\n' "$(random_suffix)"
+        printf 'REDIS_KEY_PREFIX=%s\n' "$E2E_PREFIX"
         printf 'RATE_LIMIT_REQUESTS=1000000\n'
         printf 'EXTERNAL_SERVICE_LATENCY_MS=0\n'
         printf 'EXTERNAL_SERVICE_FAILURE_RATE=0\n'
@@ -232,9 +262,9 @@ if [[ -z "$e2e_note" ]]; then
     # starts for it is up. The emulator starts each instance with `cargo run`,
     # which waits while any other cargo command holds the target directory's
     # lock, so this can take a while on a busy machine; it is done when a 3 s
-    # run completes requests with a p99 under 1 s (at most 10 minutes).
+    # run completes requests with a p99 under 1 s (at most 5 minutes).
     warm_up() {
-        local deadline=$((SECONDS + 600)) line requests p99
+        local deadline=$((SECONDS + 300)) line requests p99
         while ((SECONDS < deadline)); do
             line="$(wrk_line warmup 3 "$1" "$2")"
             requests="$(json_number requests "$line")"
@@ -244,15 +274,28 @@ if [[ -z "$e2e_note" ]]; then
             fi
             log "warming up $1 $2: $requests requests, p99 ${p99:-?} µs; instances still starting"
         done
-        die "the emulator's instances for $1 $2 did not come up within 10 minutes"
+        die "the emulator's instances for $1 $2 did not come up within 5 minutes"
     }
     summary_path="/api/metrics/summary?type=bench_e2e&period=daily"
     # Start every instance and cache the summary before measuring.
     log "warming up the emulator's function instances"
     warm_up POST /api/metrics
     warm_up GET "$summary_path"
+    # clear_rate_limits: deletes the one client's sliding log, so that every
+    # ingest run starts from an empty log instead of the previous runs'.
+    clear_rate_limits() {
+        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "$E2E_PREFIX:rl:*" |
+            xargs -r redis-cli -h 127.0.0.1 -p "$REDIS_PORT" unlink >/dev/null
+    }
+    # The commands, for the report (ports are chosen per run).
+    {
+        printf 'cargo lambda watch --release --env-file <env file> --invoke-address 127.0.0.1 --invoke-port <port> --concurrency %s --ignore-changes\n' "$WRK_CONNECTIONS"
+        printf 'WRK_LABEL=ingest WRK_METHOD=POST WRK_PATH=/api/metrics WRK_TYPE=bench_e2e WRK_CONNECTIONS=%s wrk -t 1 -c %s -d %ss --timeout 5s -s tools/bench/wrk.lua http://127.0.0.1:<port>\n' "$WRK_CONNECTIONS" "$WRK_CONNECTIONS" "$WRK_SECONDS"
+        printf "WRK_LABEL=summary_hit WRK_METHOD=GET WRK_PATH='%s' WRK_CONNECTIONS=%s wrk -t 1 -c %s -d %ss --timeout 5s -s tools/bench/wrk.lua http://127.0.0.1:<port>\n" "$summary_path" "$WRK_CONNECTIONS" "$WRK_CONNECTIONS" "$WRK_SECONDS"
+    } >"$RESULTS_DIR/e2e-commands"
     for run in $(seq 1 "$RUNS"); do
         log "run $run/$RUNS: wrk, ingest then summary hits, ${WRK_SECONDS}s each"
+        clear_rate_limits
         wrk_line ingest "$WRK_SECONDS" POST /api/metrics >>"$RESULTS_DIR/e2e.jsonl"
         wrk_line summary_hit "$WRK_SECONDS" GET "$summary_path" >>"$RESULTS_DIR/e2e.jsonl"
     done
@@ -266,7 +309,18 @@ report_args=(report --results "$RESULTS_DIR/results.json" --e2e "$RESULTS_DIR/e2
     --load-before-build "$load_before_build"
     --wrk-duration "${WRK_SECONDS} s"
     --e2e-setting "\`--concurrency $WRK_CONNECTIONS\` instances per function")
-[[ -z "$e2e_note" ]] || report_args+=(--e2e-note "$e2e_note")
+if [[ -z "$e2e_note" ]]; then
+    report_args+=(--e2e-prefix "$E2E_PREFIX" --e2e-commands "$RESULTS_DIR/e2e-commands")
+else
+    report_args+=(--e2e-note "$e2e_note")
+fi
+# The README quotes the figures of BENCHMARKS.md; a report written elsewhere
+# leaves it alone.
+[[ "$OUT" != BENCHMARKS.md ]] || report_args+=(--readme README.md)
 printf '%s\n' "${report_args[@]}" >"$RESULTS_DIR/report-args"
 "$BENCH" "${report_args[@]}"
 log "done in $((SECONDS - started)) s: $OUT"
+# The whole command is meant to take under 20 minutes on 2 cores, build
+# included; say so when it did not (a busy machine, or a slower one).
+((SECONDS - started <= 1200)) ||
+    warn "make bench took $((SECONDS - started)) s, more than its 20-minute budget; see the load average in $OUT"

@@ -15,7 +15,8 @@
 #
 # Options:
 #   --sizes-only  skip the build, print the sizes of the existing binaries
-#   --markdown    print the sizes as a markdown table (for BUILD_SIZES.md)
+#   --markdown    print the sizes as a markdown table (for BUILD_SIZES.md), with
+#                 the commit the binaries were built from
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -51,8 +52,11 @@ if ((build)); then
         packages+=(-p "$f")
     done
     log "cargo lambda build --release --arm64 ${packages[*]}"
+    built_from="$(source_commit)"
     cargo lambda build --release --arm64 "${packages[@]}" ||
         die "the release build failed; see the errors above"
+    # Which sources these binaries are, for the sizes table (and `make bench`).
+    printf '%s\n' "$built_from" >"${CARGO_TARGET_DIR:-target}/lambda/BUILT_FROM"
 fi
 
 # zipped_size FILE: bytes of FILE deflated into a zip archive, about what a
@@ -87,3 +91,11 @@ for f in "${functions[@]}"; do
         printf '%-18s %12s %8s %14s\n' "$f" "$bytes" "$mib" "$zipped"
     fi
 done
+if ((markdown)); then
+    built_from="$(cat "$target_dir/lambda/BUILT_FROM" 2>/dev/null || true)"
+    case "$built_from" in
+    "") printf '\nBuilt from sources of an unknown commit.\n' ;;
+    *+changes) printf '\nBuilt from commit `%s` with uncommitted changes.\n' "${built_from%+changes}" ;;
+    *) printf '\nBuilt from commit `%s`.\n' "$built_from" ;;
+    esac
+fi

@@ -9,6 +9,22 @@
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
 
+# The files a function's binary is built from: a change to any of them can
+# change a release binary (used to tell whether recorded sizes are current).
+RELEASE_SOURCES=(Cargo.toml Cargo.lock shared functions)
+
+# source_commit: "<commit>" when the release sources match HEAD, else
+# "<commit>+changes"; empty outside a git checkout.
+source_commit() {
+    local head
+    head="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null)" || return 0
+    if git -C "$REPO_ROOT" diff --quiet HEAD -- "${RELEASE_SOURCES[@]}" 2>/dev/null; then
+        printf '%s\n' "$head"
+    else
+        printf '%s+changes\n' "$head"
+    fi
+}
+
 log() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
 die() {

@@ -9,15 +9,35 @@
 --   WRK_CONNECTIONS  the -c given to wrk, copied into the results
 --
 -- A POST carries one metric timestamped at the second it is sent, as a live
--- client sends it. At the end, one JSON line of results is written to stdout:
+-- client sends it. A GET response whose `X-Cache` header is not `HIT` is
+-- counted in "not_hit", so a run of cache hits shows that it was one. At the
+-- end, one JSON line of results is written to stdout:
 --   {"label", "requests", "duration_us", "p50_us", "p99_us", "mean_us",
---    "non_2xx", "socket_errors", "connections"}
+--    "non_2xx", "socket_errors", "connections", "not_hit"}
 
 local method = os.getenv("WRK_METHOD") or "GET"
 local path = os.getenv("WRK_PATH") or "/health"
 local metric_type = os.getenv("WRK_TYPE") or "bench_e2e"
 local headers = { ["Content-Type"] = "application/json" }
 local n = 0
+-- Per thread (each wrk thread has its own Lua state); read by done().
+not_hit = 0
+local threads = {}
+
+setup = function(thread)
+  table.insert(threads, thread)
+end
+
+if method ~= "POST" then
+  -- Defined only for GETs: a response callback makes wrk hand every
+  -- response's headers to Lua, a cost the POST runs need not pay.
+  response = function(status, headers, body)
+    local x_cache = headers["x-cache"] or headers["X-Cache"]
+    if x_cache ~= "HIT" then
+      not_hit = not_hit + 1
+    end
+  end
+end
 
 request = function()
   if method ~= "POST" then
@@ -31,10 +51,15 @@ end
 
 done = function(summary, latency, requests)
   local e = summary.errors
+  local misses = 0
+  for _, thread in ipairs(threads) do
+    misses = misses + (thread:get("not_hit") or 0)
+  end
   io.write(string.format(
     '{"label":"%s","requests":%d,"duration_us":%d,"p50_us":%.1f,"p99_us":%.1f,' ..
-    '"mean_us":%.1f,"non_2xx":%d,"socket_errors":%d,"connections":%d}\n',
+    '"mean_us":%.1f,"non_2xx":%d,"socket_errors":%d,"connections":%d,"not_hit":%d}\n',
     os.getenv("WRK_LABEL") or "run", summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99), latency.mean, e.status,
-    e.connect + e.read + e.write + e.timeout, tonumber(os.getenv("WRK_CONNECTIONS") or "0")))
+    e.connect + e.read + e.write + e.timeout, tonumber(os.getenv("WRK_CONNECTIONS") or "0"),
+    misses))
 end

@@ -22,6 +22,7 @@ mod figure2;
 mod process;
 mod redis_side;
 mod report;
+mod report_readme;
 mod report_throughput;
 mod results;
 mod round_trips;
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
         _ => Err(
             "usage: bench measure --port <redis port> --out <file> [--runs N] [--quick] \
                   [--only 2] [--client-threads N] [--functions-dir DIR] [--arm64-dir DIR] \
-                  [--sizes-file BUILD_SIZES.md]\n       \
+                  [--sizes-file BUILD_SIZES.md [--sizes-sources TEXT]]\n       \
                   bench report --results <file> [--e2e <file>] --out BENCHMARKS.md [...]"
                 .to_string(),
         ),
@@ -222,6 +223,7 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     results.data_size.small_points = plan.small_points;
     results.data_size.large_points = plan.large_points;
     results.data_size.samples_per_run = plan.aggregate_samples;
+    results.data_size.handler_samples_per_run = plan.handler_samples;
     results.data_size.batch = data_size::BATCH;
     results.data_size.buckets_read = data_size::monthly_buckets();
 
@@ -519,8 +521,8 @@ fn arm64_sizes(opts: &Options) -> (Vec<BinarySize>, String) {
         let mut note = "measured on the binaries of the last `make release` (`cargo lambda build --release --arm64`), built at the times shown".to_string();
         if opts.contains_key("arm64-stale") {
             note.push_str(
-                "; a source file changed after that build, so these may differ from what the \
-                 current sources build (run `make release`, then `make bench`)",
+                "; the functions' sources changed after that build, so these may differ from what \
+                 the current sources build (run `make release`, then `make bench`)",
             );
         }
         note
@@ -532,8 +534,12 @@ fn arm64_sizes(opts: &Options) -> (Vec<BinarySize>, String) {
     {
         sizes = recorded;
         format!(
-            "`make release` has not been run on this checkout, so these are the sizes it recorded in `{}`",
-            opts.get("sizes-file").map_or("", String::as_str)
+            "`make release` has not been run on this checkout, so these are the sizes it recorded in `{}`, {}",
+            opts.get("sizes-file").map_or("", String::as_str),
+            opts.get("sizes-sources").map_or(
+                "which does not say which commit they were built from",
+                String::as_str
+            )
         )
     } else {
         format!(

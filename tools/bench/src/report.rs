@@ -21,7 +21,9 @@ pub fn load_average() -> [f64; 3] {
     ]
 }
 
-/// Writes the report named by `--out` from `--results` (and `--e2e`).
+/// Writes the report named by `--out` from `--results` (and `--e2e`), and,
+/// with `--readme <file>`, that README's Performance section
+/// ([`crate::report_readme`]).
 pub fn write(opts: &Options) -> Result<(), String> {
     let path = opts.get("results").ok_or("--results is required")?;
     let out = opts.get("out").ok_or("--out is required")?;
@@ -39,6 +41,9 @@ pub fn write(opts: &Options) -> Result<(), String> {
     let markdown = render(&results, &e2e, opts);
     std::fs::write(out, markdown).map_err(|e| format!("{out}: {e}"))?;
     eprintln!("==> wrote {out}");
+    if let Some(readme) = opts.get("readme") {
+        crate::report_readme::write(readme, &results, &e2e, opts)?;
+    }
     Ok(())
 }
 
@@ -105,6 +110,12 @@ fn met(ok: bool) -> &'static str {
     }
 }
 
+/// The cores this process may run on (`available_parallelism`; 0 when
+/// unknown).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
 fn machine() -> Vec<(String, String)> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -119,7 +130,7 @@ fn machine() -> Vec<(String, String)> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = cores();
     let command = |program: &str, arg: &str| {
         std::process::Command::new(program)
             .arg(arg)
@@ -175,9 +186,15 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
          (`scripts/bench.sh`, the `tools/bench` crate), on the machine described here; run it \
          again to reproduce them. The few numbers measured once by hand while building the \
          harness (a profile of our client, an allocator comparison, the faults an earlier \
-         version had) say so where they appear. Nothing here is asserted by a test except the \
+         version had) say so where they appear{}. Nothing here is asserted by a test except the \
          round-trip counts of figure 1, which `tests/tests/round_trips.rs` holds in the normal \
-         suite.\n"
+         suite.\n",
+        if r.cold_start.arm64.iter().any(|b| b.built == "recorded") {
+            ", and so do the arm64 binary sizes of figure 5, copied from `BUILD_SIZES.md` \
+             because this checkout has no release build"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         md,
@@ -299,8 +316,12 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
     }
     let _ = writeln!(
         md,
-        "| Redis | {} — a private `redis-server` started for the run on a free port of 127.0.0.1, no persistence (`--save \"\" --appendonly no`), keys under the prefix `{}` |",
-        r.redis_version, r.prefix
+        "| Redis | {} — a private `redis-server` started for the run on a free port of 127.0.0.1, no persistence (`--save \"\" --appendonly no`), keys under the prefix `{} |",
+        r.redis_version,
+        match opts.get("e2e-prefix") {
+            Some(e2e) => format!("{}` (figure 4: `{e2e}`)", r.prefix),
+            None => format!("{}`", r.prefix),
+        }
     );
     let _ = writeln!(
         md,
@@ -325,10 +346,11 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
     }
     let _ = writeln!(
         md,
-        "\nThe machine has 2 cores, shared here by Redis, the load generator and the code \
+        "\nThe machine has {} cores, shared here by Redis, the load generator and the code \
          measured (and by anything else running: see the load average). Redis is single-threaded, \
          so it gets at most one of them; every ratio below compares two clients on the same \
-         machine, the same Redis and the same run.\n"
+         machine, the same Redis and the same run.\n",
+        cores()
     );
 
     // Figure 1.
@@ -409,7 +431,12 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
         fmt_rate(&d.backfill_points_per_s),
         d.samples_per_run,
         d.buckets_read,
-        d.samples_per_run / 2,
+        // Results written before the field existed timed half as many.
+        if d.handler_samples_per_run > 0 {
+            d.handler_samples_per_run
+        } else {
+            d.samples_per_run / 2
+        },
     );
     let _ = writeln!(
         md,
@@ -467,13 +494,18 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
             "`cargo lambda watch --release` (the emulator of `make dev`, serving the x86_64 \
              release builds of the functions) on a free port of 127.0.0.1, with the same \
              private Redis, loaded by `wrk` ({} connections, one thread, {} per run, a Lua \
-             script for the POST bodies and percentiles: `tools/bench/wrk.lua`). The emulator \
-             sees every caller as 127.0.0.1, so all ingests come from one client, under a \
-             limit of 1,000,000 per 60 s. Summary hits ask for one type and period, cached \
-             once before the runs.{}\n",
+             script for the POST bodies, the cache check and percentiles: \
+             `tools/bench/wrk.lua`). The emulator sees every caller as 127.0.0.1, so all \
+             ingests come from one client, under a limit of 1,000,000 per 60 s; that client's \
+             sliding log is deleted before each ingest run, so every run starts from an empty \
+             log, which then grows through the run to one entry per request. Summary hits ask \
+             for one type and period, cached once before the runs; {} of their {} responses \
+             carried an `X-Cache` other than `HIT`.{}\n",
             first.connections,
             opts.get("wrk-duration")
                 .map_or("a fixed time".to_string(), |d| d.clone()),
+            thousands(e2e_hit.iter().map(|w| w.not_hit).sum::<u64>() as f64),
+            thousands(e2e_hit.iter().map(|w| w.requests).sum::<u64>() as f64),
             opts.get("e2e-setting")
                 .map(|s| format!(" Emulator: {s}."))
                 .unwrap_or_default()
@@ -502,6 +534,21 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
                 fmt(&p99, 2)
             );
         }
+        if let Some(commands) = opts
+            .get("e2e-commands")
+            .and_then(|f| std::fs::read_to_string(f).ok())
+        {
+            let _ = writeln!(
+                md,
+                "\nThe commands (`<port>`: a free port chosen by the run; `<env file>`: \
+                 `REDIS_URL` of the private server, `REDIS_KEY_PREFIX={}`, \
+                 `RATE_LIMIT_REQUESTS=1000000`, `EXTERNAL_SERVICE_LATENCY_MS=0`, \
+                 `EXTERNAL_SERVICE_FAILURE_RATE=0`, `CACHE_TTL_SECONDS=3600`, `RUST_LOG=info`):\n\n\
+                 ```sh\n{}```",
+                opts.get("e2e-prefix").map_or("<prefix>", String::as_str),
+                commands
+            );
+        }
         let connections = first.connections as usize;
         if let Some(row) = r
             .throughput
@@ -514,18 +561,21 @@ fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
                 md,
                 "\n**Emulator overhead.** In-process at concurrency {connections} an ingest takes \
                  {:.0} µs at the median ({} req/s); through the emulator {:.0} µs ({:.1}×). (Not \
-                 quite the same Redis work: in-process every request is a new client, here all \
-                 are one, whose sliding log holds every ingest of the last 60 s, a few µs more \
-                 per limiter call.) The \
+                 quite the same Redis work: in-process every request is a new client with a \
+                 one-entry log, here all are one client whose log grows to thousands of \
+                 entries within a run, which makes each limiter call somewhat dearer: the \
+                 sorted set's insert and trim grow with the logarithm of its size. Not measured \
+                 apart here.) The \
                  difference is HTTP, the emulator's routing and its runtime API round trips \
                  (each invocation is a `next` long-poll and a response `POST` between the \
-                 emulator and the function process), and their share of the 2 cores — none of \
+                 emulator and the function process), and their share of the {} cores — none of \
                  which exists in-process, and which in AWS is API Gateway's and Lambda's, on \
                  other machines.\n",
                 median(&row.instances_p50_us),
                 thousands(median(&row.instances_rps)),
                 ingest_p50,
-                ingest_p50 / median(&row.instances_p50_us)
+                ingest_p50 / median(&row.instances_p50_us),
+                cores()
             );
         }
     }

@@ -41,7 +41,7 @@ pub fn render(r: &Results) -> String {
         .collect();
     let runtime = if r.throughput.client_threads <= 1 {
         "a current-thread tokio runtime (one thread, as `redis-benchmark` is one event loop: \
-         each client takes at most one of the two cores and leaves Redis the other)"
+         each client takes at most one core and leaves Redis another)"
             .to_string()
     } else {
         format!(
@@ -101,9 +101,10 @@ pub fn render(r: &Results) -> String {
          `return 1` measurements follow, once on the whole count. Before each measurement the \
          rate-limit keys of the earlier ones (ours and `redis-benchmark`'s) are deleted, so \
          every measurement starts from the same keyspace and none pays for expiring another's \
-         keys: Redis expired {expired} keys in all during the timed measurements of all runs \
-         (keys of the other figures, which are not deleted), where each measurement creates \
-         one rate-limit key per request. A replay whose calls fail in Redis \
+         keys: Redis expired {expired} keys in all during the timed measurements of ours and of \
+         the two replays, over all runs (keys of the other figures, which are not deleted; \
+         the *shared* and `return 1` measurements are not counted), where each measurement \
+         creates one rate-limit key per request. A replay whose calls fail in Redis \
          (`cmdstat_evalsha` `failed_calls`) stops the bench instead of counting as a rate.\n",
         match slices {
             1 => "whole".to_string(),
@@ -245,11 +246,12 @@ fn saturated(row: &ThroughputRow) -> String {
          synthetic request) where `redis-benchmark` spends {client_rb:.0} µs per pair: it \
          parses and validates the request, builds both script calls and the 201 response, and \
          goes through the redis crate's multiplexed connection (a driver task per connection, a \
-         channel hop, a socket write and read per command) and tokio, on the other core. At {} \
-         ingests/s Redis and our process together use {:.2} of the 2 cores; the rest goes to \
+         channel hop, a socket write and read per command) and tokio, on another core. At {} \
+         ingests/s Redis and our process together use {:.2} of the {} cores; the rest goes to \
          whatever else runs (see the load average). ",
         thousands(rate),
-        rate * (server + client) / 1e6
+        rate * (server + client) / 1e6,
+        crate::report::cores()
     );
     let verdict = if ratio >= 0.8 {
         format!(
@@ -257,7 +259,7 @@ fn saturated(row: &ThroughputRow) -> String {
              the rate `redis-benchmark` reaches with the same two scripts{}",
             ratio * 100.0,
             if client > client_rb {
-                ", although it spends more CPU of its own per ingest, on the other core"
+                ", although it spends more CPU of its own per ingest, on another core"
             } else {
                 ""
             }
@@ -304,12 +306,18 @@ fn latency_bound(row: &ThroughputRow) -> String {
         median(&row.instances_p50_us),
     );
     if diff > 0.0 {
+        let ratios = ratios(row);
         let _ = write!(
             text,
-            "The difference, {diff:.0} µs, is our code on the request's path (the handler, \
-             the redis crate, the runtime, and the scheduling of {c} task{} on 2 cores that \
-             Redis also uses), which a latency-bound client cannot hide.",
-            if c == 1 { "" } else { "s" }
+            "The difference of these medians, {diff:.0} µs, is where our code on the request's \
+             path shows (the handler, the redis crate, the runtime, and the scheduling of {c} \
+             task{} on {} cores that Redis also uses), which a latency-bound client cannot \
+             hide; the per-run ratios, {} to {}, spread wider than that difference, so it is \
+             a reading of this run's medians, not a measured constant.",
+            if c == 1 { "" } else { "s" },
+            crate::report::cores(),
+            fmt_one(&ratios, f64::min),
+            fmt_one(&ratios, f64::max),
         );
     } else {
         let _ = write!(

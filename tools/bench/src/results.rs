@@ -122,8 +122,11 @@ pub struct DataSize {
     pub small_points: u64,
     /// Points in the large type.
     pub large_points: u64,
-    /// Timed calls per run and size.
+    /// Timed `MetricStore::aggregate` calls per run and size.
     pub samples_per_run: usize,
+    /// Timed summary handler calls per run and size.
+    #[serde(default)]
+    pub handler_samples_per_run: usize,
     /// Median `MetricStore::aggregate` time per run, small type, µs.
     pub aggregate_small_us: Vec<f64>,
     /// Same, large type.
@@ -238,4 +241,7 @@ pub struct WrkRun {
     pub socket_errors: u64,
     /// Open connections.
     pub connections: u64,
+    /// GET responses whose `X-Cache` header was not `HIT` (0 for POSTs).
+    #[serde(default)]
+    pub not_hit: u64,
 }
