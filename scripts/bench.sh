@@ -185,8 +185,8 @@ fi
 # Without a release build here, figure 5 copies the sizes BUILD_SIZES.md
 # recorded; say which commit they were built from and whether the functions'
 # sources changed since.
-recorded="$(sed -n 's/^Built from commit `\([0-9a-f]*\)`\(.*\)$/\1\2/p' BUILD_SIZES.md | head -n 1)"
-recorded_commit="${recorded%% *}"
+recorded="$(grep -m 1 '^Built from commit `' BUILD_SIZES.md || true)"
+recorded_commit="$(sed -n 's/^Built from commit `\([0-9a-f]\{7,40\}\)`.*/\1/p' <<<"$recorded")"
 short="${recorded_commit:0:12}"
 sources="$(printf '`%s`, ' "${RELEASE_SOURCES[@]}")"
 sources="${sources%, }"
