@@ -53,6 +53,24 @@ const FUNCTIONS: [(&str, &str); 3] = [
         "GET /api/metrics/summary?period=daily (cache miss)",
     ),
 ];
+/// `bench clear`: deletes the keys of the private Redis on `--port` that
+/// match `--pattern` (a `SCAN MATCH` glob) with [`redis_side::clear`], the
+/// same way the in-process figures clear theirs; returns how many.
+///
+/// # Errors
+/// A missing option, or no Redis on the port.
+async fn clear(opts: &Options) -> Result<u64, String> {
+    let port = opts.get("port").ok_or("--port is required")?;
+    let pattern = opts.get("pattern").ok_or("--pattern is required")?;
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{port}/0")).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("no Redis at 127.0.0.1:{port}: {e}"))?;
+    redis_side::clear(&mut conn, pattern).await
+}
+
 /// Every function the release build produces a `bootstrap` for.
 const RELEASED: [&str; 4] = ["health", "ingest-metric", "metrics-summary", "docs"];
 
@@ -67,11 +85,15 @@ fn main() -> ExitCode {
             runtime(threads)?.block_on(measure(&opts, threads))
         }),
         Some("report") => options(&args[1..]).and_then(|opts| report::write(&opts)),
+        Some("clear") => {
+            options(&args[1..]).and_then(|opts| runtime(1)?.block_on(clear(&opts)).map(|_| ()))
+        }
         _ => Err(
             "usage: bench measure --port <redis port> --out <file> [--runs N] [--quick] \
                   [--only 2] [--client-threads N] [--functions-dir DIR] [--arm64-dir DIR] \
                   [--sizes-file BUILD_SIZES.md [--sizes-sources TEXT]]\n       \
-                  bench report --results <file> [--e2e <file>] --out BENCHMARKS.md [...]"
+                  bench report --results <file> [--e2e <file>] --out BENCHMARKS.md [...]\n       \
+                  bench clear --port <redis port> --pattern <glob>"
                 .to_string(),
         ),
     };
