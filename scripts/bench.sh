@@ -175,12 +175,15 @@ measure_args=(measure --port "$REDIS_PORT" --out "$RESULTS_DIR/results.json" --r
 arm64_probe="$TARGET_DIR/lambda/ingest-metric/bootstrap"
 built_from="$(cat "$TARGET_DIR/lambda/BUILT_FROM" 2>/dev/null || true)"
 if [[ -e "$arm64_probe" ]]; then
-    if [[ -n "$built_from" && "$built_from" != *+changes ]] &&
-        git cat-file -e "$built_from^{commit}" 2>/dev/null; then
-        git diff --quiet "$built_from" -- "${RELEASE_SOURCES[@]}" || measure_args+=(--arm64-stale)
-    elif [[ -n "$(find "${RELEASE_SOURCES[@]}" -newer "$arm64_probe" -type f -print -quit 2>/dev/null)" ]]; then
-        measure_args+=(--arm64-stale)
-    fi
+    state=unknown
+    [[ -z "$built_from" || "$built_from" == *+changes ]] || state="$(sources_since "$built_from")"
+    case "$state" in
+    changed) measure_args+=(--arm64-stale) ;;
+    unknown)
+        [[ -z "$(find "${RELEASE_SOURCES[@]}" -newer "$arm64_probe" -type f -print -quit 2>/dev/null)" ]] ||
+            measure_args+=(--arm64-stale)
+        ;;
+    esac
 fi
 # Without a release build here, figure 5 copies the sizes BUILD_SIZES.md
 # recorded; say which commit they were built from and whether the functions'
@@ -194,14 +197,12 @@ if [[ -z "$recorded_commit" ]]; then
     sizes_sources="which does not say which commit they were built from"
 elif [[ "$recorded" == *uncommitted* ]]; then
     sizes_sources="built from commit \`$short\` with uncommitted changes, so they may differ from what these sources build"
-elif ! git rev-parse --git-dir >/dev/null 2>&1; then
-    sizes_sources="built from commit \`$short\` (this is not a git checkout, so whether the sources changed since is unknown)"
-elif ! git cat-file -e "$recorded_commit^{commit}" 2>/dev/null; then
-    sizes_sources="built from commit \`$short\`, which this checkout does not have, so they may differ from what these sources build"
-elif git diff --quiet "$recorded_commit" -- "${RELEASE_SOURCES[@]}"; then
-    sizes_sources="built from commit \`$short\`; the functions' sources (${sources}) have not changed since"
 else
-    sizes_sources="built from commit \`$short\`; the functions' sources (${sources}) have changed since, so these may differ from what they build now (run \`make release\`, then \`make bench\`)"
+    case "$(sources_since "$recorded_commit")" in
+    unchanged) sizes_sources="built from commit \`$short\`; the functions' sources (${sources}) have not changed since" ;;
+    changed) sizes_sources="built from commit \`$short\`; the functions' sources (${sources}) have changed since, so these may differ from what they build now (run \`make release\`, then \`make bench\`)" ;;
+    *) sizes_sources="built from commit \`$short\`, which this checkout cannot compare with (not a git checkout, or one without that commit), so they may differ from what these sources build" ;;
+    esac
 fi
 measure_args+=(--sizes-sources "$sizes_sources")
 log "bench ${measure_args[*]}"
@@ -284,8 +285,8 @@ if [[ -z "$e2e_note" ]]; then
     # clear_rate_limits: deletes the one client's sliding log, so that every
     # ingest run starts from an empty log instead of the previous runs'.
     clear_rate_limits() {
-        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "$E2E_PREFIX:rl:*" |
-            xargs -r redis-cli -h 127.0.0.1 -p "$REDIS_PORT" unlink >/dev/null
+        "$BENCH" clear --port "$REDIS_PORT" --pattern "$E2E_PREFIX:rl:*" ||
+            die "could not clear the rate-limit keys of figure 4"
     }
     # The commands, for the report (ports are chosen per run).
     {

@@ -13,6 +13,21 @@ export REPO_ROOT
 # change a release binary (used to tell whether recorded sizes are current).
 RELEASE_SOURCES=(Cargo.toml Cargo.lock shared functions)
 
+# sources_since COMMIT: "unchanged" when the release sources in the working
+# tree are COMMIT's, "changed" when they differ, "unknown" when there is no
+# git checkout or it lacks COMMIT.
+sources_since() {
+    git -C "$REPO_ROOT" cat-file -e "$1^{commit}" 2>/dev/null || {
+        echo unknown
+        return 0
+    }
+    if git -C "$REPO_ROOT" diff --quiet "$1" -- "${RELEASE_SOURCES[@]}"; then
+        echo unchanged
+    else
+        echo changed
+    fi
+}
+
 # source_commit: "<commit>" when the release sources match HEAD, else
 # "<commit>+changes"; empty outside a git checkout.
 source_commit() {
