@@ -13,6 +13,10 @@
 //! stay within one Redis Cluster slot.
 
 pub mod buckets;
+pub mod compensated;
+pub mod series;
+pub mod sketch;
+pub mod stats;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,273 @@
+//! Planning a time series: which buckets make each point.
+//!
+//! A series asks for one point per `step` over a window. The window is
+//! aligned outward to step boundaries (multiples of the step since the Unix
+//! epoch, so `1d` points start at 00:00 UTC and `1h` points on the hour),
+//! and each point `[t, t + step)` is covered by the fewest aligned buckets
+//! ([`cover`]): one for `1m`, `1h` and `1d`, five minutes for `5m`, fifteen
+//! for `15m`, six hours for `6h`. The plan's size therefore depends only on
+//! the window and the step — never on how many points are stored — and is
+//! bounded by [`MAX_POINTS`] points and [`MAX_BUCKETS`] buckets, all read in
+//! one script call.
+
+use super::buckets::{cover, BucketRef};
+
+/// The most points one series answers.
+pub const MAX_POINTS: i64 = 1_500;
+
+/// The most buckets one series reads: [`MAX_POINTS`] points of the `15m`
+/// step, fifteen minute buckets each (the worst named step).
+pub const MAX_BUCKETS: usize = 22_500;
+
+/// The steps clients name, with their length in seconds.
+pub const NAMED_STEPS: [(&str, i64); 6] = [
+    ("1m", 60),
+    ("5m", 300),
+    ("15m", 900),
+    ("1h", 3_600),
+    ("6h", 21_600),
+    ("1d", 86_400),
+];
+
+/// The longest step accepted, s (a year; larger steps would be one point).
+const MAX_STEP_S: i64 = 366 * 86_400;
+
+/// Parses a step: a name of [`NAMED_STEPS`] or a number of seconds that is a
+/// positive multiple of 60 (at most a year).
+///
+/// # Errors
+/// The reason, for a 422 naming the `step` parameter.
+pub fn parse_step(raw: &str) -> Result<i64, String> {
+    if let Some((_, s)) = NAMED_STEPS.iter().find(|(name, _)| *name == raw) {
+        return Ok(*s);
+    }
+    let names = NAMED_STEPS.map(|(name, _)| name).join(", ");
+    match raw.parse::<i64>() {
+        Ok(s) if s > 0 && s % 60 == 0 && s <= MAX_STEP_S => Ok(s),
+        _ => Err(format!(
+            "must be one of {names}, or a number of seconds that is a positive multiple of 60 (at most {MAX_STEP_S})"
+        )),
+    }
+}
+
+/// Names a step for messages: `1h` for a named one, else `<n>s`.
+pub fn step_label(step_s: i64) -> String {
+    NAMED_STEPS
+        .iter()
+        .find(|(_, s)| *s == step_s)
+        .map_or_else(|| format!("{step_s}s"), |(name, _)| (*name).to_string())
+}
+
+/// Why a series cannot be planned: both say how to fix the query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// More than [`MAX_POINTS`] points.
+    #[error(
+        "{points} points of {step} each; at most {MAX_POINTS} per series: use a step of at least {suggested_step}, or a window of at most {longest_window_s} s at this step"
+    )]
+    TooManyPoints {
+        /// Points the query asked for.
+        points: i64,
+        /// The step asked for (label).
+        step: String,
+        /// The smallest step that fits (a name where one fits).
+        suggested_step: String,
+        /// The longest window at the asked step, s.
+        longest_window_s: i64,
+    },
+    /// More than [`MAX_BUCKETS`] buckets (a step that is not a whole number
+    /// of hours, over a long window).
+    #[error(
+        "this step needs {buckets} buckets; at most {MAX_BUCKETS} per series: use a step of whole hours or one of 1m, 5m, 15m, or a shorter window"
+    )]
+    TooManyBuckets {
+        /// Buckets the plan would read.
+        buckets: usize,
+    },
+}
+
+/// A planned series: aligned window, step, and the buckets of each point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesPlan {
+    /// Start of the first point, unix s (aligned to the step).
+    pub from: i64,
+    /// End of the last point, unix s, exclusive (aligned to the step).
+    pub to: i64,
+    /// Step, s.
+    pub step: i64,
+    buckets: Vec<BucketRef>,
+    /// `ends[i]`: one past the last bucket of point `i` in `buckets`.
+    ends: Vec<usize>,
+}
+
+impl SeriesPlan {
+    /// Number of points.
+    pub fn points(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Start of point `i`, unix s.
+    pub fn point_start(&self, i: usize) -> i64 {
+        self.from + i as i64 * self.step
+    }
+
+    /// Every bucket the series reads, point after point, in time order.
+    pub fn buckets(&self) -> &[BucketRef] {
+        &self.buckets
+    }
+
+    /// The buckets of point `i`.
+    pub fn point_buckets(&self, i: usize) -> &[BucketRef] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buckets[start..self.ends[i]]
+    }
+
+    /// For each bucket of [`Self::buckets`], the point it belongs to.
+    pub fn point_of_each_bucket(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.points()).flat_map(|i| std::iter::repeat_n(i, self.point_buckets(i).len()))
+    }
+}
+
+/// Plans the series of `[from, to)` (unix s, `from < to`) at `step` seconds
+/// (a positive multiple of 60): the window is aligned outward to multiples
+/// of the step, and every point gets its greedy cover of buckets.
+///
+/// # Errors
+/// [`PlanError`] when the series would exceed [`MAX_POINTS`] points or
+/// [`MAX_BUCKETS`] buckets; the message says how to fix the query.
+pub fn plan(from: i64, to: i64, step: i64) -> Result<SeriesPlan, PlanError> {
+    debug_assert!(step > 0 && step % 60 == 0 && from <= to);
+    let first = from.div_euclid(step) * step;
+    let last = -((-to).div_euclid(step)) * step;
+    let points = (last - first) / step;
+    if points > MAX_POINTS {
+        let span = last - first;
+        let needed = (span + MAX_POINTS - 1) / MAX_POINTS;
+        let suggested_step = NAMED_STEPS.iter().find(|(_, s)| *s >= needed).map_or_else(
+            || format!("{} s", (needed + 59) / 60 * 60),
+            |(name, _)| (*name).to_string(),
+        );
+        return Err(PlanError::TooManyPoints {
+            points,
+            step: step_label(step),
+            suggested_step,
+            longest_window_s: MAX_POINTS * step,
+        });
+    }
+    // Every point of one step has a cover of the same size, up to how the
+    // step meets hour and day boundaries: bound the total before building.
+    let per_point = cover(first, first + step)
+        .len()
+        .max(cover(last - step, last).len());
+    if per_point.saturating_mul(points as usize) > 2 * MAX_BUCKETS {
+        return Err(PlanError::TooManyBuckets {
+            buckets: per_point * points as usize,
+        });
+    }
+    let mut buckets = Vec::new();
+    let mut ends = Vec::with_capacity(points as usize);
+    for i in 0..points {
+        let t = first + i * step;
+        buckets.extend(cover(t, t + step));
+        ends.push(buckets.len());
+    }
+    if buckets.len() > MAX_BUCKETS {
+        return Err(PlanError::TooManyBuckets {
+            buckets: buckets.len(),
+        });
+    }
+    Ok(SeriesPlan {
+        from: first,
+        to: last,
+        step,
+        buckets,
+        ends,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::buckets::Granularity;
+
+    const BASE: i64 = 1_771_372_800; // 2026-02-18T00:00:00Z
+
+    fn check(plan: &SeriesPlan) {
+        for i in 0..plan.points() {
+            let mut t = plan.point_start(i);
+            for b in plan.point_buckets(i) {
+                assert_eq!(b.start, t, "point {i}: gap or overlap");
+                t += b.granularity.bucket_seconds();
+            }
+            assert_eq!(t, plan.point_start(i) + plan.step, "point {i} ends early");
+        }
+        assert_eq!(plan.point_start(plan.points()), plan.to);
+        assert_eq!(plan.point_of_each_bucket().count(), plan.buckets().len());
+    }
+
+    #[test]
+    fn windows_align_outward_to_the_step() {
+        let p = plan(BASE + 3_600 + 120, BASE + 3 * 3_600 + 60, 3_600).unwrap();
+        assert_eq!(
+            (p.from, p.to, p.points()),
+            (BASE + 3_600, BASE + 4 * 3_600, 3)
+        );
+        check(&p);
+        assert!(p
+            .buckets()
+            .iter()
+            .all(|b| b.granularity == Granularity::Hour));
+        let d = plan(BASE + 7_200, BASE + 86_400 * 30, 86_400).unwrap();
+        assert_eq!((d.from, d.points()), (BASE, 30));
+        assert!(d
+            .buckets()
+            .iter()
+            .all(|b| b.granularity == Granularity::Day));
+    }
+
+    #[test]
+    fn named_steps_read_few_buckets_per_point() {
+        for (name, step, per_point) in [
+            ("1m", 60, 1),
+            ("5m", 300, 5),
+            ("15m", 900, 15),
+            ("1h", 3_600, 1),
+            ("6h", 21_600, 6),
+            ("1d", 86_400, 1),
+        ] {
+            assert_eq!(parse_step(name), Ok(step));
+            let p = plan(BASE, BASE + step * MAX_POINTS, step).unwrap();
+            check(&p);
+            assert_eq!(p.points() as i64, MAX_POINTS);
+            assert_eq!(p.buckets().len(), per_point * MAX_POINTS as usize, "{name}");
+        }
+        // A step that is not a divisor of an hour still covers exactly.
+        let odd = plan(BASE + 420, BASE + 420 + 7 * 3_600, 25 * 60).unwrap();
+        check(&odd);
+        let long = plan(BASE, BASE + 10 * 86_400, 2 * 86_400).unwrap();
+        check(&long);
+        assert_eq!(long.buckets().len(), 10);
+    }
+
+    #[test]
+    fn too_many_points_or_buckets_say_how_to_fix_the_query() {
+        let err = plan(BASE, BASE + 30 * 86_400, 60).unwrap_err();
+        assert!(matches!(
+            err,
+            PlanError::TooManyPoints { points: 43_200, .. }
+        ));
+        let text = err.to_string();
+        assert!(
+            text.contains("at least 1h") && text.contains("90000 s"),
+            "{text}"
+        );
+        let err = plan(BASE, BASE + 30 * 86_400, 59 * 60).unwrap_err();
+        assert!(matches!(err, PlanError::TooManyBuckets { .. }), "{err}");
+        assert_eq!(parse_step("90"), Err(parse_step("x").unwrap_err()));
+        for bad in ["0", "-60", "1.5", "1w", "", "31622460"] {
+            assert!(parse_step(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_step("120"), Ok(120));
+        assert_eq!(step_label(120), "120s");
+    }
+}

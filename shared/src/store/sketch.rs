@@ -1,0 +1,372 @@
+//! A mergeable relative-error quantile sketch: DDSketch (Masson, Rim and
+//! Lee, "DDSketch: a fast and fully-mergeable quantile sketch with
+//! relative-error guarantees", VLDB 2019), decoded from the text each bucket
+//! stores and merged exactly.
+//!
+//! **Mapping.** A value `x ≠ 0` falls in bin `i = ⌈log_γ |x|⌉` of the positive
+//! store (`x > 0`) or of the negative store (`x < 0`), with
+//! `γ = (1 + α) / (1 − α)`; zeros are counted apart. Bin `i` holds
+//! `(γ^(i−1), γ^i]` and is reported as `2γ^i / (γ + 1)`, which is within a
+//! relative error α of every value in the bin (the paper's Lemma 2).
+//! [`RELATIVE_ACCURACY`] is α = 1 %, so γ ≈ 1.0202 and a decade of values
+//! spans about 115 bins.
+//!
+//! **Stored text** (written by `ingest.lua`): the bins of one bucket, in any
+//! order, each preceded by one space: `<key>` for a count of 1 or
+//! `<key>:<count>`, where `<key>` is the bin index in decimal for the positive
+//! store (`231`, `-12`), `n` and the index for the negative store (`n231`),
+//! or `z` for zeros. E.g. ` 231 -12:3 n5 z:2`. The script finds and rewrites
+//! one token with C-speed string search, so a single ingest never parses the
+//! whole sketch.
+//!
+//! **Merging** adds bin counts, so the sketch of a window is exactly the
+//! sketch of all its points, whatever the buckets it is made of.
+//!
+//! **Bounded size.** A store keeps at most [`MAX_STORE_BINS`] bins: when a
+//! bucket's sketch holds more than `2 ×` that, the script collapses the
+//! lowest bins of a store that exceeds it into one (the paper's
+//! "collapsing lowest" store) and records the index below which new values
+//! of that store land in that floor bin. Quantiles whose values lie within
+//! `MAX_STORE_BINS` bins of the store's largest magnitude (≈ 17.8 decades at
+//! α = 1 %) keep the α guarantee.
+//!
+//! **Quantiles** are rank-based as in the paper: the q-quantile of `n`
+//! values is the value of rank `⌊q (n − 1)⌋` (0-based) in sorted order; the
+//! sketch reports the representative of that value's bin, clamped to the
+//! exact minimum and maximum kept beside it.
+
+/// α, the relative accuracy of every reported quantile (1 %).
+pub const RELATIVE_ACCURACY: f64 = 0.01;
+
+/// The most bins a store keeps before its lowest ones are collapsed (as in
+/// the paper's evaluation, 2 048: ≈ 17.8 decades of values at α = 1 %).
+pub const MAX_STORE_BINS: usize = 2_048;
+
+/// `γ = (1 + α) / (1 − α)`.
+pub fn gamma() -> f64 {
+    (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY)
+}
+
+/// The bin index of `|x|` for `x ≠ 0`: `⌈ln |x| / ln γ⌉` (the same arithmetic
+/// as `ingest.lua`). Finite nonzero doubles map to about ±37 300.
+pub fn index_of(x: f64) -> i32 {
+    (x.abs().ln() / gamma().ln()).ceil() as i32
+}
+
+/// The value reported for bin `index` of the positive store:
+/// `2γ^index / (γ + 1)`, within α of every value of the bin.
+pub fn value_of(index: i32) -> f64 {
+    let g = gamma();
+    // γ^(i−1) · 2γ/(γ+1): γ^(i−1) is below every value of the bin, so it
+    // stays finite for the top bin of f64::MAX; exp(k · ln γ) rather than
+    // powi: one rounding whatever the index.
+    (f64::from(index - 1) * g.ln()).exp() * (2.0 * g / (g + 1.0))
+}
+
+/// Why a stored sketch could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable sketch token {token:?}")]
+pub struct SketchParseError {
+    /// The offending token (at most 32 bytes of it).
+    pub token: String,
+}
+
+/// Bins of one sign, densely from `offset` (index → count), grown on demand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Store {
+    offset: i32,
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Store {
+    fn add(&mut self, index: i32, count: u64) {
+        if count == 0 {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.offset = index;
+            self.counts.push(0);
+        } else if index < self.offset {
+            let grow = (self.offset - index) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = index;
+        } else if (index - self.offset) as usize >= self.counts.len() {
+            self.counts.resize((index - self.offset) as usize + 1, 0);
+        }
+        let slot = &mut self.counts[(index - self.offset) as usize];
+        *slot = slot.saturating_add(count);
+        self.total = self.total.saturating_add(count);
+    }
+
+    fn merge(&mut self, other: &Store) {
+        if other.total == 0 {
+            return;
+        }
+        // Grow once to the union, then add slot by slot.
+        let last = other.offset + other.counts.len() as i32 - 1;
+        self.reserve_range(other.offset, last);
+        for (i, count) in other.counts.iter().enumerate() {
+            if *count > 0 {
+                let slot = &mut self.counts[(other.offset - self.offset) as usize + i];
+                *slot = slot.saturating_add(*count);
+            }
+        }
+        self.total = self.total.saturating_add(other.total);
+    }
+
+    fn reserve_range(&mut self, first: i32, last: i32) {
+        if self.counts.is_empty() {
+            self.offset = first;
+            self.counts.resize((last - first) as usize + 1, 0);
+            return;
+        }
+        if first < self.offset {
+            let grow = (self.offset - first) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = first;
+        }
+        if (last - self.offset) as usize >= self.counts.len() {
+            self.counts.resize((last - self.offset) as usize + 1, 0);
+        }
+    }
+
+    /// The index holding the value of 0-based `rank` counted from the lowest
+    /// index (`ascending`) or from the highest.
+    fn index_at_rank(&self, rank: u64, ascending: bool) -> Option<i32> {
+        let mut seen = 0u64;
+        let hit = |(i, count): (usize, &u64)| {
+            seen = seen.saturating_add(*count);
+            (seen > rank).then_some(self.offset + i as i32)
+        };
+        if ascending {
+            self.counts.iter().enumerate().find_map(hit)
+        } else {
+            self.counts.iter().enumerate().rev().find_map(hit)
+        }
+    }
+
+    fn bins(&self) -> usize {
+        self.counts.iter().filter(|c| **c > 0).count()
+    }
+}
+
+/// A DDSketch: positive and negative stores and a zero count. Built by
+/// merging stored bucket sketches ([`Sketch::add_stored`]) or by adding
+/// values ([`Sketch::add`], for tests and tools).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sketch {
+    positive: Store,
+    negative: Store,
+    zero: u64,
+}
+
+impl Sketch {
+    /// An empty sketch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of values summarised.
+    pub fn count(&self) -> u64 {
+        self.positive
+            .total
+            .saturating_add(self.negative.total)
+            .saturating_add(self.zero)
+    }
+
+    /// Number of nonempty bins (zeros count as one bin).
+    pub fn bins(&self) -> usize {
+        self.positive.bins() + self.negative.bins() + usize::from(self.zero > 0)
+    }
+
+    /// Adds one value (finite) with the mapping of `ingest.lua`.
+    pub fn add(&mut self, x: f64) {
+        if x > 0.0 {
+            self.positive.add(index_of(x), 1);
+        } else if x < 0.0 {
+            self.negative.add(index_of(x), 1);
+        } else {
+            self.zero += 1;
+        }
+    }
+
+    /// Adds the bins of another sketch: the result summarises the values of
+    /// both, exactly as if they had been added to one sketch.
+    pub fn merge(&mut self, other: &Sketch) {
+        self.positive.merge(&other.positive);
+        self.negative.merge(&other.negative);
+        self.zero = self.zero.saturating_add(other.zero);
+    }
+
+    /// Adds the bins of a stored sketch (the text after the `|` of a bucket,
+    /// module docs) and returns how many values they hold.
+    ///
+    /// # Errors
+    /// [`SketchParseError`] for a token that is not `<key>` or
+    /// `<key>:<count>`; the bins before it have been added.
+    pub fn add_stored(&mut self, text: &str) -> Result<u64, SketchParseError> {
+        let mut added = 0u64;
+        for token in text.split_ascii_whitespace() {
+            let bad = || SketchParseError {
+                token: token.chars().take(32).collect(),
+            };
+            let (key, count) = match token.split_once(':') {
+                Some((key, count)) => (key, count.parse::<u64>().map_err(|_| bad())?),
+                None => (token, 1),
+            };
+            match key.as_bytes().first() {
+                Some(b'z') if key.len() == 1 => self.zero = self.zero.saturating_add(count),
+                Some(b'n') => self
+                    .negative
+                    .add(key[1..].parse::<i32>().map_err(|_| bad())?, count),
+                _ => self
+                    .positive
+                    .add(key.parse::<i32>().map_err(|_| bad())?, count),
+            }
+            added = added.saturating_add(count);
+        }
+        Ok(added)
+    }
+
+    /// The stored text of this sketch (module docs), bins in index order.
+    /// `ingest.lua` writes the same grammar; this is for tests and tools.
+    pub fn to_stored(&self) -> String {
+        let mut out = String::new();
+        let mut token = |key: String, count: u64| {
+            out.push(' ');
+            out.push_str(&key);
+            if count > 1 {
+                out.push(':');
+                out.push_str(&count.to_string());
+            }
+        };
+        for (i, c) in self.negative.counts.iter().enumerate() {
+            if *c > 0 {
+                token(format!("n{}", self.negative.offset + i as i32), *c);
+            }
+        }
+        if self.zero > 0 {
+            token("z".to_string(), self.zero);
+        }
+        for (i, c) in self.positive.counts.iter().enumerate() {
+            if *c > 0 {
+                token((self.positive.offset + i as i32).to_string(), *c);
+            }
+        }
+        out
+    }
+
+    /// The q-quantile (`0 ≤ q ≤ 1`): the bin representative of the value of
+    /// rank `⌊q (n − 1)⌋` in sorted order, within α of it relatively.
+    /// `None` when the sketch is empty or `q` is outside `[0, 1]`.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 || !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        // Exact for n up to 2^53; beyond, the rank is off by a few in 2^53.
+        let rank = ((q * (n - 1) as f64).floor() as u64).min(n - 1);
+        if rank < self.negative.total {
+            // Most negative first: the negative store from its highest index.
+            return self
+                .negative
+                .index_at_rank(rank, false)
+                .map(|i| -value_of(i));
+        }
+        let rank = rank - self.negative.total;
+        if rank < self.zero {
+            return Some(0.0);
+        }
+        self.positive
+            .index_at_rank(rank - self.zero, true)
+            .map(value_of)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
+        sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
+    }
+
+    fn within(estimate: f64, exact: f64) -> bool {
+        (estimate - exact).abs() <= RELATIVE_ACCURACY * exact.abs() * (1.0 + 1e-9)
+    }
+
+    #[test]
+    fn every_bin_representative_is_within_alpha_of_its_values() {
+        for x in [1e-300, 1e-6, 0.5, 1.0, 1.0202, 3.3, 99.99, 1e9, 1.7e308] {
+            let i = index_of(x);
+            assert!(within(value_of(i), x), "{x}: bin {i} → {}", value_of(i));
+        }
+        assert_eq!(index_of(1.0), 0);
+        assert_eq!(index_of(-1.0), 0);
+    }
+
+    #[test]
+    fn quantiles_are_rank_based_and_within_alpha() {
+        let mut values: Vec<f64> = (0..1000)
+            .map(|i| {
+                let v = f64::from(i) * 1.37 - 300.0;
+                if i % 7 == 0 {
+                    0.0
+                } else {
+                    v * v.abs()
+                }
+            })
+            .collect();
+        let mut sketch = Sketch::new();
+        values.iter().for_each(|v| sketch.add(*v));
+        values.sort_by(f64::total_cmp);
+        assert_eq!(sketch.count(), 1000);
+        for q in [0.0, 0.001, 0.1, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            let (estimate, exact) = (sketch.quantile(q).unwrap(), exact_quantile(&values, q));
+            assert!(within(estimate, exact), "q={q}: {estimate} vs {exact}");
+        }
+        assert_eq!(Sketch::new().quantile(0.5), None);
+        assert_eq!(sketch.quantile(1.5), None);
+    }
+
+    #[test]
+    fn stored_text_round_trips_and_merges_exactly() {
+        let mut a = Sketch::new();
+        let mut b = Sketch::new();
+        let mut whole = Sketch::new();
+        for i in 0..500 {
+            let v = (f64::from(i) - 250.0) * 0.731;
+            whole.add(v);
+            if i % 3 == 0 {
+                a.add(v)
+            } else {
+                b.add(v)
+            }
+        }
+        let mut decoded = Sketch::new();
+        assert_eq!(decoded.add_stored(&a.to_stored()), Ok(a.count()));
+        assert_eq!(decoded, a);
+        decoded.add_stored(&b.to_stored()).unwrap();
+        assert_eq!(decoded.count(), whole.count());
+        for q in [0.01, 0.5, 0.99] {
+            assert_eq!(decoded.quantile(q), whole.quantile(q));
+        }
+        let mut merged = a.clone();
+        merged.merge(&b);
+        assert_eq!(merged.to_stored(), whole.to_stored());
+    }
+
+    #[test]
+    fn the_grammar_is_strict() {
+        let mut s = Sketch::new();
+        assert_eq!(s.add_stored(" 12 -3:4 n7:2 z:5 z"), Ok(13));
+        assert_eq!(s.quantile(0.0), Some(-value_of(7)));
+        assert_eq!(s.quantile(0.2), Some(0.0));
+        assert_eq!(s.quantile(1.0), Some(value_of(12)));
+        for bad in ["x", "12:", "12:-1", "n", "zz", "1.5", "12:1:2"] {
+            assert!(Sketch::new().add_stored(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Sketch::new().add_stored(""), Ok(0));
+    }
+}

@@ -1,0 +1,302 @@
+//! A stored bucket, decoded, and the statistics of a window merged from its
+//! buckets: count, compensated sum, min, max and the quantile sketch.
+//!
+//! A bucket is stored (by `ingest.lua`) as one text value:
+//!
+//! ```text
+//! <count> <sum> <compensation> <min> <max> <bins>[ <positive floor> <negative floor>]|<sketch>
+//! ```
+//!
+//! `sum` and `compensation` are the two parts of a Neumaier sum
+//! ([`super::compensated`]), `bins` the number of tokens of the sketch,
+//! the floors (`x` when unset) appear once a store of the sketch has been
+//! collapsed, and `<sketch>` is the text described in [`super::sketch`].
+//! Floats are written with up to 17 significant digits, enough to round-trip
+//! a double. Buckets written before sketches existed read
+//! `<count> <sum> <min> <max>`: they still give count, sum, min and max, and
+//! a window holding one has no percentiles.
+
+use super::compensated::CompensatedSum;
+use super::sketch::Sketch;
+
+/// One stored bucket, decoded (its sketch stays text until merged).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredBucket<'a> {
+    /// Number of points.
+    pub count: u64,
+    /// Their sum, compensated (finite: the script refuses an overflow).
+    pub sum: CompensatedSum,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// The sketch text, `None` for a bucket of the format before sketches.
+    pub sketch: Option<&'a str>,
+}
+
+impl<'a> StoredBucket<'a> {
+    /// Decodes a stored bucket of either format; `None` for anything else,
+    /// including non-finite numbers, which the script never writes.
+    pub fn parse(text: &'a str) -> Option<Self> {
+        let (head, sketch) = match text.split_once('|') {
+            Some((head, sketch)) => (head, Some(sketch)),
+            None => (text, None),
+        };
+        let mut parts = head.split_ascii_whitespace();
+        let count = parts.next()?.parse().ok()?;
+        let mut float = || parts.next()?.parse::<f64>().ok().filter(|v| v.is_finite());
+        let (sum, compensation) = match sketch {
+            Some(_) => (float()?, float()?),
+            None => (float()?, 0.0),
+        };
+        let (min, max) = (float()?, float()?);
+        match sketch {
+            Some(_) => {
+                // bins, then optionally the two floors.
+                parts.next()?.parse::<u64>().ok()?;
+                let floors = parts.by_ref().take(2).count();
+                if floors == 1 {
+                    return None;
+                }
+            }
+            None => {}
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            count,
+            sum: CompensatedSum::from_parts(sum, compensation),
+            min,
+            max,
+            sketch,
+        })
+    }
+}
+
+/// 2⁻⁶⁴, exactly. A window's sum is also accumulated scaled by it, so that
+/// a total beyond `f64::MAX` of finite bucket sums is still known: up to
+/// 2⁶⁴ merged buckets, the scaled sum cannot overflow.
+const SCALE: f64 = 1.0 / 18_446_744_073_709_551_616.0;
+
+/// The statistics of a window: its buckets merged. Sums are compensated
+/// across buckets too; the sketch is the exact merge of the buckets'.
+///
+/// Each stored bucket's sum is finite, but a window's can exceed a double:
+/// [`WindowStats::sum`] then saturates at ±`f64::MAX` and the average comes
+/// from the scaled sum, so every number reported is finite.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    /// Number of points.
+    pub count: u64,
+    /// Smallest value, `None` when `count == 0`.
+    pub min: Option<f64>,
+    /// Largest value, `None` when `count == 0`.
+    pub max: Option<f64>,
+    plain: CompensatedSum,
+    scaled: CompensatedSum,
+    sketch: Sketch,
+    /// Points of buckets without a (complete) sketch.
+    unsketched: u64,
+}
+
+impl WindowStats {
+    /// No points.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Merges one decoded bucket.
+    pub fn add_bucket(&mut self, bucket: &StoredBucket<'_>) {
+        if bucket.count == 0 {
+            return;
+        }
+        self.count = self.count.saturating_add(bucket.count);
+        self.plain.add_sum(bucket.sum);
+        self.scaled.add_sum(CompensatedSum::from_parts(
+            bucket.sum.running() * SCALE,
+            bucket.sum.compensation() * SCALE,
+        ));
+        self.min = Some(self.min.map_or(bucket.min, |m| m.min(bucket.min)));
+        self.max = Some(self.max.map_or(bucket.max, |m| m.max(bucket.max)));
+        // A bucket that gained points before its format had sketches holds
+        // fewer sketched values than points; its percentiles are unknown.
+        // Bins go straight into the window's sketch: should they not cover
+        // the bucket's points, the window reports no quantiles at all, so
+        // the partial bins do no harm.
+        let sketched = match bucket.sketch {
+            Some(text) => match self.sketch.add_stored(text) {
+                Ok(n) if n == bucket.count => n,
+                _ => 0,
+            },
+            None => 0,
+        };
+        self.unsketched = self
+            .unsketched
+            .saturating_add(bucket.count.saturating_sub(sketched));
+    }
+
+    /// Decodes and merges one stored bucket.
+    ///
+    /// # Errors
+    /// `Err(())` when the text is not a stored bucket; nothing is merged.
+    #[allow(clippy::result_unit_err)]
+    pub fn add_stored(&mut self, text: &str) -> Result<(), ()> {
+        let bucket = StoredBucket::parse(text).ok_or(())?;
+        self.add_bucket(&bucket);
+        Ok(())
+    }
+
+    /// Adds one value, as the ingest script would (for tests and tools).
+    pub fn push(&mut self, value: f64) {
+        let mut sketch = Sketch::new();
+        sketch.add(value);
+        let text = sketch.to_stored();
+        self.add_bucket(&StoredBucket {
+            count: 1,
+            sum: CompensatedSum::from_parts(value, 0.0),
+            min: value,
+            max: value,
+            sketch: Some(&text),
+        });
+    }
+
+    /// The sum, compensated; always finite: ±`f64::MAX` when the exact sum
+    /// is beyond it.
+    pub fn sum(&self) -> f64 {
+        let plain = self.plain.value();
+        if self.plain.running().is_finite() && plain.is_finite() {
+            plain
+        } else {
+            (self.scaled.value() / SCALE).clamp(-f64::MAX, f64::MAX)
+        }
+    }
+
+    /// The mean, `None` when empty; finite even when the sum is not (it lies
+    /// between `min` and `max`).
+    pub fn average(&self) -> Option<f64> {
+        (self.count > 0).then(|| {
+            let n = self.count as f64;
+            let plain = self.plain.value();
+            let mean = if self.plain.running().is_finite() && plain.is_finite() {
+                plain / n
+            } else {
+                self.scaled.value() / n / SCALE
+            };
+            // Not `clamp`, which panics should the bounds ever be out of order.
+            mean.max(self.min.unwrap_or(mean))
+                .min(self.max.unwrap_or(mean))
+        })
+    }
+
+    /// True when every point of the window is in the sketch, so quantiles
+    /// can be reported (false when a bucket predates sketches).
+    pub fn has_quantiles(&self) -> bool {
+        self.unsketched == 0
+    }
+
+    /// The q-quantile (`0 < q < 1`, rank-based; [`super::sketch`]), within
+    /// α relatively of the exact one, clamped to the exact min and max.
+    /// `None` when the window is empty or some bucket has no sketch.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 || !self.has_quantiles() {
+            return None;
+        }
+        let estimate = self.sketch.quantile(q)?;
+        Some(
+            estimate
+                .max(self.min.unwrap_or(estimate))
+                .min(self.max.unwrap_or(estimate)),
+        )
+    }
+
+    /// Number of nonempty sketch bins merged (a measure of the work done).
+    pub fn sketch_bins(&self) -> usize {
+        self.sketch.bins()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_formats_decode() {
+        let old = StoredBucket::parse("3 60.5 10 30.5").unwrap();
+        assert_eq!(
+            (old.count, old.sum.value(), old.min, old.max),
+            (3, 60.5, 10.0, 30.5)
+        );
+        assert_eq!(old.sketch, None);
+        let new = StoredBucket::parse("3 60.5 1e-15 10 30.5 2| 116:2 172").unwrap();
+        assert_eq!(new.sum.value(), 60.5 + 1e-15);
+        assert_eq!(new.sketch, Some(" 116:2 172"));
+        assert!(StoredBucket::parse("3 60.5 0 10 30.5 2 -5 x| 116:2 172").is_some());
+        for bad in [
+            "1 inf 1 1",
+            "1 NaN 1 1",
+            "1 2 3",
+            "x 1 1 1",
+            "1 1 1 1 1",
+            "1 1 0 1 1|",
+            "1 1 0 1 1 1 5| 0",
+            "1 1 0 1 1 1 5 6 7| 0",
+        ] {
+            assert_eq!(StoredBucket::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn windows_with_an_old_bucket_have_no_quantiles_but_the_rest() {
+        let mut w = WindowStats::new();
+        w.add_stored("2 3 0 1 2 2| 0 35").unwrap();
+        assert!(w.quantile(0.5).is_some());
+        w.add_stored("3 60.5 10 30.5").unwrap();
+        assert_eq!(
+            (w.count, w.sum(), w.min, w.max),
+            (5, 63.5, Some(1.0), Some(30.5))
+        );
+        assert_eq!(w.quantile(0.5), None);
+        assert!(!w.has_quantiles());
+        // A new-format bucket that gained points while it was old-format.
+        let mut v = WindowStats::new();
+        v.add_stored("4 3 0 1 2 2| 0 35").unwrap();
+        assert_eq!(v.quantile(0.5), None);
+        assert!(w.add_stored("garbage").is_err());
+    }
+
+    #[test]
+    fn window_sums_beyond_a_double_saturate_and_averages_stay_finite() {
+        let max = f64::MAX;
+        let close = |a: f64, b: f64| (a - b).abs() <= max * 1e-15;
+        let bucket = |count: u64, sum: f64, min: f64, max: f64| {
+            format!("{count} {sum:e} 0 {min:e} {max:e} 0|")
+        };
+        let mut a = WindowStats::new();
+        for _ in 0..3 {
+            a.add_stored(&bucket(1, max, max, max)).unwrap();
+        }
+        assert_eq!((a.count, a.sum(), a.average()), (3, max, Some(max)));
+        a.add_stored(&bucket(2, -max, -max, 0.0)).unwrap();
+        assert_eq!(a.sum(), max, "2 × MAX saturates");
+        a.add_stored(&bucket(1, -max, -max, -max)).unwrap();
+        assert!(close(a.sum(), max), "{a:?}");
+        a.add_stored(&bucket(1, -max, -max, -max)).unwrap();
+        assert!(close(a.sum(), 0.0), "{a:?}");
+        assert!(close(a.average().unwrap(), 0.0), "{a:?}");
+    }
+
+    #[test]
+    fn sums_are_compensated_across_buckets() {
+        let mut w = WindowStats::new();
+        for text in [
+            "1 1e100 0 1e100 1e100 0|",
+            "1 1 0 1 1 0|",
+            "1 -1e100 0 -1e100 -1e100 0|",
+        ] {
+            w.add_stored(text).unwrap();
+        }
+        assert_eq!(w.sum(), 1.0);
+        assert_eq!(w.average(), Some(1.0 / 3.0));
+    }
+}
