@@ -1,0 +1,442 @@
+//! Percentiles and sums of stored buckets against brute force, on a real
+//! Redis: points go through the ingest script, windows are read back through
+//! the bucket-read script and merged, and every reported quantile must lie
+//! within the sketch's relative accuracy α of the exact rank-based quantile
+//! of the points in the window; sums must match an exactly rounded sum
+//! (Shewchuk's algorithm, Python's `math.fsum`) within Neumaier's bound.
+
+use std::collections::BTreeMap;
+
+use analytics_tests::{random_prefix, random_type, redis_url};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use redis::aio::MultiplexedConnection;
+use redis::{Script, Value};
+use shared::keys::Keys;
+use shared::store::buckets::{cover, BucketRef, Granularity};
+use shared::store::series::plan;
+use shared::store::sketch::RELATIVE_ACCURACY;
+use shared::store::stats::WindowStats;
+
+static INGEST: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(include_str!("../../shared/src/store/ingest_sketch.lua"))
+});
+static READ: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("../../shared/src/store/summary.lua")));
+
+const DAY: i64 = 86_400;
+const QUANTILES: [f64; 10] = [0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
+
+/// The buckets of one metric type under a fresh key prefix.
+struct Buckets {
+    redis: MultiplexedConnection,
+    keys: Keys,
+    metric_type: String,
+}
+
+impl Buckets {
+    async fn new(label: &str) -> Self {
+        let client = redis::Client::open(redis_url()).unwrap();
+        Self {
+            redis: client.get_multiplexed_async_connection().await.unwrap(),
+            keys: Keys::new(random_prefix()),
+            metric_type: random_type(label),
+        }
+    }
+
+    fn container(&self, bucket: BucketRef) -> String {
+        self.keys.metric_container(
+            &self.metric_type,
+            bucket.granularity.tag(),
+            bucket.container_start(),
+        )
+    }
+
+    /// Stores `points` (unix s, value) in one script call.
+    async fn ingest(&mut self, points: &[(i64, f64)]) -> Result<(), redis::RedisError> {
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        let mut keys = Vec::new();
+        let mut updates = Vec::new();
+        for (t, value) in points {
+            for g in Granularity::ALL {
+                let bucket = BucketRef::containing(g, *t);
+                let key = self.container(bucket);
+                let i = *index.entry(key.clone()).or_insert_with(|| {
+                    keys.push(key);
+                    keys.len()
+                });
+                updates.push((i, bucket.start, *value, bucket.container_end() + 36 * DAY));
+            }
+        }
+        let mut call = INGEST.prepare_invoke();
+        call.arg("0")
+            .arg("")
+            .arg("")
+            .arg(0)
+            .key(keys)
+            .arg(updates.len());
+        for (i, start, value, expire) in updates {
+            call.arg(i).arg(start).arg(value).arg(expire);
+        }
+        let _: Vec<String> = call.invoke_async(&mut self.redis).await?;
+        Ok(())
+    }
+
+    /// The stored values of `buckets`, in their order, in one script call.
+    async fn read(&mut self, buckets: &[BucketRef]) -> Vec<Option<String>> {
+        let mut containers: BTreeMap<String, Vec<(i64, usize)>> = BTreeMap::new();
+        for (position, bucket) in buckets.iter().enumerate() {
+            containers
+                .entry(self.container(*bucket))
+                .or_default()
+                .push((bucket.start, position));
+        }
+        let mut call = READ.prepare_invoke();
+        for key in containers.keys() {
+            call.key(key);
+        }
+        for fields in containers.values() {
+            call.arg(fields.len());
+            for (start, _) in fields {
+                call.arg(start);
+            }
+        }
+        let reply: Vec<Value> = call.invoke_async(&mut self.redis).await.unwrap();
+        let mut out = vec![None; buckets.len()];
+        for (value, (_, position)) in reply.into_iter().zip(containers.values().flatten()) {
+            if let Value::BulkString(bytes) = value {
+                out[*position] = Some(String::from_utf8(bytes).unwrap());
+            }
+        }
+        out
+    }
+
+    async fn window(&mut self, from: i64, to: i64) -> WindowStats {
+        let mut stats = WindowStats::new();
+        for text in self.read(&cover(from, to)).await.into_iter().flatten() {
+            stats.add_stored(&text).unwrap();
+        }
+        stats
+    }
+}
+
+/// The exactly rounded sum of `xs` (Shewchuk's partials with Python's
+/// `math.fsum` final rounding, half-even).
+fn fsum(xs: &[f64]) -> f64 {
+    let mut partials: Vec<f64> = Vec::new();
+    for &x0 in xs {
+        let mut x = x0;
+        let mut i = 0;
+        for j in 0..partials.len() {
+            let mut y = partials[j];
+            if x.abs() < y.abs() {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let hi = x + y;
+            let lo = y - (hi - x);
+            if lo != 0.0 {
+                partials[i] = lo;
+                i += 1;
+            }
+            x = hi;
+        }
+        partials.truncate(i);
+        partials.push(x);
+    }
+    let Some(mut n) = partials.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let mut hi = partials[n];
+    let mut lo = 0.0;
+    while n > 0 {
+        let x = hi;
+        n -= 1;
+        let y = partials[n];
+        hi = x + y;
+        lo = y - (hi - x);
+        if lo != 0.0 {
+            break;
+        }
+    }
+    if n > 0 && ((lo < 0.0 && partials[n - 1] < 0.0) || (lo > 0.0 && partials[n - 1] > 0.0)) {
+        let y = lo * 2.0;
+        let x = hi + y;
+        if y == x - hi {
+            hi = x;
+        }
+    }
+    hi
+}
+
+/// Neumaier's error bound, twice over (in the buckets, then across them).
+fn assert_sum_close(got: f64, values: &[f64], context: &str) {
+    let exact = fsum(values);
+    let eps = f64::EPSILON / 2.0;
+    let magnitude: f64 = values.iter().map(|v| v.abs()).sum();
+    let bound = 4.0 * eps * exact.abs() + 4.0 * (values.len() as f64) * eps * eps * magnitude;
+    assert!(
+        (got - exact).abs() <= bound,
+        "{context}: sum {got} vs exact {exact} (bound {bound})"
+    );
+}
+
+fn assert_quantiles(stats: &WindowStats, values: &mut [f64], context: &str) {
+    values.sort_by(f64::total_cmp);
+    assert_eq!(stats.count, values.len() as u64, "{context}: count");
+    if values.is_empty() {
+        assert_eq!(stats.quantile(0.5), None);
+        return;
+    }
+    assert_eq!(stats.min, values.first().copied(), "{context}: min");
+    assert_eq!(stats.max, values.last().copied(), "{context}: max");
+    for q in QUANTILES {
+        let exact = values[(q * (values.len() - 1) as f64).floor() as usize];
+        let got = stats.quantile(q).unwrap();
+        assert!(
+            (got - exact).abs() <= RELATIVE_ACCURACY * exact.abs() * (1.0 + 1e-9),
+            "{context}: q={q}: {got} vs exact {exact}"
+        );
+    }
+    assert_sum_close(stats.sum(), values, context);
+}
+
+fn normal(rng: &mut StdRng) -> f64 {
+    // Box–Muller.
+    let (u, v): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+type Distribution = fn(&mut StdRng) -> f64;
+
+const DISTRIBUTIONS: [(&str, Distribution); 7] = [
+    ("uniform", |r| r.random_range(0.0..100.0)),
+    ("lognormal", |r| (1.0 + 2.5 * normal(r)).exp()),
+    ("bimodal", |r| {
+        if r.random_bool(0.7) {
+            10.0 + normal(r)
+        } else {
+            1000.0 + 50.0 * normal(r)
+        }
+    }),
+    ("constant", |_| 42.0),
+    ("wide", |r| 10f64.powf(r.random_range(-6.0..9.0))),
+    ("signed", |r| match r.random_range(0..10) {
+        0 => 0.0,
+        1..=4 => -(10f64.powf(r.random_range(-3.0..6.0))),
+        _ => r.random_range(-1000.0..1000.0),
+    }),
+    ("negative", |r| -(1.0 + 2.0 * normal(r)).exp()),
+];
+
+/// Past, inside the retention, on a day boundary.
+fn base() -> i64 {
+    (chrono::Utc::now().timestamp() - 10 * DAY).div_euclid(DAY) * DAY
+}
+
+#[tokio::test]
+async fn every_quantile_is_within_alpha_over_windows_crossing_bucket_boundaries() {
+    let mut rng = StdRng::seed_from_u64(0xdd5c);
+    let base = base();
+    for (name, draw) in DISTRIBUTIONS {
+        let mut buckets = Buckets::new(name).await;
+        // Three days around `base`, ~6 points a minute.
+        let mut points: Vec<(i64, f64)> = (0..25_000)
+            .map(|_| (base - DAY + rng.random_range(0..3 * DAY), draw(&mut rng)))
+            .collect();
+        points.sort_by_key(|p| p.0);
+        // Mostly batches (the parse path), some single metrics (the token
+        // rewrite path), out of order too.
+        let (single, batched) = points.split_at(1_500);
+        for chunk in batched.chunks(500) {
+            buckets.ingest(chunk).await.unwrap();
+        }
+        for point in single.iter().rev() {
+            buckets.ingest(std::slice::from_ref(point)).await.unwrap();
+        }
+        let windows = [
+            (base - DAY, base + 2 * DAY),                             // everything
+            (base - 17 * 60, base + 23 * 60), // across a day boundary, minutes only
+            (base - 5 * 3_600 - 60, base + DAY + 3_600 + 7 * 60), // minutes, hours, a day, hours, minutes
+            (base + 3_600 * 3 + 60 * 13, base + 3_600 * 3 + 60 * 14), // one minute
+            (base + 42 * 60, base + 3 * 3_600 + 59 * 60),         // within a day, across hours
+        ];
+        for (from, to) in windows {
+            let stats = buckets.window(from, to).await;
+            let mut inside: Vec<f64> = points
+                .iter()
+                .filter(|(t, _)| (from..to).contains(t))
+                .map(|p| p.1)
+                .collect();
+            assert_quantiles(&stats, &mut inside, &format!("{name} [{from}, {to})"));
+        }
+        // A series of 1h points over the same data: each point is checked.
+        let series = plan(base - 7 * 3_600, base + 5 * 3_600 + 1, 3_600).unwrap();
+        let texts = buckets.read(series.buckets()).await;
+        let mut per_point = vec![WindowStats::new(); series.points()];
+        for (text, point) in texts.iter().zip(series.point_of_each_bucket()) {
+            if let Some(text) = text {
+                per_point[point].add_stored(text).unwrap();
+            }
+        }
+        for (i, stats) in per_point.iter().enumerate() {
+            let start = series.point_start(i);
+            let mut inside: Vec<f64> = points
+                .iter()
+                .filter(|(t, _)| (start..start + series.step).contains(t))
+                .map(|p| p.1)
+                .collect();
+            assert_quantiles(stats, &mut inside, &format!("{name} series point {i}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn sums_are_compensated_in_buckets_and_across_them() {
+    let base = base();
+    let mut buckets = Buckets::new("sums").await;
+    // One bucket: plain addition would give 0.
+    let t = base + 3_600 + 30;
+    buckets
+        .ingest(&[(t, 1e100), (t, 1.0), (t, -1e100)])
+        .await
+        .unwrap();
+    let one = buckets.window(t - 30, t + 30).await;
+    assert_eq!((one.count, one.sum()), (3, 1.0));
+    assert_eq!(one.average(), Some(1.0 / 3.0));
+    // The same, one point at a time, each in a bucket of its own granularity
+    // in the window: across buckets.
+    let mut across = Buckets::new("sums_across").await;
+    for (t, v) in [
+        (base - 60, 1e100),
+        (base + 3_600, 1.0),
+        (base + DAY + 60, -1e100),
+    ] {
+        across.ingest(&[(t, v)]).await.unwrap();
+    }
+    assert_eq!(across.window(base - 60, base + DAY + 120).await.sum(), 1.0);
+    // Random cancelling magnitudes, against an exactly rounded sum.
+    let mut rng = StdRng::seed_from_u64(0x5u64);
+    let mut random = Buckets::new("sums_random").await;
+    let points: Vec<(i64, f64)> = (0..6_000)
+        .map(|_| {
+            let magnitude = 10f64.powi(rng.random_range(-20..20));
+            let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+            (
+                base + rng.random_range(0..2 * DAY),
+                sign * magnitude * rng.random::<f64>(),
+            )
+        })
+        .collect();
+    for chunk in points.chunks(300) {
+        random.ingest(chunk).await.unwrap();
+    }
+    for single in points.iter().take(200) {
+        random.ingest(&[(single.0 + 60, single.1)]).await.unwrap();
+    }
+    let mut all: Vec<f64> = points.iter().map(|p| p.1).collect();
+    all.extend(points.iter().take(200).map(|p| p.1));
+    let stats = random.window(base, base + 2 * DAY + 120).await;
+    assert_eq!(stats.count, all.len() as u64);
+    assert_sum_close(stats.sum(), &all, "random cancelling");
+    let naive: f64 = all.iter().sum();
+    assert!(
+        (stats.sum() - fsum(&all)).abs() <= (naive - fsum(&all)).abs(),
+        "compensated is no worse than naive"
+    );
+    assert_eq!(fsum(&[1e100, 1.0, -1e100]), 1.0);
+    assert_eq!(fsum(&[0.1; 10]), 1.0);
+}
+
+#[tokio::test]
+async fn a_bucket_sum_that_would_overflow_is_refused() {
+    let base = base();
+    let mut buckets = Buckets::new("overflow").await;
+    buckets.ingest(&[(base, f64::MAX)]).await.unwrap();
+    let err = buckets.ingest(&[(base + 1, f64::MAX)]).await.unwrap_err();
+    assert_eq!(err.code(), Some("OVERFLOW"));
+    let stats = buckets.window(base, base + 60).await;
+    assert_eq!((stats.count, stats.sum()), (1, f64::MAX));
+}
+
+#[tokio::test]
+async fn sketches_past_their_bin_budget_collapse_their_lowest_bins() {
+    let base = base();
+    let mut rng = StdRng::seed_from_u64(0xc011);
+    let mut buckets = Buckets::new("collapse").await;
+    let mut values: Vec<f64> = (0..12_000)
+        .map(|i| {
+            let v = 10f64.powf(rng.random_range(-300.0..300.0));
+            if i % 4 == 0 {
+                -v
+            } else {
+                v
+            }
+        })
+        .collect();
+    let points: Vec<(i64, f64)> = values.iter().map(|v| (base + 120, *v)).collect();
+    for chunk in points.chunks(500) {
+        buckets.ingest(chunk).await.unwrap();
+    }
+    // A few single ingests after the collapse, below the floor too.
+    for v in [1e-305, 5.0, -1e-305] {
+        buckets.ingest(&[(base + 121, v)]).await.unwrap();
+        values.push(v);
+    }
+    let texts = buckets
+        .read(&[BucketRef::containing(Granularity::Minute, base + 120)])
+        .await;
+    let text = texts[0].as_deref().unwrap();
+    let head: Vec<&str> = text.split('|').next().unwrap().split(' ').collect();
+    assert_eq!(head.len(), 8, "floors recorded: {head:?}");
+    let bins: usize = head[5].parse().unwrap();
+    assert!(bins <= 4_096 + 2, "{bins} bins");
+    let stats = buckets.window(base, base + 180).await;
+    values.sort_by(f64::total_cmp);
+    assert_eq!(stats.count, values.len() as u64);
+    // The highest values of the positive store (within its 2 048 highest
+    // bins) keep the guarantee, and so do the most negative ones.
+    for q in [0.001, 0.01, 0.05, 0.9, 0.95, 0.99, 0.999] {
+        let exact = values[(q * (values.len() - 1) as f64).floor() as usize];
+        let got = stats.quantile(q).unwrap();
+        assert!(
+            (got - exact).abs() <= RELATIVE_ACCURACY * exact.abs() * (1.0 + 1e-9),
+            "q={q}: {got} vs {exact}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn buckets_of_the_older_format_read_without_percentiles() {
+    let base = base();
+    let mut buckets = Buckets::new("old_format").await;
+    let minute = BucketRef::containing(Granularity::Minute, base + 60);
+    let key = buckets.container(minute);
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(minute.start)
+        .arg("2 30.5 10 20.5")
+        .query_async(&mut buckets.redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("EXPIRE")
+        .arg(&key)
+        .arg(600)
+        .query_async(&mut buckets.redis)
+        .await
+        .unwrap();
+    let old = buckets.window(base + 60, base + 120).await;
+    assert_eq!(
+        (old.count, old.sum(), old.min, old.max),
+        (2, 30.5, Some(10.0), Some(20.5))
+    );
+    assert_eq!(old.quantile(0.5), None);
+    // New points join the old bucket: still counted, still no percentiles.
+    buckets.ingest(&[(base + 61, 5.0)]).await.unwrap();
+    let mixed = buckets.window(base + 60, base + 120).await;
+    assert_eq!((mixed.count, mixed.sum(), mixed.min), (3, 35.5, Some(5.0)));
+    assert!(!mixed.has_quantiles());
+    // A window without the old bucket has them.
+    buckets.ingest(&[(base + 200, 5.0)]).await.unwrap();
+    let fresh = buckets.window(base + 180, base + 240).await;
+    assert_eq!(fresh.quantile(0.5), Some(5.0));
+}
