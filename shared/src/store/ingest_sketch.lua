@@ -22,15 +22,17 @@
 --
 -- sum and comp are a Neumaier compensated sum (the rounding error of every
 -- addition is kept in comp); <sketch> is a DDSketch with relative accuracy
--- 1 % (store/sketch.rs): tokens " <key>" or " <key>:<count>", key = the bin
--- index ceil(ln|x| / ln gamma) of a positive value, "n" .. index of a
--- negative one, "z" for zero. <bins> counts the tokens; the floors (or "x")
--- appear once a store has been collapsed to its MAX_STORE_BINS highest bins.
--- Floats are written with 15 significant digits when that reads back the
--- same double, else 17. A bucket of the older format "count sum min max"
--- keeps its points and gains a sketch of the new ones only: its sketch then
--- counts fewer points than the bucket, which readers report as "no
--- percentiles".
+-- 1 % (store/sketch.rs): tokens " <key>" or " <key>:<count>" (count in
+-- decimal), where key is the bin index ceil(ln|x| / ln gamma) in base 62
+-- (digits 0-9 A-Z a-z, '-' in front when negative) for x > 0, '~' and the
+-- index for x < 0, '.' for zero. <bins> counts the tokens; the floors
+-- (decimal indexes, or "x") appear once a store has been collapsed to its
+-- MAX_STORE_BINS highest bins. sum and comp are written with 17 significant
+-- digits (enough to read back the same double), min and max with 15 when
+-- that reads back the same double. A bucket of the older format
+-- "count sum min max" keeps its points and gains a sketch of the new ones
+-- only: its sketch then counts fewer points than the bucket, which readers
+-- report as "no percentiles".
 --
 -- Every new bucket value is computed first; only if all of them are finite
 -- is anything written, so a batch is all or nothing.
@@ -54,73 +56,101 @@ local LN_GAMMA = math.log((1 + 0.01) / (1 - 0.01))
 -- each store to its MAX_STORE_BINS highest bins.
 local MAX_BINS = 4096
 local MAX_STORE_BINS = 2048
--- A bucket receiving this many values in one call is parsed into a table
--- once; fewer are added by rewriting one token each (no parse).
-local PARSE_AT = 8
+-- A bucket receiving one value in a call (a single ingest) gets one token
+-- rewritten or appended, without parsing its sketch; one receiving several
+-- (a batch) has its sketch parsed into a table once and written back.
 
+local DIGITS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+
+-- An integer in base 62 (digits 0-9 A-Z a-z), '-' in front when negative;
+-- memoised for the call, as a batch meets the same bins again and again.
+local b62_memo = {}
+local function b62(i)
+  local known = b62_memo[i]
+  if known then return known end
+  local sign, m = '', i
+  if m < 0 then sign, m = '-', -m end
+  local s = ''
+  repeat
+    local d = m % 62
+    s = string.sub(DIGITS, d + 1, d + 1) .. s
+    m = (m - d) / 62
+  until m == 0
+  s = sign .. s
+  b62_memo[i] = s
+  return s
+end
+
+-- The shortest of %.15g and %.17g that reads back as x.
 local function fmt(x)
   local s = string.format('%.15g', x)
   if tonumber(s) ~= x then s = string.format('%.17g', x) end
   return s
 end
 
+-- A bucket being updated. src is the stored text and from the position of
+-- its sketch tokens in it (kept as is until written, so that adding one
+-- value copies the text once); f holds the header's fields as stored.
 local function load(stored, value)
   if not stored then
-    return { count = 0, sum = 0, comp = 0, min = value, max = value,
-             nbins = 0, body = '', values = {} }
+    return { count = 0, sum = 0, comp = 0, min = value, max = value, nbins = 0,
+             src = '', from = 1, f = {}, values = {} }
   end
-  local bar = string.find(stored, '|', 1, true)
-  if not bar then
+  if not string.find(stored, '|', 1, true) then
+    -- The format before sketches: its points are not in the sketch.
     local c, s, mn, mx = string.match(stored, '^(%S+) (%S+) (%S+) (%S+)$')
     return { count = tonumber(c), sum = tonumber(s), comp = 0,
-             min = tonumber(mn), max = tonumber(mx),
-             nbins = 0, body = '', values = {} }
+             min = tonumber(mn), max = tonumber(mx), nbins = 0,
+             src = '', from = 1, f = { [4] = mn, [5] = mx }, values = {} }
   end
-  local f = {}
-  for w in string.gmatch(string.sub(stored, 1, bar - 1), '%S+') do f[#f + 1] = w end
-  return { count = tonumber(f[1]), sum = tonumber(f[2]), comp = tonumber(f[3]),
-           min = tonumber(f[4]), max = tonumber(f[5]), nbins = tonumber(f[6]),
-           pf = tonumber(f[7]), nf = tonumber(f[8]),
-           body = string.sub(stored, bar + 1), values = {} }
+  local c, sm, k, mn, mx, bins, floors, from =
+    string.match(stored, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+)([^|]*)|()')
+  local pf, nf
+  if floors ~= '' then pf, nf = string.match(floors, '^ (%S+) (%S+)$') end
+  return { count = tonumber(c), sum = tonumber(sm), comp = tonumber(k),
+           min = tonumber(mn), max = tonumber(mx), nbins = tonumber(bins),
+           pf = tonumber(pf), nf = tonumber(nf),
+           src = stored, from = from, f = { [4] = mn, [5] = mx }, values = {} }
 end
 
--- The sketch key of x in bucket b (its floors applied).
+-- The sketch key of x in bucket b (its floors applied): the bin index in
+-- base 62 for x > 0, '~' and the index for x < 0, '.' for zero.
 local function key_of(x, b)
   if x > 0 then
     local i = math.ceil(math.log(x) / LN_GAMMA)
     if b.pf and i < b.pf then i = b.pf end
-    return string.format('%d', i)
+    return b62(i)
   elseif x < 0 then
     local i = math.ceil(math.log(-x) / LN_GAMMA)
     if b.nf and i < b.nf then i = b.nf end
-    return 'n' .. string.format('%d', i)
+    return '~' .. b62(i)
   end
-  return 'z'
+  return '.'
 end
 
--- Adds one to the token of key in body; returns the new body and whether a
--- token was added.
-local function bump(body, key)
+-- Where the token of key is in src (searching from position from): returns
+-- the end of the text to keep, the text to insert and where to resume, or
+-- nil when the key has no token yet.
+local function find_token(src, from, key)
   local needle = ' ' .. key
-  local init = 1
+  local init = from
   while true do
-    local _, e = string.find(body, needle, init, true)
-    if not e then return body .. needle, true end
-    local after = string.sub(body, e + 1, e + 1)
-    if after == '' or after == ' ' then
-      return string.sub(body, 1, e) .. ':2' .. string.sub(body, e + 1), false
-    elseif after == ':' then
-      local digits = string.match(body, '^%d+', e + 2)
-      return string.sub(body, 1, e + 1) .. string.format('%d', tonumber(digits) + 1)
-        .. string.sub(body, e + 2 + #digits), false
+    local _, e = string.find(src, needle, init, true)
+    if not e then return nil end
+    local after = string.byte(src, e + 1)
+    if after == nil or after == 32 then
+      return e, ':2', e + 1
+    elseif after == 58 then
+      local digits = string.match(src, '^%d+', e + 2)
+      return e + 1, string.format('%d', tonumber(digits) + 1), e + 2 + #digits
     end
     init = e + 1
   end
 end
 
-local function parse_body(body)
+local function parse_tokens(src, from)
   local t = {}
-  for key, n in string.gmatch(body, ' ([^ :]+):?(%d*)') do
+  for key, n in string.gmatch(string.sub(src, from), ' ([^ :]+):?(%d*)') do
     t[key] = (t[key] or 0) + (n == '' and 1 or tonumber(n))
   end
   return t
@@ -133,26 +163,36 @@ local function collapse(t, b)
   local pos, neg = {}, {}
   for key in pairs(t) do
     local first = string.sub(key, 1, 1)
-    if first == 'n' then
-      neg[#neg + 1] = tonumber(string.sub(key, 2))
-    elseif first ~= 'z' then
-      pos[#pos + 1] = tonumber(key)
+    if first == '~' then
+      neg[#neg + 1] = key
+    elseif first ~= '.' then
+      pos[#pos + 1] = key
     end
   end
-  local function one(list, prefix, field)
-    if #list <= MAX_STORE_BINS then return end
-    table.sort(list, function(x, y) return x > y end)
-    local floor = list[MAX_STORE_BINS]
-    local floor_key = prefix .. string.format('%d', floor)
-    for j = MAX_STORE_BINS + 1, #list do
-      local key = prefix .. string.format('%d', list[j])
+  local function index(key)
+    local s = key
+    if string.sub(s, 1, 1) == '~' then s = string.sub(s, 2) end
+    local sign = 1
+    if string.sub(s, 1, 1) == '-' then sign, s = -1, string.sub(s, 2) end
+    local i = 0
+    for j = 1, #s do i = i * 62 + string.find(DIGITS, string.sub(s, j, j), 1, true) - 1 end
+    return sign * i
+  end
+  local function one(keys, field)
+    if #keys <= MAX_STORE_BINS then return end
+    local indexed = {}
+    for j, key in ipairs(keys) do indexed[j] = { index(key), key } end
+    table.sort(indexed, function(x, y) return x[1] > y[1] end)
+    local floor_key = indexed[MAX_STORE_BINS][2]
+    for j = MAX_STORE_BINS + 1, #indexed do
+      local key = indexed[j][2]
       t[floor_key] = t[floor_key] + t[key]
       t[key] = nil
     end
-    b[field] = floor
+    b[field] = indexed[MAX_STORE_BINS][1]
   end
-  one(pos, '', 'pf')
-  one(neg, 'n', 'nf')
+  one(pos, 'pf')
+  one(neg, 'nf')
 end
 
 local n = tonumber(ARGV[5])
@@ -181,23 +221,40 @@ for i = 0, n - 1 do
   end
   b.sum = t
   b.count = b.count + 1
-  if value < b.min then b.min = value end
-  if value > b.max then b.max = value end
+  if value < b.min then b.min = value; b.f[4] = nil end
+  if value > b.max then b.max = value; b.f[5] = nil end
   b.values[#b.values + 1] = value
+end
+
+-- The bucket's text with header fields f (strings) and sketch text pieces.
+local function header(b)
+  local h = string.format('%d %.17g %.17g %s %s %d', b.count, b.sum, b.comp,
+    b.f[4] or fmt(b.min), b.f[5] or fmt(b.max), b.nbins)
+  if b.pf or b.nf then
+    h = h .. ' ' .. (b.pf and string.format('%d', b.pf) or 'x')
+      .. ' ' .. (b.nf and string.format('%d', b.nf) or 'x')
+  end
+  return h .. '|'
 end
 
 local expiring = {}
 for _, u in ipairs(order) do
   local b = buckets[u[4]]
   local values = b.values
-  if #values < PARSE_AT and b.nbins + #values <= MAX_BINS then
-    for _, v in ipairs(values) do
-      local added
-      b.body, added = bump(b.body, key_of(v, b))
-      if added then b.nbins = b.nbins + 1 end
+  local text
+  if #values == 1 and b.nbins < MAX_BINS then
+    -- One value (a single ingest): rewrite or append one token, copying the
+    -- stored text once.
+    local key = key_of(values[1], b)
+    local keep, insert, resume = find_token(b.src, b.from, key)
+    if keep then
+      text = header(b) .. string.sub(b.src, b.from, keep) .. insert .. string.sub(b.src, resume)
+    else
+      b.nbins = b.nbins + 1
+      text = header(b) .. string.sub(b.src, b.from) .. ' ' .. key
     end
   else
-    local t = parse_body(b.body)
+    local t = parse_tokens(b.src, b.from)
     for _, v in ipairs(values) do
       local key = key_of(v, b)
       t[key] = (t[key] or 0) + 1
@@ -210,15 +267,9 @@ for _, u in ipairs(order) do
       parts[#parts + 1] = count == 1 and key or (key .. ':' .. string.format('%d', count))
     end
     b.nbins = #parts
-    b.body = #parts > 0 and (' ' .. table.concat(parts, ' ')) or ''
+    text = header(b) .. (#parts > 0 and (' ' .. table.concat(parts, ' ')) or '')
   end
-  local head = string.format('%d %s %s %s %s %d', b.count, fmt(b.sum), fmt(b.comp),
-    fmt(b.min), fmt(b.max), b.nbins)
-  if b.pf or b.nf then
-    head = head .. ' ' .. (b.pf and string.format('%d', b.pf) or 'x')
-      .. ' ' .. (b.nf and string.format('%d', b.nf) or 'x')
-  end
-  redis.call('HSET', KEYS[u[1]], u[2], head .. '|' .. b.body)
+  redis.call('HSET', KEYS[u[1]], u[2], text)
   if not expiring[u[1]] then
     redis.call('EXPIREAT', KEYS[u[1]], u[3])
     expiring[u[1]] = true

@@ -13,11 +13,14 @@
 //!
 //! **Stored text** (written by `ingest.lua`): the bins of one bucket, in any
 //! order, each preceded by one space: `<key>` for a count of 1 or
-//! `<key>:<count>`, where `<key>` is the bin index in decimal for the positive
-//! store (`231`, `-12`), `n` and the index for the negative store (`n231`),
-//! or `z` for zeros. E.g. ` 231 -12:3 n5 z:2`. The script finds and rewrites
-//! one token with C-speed string search, so a single ingest never parses the
-//! whole sketch.
+//! `<key>:<count>` (count in decimal), where `<key>` is the bin index in
+//! base 62 (digits `0-9 A-Z a-z`, `-` in front when negative) for the
+//! positive store, `~` and the index for the negative store, or `.` for
+//! zeros. E.g. ` 3j -C:3 ~5 .:2` holds bin 231 of the positive store, three
+//! values in bin −12, one in bin 5 of the negative store and two zeros.
+//! The script finds and rewrites one token with C-speed string search, so a
+//! single ingest never parses the whole sketch; base 62 keeps a token at
+//! three or four bytes for the values most metrics take.
 //!
 //! **Merging** adds bin counts, so the sketch of a window is exactly the
 //! sketch of all its points, whatever the buckets it is made of.
@@ -61,6 +64,48 @@ pub fn value_of(index: i32) -> f64 {
     // stays finite for the top bin of f64::MAX; exp(k · ln γ) rather than
     // powi: one rounding whatever the index.
     (f64::from(index - 1) * g.ln()).exp() * (2.0 * g / (g + 1.0))
+}
+
+const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A bin index in base 62 as the script writes it.
+fn base62(index: i32) -> String {
+    let mut digits = Vec::new();
+    let mut rest = index.unsigned_abs();
+    loop {
+        digits.push(DIGITS[(rest % 62) as usize]);
+        rest /= 62;
+        if rest == 0 {
+            break;
+        }
+    }
+    if index < 0 {
+        digits.push(b'-');
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
+}
+
+/// Reads a base-62 bin index (`None` when empty, malformed or beyond i32).
+fn parse_base62(text: &str) -> Option<i32> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 6 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for byte in digits.bytes() {
+        let digit = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'A'..=b'Z' => byte - b'A' + 10,
+            b'a'..=b'z' => byte - b'a' + 36,
+            _ => return None,
+        };
+        value = value * 62 + i64::from(digit);
+    }
+    i32::try_from(if negative { -value } else { value }).ok()
 }
 
 /// Why a stored sketch could not be read.
@@ -216,13 +261,11 @@ impl Sketch {
                 None => (token, 1),
             };
             match key.as_bytes().first() {
-                Some(b'z') if key.len() == 1 => self.zero = self.zero.saturating_add(count),
-                Some(b'n') => self
+                Some(b'.') if key.len() == 1 => self.zero = self.zero.saturating_add(count),
+                Some(b'~') => self
                     .negative
-                    .add(key[1..].parse::<i32>().map_err(|_| bad())?, count),
-                _ => self
-                    .positive
-                    .add(key.parse::<i32>().map_err(|_| bad())?, count),
+                    .add(parse_base62(&key[1..]).ok_or_else(bad)?, count),
+                _ => self.positive.add(parse_base62(key).ok_or_else(bad)?, count),
             }
             added = added.saturating_add(count);
         }
@@ -243,15 +286,15 @@ impl Sketch {
         };
         for (i, c) in self.negative.counts.iter().enumerate() {
             if *c > 0 {
-                token(format!("n{}", self.negative.offset + i as i32), *c);
+                token(format!("~{}", base62(self.negative.offset + i as i32)), *c);
             }
         }
         if self.zero > 0 {
-            token("z".to_string(), self.zero);
+            token(".".to_string(), self.zero);
         }
         for (i, c) in self.positive.counts.iter().enumerate() {
             if *c > 0 {
-                token((self.positive.offset + i as i32).to_string(), *c);
+                token(base62(self.positive.offset + i as i32), *c);
             }
         }
         out
@@ -360,11 +403,20 @@ mod tests {
     #[test]
     fn the_grammar_is_strict() {
         let mut s = Sketch::new();
-        assert_eq!(s.add_stored(" 12 -3:4 n7:2 z:5 z"), Ok(13));
+        assert_eq!(s.add_stored(" C -3:4 ~7:2 .:5 ."), Ok(13));
         assert_eq!(s.quantile(0.0), Some(-value_of(7)));
         assert_eq!(s.quantile(0.2), Some(0.0));
         assert_eq!(s.quantile(1.0), Some(value_of(12)));
-        for bad in ["x", "12:", "12:-1", "n", "zz", "1.5", "12:1:2"] {
+        assert_eq!(
+            (parse_base62("3j"), parse_base62("-C")),
+            (Some(231), Some(-12))
+        );
+        for i in [-37_300, -62, -61, -1, 0, 1, 61, 62, 231, 37_300] {
+            assert_eq!(parse_base62(&base62(i)), Some(i));
+        }
+        for bad in [
+            "x!", "12:", "12:-1", "~", "..", "1.5", "12:1:2", "-", "zzzzzzz",
+        ] {
             assert!(Sketch::new().add_stored(bad).is_err(), "{bad}");
         }
         assert_eq!(Sketch::new().add_stored(""), Ok(0));

@@ -228,10 +228,10 @@ mod tests {
             (3, 60.5, 10.0, 30.5)
         );
         assert_eq!(old.sketch, None);
-        let new = StoredBucket::parse("3 60.5 1e-15 10 30.5 2| 116:2 172").unwrap();
+        let new = StoredBucket::parse("3 60.5 1e-15 10 30.5 2| 1s:2 2m").unwrap();
         assert_eq!(new.sum.value(), 60.5 + 1e-15);
-        assert_eq!(new.sketch, Some(" 116:2 172"));
-        assert!(StoredBucket::parse("3 60.5 0 10 30.5 2 -5 x| 116:2 172").is_some());
+        assert_eq!(new.sketch, Some(" 1s:2 2m"));
+        assert!(StoredBucket::parse("3 60.5 0 10 30.5 2 -5 x| 1s:2 2m").is_some());
         for bad in [
             "1 inf 1 1",
             "1 NaN 1 1",
