@@ -47,12 +47,15 @@ NODES=$((MASTERS * (1 + REPLICAS_PER_MASTER)))
 CLUSTER_DIR="$REPO_ROOT/.local/redis-cluster"
 HOST=127.0.0.1
 
-[[ "$BASE_PORT" =~ ^[0-9]+$ ]] && ((BASE_PORT >= 1024 && BASE_PORT + NODES - 1 + 10000 <= 65535)) ||
+if ! [[ "$BASE_PORT" =~ ^[0-9]+$ ]] || ((BASE_PORT < 1024 || BASE_PORT + NODES - 1 + 10000 > 65535)); then
     die "REDIS_CLUSTER_PORT must be a number from 1024 to $((65535 - 10000 - NODES + 1)) (each node also uses port + 10000), not '$BASE_PORT'"
-[[ "$NODE_TIMEOUT_MS" =~ ^[0-9]+$ ]] && ((NODE_TIMEOUT_MS >= 100)) ||
+fi
+if ! [[ "$NODE_TIMEOUT_MS" =~ ^[0-9]+$ ]] || ((NODE_TIMEOUT_MS < 100)); then
     die "REDIS_CLUSTER_NODE_TIMEOUT_MS must be a number of milliseconds, at least 100, not '$NODE_TIMEOUT_MS'"
-[[ "$STARTUP_TIMEOUT_SECONDS" =~ ^[0-9]+$ ]] && ((STARTUP_TIMEOUT_SECONDS >= 1)) ||
+fi
+if ! [[ "$STARTUP_TIMEOUT_SECONDS" =~ ^[0-9]+$ ]] || ((STARTUP_TIMEOUT_SECONDS < 1)); then
     die "REDIS_CLUSTER_STARTUP_TIMEOUT_SECONDS must be a positive number of seconds, not '$STARTUP_TIMEOUT_SECONDS'"
+fi
 
 PORTS=()
 for ((i = 0; i < NODES; i++)); do
@@ -196,8 +199,9 @@ elif [[ $# -gt 0 ]]; then
     die "unknown argument '$1' (usage: scripts/redis-cluster.sh [--stop])"
 fi
 
-command -v "$REDIS_SERVER" >/dev/null 2>&1 && command -v "$REDIS_CLI" >/dev/null 2>&1 || die \
-    "the local cluster needs redis-server and redis-cli (Redis 6 or later), e.g. \`sudo apt-get install redis-server\` or \`brew install redis\`; with Docker: \`docker compose --profile cluster up -d\`"
+if ! command -v "$REDIS_SERVER" >/dev/null 2>&1 || ! command -v "$REDIS_CLI" >/dev/null 2>&1; then
+    die "the local cluster needs redis-server and redis-cli (Redis 6 or later), e.g. \`sudo apt-get install redis-server\` or \`brew install redis\`; with Docker: \`docker compose --profile cluster up -d cluster-create\`"
+fi
 
 if node_healthy "${PORTS[0]}"; then
     log "a healthy Redis Cluster already answers on 127.0.0.1:${PORTS[0]}; nothing started"
