@@ -322,9 +322,16 @@ impl PrivateCluster {
             .master_id
             .clone()
             .expect("a replica names its master");
-        command::<String>(replica.port, &["CLUSTER", "FAILOVER"])
-            .unwrap_or_else(|e| panic!("CLUSTER FAILOVER on port {}: {e}", replica.port));
+        // Redis gives a manual failover 5 s (CLUSTER_MF_TIMEOUT) and then
+        // abandons it silently, e.g. when the master was busy; it is asked
+        // again after twice that.
+        let mut asked_at: Option<Instant> = None;
         self.wait_for("the replica to be promoted by the manual failover", || {
+            if asked_at.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                command::<String>(replica.port, &["CLUSTER", "FAILOVER"])
+                    .unwrap_or_else(|e| panic!("CLUSTER FAILOVER on port {}: {e}", replica.port));
+                asked_at = Some(Instant::now());
+            }
             self.all_views(|view| {
                 view.iter()
                     .any(|n| n.id == replica.id && n.role == Role::Master)
@@ -403,15 +410,25 @@ impl PrivateCluster {
     pub fn wait_healthy(&self) {
         let running: Vec<u16> = self.running_ports().collect();
         self.wait_for("the cluster to be healthy on every running node", || {
-            running.iter().all(|&port| {
-                node_serves_all_slots(port)
-                    && cluster_nodes(port).is_ok_and(|view| {
-                        view.iter()
-                            .filter(|n| running.contains(&n.port))
-                            .all(|n| !n.failing() && n.connected)
-                    })
-                    && replication_link_up(port)
-            })
+            let mut views = Vec::with_capacity(running.len());
+            for &port in &running {
+                let healthy = node_serves_all_slots(port) && replication_link_up(port);
+                let Some(view) = cluster_nodes(port).ok().filter(|_| healthy) else {
+                    return false;
+                };
+                if !view
+                    .iter()
+                    .filter(|n| running.contains(&n.port))
+                    .all(|n| !n.failing() && n.connected)
+                {
+                    return false;
+                }
+                views.push(configuration(&view));
+            }
+            // Gossip spreads roles and slots node by node: until every node
+            // tells the same story, a client's view depends on whom it asks
+            // (and a manual failover needs the master to know its replica).
+            views.windows(2).all(|pair| pair[0] == pair[1])
         });
     }
 
@@ -478,6 +495,19 @@ fn command<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisRe
         cmd.arg(*arg);
     }
     cmd.query(&mut connection)
+}
+
+/// What every node of a healthy cluster agrees on: each node's id, role,
+/// master and slots, in id order (flags such as `myself` differ by viewer).
+type Configuration = Vec<(String, Role, Option<String>, Vec<RangeInclusive<u16>>)>;
+
+fn configuration(view: &[ClusterNode]) -> Configuration {
+    let mut configuration: Configuration = view
+        .iter()
+        .map(|n| (n.id.clone(), n.role, n.master_id.clone(), n.slots.clone()))
+        .collect();
+    configuration.sort_by(|a, b| a.0.cmp(&b.0));
+    configuration
 }
 
 /// `CLUSTER NODES` of the node on `port`, parsed.
