@@ -405,8 +405,9 @@ impl PrivateCluster {
 
     /// Waits until the cluster is healthy as a client sees it: every running
     /// node reports `cluster_state:ok` with all 16384 slots served, sees no
-    /// running node as failing, and, if a replica, has its replication link up.
-    /// Panics after the bound.
+    /// running node as failing, has, if a replica, its replication link up,
+    /// and lists the same roles, masters and slots as every other running
+    /// node. Panics after the bound.
     pub fn wait_healthy(&self) {
         let running: Vec<u16> = self.running_ports().collect();
         self.wait_for("the cluster to be healthy on every running node", || {
