@@ -18,9 +18,8 @@ use shared::store::series::plan;
 use shared::store::sketch::RELATIVE_ACCURACY;
 use shared::store::stats::WindowStats;
 
-static INGEST: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-    Script::new(include_str!("../../shared/src/store/ingest_sketch.lua"))
-});
+static INGEST: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("../../shared/src/store/ingest.lua")));
 static READ: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("../../shared/src/store/summary.lua")));
 

@@ -136,7 +136,7 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         "average_value": aggregate.average(),
         "min_value": aggregate.min,
         "max_value": aggregate.max,
-        "sum": aggregate.sum,
+        "sum": aggregate.sum(),
         "external_data": external_data(external),
     });
     Ok(Computed {

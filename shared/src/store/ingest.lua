@@ -16,9 +16,26 @@
 --           unix s), value (a finite float as text), expire-at (unix s: the
 --           container's end + retention, so storage stays bounded)
 --
--- Each bucket is stored as "count sum min max" (floats as %.17g, which
--- round-trips a double). Every new bucket value is computed first; only if all
--- of them are finite is anything written, so a batch is all or nothing.
+-- Each bucket is stored as one text value (decoded by store/stats.rs):
+--
+--   <count> <sum> <comp> <min> <max> <bins>[ <pfloor> <nfloor>]|<sketch>
+--
+-- sum and comp are a Neumaier compensated sum (the rounding error of every
+-- addition is kept in comp); <sketch> is a DDSketch with relative accuracy
+-- 1 % (store/sketch.rs): tokens " <key>" or " <key>:<count>" (count in
+-- decimal), where key is the bin index ceil(ln|x| / ln gamma) in base 62
+-- (digits 0-9 A-Z a-z, '-' in front when negative) for x > 0, '~' and the
+-- index for x < 0, '.' for zero. <bins> counts the tokens; the floors
+-- (decimal indexes, or "x") appear once a store has been collapsed to its
+-- MAX_STORE_BINS highest bins. sum and comp are written with 17 significant
+-- digits (enough to read back the same double), min and max with 15 when
+-- that reads back the same double. A bucket of the older format
+-- "count sum min max" keeps its points and gains a sketch of the new ones
+-- only: its sketch then counts fewer points than the bucket, which readers
+-- report as "no percentiles".
+--
+-- Every new bucket value is computed first; only if all of them are finite
+-- is anything written, so a batch is all or nothing.
 --
 -- Returns one of:
 --   {"stored"}           the metrics were added (and the record written)
@@ -34,6 +51,150 @@ if ARGV[1] == '1' then
   end
 end
 
+local LN_GAMMA = math.log((1 + 0.01) / (1 - 0.01))
+-- A bucket's sketch is collapsed when it holds more than MAX_BINS tokens,
+-- each store to its MAX_STORE_BINS highest bins.
+local MAX_BINS = 4096
+local MAX_STORE_BINS = 2048
+-- A bucket receiving one value in a call (a single ingest) gets one token
+-- rewritten or appended, without parsing its sketch; one receiving several
+-- (a batch) has its sketch parsed into a table once and written back.
+
+local DIGITS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+
+-- An integer in base 62 (digits 0-9 A-Z a-z), '-' in front when negative;
+-- memoised for the call, as a batch meets the same bins again and again.
+local b62_memo = {}
+local function b62(i)
+  local known = b62_memo[i]
+  if known then return known end
+  local sign, m = '', i
+  if m < 0 then sign, m = '-', -m end
+  local s = ''
+  repeat
+    local d = m % 62
+    s = string.sub(DIGITS, d + 1, d + 1) .. s
+    m = (m - d) / 62
+  until m == 0
+  s = sign .. s
+  b62_memo[i] = s
+  return s
+end
+
+-- The shortest of %.15g and %.17g that reads back as x.
+local function fmt(x)
+  local s = string.format('%.15g', x)
+  if tonumber(s) ~= x then s = string.format('%.17g', x) end
+  return s
+end
+
+-- A bucket being updated. src is the stored text and from the position of
+-- its sketch tokens in it (kept as is until written, so that adding one
+-- value copies the text once); f holds the header's fields as stored.
+local function load(stored, value)
+  if not stored then
+    return { count = 0, sum = 0, comp = 0, min = value, max = value, nbins = 0,
+             src = '', from = 1, f = {}, values = {} }
+  end
+  if not string.find(stored, '|', 1, true) then
+    -- The format before sketches: its points are not in the sketch.
+    local c, s, mn, mx = string.match(stored, '^(%S+) (%S+) (%S+) (%S+)$')
+    return { count = tonumber(c), sum = tonumber(s), comp = 0,
+             min = tonumber(mn), max = tonumber(mx), nbins = 0,
+             src = '', from = 1, f = { [4] = mn, [5] = mx }, values = {} }
+  end
+  local c, sm, k, mn, mx, bins, floors, from =
+    string.match(stored, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+)([^|]*)|()')
+  local pf, nf
+  if floors ~= '' then pf, nf = string.match(floors, '^ (%S+) (%S+)$') end
+  return { count = tonumber(c), sum = tonumber(sm), comp = tonumber(k),
+           min = tonumber(mn), max = tonumber(mx), nbins = tonumber(bins),
+           pf = tonumber(pf), nf = tonumber(nf),
+           src = stored, from = from, f = { [4] = mn, [5] = mx }, values = {} }
+end
+
+-- The sketch key of x in bucket b (its floors applied): the bin index in
+-- base 62 for x > 0, '~' and the index for x < 0, '.' for zero.
+local function key_of(x, b)
+  if x > 0 then
+    local i = math.ceil(math.log(x) / LN_GAMMA)
+    if b.pf and i < b.pf then i = b.pf end
+    return b62(i)
+  elseif x < 0 then
+    local i = math.ceil(math.log(-x) / LN_GAMMA)
+    if b.nf and i < b.nf then i = b.nf end
+    return '~' .. b62(i)
+  end
+  return '.'
+end
+
+-- Where the token of key is in src (searching from position from): returns
+-- the end of the text to keep, the text to insert and where to resume, or
+-- nil when the key has no token yet.
+local function find_token(src, from, key)
+  local needle = ' ' .. key
+  local init = from
+  while true do
+    local _, e = string.find(src, needle, init, true)
+    if not e then return nil end
+    local after = string.byte(src, e + 1)
+    if after == nil or after == 32 then
+      return e, ':2', e + 1
+    elseif after == 58 then
+      local digits = string.match(src, '^%d+', e + 2)
+      return e + 1, string.format('%d', tonumber(digits) + 1), e + 2 + #digits
+    end
+    init = e + 1
+  end
+end
+
+local function parse_tokens(src, from)
+  local t = {}
+  for key, n in string.gmatch(string.sub(src, from), ' ([^ :]+):?(%d*)') do
+    t[key] = (t[key] or 0) + (n == '' and 1 or tonumber(n))
+  end
+  return t
+end
+
+-- Collapses each store of t holding more than MAX_STORE_BINS bins into its
+-- MAX_STORE_BINS highest, the lowest of which absorbs the rest and becomes
+-- the store's floor.
+local function collapse(t, b)
+  local pos, neg = {}, {}
+  for key in pairs(t) do
+    local first = string.sub(key, 1, 1)
+    if first == '~' then
+      neg[#neg + 1] = key
+    elseif first ~= '.' then
+      pos[#pos + 1] = key
+    end
+  end
+  local function index(key)
+    local s = key
+    if string.sub(s, 1, 1) == '~' then s = string.sub(s, 2) end
+    local sign = 1
+    if string.sub(s, 1, 1) == '-' then sign, s = -1, string.sub(s, 2) end
+    local i = 0
+    for j = 1, #s do i = i * 62 + string.find(DIGITS, string.sub(s, j, j), 1, true) - 1 end
+    return sign * i
+  end
+  local function one(keys, field)
+    if #keys <= MAX_STORE_BINS then return end
+    local indexed = {}
+    for j, key in ipairs(keys) do indexed[j] = { index(key), key } end
+    table.sort(indexed, function(x, y) return x[1] > y[1] end)
+    local floor_key = indexed[MAX_STORE_BINS][2]
+    for j = MAX_STORE_BINS + 1, #indexed do
+      local key = indexed[j][2]
+      t[floor_key] = t[floor_key] + t[key]
+      t[key] = nil
+    end
+    b[field] = indexed[MAX_STORE_BINS][1]
+  end
+  one(pos, 'pf')
+  one(neg, 'nf')
+end
+
 local n = tonumber(ARGV[5])
 local buckets = {}
 local order = {}
@@ -45,30 +206,70 @@ for i = 0, n - 1 do
   local id = key_index .. '|' .. field
   local b = buckets[id]
   if not b then
-    local stored = redis.call('HGET', KEYS[key_index], field)
-    if stored then
-      local c, s, mn, mx = string.match(stored, '^(%S+) (%S+) (%S+) (%S+)$')
-      b = { tonumber(c), tonumber(s), tonumber(mn), tonumber(mx) }
-    else
-      b = { 0, 0, value, value }
-    end
+    b = load(redis.call('HGET', KEYS[key_index], field), value)
     buckets[id] = b
     order[#order + 1] = { key_index, field, ARGV[at + 3], id }
   end
-  b[1] = b[1] + 1
-  b[2] = b[2] + value
-  if value < b[3] then b[3] = value end
-  if value > b[4] then b[4] = value end
-  if b[2] ~= b[2] or b[2] == math.huge or b[2] == -math.huge then
+  local t = b.sum + value
+  if t ~= t or t == math.huge or t == -math.huge then
     return redis.error_reply('OVERFLOW ' .. i)
   end
+  if math.abs(b.sum) >= math.abs(value) then
+    b.comp = b.comp + ((b.sum - t) + value)
+  else
+    b.comp = b.comp + ((value - t) + b.sum)
+  end
+  b.sum = t
+  b.count = b.count + 1
+  if value < b.min then b.min = value; b.f[4] = nil end
+  if value > b.max then b.max = value; b.f[5] = nil end
+  b.values[#b.values + 1] = value
+end
+
+-- The bucket's text with header fields f (strings) and sketch text pieces.
+local function header(b)
+  local h = string.format('%d %.17g %.17g %s %s %d', b.count, b.sum, b.comp,
+    b.f[4] or fmt(b.min), b.f[5] or fmt(b.max), b.nbins)
+  if b.pf or b.nf then
+    h = h .. ' ' .. (b.pf and string.format('%d', b.pf) or 'x')
+      .. ' ' .. (b.nf and string.format('%d', b.nf) or 'x')
+  end
+  return h .. '|'
 end
 
 local expiring = {}
 for _, u in ipairs(order) do
   local b = buckets[u[4]]
-  redis.call('HSET', KEYS[u[1]], u[2],
-    string.format('%d %.17g %.17g %.17g', b[1], b[2], b[3], b[4]))
+  local values = b.values
+  local text
+  if #values == 1 and b.nbins < MAX_BINS then
+    -- One value (a single ingest): rewrite or append one token, copying the
+    -- stored text once.
+    local key = key_of(values[1], b)
+    local keep, insert, resume = find_token(b.src, b.from, key)
+    if keep then
+      text = header(b) .. string.sub(b.src, b.from, keep) .. insert .. string.sub(b.src, resume)
+    else
+      b.nbins = b.nbins + 1
+      text = header(b) .. string.sub(b.src, b.from) .. ' ' .. key
+    end
+  else
+    local t = parse_tokens(b.src, b.from)
+    for _, v in ipairs(values) do
+      local key = key_of(v, b)
+      t[key] = (t[key] or 0) + 1
+    end
+    local bins = 0
+    for _ in pairs(t) do bins = bins + 1 end
+    if bins > MAX_BINS then collapse(t, b) end
+    local parts = {}
+    for key, count in pairs(t) do
+      parts[#parts + 1] = count == 1 and key or (key .. ':' .. string.format('%d', count))
+    end
+    b.nbins = #parts
+    text = header(b) .. (#parts > 0 and (' ' .. table.concat(parts, ' ')) or '')
+  end
+  redis.call('HSET', KEYS[u[1]], u[2], text)
   if not expiring[u[1]] then
     redis.call('EXPIREAT', KEYS[u[1]], u[3])
     expiring[u[1]] = true

@@ -27,7 +27,9 @@ use crate::connection::Redis;
 use crate::keys::Keys;
 use crate::metric::{Metric, MetricType};
 use crate::window::Window;
-use buckets::{cover, Aggregate, BucketRef, Granularity};
+use buckets::{cover, BucketRef, Granularity};
+use series::SeriesPlan;
+use stats::WindowStats;
 
 static INGEST: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("ingest.lua")));
@@ -190,7 +192,8 @@ impl MetricStore {
         }
     }
 
-    /// The aggregate of `metric_type` over `window`: one Redis round trip
+    /// The statistics of `metric_type` over `window` (count, compensated
+    /// sum, min, max and the merged quantile sketch): one Redis round trip
     /// reading at most ~200 buckets, independent of the number of points.
     ///
     /// # Errors
@@ -200,41 +203,82 @@ impl MetricStore {
         redis: &Redis,
         metric_type: &MetricType,
         window: &Window,
-    ) -> Result<Aggregate, RedisError> {
+    ) -> Result<WindowStats, RedisError> {
         let buckets = cover(window.from.timestamp(), window.to.timestamp());
-        if buckets.is_empty() {
-            return Ok(Aggregate::EMPTY);
+        let mut total = WindowStats::new();
+        for text in self
+            .read(redis, metric_type, &buckets)
+            .await?
+            .iter()
+            .flatten()
+        {
+            if total.add_stored(text).is_err() {
+                tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket");
+            }
         }
-        // Group the buckets by container, keeping a stable order.
-        let mut containers: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-        for bucket in &buckets {
+        Ok(total)
+    }
+
+    /// The statistics of each point of a planned series ([`series::plan`]),
+    /// in order: one Redis round trip for all the plan's buckets, so the cost
+    /// depends on the plan, never on the number of points stored.
+    ///
+    /// # Errors
+    /// The [`RedisError`] when Redis fails or times out.
+    pub async fn series(
+        &self,
+        redis: &Redis,
+        metric_type: &MetricType,
+        plan: &SeriesPlan,
+    ) -> Result<Vec<WindowStats>, RedisError> {
+        let texts = self.read(redis, metric_type, plan.buckets()).await?;
+        let mut points = vec![WindowStats::new(); plan.points()];
+        for (text, point) in texts.iter().zip(plan.point_of_each_bucket()) {
+            if let Some(text) = text {
+                if points[point].add_stored(text).is_err() {
+                    tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket");
+                }
+            }
+        }
+        Ok(points)
+    }
+
+    /// The stored text of each of `buckets` (`None` when empty), in their
+    /// order, read by one `summary.lua` call grouped by container.
+    async fn read(
+        &self,
+        redis: &Redis,
+        metric_type: &MetricType,
+        buckets: &[BucketRef],
+    ) -> Result<Vec<Option<String>>, RedisError> {
+        if buckets.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Group the buckets by container, keeping each bucket's position.
+        let mut containers: BTreeMap<String, Vec<(i64, usize)>> = BTreeMap::new();
+        for (position, bucket) in buckets.iter().enumerate() {
             containers
                 .entry(self.container_key(metric_type, *bucket))
                 .or_default()
-                .push(bucket.start);
+                .push((bucket.start, position));
         }
         let mut invocation = SUMMARY.prepare_invoke();
         for key in containers.keys() {
             invocation.key(key);
         }
         for fields in containers.values() {
-            invocation.arg(fields.len()).arg(fields);
-        }
-        let values: Vec<Value> = invocation.invoke_async(&mut redis.clone()).await?;
-        let mut total = Aggregate::EMPTY;
-        for value in values {
-            if let Value::BulkString(bytes) = value {
-                let parsed = std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(Aggregate::parse_stored);
-                match parsed {
-                    Some(bucket) => total.merge(&bucket),
-                    None => {
-                        tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket")
-                    }
-                }
+            invocation.arg(fields.len());
+            for (start, _) in fields {
+                invocation.arg(start);
             }
         }
-        Ok(total)
+        let values: Vec<Value> = invocation.invoke_async(&mut redis.clone()).await?;
+        let mut out = vec![None; buckets.len()];
+        for (value, (_, position)) in values.into_iter().zip(containers.values().flatten()) {
+            if let Value::BulkString(bytes) = value {
+                out[*position] = String::from_utf8(bytes).ok();
+            }
+        }
+        Ok(out)
     }
 }
