@@ -81,8 +81,9 @@ impl Buckets {
         Ok(())
     }
 
-    /// The stored values of `buckets`, in their order, in one script call.
-    async fn read(&mut self, buckets: &[BucketRef]) -> Vec<Option<String>> {
+    /// The stored texts of `buckets` (main and folded field), in their
+    /// order, in one script call.
+    async fn read(&mut self, buckets: &[BucketRef]) -> Vec<(Option<String>, Option<String>)> {
         let mut containers: BTreeMap<String, Vec<(i64, usize)>> = BTreeMap::new();
         for (position, bucket) in buckets.iter().enumerate() {
             containers
@@ -95,25 +96,30 @@ impl Buckets {
             call.key(key);
         }
         for fields in containers.values() {
-            call.arg(fields.len());
+            call.arg(2 * fields.len());
             for (start, _) in fields {
-                call.arg(start);
+                call.arg(start).arg(format!("{start}.s"));
             }
         }
         let reply: Vec<Value> = call.invoke_async(&mut self.redis).await.unwrap();
-        let mut out = vec![None; buckets.len()];
-        for (value, (_, position)) in reply.into_iter().zip(containers.values().flatten()) {
-            if let Value::BulkString(bytes) = value {
-                out[*position] = Some(String::from_utf8(bytes).unwrap());
-            }
+        let text = |value: Value| match value {
+            Value::BulkString(bytes) => Some(String::from_utf8(bytes).unwrap()),
+            _ => None,
+        };
+        let mut out = vec![(None, None); buckets.len()];
+        let mut reply = reply.into_iter();
+        for (_, position) in containers.values().flatten() {
+            out[*position] = (reply.next().and_then(text), reply.next().and_then(text));
         }
         out
     }
 
     async fn window(&mut self, from: i64, to: i64) -> WindowStats {
         let mut stats = WindowStats::new();
-        for text in self.read(&cover(from, to)).await.into_iter().flatten() {
-            stats.add_stored(&text).unwrap();
+        for (text, folded) in self.read(&cover(from, to)).await {
+            if let Some(text) = text {
+                stats.add_stored(&text, folded.as_deref()).unwrap();
+            }
         }
         stats
     }
@@ -272,9 +278,11 @@ async fn every_quantile_is_within_alpha_over_windows_crossing_bucket_boundaries(
         let series = plan(base - 7 * 3_600, base + 5 * 3_600 + 1, 3_600).unwrap();
         let texts = buckets.read(series.buckets()).await;
         let mut per_point = vec![WindowStats::new(); series.points()];
-        for (text, point) in texts.iter().zip(series.point_of_each_bucket()) {
+        for ((text, folded), point) in texts.iter().zip(series.point_of_each_bucket()) {
             if let Some(text) = text {
-                per_point[point].add_stored(text).unwrap();
+                per_point[point]
+                    .add_stored(text, folded.as_deref())
+                    .unwrap();
             }
         }
         for (i, stats) in per_point.iter().enumerate() {
@@ -384,11 +392,13 @@ async fn sketches_past_their_bin_budget_collapse_their_lowest_bins() {
     let texts = buckets
         .read(&[BucketRef::containing(Granularity::Minute, base + 120)])
         .await;
-    let text = texts[0].as_deref().unwrap();
+    let text = texts[0].0.as_deref().unwrap();
     let head: Vec<&str> = text.split('|').next().unwrap().split(' ').collect();
-    assert_eq!(head.len(), 8, "floors recorded: {head:?}");
+    assert_eq!(head.len(), 9, "floors recorded: {head:?}");
     let bins: usize = head[5].parse().unwrap();
-    assert!(bins <= 4_096 + 2, "{bins} bins");
+    assert!(bins <= 4_096, "{bins} bins");
+    let folded = texts[0].1.as_deref().unwrap();
+    assert_eq!(folded.split(' ').filter(|t| !t.is_empty()).count(), bins);
     let stats = buckets.window(base, base + 180).await;
     values.sort_by(f64::total_cmp);
     assert_eq!(stats.count, values.len() as u64);

@@ -16,16 +16,23 @@
 --           unix s), value (a finite float as text), expire-at (unix s: the
 --           container's end + retention, so storage stays bounded)
 --
--- Each bucket is stored as one text value (decoded by store/stats.rs):
+-- Each bucket is stored in one or two fields of its container (decoded by
+-- store/stats.rs):
 --
---   <count> <sum> <comp> <min> <max> <bins>[ <pfloor> <nfloor>]|<sketch>
+--   <start>     <count> <sum> <comp> <min> <max> <sbins> <rbins>[ <pfloor> <nfloor>]|<recent>
+--   <start>.s   <sketch>   (only once the bucket has more than RECENT bins)
 --
 -- sum and comp are a Neumaier compensated sum (the rounding error of every
--- addition is kept in comp); <sketch> is a DDSketch with relative accuracy
--- 1 % (store/sketch.rs): tokens " <key>" or " <key>:<count>" (count in
--- decimal), where key is the bin index ceil(ln|x| / ln gamma) in base 62
+-- addition is kept in comp). The sketch is a DDSketch with relative accuracy
+-- 1 % (store/sketch.rs) held as tokens " <key>" or " <key>:<count>" (count
+-- in decimal), where key is the bin index ceil(ln|x| / ln gamma) in base 62
 -- (digits 0-9 A-Z a-z, '-' in front when negative) for x > 0, '~' and the
--- index for x < 0, '.' for zero. <bins> counts the tokens; the floors
+-- index for x < 0, '.' for zero. The tokens are split in two: <recent>, at
+-- most RECENT tokens (rbins of them), which a single ingest rewrites in the
+-- short main field, and the field <start>.s (sbins tokens), into which the
+-- recent tokens are folded once there are RECENT of them, so that a single
+-- ingest copies short texts only; a minute bucket rarely needs the second
+-- field. A key may appear in both parts: readers add them. The floors
 -- (decimal indexes, or "x") appear once a store has been collapsed to its
 -- MAX_STORE_BINS highest bins. sum and comp are written with 17 significant
 -- digits (enough to read back the same double), min and max with 15 when
@@ -57,26 +64,38 @@ local LN_GAMMA = math.log((1 + 0.01) / (1 - 0.01))
 local MAX_BINS = 4096
 local MAX_STORE_BINS = 2048
 -- A bucket receiving one value in a call (a single ingest) gets one token
--- rewritten or appended, without parsing its sketch; one receiving several
--- (a batch) has its sketch parsed into a table once and written back.
+-- rewritten or appended in its recent part; a bucket receiving several (a
+-- batch), or whose recent part is full, has its tokens parsed into a table
+-- once and written back.
+local RECENT = 32
 
 local DIGITS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
 
 -- An integer in base 62 (digits 0-9 A-Z a-z), '-' in front when negative;
--- memoised for the call, as a batch meets the same bins again and again.
+-- one string built per call (string.char), memoised for the script call, as
+-- a batch meets the same bins again and again.
+local DIGIT_BYTES = { string.byte(DIGITS, 1, 62) } -- digit d at d + 1
 local b62_memo = {}
 local function b62(i)
   local known = b62_memo[i]
   if known then return known end
-  local sign, m = '', i
-  if m < 0 then sign, m = '-', -m end
-  local s = ''
-  repeat
-    local d = m % 62
-    s = string.sub(DIGITS, d + 1, d + 1) .. s
-    m = (m - d) / 62
-  until m == 0
-  s = sign .. s
+  local m = i < 0 and -i or i
+  local s
+  if m < 62 then
+    s = string.char(DIGIT_BYTES[m + 1])
+  elseif m < 3844 then
+    local lo = m % 62
+    s = string.char(DIGIT_BYTES[(m - lo) / 62 + 1], DIGIT_BYTES[lo + 1])
+  else
+    local c = m % 62
+    local rest = (m - c) / 62
+    local b = rest % 62
+    rest = (rest - b) / 62
+    local a = rest % 62
+    s = string.char(DIGIT_BYTES[(rest - a) / 62 + 1], DIGIT_BYTES[a + 1], DIGIT_BYTES[b + 1], DIGIT_BYTES[c + 1])
+    s = string.gsub(s, '^0+', '')
+  end
+  if i < 0 then s = '-' .. s end
   b62_memo[i] = s
   return s
 end
@@ -88,28 +107,28 @@ local function fmt(x)
   return s
 end
 
--- A bucket being updated. src is the stored text and from the position of
--- its sketch tokens in it (kept as is until written, so that adding one
--- value copies the text once); f holds the header's fields as stored.
+-- A bucket being updated. src is the main field's text and from the
+-- position of its recent tokens in it (kept as is until written, so that
+-- adding one value copies the short text once).
 local function load(stored, value)
   if not stored then
-    return { count = 0, sum = 0, comp = 0, min = value, max = value, nbins = 0,
-             src = '', from = 1, f = {}, values = {} }
+    return { count = 0, sum = 0, comp = 0, min = value, max = value, sbins = 0,
+             rbins = 0, src = '', from = 1, f = {}, values = {} }
   end
   if not string.find(stored, '|', 1, true) then
     -- The format before sketches: its points are not in the sketch.
     local c, s, mn, mx = string.match(stored, '^(%S+) (%S+) (%S+) (%S+)$')
     return { count = tonumber(c), sum = tonumber(s), comp = 0,
-             min = tonumber(mn), max = tonumber(mx), nbins = 0,
+             min = tonumber(mn), max = tonumber(mx), sbins = 0, rbins = 0,
              src = '', from = 1, f = { [4] = mn, [5] = mx }, values = {} }
   end
-  local c, sm, k, mn, mx, bins, floors, from =
-    string.match(stored, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+)([^|]*)|()')
+  local c, sm, k, mn, mx, sbins, rbins, floors, from =
+    string.match(stored, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+) (%d+)([^|]*)|()')
   local pf, nf
   if floors ~= '' then pf, nf = string.match(floors, '^ (%S+) (%S+)$') end
   return { count = tonumber(c), sum = tonumber(sm), comp = tonumber(k),
-           min = tonumber(mn), max = tonumber(mx), nbins = tonumber(bins),
-           pf = tonumber(pf), nf = tonumber(nf),
+           min = tonumber(mn), max = tonumber(mx), sbins = tonumber(sbins),
+           rbins = tonumber(rbins), pf = tonumber(pf), nf = tonumber(nf),
            src = stored, from = from, f = { [4] = mn, [5] = mx }, values = {} }
 end
 
@@ -148,9 +167,8 @@ local function find_token(src, from, key)
   end
 end
 
-local function parse_tokens(src, from)
-  local t = {}
-  for key, n in string.gmatch(string.sub(src, from), ' ([^ :]+):?(%d*)') do
+local function parse_tokens(t, text)
+  for key, n in string.gmatch(text, ' ([^ :]+):?(%d*)') do
     t[key] = (t[key] or 0) + (n == '' and 1 or tonumber(n))
   end
   return t
@@ -226,10 +244,10 @@ for i = 0, n - 1 do
   b.values[#b.values + 1] = value
 end
 
--- The bucket's text with header fields f (strings) and sketch text pieces.
+-- The main field's header, up to and with the '|'.
 local function header(b)
-  local h = string.format('%d %.17g %.17g %s %s %d', b.count, b.sum, b.comp,
-    b.f[4] or fmt(b.min), b.f[5] or fmt(b.max), b.nbins)
+  local h = string.format('%d %.17g %.17g %s %s %d %d', b.count, b.sum, b.comp,
+    b.f[4] or fmt(b.min), b.f[5] or fmt(b.max), b.sbins, b.rbins)
   if b.pf or b.nf then
     h = h .. ' ' .. (b.pf and string.format('%d', b.pf) or 'x')
       .. ' ' .. (b.nf and string.format('%d', b.nf) or 'x')
@@ -237,24 +255,36 @@ local function header(b)
   return h .. '|'
 end
 
+local function serialize(t)
+  local parts = {}
+  for key, count in pairs(t) do
+    parts[#parts + 1] = count == 1 and key or (key .. ':' .. string.format('%d', count))
+  end
+  return #parts > 0 and (' ' .. table.concat(parts, ' ')) or '', #parts
+end
+
 local expiring = {}
 for _, u in ipairs(order) do
   local b = buckets[u[4]]
+  local key_name, field = KEYS[u[1]], u[2]
   local values = b.values
   local text
-  if #values == 1 and b.nbins < MAX_BINS then
-    -- One value (a single ingest): rewrite or append one token, copying the
-    -- stored text once.
+  if #values == 1 and b.rbins < RECENT then
+    -- One value (a single ingest): rewrite or append one recent token,
+    -- copying the short main text once.
     local key = key_of(values[1], b)
     local keep, insert, resume = find_token(b.src, b.from, key)
     if keep then
       text = header(b) .. string.sub(b.src, b.from, keep) .. insert .. string.sub(b.src, resume)
     else
-      b.nbins = b.nbins + 1
+      b.rbins = b.rbins + 1
       text = header(b) .. string.sub(b.src, b.from) .. ' ' .. key
     end
   else
-    local t = parse_tokens(b.src, b.from)
+    local t = parse_tokens({}, string.sub(b.src, b.from))
+    if b.sbins > 0 then
+      parse_tokens(t, redis.call('HGET', key_name, field .. '.s') or '')
+    end
     for _, v in ipairs(values) do
       local key = key_of(v, b)
       t[key] = (t[key] or 0) + 1
@@ -262,16 +292,19 @@ for _, u in ipairs(order) do
     local bins = 0
     for _ in pairs(t) do bins = bins + 1 end
     if bins > MAX_BINS then collapse(t, b) end
-    local parts = {}
-    for key, count in pairs(t) do
-      parts[#parts + 1] = count == 1 and key or (key .. ':' .. string.format('%d', count))
+    local tokens, count = serialize(t)
+    if b.sbins == 0 and count <= RECENT then
+      b.rbins = count
+      text = header(b) .. tokens
+    else
+      b.sbins, b.rbins = count, 0
+      redis.call('HSET', key_name, field .. '.s', tokens)
+      text = header(b)
     end
-    b.nbins = #parts
-    text = header(b) .. (#parts > 0 and (' ' .. table.concat(parts, ' ')) or '')
   end
-  redis.call('HSET', KEYS[u[1]], u[2], text)
+  redis.call('HSET', key_name, field, text)
   if not expiring[u[1]] then
-    redis.call('EXPIREAT', KEYS[u[1]], u[3])
+    redis.call('EXPIREAT', key_name, u[3])
     expiring[u[1]] = true
   end
 end

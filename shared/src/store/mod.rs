@@ -206,13 +206,9 @@ impl MetricStore {
     ) -> Result<WindowStats, RedisError> {
         let buckets = cover(window.from.timestamp(), window.to.timestamp());
         let mut total = WindowStats::new();
-        for text in self
-            .read(redis, metric_type, &buckets)
-            .await?
-            .iter()
-            .flatten()
-        {
-            if total.add_stored(text).is_err() {
+        for (text, folded) in self.read(redis, metric_type, &buckets).await? {
+            let Some(text) = text else { continue };
+            if total.add_stored(&text, folded.as_deref()).is_err() {
                 tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket");
             }
         }
@@ -233,9 +229,9 @@ impl MetricStore {
     ) -> Result<Vec<WindowStats>, RedisError> {
         let texts = self.read(redis, metric_type, plan.buckets()).await?;
         let mut points = vec![WindowStats::new(); plan.points()];
-        for (text, point) in texts.iter().zip(plan.point_of_each_bucket()) {
+        for ((text, folded), point) in texts.into_iter().zip(plan.point_of_each_bucket()) {
             if let Some(text) = text {
-                if points[point].add_stored(text).is_err() {
+                if points[point].add_stored(&text, folded.as_deref()).is_err() {
                     tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket");
                 }
             }
@@ -243,14 +239,15 @@ impl MetricStore {
         Ok(points)
     }
 
-    /// The stored text of each of `buckets` (`None` when empty), in their
-    /// order, read by one `summary.lua` call grouped by container.
+    /// The stored texts of each of `buckets` (its main field and its
+    /// folded field, `None` when absent), in their order, read by one
+    /// `summary.lua` call grouped by container.
     async fn read(
         &self,
         redis: &Redis,
         metric_type: &MetricType,
         buckets: &[BucketRef],
-    ) -> Result<Vec<Option<String>>, RedisError> {
+    ) -> Result<Vec<(Option<String>, Option<String>)>, RedisError> {
         if buckets.is_empty() {
             return Ok(Vec::new());
         }
@@ -267,17 +264,22 @@ impl MetricStore {
             invocation.key(key);
         }
         for fields in containers.values() {
-            invocation.arg(fields.len());
+            invocation.arg(2 * fields.len());
             for (start, _) in fields {
-                invocation.arg(start);
+                invocation.arg(start).arg(format!("{start}.s"));
             }
         }
         let values: Vec<Value> = invocation.invoke_async(&mut redis.clone()).await?;
-        let mut out = vec![None; buckets.len()];
-        for (value, (_, position)) in values.into_iter().zip(containers.values().flatten()) {
-            if let Value::BulkString(bytes) = value {
-                out[*position] = String::from_utf8(bytes).ok();
-            }
+        let text = |value: Value| match value {
+            Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+            _ => None,
+        };
+        let mut out = vec![(None, None); buckets.len()];
+        let mut values = values.into_iter();
+        for (_, position) in containers.values().flatten() {
+            let main = values.next().and_then(text);
+            let folded = values.next().and_then(text);
+            out[*position] = (main, folded);
         }
         Ok(out)
     }

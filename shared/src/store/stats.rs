@@ -1,18 +1,23 @@
 //! A stored bucket, decoded, and the statistics of a window merged from its
 //! buckets: count, compensated sum, min, max and the quantile sketch.
 //!
-//! A bucket is stored (by `ingest.lua`) as one text value:
+//! A bucket is stored (by `ingest.lua`) in one or two fields of its
+//! container:
 //!
 //! ```text
-//! <count> <sum> <compensation> <min> <max> <bins>[ <positive floor> <negative floor>]|<sketch>
+//! <start>    <count> <sum> <compensation> <min> <max> <sbins> <rbins>[ <positive floor> <negative floor>]|<recent tokens>
+//! <start>.s  <folded tokens>
 //! ```
 //!
 //! `sum` and `compensation` are the two parts of a Neumaier sum
-//! ([`super::compensated`]), `bins` the number of tokens of the sketch,
-//! the floors (`x` when unset) appear once a store of the sketch has been
-//! collapsed, and `<sketch>` is the text described in [`super::sketch`].
-//! Floats are written with up to 17 significant digits, enough to round-trip
-//! a double. Buckets written before sketches existed read
+//! ([`super::compensated`]). The sketch ([`super::sketch`]) is split in two:
+//! at most 32 recent tokens (`rbins`) in the main field, which a single
+//! ingest rewrites without copying the rest, and the folded tokens (`sbins`)
+//! in the second field, which only exists once a bucket has had more bins
+//! than that; a bin may appear in both, and readers add them. The floors
+//! (`x` when unset) appear once a store of the sketch has been collapsed.
+//! Floats are written with up to 17 significant digits, enough to
+//! round-trip a double. Buckets written before sketches existed read
 //! `<count> <sum> <min> <max>`: they still give count, sum, min and max, and
 //! a window holding one has no percentiles.
 
@@ -30,8 +35,11 @@ pub struct StoredBucket<'a> {
     pub min: f64,
     /// Largest value.
     pub max: f64,
-    /// The sketch text, `None` for a bucket of the format before sketches.
+    /// The recent sketch tokens, `None` for a bucket of the format before
+    /// sketches.
     pub sketch: Option<&'a str>,
+    /// Tokens in the bucket's folded field (`<start>.s`), to be read too.
+    pub folded_bins: u64,
 }
 
 impl<'a> StoredBucket<'a> {
@@ -50,16 +58,15 @@ impl<'a> StoredBucket<'a> {
             None => (float()?, 0.0),
         };
         let (min, max) = (float()?, float()?);
-        match sketch {
-            Some(_) => {
-                // bins, then optionally the two floors.
-                parts.next()?.parse::<u64>().ok()?;
-                let floors = parts.by_ref().take(2).count();
-                if floors == 1 {
-                    return None;
-                }
+        let mut folded_bins = 0;
+        if sketch.is_some() {
+            // sbins, rbins, then optionally the two floors.
+            folded_bins = parts.next()?.parse::<u64>().ok()?;
+            parts.next()?.parse::<u64>().ok()?;
+            let floors = parts.by_ref().take(2).count();
+            if floors == 1 {
+                return None;
             }
-            None => {}
         }
         if parts.next().is_some() {
             return None;
@@ -70,6 +77,7 @@ impl<'a> StoredBucket<'a> {
             min,
             max,
             sketch,
+            folded_bins,
         })
     }
 }
@@ -106,8 +114,9 @@ impl WindowStats {
         Self::default()
     }
 
-    /// Merges one decoded bucket.
-    pub fn add_bucket(&mut self, bucket: &StoredBucket<'_>) {
+    /// Merges one decoded bucket, with the text of its folded field
+    /// (`<start>.s`, `None` when absent).
+    pub fn add_bucket(&mut self, bucket: &StoredBucket<'_>, folded: Option<&str>) {
         if bucket.count == 0 {
             return;
         }
@@ -119,16 +128,24 @@ impl WindowStats {
         ));
         self.min = Some(self.min.map_or(bucket.min, |m| m.min(bucket.min)));
         self.max = Some(self.max.map_or(bucket.max, |m| m.max(bucket.max)));
-        // A bucket that gained points before its format had sketches holds
-        // fewer sketched values than points; its percentiles are unknown.
         // Bins go straight into the window's sketch: should they not cover
-        // the bucket's points, the window reports no quantiles at all, so
-        // the partial bins do no harm.
+        // the bucket's points (a bucket that gained points before its format
+        // had sketches, or a folded field missing), the window reports no
+        // quantiles at all, so the partial bins do no harm.
         let sketched = match bucket.sketch {
-            Some(text) => match self.sketch.add_stored(text) {
-                Ok(n) if n == bucket.count => n,
-                _ => 0,
-            },
+            Some(recent) => {
+                let mut n = self.sketch.add_stored(recent);
+                if bucket.folded_bins > 0 {
+                    n = match (n, folded) {
+                        (Ok(a), Some(text)) => self.sketch.add_stored(text).map(|b| a + b),
+                        _ => Ok(0),
+                    };
+                }
+                match n {
+                    Ok(n) if n == bucket.count => n,
+                    _ => 0,
+                }
+            }
             None => 0,
         };
         self.unsketched = self
@@ -136,14 +153,15 @@ impl WindowStats {
             .saturating_add(bucket.count.saturating_sub(sketched));
     }
 
-    /// Decodes and merges one stored bucket.
+    /// Decodes and merges one stored bucket: its main field's text and its
+    /// folded field's (`None` when absent).
     ///
     /// # Errors
     /// `Err(())` when the text is not a stored bucket; nothing is merged.
     #[allow(clippy::result_unit_err)]
-    pub fn add_stored(&mut self, text: &str) -> Result<(), ()> {
+    pub fn add_stored(&mut self, text: &str, folded: Option<&str>) -> Result<(), ()> {
         let bucket = StoredBucket::parse(text).ok_or(())?;
-        self.add_bucket(&bucket);
+        self.add_bucket(&bucket, folded);
         Ok(())
     }
 
@@ -152,13 +170,17 @@ impl WindowStats {
         let mut sketch = Sketch::new();
         sketch.add(value);
         let text = sketch.to_stored();
-        self.add_bucket(&StoredBucket {
-            count: 1,
-            sum: CompensatedSum::from_parts(value, 0.0),
-            min: value,
-            max: value,
-            sketch: Some(&text),
-        });
+        self.add_bucket(
+            &StoredBucket {
+                count: 1,
+                sum: CompensatedSum::from_parts(value, 0.0),
+                min: value,
+                max: value,
+                sketch: Some(&text),
+                folded_bins: 0,
+            },
+            None,
+        );
     }
 
     /// The sum, compensated; always finite: ±`f64::MAX` when the exact sum
@@ -228,10 +250,10 @@ mod tests {
             (3, 60.5, 10.0, 30.5)
         );
         assert_eq!(old.sketch, None);
-        let new = StoredBucket::parse("3 60.5 1e-15 10 30.5 2| 1s:2 2m").unwrap();
+        let new = StoredBucket::parse("3 60.5 1e-15 10 30.5 0 2| 1s:2 2m").unwrap();
         assert_eq!(new.sum.value(), 60.5 + 1e-15);
         assert_eq!(new.sketch, Some(" 1s:2 2m"));
-        assert!(StoredBucket::parse("3 60.5 0 10 30.5 2 -5 x| 1s:2 2m").is_some());
+        assert!(StoredBucket::parse("3 60.5 0 10 30.5 0 2 -5 x| 1s:2 2m").is_some());
         for bad in [
             "1 inf 1 1",
             "1 NaN 1 1",
@@ -239,8 +261,9 @@ mod tests {
             "x 1 1 1",
             "1 1 1 1 1",
             "1 1 0 1 1|",
-            "1 1 0 1 1 1 5| 0",
-            "1 1 0 1 1 1 5 6 7| 0",
+            "1 1 0 1 1 1|",
+            "1 1 0 1 1 0 1 5| 0",
+            "1 1 0 1 1 0 1 5 6 7| 0",
         ] {
             assert_eq!(StoredBucket::parse(bad), None, "{bad}");
         }
@@ -249,9 +272,9 @@ mod tests {
     #[test]
     fn windows_with_an_old_bucket_have_no_quantiles_but_the_rest() {
         let mut w = WindowStats::new();
-        w.add_stored("2 3 0 1 2 2| 0 35").unwrap();
+        w.add_stored("2 3 0 1 2 0 2| 0 35", None).unwrap();
         assert!(w.quantile(0.5).is_some());
-        w.add_stored("3 60.5 10 30.5").unwrap();
+        w.add_stored("3 60.5 10 30.5", None).unwrap();
         assert_eq!(
             (w.count, w.sum(), w.min, w.max),
             (5, 63.5, Some(1.0), Some(30.5))
@@ -260,9 +283,17 @@ mod tests {
         assert!(!w.has_quantiles());
         // A new-format bucket that gained points while it was old-format.
         let mut v = WindowStats::new();
-        v.add_stored("4 3 0 1 2 2| 0 35").unwrap();
+        v.add_stored("4 3 0 1 2 0 2| 0 35", None).unwrap();
         assert_eq!(v.quantile(0.5), None);
-        assert!(w.add_stored("garbage").is_err());
+        assert!(w.add_stored("garbage", None).is_err());
+        // Recent and folded tokens add up; a missing folded field means no
+        // quantiles.
+        let mut f = WindowStats::new();
+        f.add_stored("3 3 0 1 1 1 1| 0", Some(" 0:2")).unwrap();
+        assert_eq!(f.quantile(0.5), Some(1.0));
+        let mut g = WindowStats::new();
+        g.add_stored("3 3 0 1 1 1 1| 0", None).unwrap();
+        assert_eq!(g.quantile(0.5), None);
     }
 
     #[test]
@@ -270,18 +301,18 @@ mod tests {
         let max = f64::MAX;
         let close = |a: f64, b: f64| (a - b).abs() <= max * 1e-15;
         let bucket = |count: u64, sum: f64, min: f64, max: f64| {
-            format!("{count} {sum:e} 0 {min:e} {max:e} 0|")
+            format!("{count} {sum:e} 0 {min:e} {max:e} 0 0|")
         };
         let mut a = WindowStats::new();
         for _ in 0..3 {
-            a.add_stored(&bucket(1, max, max, max)).unwrap();
+            a.add_stored(&bucket(1, max, max, max), None).unwrap();
         }
         assert_eq!((a.count, a.sum(), a.average()), (3, max, Some(max)));
-        a.add_stored(&bucket(2, -max, -max, 0.0)).unwrap();
+        a.add_stored(&bucket(2, -max, -max, 0.0), None).unwrap();
         assert_eq!(a.sum(), max, "2 × MAX saturates");
-        a.add_stored(&bucket(1, -max, -max, -max)).unwrap();
+        a.add_stored(&bucket(1, -max, -max, -max), None).unwrap();
         assert!(close(a.sum(), max), "{a:?}");
-        a.add_stored(&bucket(1, -max, -max, -max)).unwrap();
+        a.add_stored(&bucket(1, -max, -max, -max), None).unwrap();
         assert!(close(a.sum(), 0.0), "{a:?}");
         assert!(close(a.average().unwrap(), 0.0), "{a:?}");
     }
@@ -290,11 +321,11 @@ mod tests {
     fn sums_are_compensated_across_buckets() {
         let mut w = WindowStats::new();
         for text in [
-            "1 1e100 0 1e100 1e100 0|",
-            "1 1 0 1 1 0|",
-            "1 -1e100 0 -1e100 -1e100 0|",
+            "1 1e100 0 1e100 1e100 0 0|",
+            "1 1 0 1 1 0 0|",
+            "1 -1e100 0 -1e100 -1e100 0 0|",
         ] {
-            w.add_stored(text).unwrap();
+            w.add_stored(text, None).unwrap();
         }
         assert_eq!(w.sum(), 1.0);
         assert_eq!(w.average(), Some(1.0 / 3.0));
