@@ -7,10 +7,14 @@ use crate::client::{ApiClient, ClientError, Delivery, SendMode};
 use crate::host::HostSampler;
 use crate::payload::{Metric, Reading, CPU_TYPE, MEMORY_TYPE};
 use crate::retry::RetryPolicy;
+use crate::series::format_series;
 use crate::summary::{format_table, Summary};
 
 /// The summaries printed at the end.
 pub const SUMMARY_PERIOD: &str = "hourly";
+
+/// The step of the CPU series printed after the summaries.
+pub const SERIES_STEP: &str = "5m";
 
 /// Why a run failed.
 #[derive(Debug)]
@@ -51,7 +55,7 @@ impl From<ClientError> for RunError {
 /// defaults, so a run fits in the default rate limit of 5 POSTs a minute),
 /// then prints the hourly summary of both metric types, read fresh
 /// (`Cache-Control: no-cache`), next to how many metrics of each type this
-/// run stored.
+/// run stored, and the CPU series of the last hour in 5-minute steps.
 ///
 /// Errors at once when the API cannot be reached; a sample that cannot be
 /// read or that the API refuses is reported on stderr and makes the run fail
@@ -94,6 +98,18 @@ pub async fn run(args: &Args) -> Result<(), RunError> {
         .any(|summary| summary.count > stored.of(&summary.kind))
     {
         println!("\n`count` also includes metrics of the same types stored earlier in the window.");
+    }
+    // The series is an extra: a deployment without the route still gets its
+    // summaries, and the run does not fail for it.
+    match client.series(CPU_TYPE, SUMMARY_PERIOD, SERIES_STEP).await {
+        Ok(series) => {
+            println!(
+                "\n{} over the last hour, {}-steps (read with Cache-Control: no-cache):\n",
+                series.kind, series.step
+            );
+            print!("{}", format_series(&series));
+        }
+        Err(err) => eprintln!("\nno series of {CPU_TYPE}: {err}"),
     }
     match failed {
         0 => Ok(()),

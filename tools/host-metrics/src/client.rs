@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::payload::{arrays_unsupported, batch_body, single_body, Metric};
 use crate::retry::{parse_retry_after, RetryPolicy, Retryable};
+use crate::series::Series;
 use crate::summary::Summary;
 
 /// Header carrying the API key.
@@ -112,6 +113,7 @@ pub struct ApiClient {
     http: Client,
     metrics_url: Url,
     summary_url: Url,
+    series_url: Url,
     api_key: Option<String>,
     policy: RetryPolicy,
     timeout: Duration,
@@ -130,6 +132,7 @@ impl ApiClient {
         let base = base_url.trim_end_matches('/');
         let metrics_url = endpoint(base, "/api/metrics")?;
         let summary_url = endpoint(base, "/api/metrics/summary")?;
+        let series_url = endpoint(base, "/api/metrics/series")?;
         let http = Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
@@ -140,6 +143,7 @@ impl ApiClient {
             http,
             metrics_url,
             summary_url,
+            series_url,
             api_key,
             policy,
             timeout,
@@ -214,6 +218,33 @@ impl ApiClient {
         }
         serde_json::from_str(&answer.body)
             .map_err(|e| ClientError::BadResponse(format!("summary of {kind}: {e}")))
+    }
+
+    /// Fetches the series of `kind` over `period` at `step` (e.g. `hourly`,
+    /// `5m`), like [`Self::summary`]: retried on 429/503, read with
+    /// `Cache-Control: no-cache`. Errors on any non-2xx answer.
+    pub async fn series(
+        &self,
+        kind: &str,
+        period: &str,
+        step: &str,
+    ) -> Result<Series, ClientError> {
+        let mut url = self.series_url.clone();
+        url.query_pairs_mut()
+            .append_pair("type", kind)
+            .append_pair("period", period)
+            .append_pair("step", step);
+        let answer = self
+            .execute(|| {
+                self.request(Method::GET, url.clone())
+                    .header(CACHE_CONTROL, "no-cache")
+            })
+            .await?;
+        if !is_success(answer.status) {
+            return Err(rejected(answer));
+        }
+        serde_json::from_str(&answer.body)
+            .map_err(|e| ClientError::BadResponse(format!("series of {kind}: {e}")))
     }
 
     /// A request with the headers every call carries.

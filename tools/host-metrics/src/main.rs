@@ -1,6 +1,7 @@
 //! `host-metrics`: sends this machine's real CPU utilisation and memory use
 //! to the analytics API (`POST /api/metrics`) and prints the hourly summaries
-//! it gets back (`GET /api/metrics/summary`).
+//! it gets back (`GET /api/metrics/summary`) and the last hour of CPU in
+//! 5-minute steps (`GET /api/metrics/series`).
 //!
 //! Run with `cargo run -p host-metrics -- --help` for the options.
 
@@ -10,6 +11,7 @@ mod client;
 mod host;
 mod payload;
 mod retry;
+mod series;
 mod summary;
 
 #[cfg(test)]
