@@ -15,7 +15,7 @@ use redis::{Script, Value};
 use shared::keys::Keys;
 use shared::store::buckets::{cover, BucketRef, Granularity};
 use shared::store::series::plan;
-use shared::store::sketch::RELATIVE_ACCURACY;
+use shared::store::sketch::{bin_key, RELATIVE_ACCURACY};
 use shared::store::stats::WindowStats;
 
 static INGEST: std::sync::LazyLock<Script> =
@@ -64,7 +64,13 @@ impl Buckets {
                     keys.push(key);
                     keys.len()
                 });
-                updates.push((i, bucket.start, *value, bucket.container_end() + 36 * DAY));
+                updates.push((
+                    i,
+                    bucket.start,
+                    *value,
+                    bucket.container_end() + 36 * DAY,
+                    bin_key(*value),
+                ));
             }
         }
         let mut call = INGEST.prepare_invoke();
@@ -74,8 +80,8 @@ impl Buckets {
             .arg(0)
             .key(keys)
             .arg(updates.len());
-        for (i, start, value, expire) in updates {
-            call.arg(i).arg(start).arg(value).arg(expire);
+        for (i, start, value, expire, key) in updates {
+            call.arg(i).arg(start).arg(value).arg(expire).arg(key);
         }
         let _: Vec<String> = call.invoke_async(&mut self.redis).await?;
         Ok(())

@@ -12,9 +12,12 @@
 -- ARGV[3]   the 201 body to remember for replays
 -- ARGV[4]   TTL of the idempotency record, s
 -- ARGV[5]   n, the number of bucket updates that follow
--- ARGV[...] n groups of 4: key index (1-based into KEYS), field (bucket start,
+-- ARGV[...] n groups of 5: key index (1-based into KEYS), field (bucket start,
 --           unix s), value (a finite float as text), expire-at (unix s: the
---           container's end + retention, so storage stays bounded)
+--           container's end + retention, so storage stays bounded), and the
+--           value's sketch key (below; computed by the caller,
+--           `sketch::bin_key` in store/sketch.rs, so that the script takes no
+--           logarithm)
 --
 -- Each bucket is stored in one or two fields of its container (decoded by
 -- store/stats.rs):
@@ -58,7 +61,6 @@ if ARGV[1] == '1' then
   end
 end
 
-local LN_GAMMA = math.log((1 + 0.01) / (1 - 0.01))
 -- A bucket's sketch is collapsed when it holds more than MAX_BINS tokens,
 -- each store to its MAX_STORE_BINS highest bins.
 local MAX_BINS = 4096
@@ -132,19 +134,26 @@ local function load(stored, value)
            src = stored, from = from, f = { [4] = mn, [5] = mx }, values = {} }
 end
 
--- The sketch key of x in bucket b (its floors applied): the bin index in
--- base 62 for x > 0, '~' and the index for x < 0, '.' for zero.
-local function key_of(x, b)
-  if x > 0 then
-    local i = math.ceil(math.log(x) / LN_GAMMA)
-    if b.pf and i < b.pf then i = b.pf end
-    return b62(i)
-  elseif x < 0 then
-    local i = math.ceil(math.log(-x) / LN_GAMMA)
-    if b.nf and i < b.nf then i = b.nf end
-    return '~' .. b62(i)
+-- The index a base-62 key (without its '~') stands for.
+local function b62_index(text)
+  local sign = 1
+  if string.sub(text, 1, 1) == '-' then sign, text = -1, string.sub(text, 2) end
+  local i = 0
+  for j = 1, #text do i = i * 62 + string.find(DIGITS, string.sub(text, j, j), 1, true) - 1 end
+  return sign * i
+end
+
+-- The key a value's key is counted under in bucket b: a bin below the floor
+-- of a collapsed store is that floor's bin.
+local function floored(key, b)
+  if not (b.pf or b.nf) then return key end
+  local first = string.sub(key, 1, 1)
+  if first == '~' then
+    if b.nf and b62_index(string.sub(key, 2)) < b.nf then return '~' .. b62(b.nf) end
+  elseif first ~= '.' then
+    if b.pf and b62_index(key) < b.pf then return b62(b.pf) end
   end
-  return '.'
+  return key
 end
 
 -- Where the token of key is in src (searching from position from): returns
@@ -188,13 +197,8 @@ local function collapse(t, b)
     end
   end
   local function index(key)
-    local s = key
-    if string.sub(s, 1, 1) == '~' then s = string.sub(s, 2) end
-    local sign = 1
-    if string.sub(s, 1, 1) == '-' then sign, s = -1, string.sub(s, 2) end
-    local i = 0
-    for j = 1, #s do i = i * 62 + string.find(DIGITS, string.sub(s, j, j), 1, true) - 1 end
-    return sign * i
+    if string.sub(key, 1, 1) == '~' then return b62_index(string.sub(key, 2)) end
+    return b62_index(key)
   end
   local function one(keys, field)
     if #keys <= MAX_STORE_BINS then return end
@@ -217,7 +221,7 @@ local n = tonumber(ARGV[5])
 local buckets = {}
 local order = {}
 for i = 0, n - 1 do
-  local at = 6 + i * 4
+  local at = 6 + i * 5
   local key_index = tonumber(ARGV[at])
   local field = ARGV[at + 1]
   local value = tonumber(ARGV[at + 2])
@@ -241,7 +245,7 @@ for i = 0, n - 1 do
   b.count = b.count + 1
   if value < b.min then b.min = value; b.f[4] = nil end
   if value > b.max then b.max = value; b.f[5] = nil end
-  b.values[#b.values + 1] = value
+  b.values[#b.values + 1] = ARGV[at + 4]
 end
 
 -- The main field's header, up to and with the '|'.
@@ -272,7 +276,7 @@ for _, u in ipairs(order) do
   if #values == 1 and b.rbins < RECENT then
     -- One value (a single ingest): rewrite or append one recent token,
     -- copying the short main text once.
-    local key = key_of(values[1], b)
+    local key = floored(values[1], b)
     local keep, insert, resume = find_token(b.src, b.from, key)
     if keep then
       text = header(b) .. string.sub(b.src, b.from, keep) .. insert .. string.sub(b.src, resume)
@@ -286,7 +290,7 @@ for _, u in ipairs(order) do
       parse_tokens(t, redis.call('HGET', key_name, field .. '.s') or '')
     end
     for _, v in ipairs(values) do
-      local key = key_of(v, b)
+      local key = floored(v, b)
       t[key] = (t[key] or 0) + 1
     end
     local bins = 0

@@ -128,9 +128,11 @@ impl MetricStore {
         let first = usize::from(idempotency.is_some()) + 1;
         let mut containers: BTreeMap<(&str, Granularity, i64), usize> = BTreeMap::new();
         let mut keys: Vec<String> = Vec::new();
-        let mut updates: Vec<(usize, i64, f64, i64)> = Vec::with_capacity(metrics.len() * 3);
+        let mut updates: Vec<(usize, i64, f64, i64, std::rc::Rc<str>)> =
+            Vec::with_capacity(metrics.len() * 3);
         for metric in metrics {
             let t = metric.timestamp.timestamp();
+            let key = std::rc::Rc::<str>::from(sketch::bin_key(metric.value));
             for granularity in Granularity::ALL {
                 let bucket = BucketRef::containing(granularity, t);
                 let container = (
@@ -143,7 +145,7 @@ impl MetricStore {
                     first + keys.len() - 1
                 });
                 let expire_at = bucket.container_end() + self.retention_s + EXPIRY_SLACK_S;
-                updates.push((index, bucket.start, metric.value, expire_at));
+                updates.push((index, bucket.start, metric.value, expire_at, key.clone()));
             }
         }
         let mut invocation = INGEST.prepare_invoke();
@@ -157,11 +159,16 @@ impl MetricStore {
             None => invocation.arg("0").arg("").arg("").arg(0),
         };
         invocation.key(keys).arg(updates.len());
-        for (index, start, value, expire_at) in &updates {
+        for (index, start, value, expire_at, key) in &updates {
             // The redis crate writes an f64 with `ryu`: the shortest text that
             // parses back to the same double (`85.5`, `1e300`), which is what
             // the script's `tonumber` reads.
-            invocation.arg(index).arg(start).arg(value).arg(expire_at);
+            invocation
+                .arg(index)
+                .arg(start)
+                .arg(value)
+                .arg(expire_at)
+                .arg(&**key);
         }
         let reply: Result<Vec<String>, RedisError> =
             invocation.invoke_async(&mut redis.clone()).await;

@@ -108,6 +108,22 @@ fn parse_base62(text: &str) -> Option<i32> {
     i32::try_from(if negative { -value } else { value }).ok()
 }
 
+/// The stored key of `x`'s bin (module docs): the base-62 index for
+/// `x > 0`, `~` and the index for `x < 0`, `.` for zero (and `-0`). The
+/// caller of `ingest.lua` sends it with each value, so the script takes no
+/// logarithm and Rust alone defines the mapping.
+pub fn bin_key(x: f64) -> String {
+    if x > 0.0 {
+        base62(index_of(x))
+    } else if x < 0.0 {
+        let mut key = String::from("~");
+        key.push_str(&base62(index_of(x)));
+        key
+    } else {
+        ".".to_string()
+    }
+}
+
 /// Why a stored sketch could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unreadable sketch token {token:?}")]
@@ -398,6 +414,16 @@ mod tests {
         let mut merged = a.clone();
         merged.merge(&b);
         assert_eq!(merged.to_stored(), whole.to_stored());
+    }
+
+    #[test]
+    fn bin_keys_are_the_stored_tokens_of_single_values() {
+        for x in [0.0, -0.0, 1.0, 37.5, -37.5, 1e-300, -1e300, 0.995] {
+            let mut one = Sketch::new();
+            one.add(x);
+            assert_eq!(one.to_stored(), format!(" {}", bin_key(x)), "{x}");
+        }
+        assert_eq!(bin_key(0.995), "0");
     }
 
     #[test]
