@@ -327,13 +327,6 @@ pub async fn clear(
     Ok(keys.len() as u64)
 }
 
-/// `1 / (1/a + 1/b)`: the rate of a pair of operations done one after the
-/// other on a server that does `a` of the first or `b` of the second per
-/// second.
-pub fn pair_rate(a: f64, b: f64) -> f64 {
-    1.0 / (1.0 / a + 1.0 / b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,7 +350,6 @@ mod tests {
         let random = randomise_client(&argv).unwrap();
         assert_eq!(random[3], "p:rl:{ip:__rand_int__}:sliding_log");
         assert_eq!(shell_quote(""), "''");
-        assert!((pair_rate(2.0, 2.0) - 1.0).abs() < 1e-12);
     }
 
     /// `clear` deletes the keys of its pattern and nothing else, so that a
