@@ -102,17 +102,22 @@ fn fill(text: &str, block: impl Fn(&str) -> Result<String, String>) -> Result<St
 /// A markdown table: `head` is its header row as written (`a | b`), each
 /// row its cells (an empty cell is written `| |`).
 fn table(head: &str, rows: impl IntoIterator<Item = Vec<String>>) -> String {
-    let columns = head.split(" | ").count();
-    let mut md = format!("| {head} |\n|{}\n", "---|".repeat(columns));
-    for row in rows {
-        let cells = row.iter().map(|c| {
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        // An empty cell is `| |`, as a hand-written table has it.
+        let pad = |c: &str| {
             if c.is_empty() {
                 " ".into()
             } else {
                 format!(" {c} ")
             }
-        });
-        let _ = writeln!(md, "|{}|", cells.collect::<Vec<_>>().join("|"));
+        };
+        let cells: Vec<String> = cells.map(pad).collect();
+        format!("|{}|\n", cells.join("|"))
+    };
+    let mut md = line(&mut head.split(" | "));
+    md += &format!("|{}\n", "---|".repeat(head.split(" | ").count()));
+    for row in rows {
+        md += &line(&mut row.iter().map(String::as_str));
     }
     md
 }
