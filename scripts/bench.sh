@@ -27,8 +27,9 @@
 #   BENCH_RUNS=5             runs of every figure
 #   BENCH_WRK_SECONDS=10     length of one wrk run (figure 4)
 #   BENCH_WRK_CONNECTIONS=16 wrk connections, and emulator instances per function
-#   BENCH_OUT=BENCHMARKS.md  the document whose tables are filled (the README
-#                            only when it is BENCHMARKS.md)
+#   BENCH_OUT=BENCHMARKS.md  where the report goes (a copy of BENCHMARKS.md when
+#                            it does not exist; the README is filled only
+#                            along with BENCHMARKS.md itself)
 #   BENCH_QUICK=1            tiny data sets and one run, to try the harness
 #   BENCH_SKIP_E2E=1         skip figure 4
 #   BENCH_CLIENT_THREADS=1   threads of the runtime the in-process instances run
@@ -256,7 +257,8 @@ fi
 
 # --- 6. the report -----------------------------------------------------------
 # The README quotes BENCHMARKS.md's headline; a report written elsewhere
-# leaves it alone.
+# starts from a copy of BENCHMARKS.md's text and leaves the README alone.
+[[ -e "$OUT" ]] || cp BENCHMARKS.md "$OUT"
 [[ "$OUT" != BENCHMARKS.md ]] || report_args+=(--readme README.md)
 "$BENCH" report --dir "$RESULTS_DIR" --out "$OUT" "${report_args[@]}" \
     --command "$bench_command" --build-seconds "$build_seconds" --build-kind "$build_kind" \
