@@ -36,12 +36,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use shared::config::Config;
 use shared::metric::MetricType;
 use shared::AppState;
 
+use redis_side::Argv;
 use results::{BinarySize, ColdStartRow, Machine, Results, RoundTrips, ThroughputRow};
 
 /// The concurrencies of figure 2.
@@ -424,19 +424,15 @@ async fn capture_scripts(port: u16, config: &Config) -> Result<[Vec<String>; 3],
     let state = AppState::new(config.clone()).map_err(|e| e.to_string())?;
     // Loads both scripts first, so the captured request sends EVALSHA only.
     shared::handlers::ingest_metric(&state, events::ingest("bench_ingest", 1.0)?).await;
-    let seen = redis_side::monitor_evalshas(port, 2, Duration::from_secs(5))?;
-    let status = shared::handlers::ingest_metric(&state, events::ingest("bench_ingest", 2.0)?)
-        .await
-        .status();
-    if status != 201 {
-        return Err(format!("the captured ingest answered {status}"));
+    let captured = shared::handlers::ingest_metric(&state, events::ingest("bench_ingest", 2.0)?);
+    let (response, seen) = redis_side::monitor_evalshas(port, 2, captured).await?;
+    if response.status() != 201 {
+        return Err(format!(
+            "the captured ingest answered {}",
+            response.status()
+        ));
     }
-    let limiter = seen
-        .recv_timeout(Duration::from_secs(5))
-        .map_err(|_| "MONITOR saw no limiter call")?;
-    let store = seen
-        .recv_timeout(Duration::from_secs(5))
-        .map_err(|_| "MONITOR saw no storage call")?;
+    let [limiter, store] = <[Argv; 2]>::try_from(seen).map_err(|_| "not two calls")?;
     if !limiter.get(3).is_some_and(|k| k.contains(":rl:")) {
         return Err(format!(
             "the first call of an ingest is not the limiter's: {limiter:?}"
