@@ -18,7 +18,40 @@ use rand::Rng;
 use serde_json::{Map, Value};
 
 use crate::breaker::FailureKind;
-use crate::config::{Config, ConfigError};
+use crate::settings::{ConfigError, Env};
+
+/// The external source's settings.
+#[derive(Debug, Clone)]
+pub struct ExternalSettings {
+    /// `EXTERNAL_SERVICE_URL`: when set, the real HTTP source; else the
+    /// simulated one.
+    pub url: Option<String>,
+    /// `EXTERNAL_SERVICE_LATENCY_MS`, default 50 (0..=60 000): the simulated
+    /// source's latency.
+    pub latency: Duration,
+    /// `EXTERNAL_SERVICE_FAILURE_RATE`, default 0.2 (0..=1): the simulated
+    /// source's failure probability.
+    pub failure_rate: f64,
+    /// `EXTERNAL_SERVICE_TIMEOUT_MS`, default 1000 (1..=60 000): a slower
+    /// call is cancelled and counts as a failure.
+    pub timeout: Duration,
+}
+
+impl ExternalSettings {
+    /// Reads and validates the `EXTERNAL_SERVICE_*` variables (the URL's
+    /// form is checked by [`ExternalSource::from_settings`]).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: env.optional("EXTERNAL_SERVICE_URL"),
+            latency: env.millis("EXTERNAL_SERVICE_LATENCY_MS", 50, 0..=60_000)?,
+            failure_rate: env.probability("EXTERNAL_SERVICE_FAILURE_RATE", 0.2)?,
+            timeout: env.millis("EXTERNAL_SERVICE_TIMEOUT_MS", 1000, 1..=60_000)?,
+        })
+    }
+}
 
 /// The configured external source.
 #[derive(Debug, Clone)]
@@ -45,24 +78,21 @@ impl ExternalSource {
     /// # Errors
     /// A [`ConfigError`] for `EXTERNAL_SERVICE_URL` when it is not an
     /// `http(s)://` URL or the HTTP client cannot be built.
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let Some(url) = &config.external_service_url else {
+    pub fn from_settings(settings: &ExternalSettings) -> Result<Self, ConfigError> {
+        let Some(url) = &settings.url else {
             return Ok(Self::Simulated {
-                latency: config.external_service_latency,
-                failure_rate: config.external_service_failure_rate,
+                latency: settings.latency,
+                failure_rate: settings.failure_rate,
             });
         };
-        let invalid = |reason: String| ConfigError {
-            variable: "EXTERNAL_SERVICE_URL",
-            reason,
-        };
+        let invalid = |reason: String| ConfigError::new("EXTERNAL_SERVICE_URL", reason);
         let parsed = reqwest::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(invalid("expected an http:// or https:// URL".into()));
         }
         let client = reqwest::Client::builder()
-            .connect_timeout(config.external_service_timeout)
-            .timeout(config.external_service_timeout)
+            .connect_timeout(settings.timeout)
+            .timeout(settings.timeout)
             .build()
             .map_err(|e| invalid(e.to_string()))?;
         Ok(Self::Http {

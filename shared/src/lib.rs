@@ -34,6 +34,8 @@ pub mod metric;
 pub mod observability;
 pub mod openapi;
 pub mod rate_limit;
+pub mod runtime;
+pub mod settings;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -11,8 +11,9 @@
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use serde::Serialize;
 
-use crate::http::{ApiError, FieldError};
-use crate::metric::{format_timestamp, parse_rfc3339, quote_input, MetricType};
+use crate::metric::{
+    format_timestamp, parse_rfc3339, quote_input, FieldError, Invalid, MetricType,
+};
 
 /// A trailing summary period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -137,7 +138,7 @@ fn allowed_periods() -> String {
 /// query string (repeated names appear repeatedly).
 ///
 /// # Errors
-/// [`ApiError::Unprocessable`] (422) listing every problem: a missing or
+/// [`Invalid`] listing every problem: a missing or
 /// invalid `type`, a missing or unknown `period` (the allowed periods are
 /// named), an unparsable `from`/`to`, `from ≥ to`, a `from` outside the
 /// retention, a `to` beyond the allowed future skew, or any of these
@@ -147,7 +148,7 @@ pub fn parse_summary_query<'a>(
     now: DateTime<Utc>,
     retention: ChronoDuration,
     max_future_skew: ChronoDuration,
-) -> Result<SummaryQuery, ApiError> {
+) -> Result<SummaryQuery, Invalid> {
     let mut seen: [Vec<&str>; 4] = Default::default();
     const NAMES: [&str; 4] = ["type", "period", "from", "to"];
     for (name, value) in params {
@@ -263,7 +264,7 @@ pub fn parse_summary_query<'a>(
             period: if raw_from.is_some() { None } else { period },
             window,
         }),
-        _ => Err(ApiError::Unprocessable {
+        _ => Err(Invalid {
             detail: format!(
                 "invalid summary query: {} (periods: {})",
                 errors
@@ -287,7 +288,7 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 2, 18, 12, 0, 30).unwrap()
     }
 
-    fn parse(params: &[(&str, &str)]) -> Result<SummaryQuery, ApiError> {
+    fn parse(params: &[(&str, &str)]) -> Result<SummaryQuery, Invalid> {
         parse_summary_query(
             params.iter().copied(),
             now(),
@@ -298,10 +299,8 @@ mod tests {
 
     fn fields(params: &[(&str, &str)]) -> Vec<String> {
         match parse(params) {
-            Err(ApiError::Unprocessable { errors, .. }) => {
-                errors.into_iter().map(|e| e.field).collect()
-            }
-            other => panic!("expected 422, got {other:?}"),
+            Err(Invalid { errors, .. }) => errors.into_iter().map(|e| e.field).collect(),
+            Ok(other) => panic!("expected 422, got {other:?}"),
         }
     }
 

@@ -80,9 +80,9 @@ use std::time::Duration;
 use redis::{ErrorKind, RedisError, Script, Value};
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::connection::Redis;
 use crate::keys::Keys;
+use crate::settings::{ConfigError, Env};
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
 static REPORT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("report.lua")));
@@ -94,6 +94,35 @@ const MIN_KEY_TTL: Duration = Duration::from_secs(3600);
 /// pipeline, and so the number of replies [`CircuitBreaker::effective_state_from`]
 /// expects.
 pub const STATE_READ_COMMANDS: usize = 2;
+
+/// The breaker's settings.
+#[derive(Debug, Clone)]
+pub struct BreakerSettings {
+    /// `CIRCUIT_BREAKER_FAILURE_THRESHOLD`, default 3 (1..=1000): consecutive
+    /// failures that open the breaker.
+    pub failure_threshold: u32,
+    /// `CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS`, default 10 (1..=86 400): how
+    /// long it stays open before admitting probes.
+    pub reset_timeout: Duration,
+    /// `CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS`, default 1 (1..=1000): probes
+    /// admitted in total, across all instances, while half-open.
+    pub half_open_max_calls: u32,
+}
+
+impl BreakerSettings {
+    /// Reads and validates the `CIRCUIT_BREAKER_*` variables.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            failure_threshold: env.int("CIRCUIT_BREAKER_FAILURE_THRESHOLD", 3, 1..=1000)? as u32,
+            reset_timeout: env.seconds("CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS", 10, 1..=86_400)?,
+            half_open_max_calls: env.int("CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS", 1, 1..=1000)?
+                as u32,
+        })
+    }
+}
 
 /// A breaker state. Serializes (serde) and displays as `"closed"`, `"open"`
 /// or `"half_open"`, the names used in the Redis hash, in logs and in
@@ -313,26 +342,32 @@ pub struct CircuitBreaker {
     failure_threshold: u32,
     reset_timeout: Duration,
     half_open_max_calls: u32,
+    call_timeout: Duration,
     probe_lease: Duration,
     key_ttl: Duration,
 }
 
 impl CircuitBreaker {
     /// The breaker of `dependency` (e.g. `"external_service"`), stored under
-    /// `keys.breaker(dependency)`, with `CIRCUIT_BREAKER_FAILURE_THRESHOLD`
-    /// (consecutive failures), `CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS`,
-    /// `CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS`, and a probe lease of
-    /// `2 × EXTERNAL_SERVICE_TIMEOUT_MS + 1 s`. No Redis traffic happens here,
-    /// and the stored state is never reset.
-    pub fn new(config: &Config, keys: &Keys, dependency: &str) -> Self {
-        let reset_timeout = config.breaker_reset_timeout;
+    /// `keys.breaker(dependency)`, with `settings`, calls cancelled after
+    /// `call_timeout` (`EXTERNAL_SERVICE_TIMEOUT_MS`) and a probe lease of
+    /// `2 × call_timeout + 1 s`. No Redis traffic happens here, and the
+    /// stored state is never reset.
+    pub fn new(
+        settings: &BreakerSettings,
+        call_timeout: Duration,
+        keys: &Keys,
+        dependency: &str,
+    ) -> Self {
+        let reset_timeout = settings.reset_timeout;
         Self {
             dependency: dependency.to_string(),
             key: keys.breaker(dependency),
-            failure_threshold: config.breaker_failure_threshold.max(1),
+            failure_threshold: settings.failure_threshold.max(1),
             reset_timeout,
-            half_open_max_calls: config.breaker_half_open_max_calls.max(1),
-            probe_lease: config.external_service_timeout * 2 + Duration::from_secs(1),
+            half_open_max_calls: settings.half_open_max_calls.max(1),
+            call_timeout,
+            probe_lease: call_timeout * 2 + Duration::from_secs(1),
             key_ttl: (reset_timeout * 10).max(MIN_KEY_TTL),
         }
     }
@@ -642,8 +677,23 @@ mod tests {
     use super::*;
 
     fn breaker(pairs: &[(&str, &str)]) -> CircuitBreaker {
-        let config = Config::from_pairs(pairs).unwrap();
-        CircuitBreaker::new(&config, &Keys::new("unit"), "external_service")
+        let lookup = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let env = Env::new(&lookup);
+        let settings = BreakerSettings::from_env(&env).unwrap();
+        let call_timeout = env
+            .millis("EXTERNAL_SERVICE_TIMEOUT_MS", 1000, 1..=60_000)
+            .unwrap();
+        CircuitBreaker::new(
+            &settings,
+            call_timeout,
+            &Keys::new("unit"),
+            "external_service",
+        )
     }
 
     fn time_reply(ms: u64) -> Value {

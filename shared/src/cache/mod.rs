@@ -32,16 +32,44 @@ use std::time::Duration;
 use redis::{RedisError, Script, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
 use crate::connection::Redis;
-use crate::http::ApiError;
 use crate::keys::Keys;
+use crate::settings::{ConfigError, Env};
 use crate::window::SummaryQuery;
 
 static GET_OR_LOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("get_or_lock.lua")));
 static STORE_AND_UNLOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("store_and_unlock.lua")));
+
+/// The cache's settings.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// `CACHE_TTL_SECONDS`, default 60 (1..=86 400): TTL of a summary.
+    pub ttl: Duration,
+    /// `CACHE_FALLBACK_TTL_SECONDS`, default 5 (1..=86 400, at most
+    /// `CACHE_TTL_SECONDS`): TTL of a summary whose external data is a
+    /// fallback, so that the source's recovery shows promptly.
+    pub fallback_ttl: Duration,
+}
+
+impl CacheSettings {
+    /// Reads and validates the `CACHE_*` variables.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let ttl = env.seconds("CACHE_TTL_SECONDS", 60, 1..=86_400)?;
+        let fallback_ttl = env.seconds("CACHE_FALLBACK_TTL_SECONDS", 5, 1..=86_400)?;
+        if fallback_ttl > ttl {
+            return Err(ConfigError::new(
+                "CACHE_FALLBACK_TTL_SECONDS",
+                "must not exceed CACHE_TTL_SECONDS",
+            ));
+        }
+        Ok(Self { ttl, fallback_ttl })
+    }
+}
 
 /// Where a summary came from, for the `X-Cache`, `Cache-Control` and `Age`
 /// response fields.
@@ -59,6 +87,17 @@ pub enum CacheStatus {
         /// The TTL it was stored with, s.
         ttl_s: u64,
     },
+}
+
+/// Why a summary could be neither served nor computed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError<E> {
+    /// Redis failed or timed out while looking up or locking the entry.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// The computation itself failed (its error is never cached).
+    #[error(transparent)]
+    Compute(E),
 }
 
 /// A summary body and where it came from.
@@ -100,8 +139,8 @@ const LOCK_MARGIN: Duration = Duration::from_millis(500);
 /// to take over (1.5 s wait + 1 s computation). If Redis itself is slow enough
 /// that a computation outlives the lock, a second computation may start: the
 /// result stays correct, only the one-computation economy is lost.
-pub fn lock_ttl_for(config: &Config) -> Duration {
-    config.external_service_timeout + LOCK_MARGIN
+pub fn lock_ttl_for(compute_timeout: Duration) -> Duration {
+    compute_timeout + LOCK_MARGIN
 }
 
 /// How often a waiting request polls for the owner's result, at first and at
@@ -118,18 +157,26 @@ enum Lookup {
 }
 
 impl SummaryCache {
-    /// Reads `CACHE_TTL_SECONDS` and `CACHE_FALLBACK_TTL_SECONDS`.
+    /// The cache with `settings`' TTLs, its keys under `keys`.
+    /// `compute_timeout` bounds the slowest part of a computation (the
+    /// external call, `EXTERNAL_SERVICE_TIMEOUT_MS`) and `request_deadline`
+    /// is `REQUEST_DEADLINE_MS`.
     ///
     /// The lock TTL is [`lock_ttl_for`]: it covers the slowest permitted
     /// computation on a healthy Redis. A cold-start warning is logged when
     /// `REQUEST_DEADLINE_MS` leaves no room for a waiter to outlast a vanished
     /// owner's lock and then compute itself.
-    pub fn new(config: &Config, keys: Keys) -> Self {
-        let lock_ttl = lock_ttl_for(config);
-        let needed = lock_ttl + config.external_service_timeout + LOCK_MARGIN;
-        if config.request_deadline < needed {
+    pub fn new(
+        settings: &CacheSettings,
+        compute_timeout: Duration,
+        request_deadline: Duration,
+        keys: Keys,
+    ) -> Self {
+        let lock_ttl = lock_ttl_for(compute_timeout);
+        let needed = lock_ttl + compute_timeout + LOCK_MARGIN;
+        if request_deadline < needed {
             tracing::warn!(
-                request_deadline_ms = config.request_deadline.as_millis() as u64,
+                request_deadline_ms = request_deadline.as_millis() as u64,
                 needed_ms = needed.as_millis() as u64,
                 "REQUEST_DEADLINE_MS is shorter than 2 x EXTERNAL_SERVICE_TIMEOUT_MS + 1 s: \
                  a summary waiting behind a vanished lock owner may answer 503 instead of \
@@ -138,8 +185,8 @@ impl SummaryCache {
         }
         Self {
             keys,
-            ttl: config.cache_ttl,
-            fallback_ttl: config.cache_fallback_ttl,
+            ttl: settings.ttl,
+            fallback_ttl: settings.fallback_ttl,
             lock_ttl,
         }
     }
@@ -162,17 +209,18 @@ impl SummaryCache {
     /// request deadline.
     ///
     /// # Errors
-    /// [`ApiError`] from `compute` (never cached), or a 503 when Redis fails.
-    pub async fn get_or_compute<F, Fut>(
+    /// [`CacheError::Compute`] with `compute`'s error (never cached), or
+    /// [`CacheError::Redis`] when Redis fails.
+    pub async fn get_or_compute<F, Fut, E>(
         &self,
         redis: &Redis,
         query: &SummaryQuery,
         no_cache: bool,
         compute: F,
-    ) -> Result<CachedBody, ApiError>
+    ) -> Result<CachedBody, CacheError<E>>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Computed, ApiError>>,
+        Fut: Future<Output = Result<Computed, E>>,
     {
         let id = digest(query);
         let entry = self.keys.cache(&id);
@@ -233,7 +281,7 @@ impl SummaryCache {
             // find no entry (and the lock expiring) and recompute.
             tracing::warn!(error = %err, "could not store a computed summary");
         }
-        let computed = computed?;
+        let computed = computed.map_err(CacheError::Compute)?;
         Ok(CachedBody {
             body: computed.body,
             status: CacheStatus::Miss {
@@ -250,7 +298,7 @@ impl SummaryCache {
         token: &str,
         mode: &str,
         skipped: &str,
-    ) -> Result<Lookup, ApiError> {
+    ) -> Result<Lookup, RedisError> {
         let reply: Vec<Value> = GET_OR_LOCK
             .key(entry)
             .key(lock)

@@ -16,8 +16,7 @@ use crate::breaker::{Admission, CallOutcome, CircuitBreaker, FailureKind, Permit
 use crate::cache::{CacheStatus, Computed};
 use crate::connection::Redis;
 use crate::external::{external_data, ExternalSource};
-use crate::http::{ApiError, JSON};
-use crate::identity::client_identity;
+use crate::http::{client_identity, ApiError, JSON};
 use crate::state::AppState;
 use crate::window::{parse_summary_query, SummaryQuery};
 
@@ -38,13 +37,13 @@ use crate::window::{parse_summary_query, SummaryQuery};
 pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
     within_deadline(state, async {
         require_method(&req, Method::GET)?;
-        client_identity(&req, &state.config.api_key_digests)?;
+        client_identity(&req, &state.config.identity.api_key_digests)?;
         let params = req.query_string_parameters();
         let query = parse_summary_query(
             params.iter(),
             Utc::now(),
-            chrono::Duration::days(i64::from(state.config.metric_retention_days)),
-            chrono::Duration::from_std(state.config.max_future_skew).unwrap_or_default(),
+            state.config.metrics.retention,
+            state.config.metrics.max_future_skew,
         )?;
         let cached = state
             .cache
@@ -110,7 +109,7 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
                     state.breaker.clone(),
                     state.redis.clone(),
                     state.external.clone(),
-                    state.config.external_service_timeout,
+                    state.config.external.timeout,
                     query.metric_type.as_str().to_string(),
                     query.period_label(),
                     permit,
