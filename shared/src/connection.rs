@@ -35,7 +35,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, FromRedisValue, ParsingError, Pipeline, RedisError, RedisFuture,
+    RedisResult, Value,
+};
 use tokio::sync::OnceCell;
 
 use crate::iam_auth::{tls_url, IamTokenProvider, TokenRequest, MAX_CONNECTION_AGE};
@@ -380,6 +383,46 @@ impl ConnectionLike for Redis {
             .get_connection_info()
             .redis_settings()
             .db()
+    }
+}
+
+/// The elements of a Lua script's array reply, decoded in order: each
+/// script's reply type implements [`FromRedisValue`] with it, next to the
+/// script, so a reply is decoded in one place.
+pub struct ReplyFields {
+    script: &'static str,
+    items: std::vec::IntoIter<Value>,
+}
+
+impl ReplyFields {
+    /// The array reply `reply` of `script` (named in errors).
+    ///
+    /// # Errors
+    /// A [`ParsingError`] when the reply is not an array.
+    pub fn new(script: &'static str, reply: Value) -> Result<Self, ParsingError> {
+        let items: Vec<Value> = FromRedisValue::from_redis_value(reply)?;
+        Ok(Self {
+            script,
+            items: items.into_iter(),
+        })
+    }
+
+    /// The next element, decoded as `T`.
+    ///
+    /// # Errors
+    /// A [`ParsingError`] naming the script when the reply has no more
+    /// elements or the next one is not a `T`.
+    pub fn next<T: FromRedisValue>(&mut self) -> Result<T, ParsingError> {
+        match self.items.next() {
+            Some(value) => T::from_redis_value(value),
+            None => Err(format!("{} answered fewer elements than expected", self.script).into()),
+        }
+    }
+
+    /// An error for a reply whose tag (first element) is not one the script
+    /// answers.
+    pub fn unexpected(&self, tag: &str) -> ParsingError {
+        format!("{} answered an unknown reply {tag:?}", self.script).into()
     }
 }
 

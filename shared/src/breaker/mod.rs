@@ -77,15 +77,82 @@ use std::fmt;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{ErrorKind, RedisError, Script, Value};
+use redis::{ErrorKind, FromRedisValue, ParsingError, RedisError, Script, Value};
 use serde::Serialize;
 
-use crate::connection::Redis;
+use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
 use crate::settings::{ConfigError, Env};
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
 static REPORT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("report.lua")));
+
+/// The reply of `acquire.lua`,
+/// `{allowed, state, gen, is_probe, from, to, reason}`, decoded here and
+/// nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AcquireReply {
+    admission: Admission,
+    transition: Option<Transition>,
+}
+
+impl FromRedisValue for AcquireReply {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let mut fields = ReplyFields::new("acquire.lua", reply)?;
+        let allowed: bool = fields.next()?;
+        let state: BreakerState = fields.next()?;
+        let generation: u64 = fields.next()?;
+        let is_probe: bool = fields.next()?;
+        let admission = if allowed {
+            Admission::Allowed(Permit {
+                generation,
+                state,
+                is_probe,
+            })
+        } else {
+            Admission::Rejected { state }
+        };
+        Ok(Self {
+            admission,
+            transition: transition_fields(&mut fields, generation)?,
+        })
+    }
+}
+
+/// The reply of `report.lua`, `{applied, state, gen, from, to, reason}`,
+/// decoded here and nowhere else.
+impl FromRedisValue for ReportOutcome {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let mut fields = ReplyFields::new("report.lua", reply)?;
+        let applied: bool = fields.next()?;
+        let state: BreakerState = fields.next()?;
+        let generation: u64 = fields.next()?;
+        Ok(Self {
+            applied,
+            state,
+            generation,
+            transition: transition_fields(&mut fields, generation)?,
+        })
+    }
+}
+
+/// The `from`, `to`, `reason` fields that end both scripts' replies: all
+/// empty when the call made no transition.
+fn transition_fields(
+    fields: &mut ReplyFields,
+    generation: u64,
+) -> Result<Option<Transition>, ParsingError> {
+    let (from, to, reason): (String, String, String) =
+        (fields.next()?, fields.next()?, fields.next()?);
+    parse_transition(&from, &to, &reason, generation)
+}
+
+impl FromRedisValue for BreakerState {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let name: String = FromRedisValue::from_redis_value(reply)?;
+        Self::parse(&name)
+    }
+}
 
 /// The shortest TTL of the breaker key.
 const MIN_KEY_TTL: Duration = Duration::from_secs(3600);
@@ -148,15 +215,12 @@ impl BreakerState {
         }
     }
 
-    fn parse(name: &str) -> Result<Self, RedisError> {
+    fn parse(name: &str) -> Result<Self, ParsingError> {
         match name {
             "closed" => Ok(Self::Closed),
             "open" => Ok(Self::Open),
             "half_open" => Ok(Self::HalfOpen),
-            other => Err(unexpected(
-                "unknown circuit breaker state",
-                other.to_string(),
-            )),
+            other => Err(format!("unknown circuit breaker state {other:?}").into()),
         }
     }
 }
@@ -267,17 +331,14 @@ impl TransitionReason {
         }
     }
 
-    fn parse(name: &str) -> Result<Self, RedisError> {
+    fn parse(name: &str) -> Result<Self, ParsingError> {
         match name {
             "failure_threshold_reached" => Ok(Self::FailureThresholdReached),
             "reset_timeout_elapsed" => Ok(Self::ResetTimeoutElapsed),
             "probe_succeeded" => Ok(Self::ProbeSucceeded),
             "probe_failed" => Ok(Self::ProbeFailed),
             "probe_lease_expired" => Ok(Self::ProbeLeaseExpired),
-            other => Err(unexpected(
-                "unknown circuit breaker transition",
-                other.to_string(),
-            )),
+            other => Err(format!("unknown circuit breaker transition {other:?}").into()),
         }
     }
 }
@@ -417,15 +478,10 @@ impl CircuitBreaker {
         &self,
         redis: &Redis,
     ) -> Result<(Admission, Option<Transition>), RedisError> {
-        let (allowed, state, generation, is_probe, from, to, reason): (
-            i64,
-            String,
-            u64,
-            i64,
-            String,
-            String,
-            String,
-        ) = ACQUIRE
+        let AcquireReply {
+            admission,
+            transition,
+        } = ACQUIRE
             .key(&self.key)
             .arg(millis(self.reset_timeout))
             .arg(self.half_open_max_calls)
@@ -433,20 +489,9 @@ impl CircuitBreaker {
             .arg(self.key_ttl.as_secs().max(1))
             .invoke_async(&mut redis.clone())
             .await?;
-        let state = BreakerState::parse(&state)?;
-        let transition = parse_transition(&from, &to, &reason, generation)?;
         if let Some(t) = &transition {
             self.log(t, None);
         }
-        let admission = if allowed == 1 {
-            Admission::Allowed(Permit {
-                generation,
-                state,
-                is_probe: is_probe == 1,
-            })
-        } else {
-            Admission::Rejected { state }
-        };
         Ok((admission, transition))
     }
 
@@ -482,14 +527,7 @@ impl CircuitBreaker {
         if let CallOutcome::Failure(_) = outcome {
             crate::observability::external_call_failed();
         }
-        let (applied, state, generation, from, to, reason): (
-            i64,
-            String,
-            u64,
-            String,
-            String,
-            String,
-        ) = REPORT
+        let reported: ReportOutcome = REPORT
             .key(&self.key)
             .arg(permit.generation)
             .arg(outcome.as_str())
@@ -497,20 +535,14 @@ impl CircuitBreaker {
             .arg(self.key_ttl.as_secs().max(1))
             .invoke_async(&mut redis.clone())
             .await?;
-        let transition = parse_transition(&from, &to, &reason, generation)?;
-        if let Some(t) = &transition {
+        if let Some(t) = &reported.transition {
             let failure = match outcome {
                 CallOutcome::Failure(kind) => Some(kind),
                 CallOutcome::Success => None,
             };
             self.log(t, failure);
         }
-        Ok(ReportOutcome {
-            applied: applied == 1,
-            state: BreakerState::parse(&state)?,
-            generation,
-            transition,
-        })
+        Ok(reported)
     }
 
     /// Appends the state read to a pipeline: `TIME` and
@@ -646,7 +678,7 @@ fn parse_transition(
     to: &str,
     reason: &str,
     generation: u64,
-) -> Result<Option<Transition>, RedisError> {
+) -> Result<Option<Transition>, ParsingError> {
     if reason.is_empty() {
         return Ok(None);
     }

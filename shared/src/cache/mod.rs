@@ -29,10 +29,10 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{RedisError, Script, Value};
+use redis::{FromRedisValue, ParsingError, RedisError, Script, Value};
 use sha2::{Digest, Sha256};
 
-use crate::connection::Redis;
+use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
 use crate::settings::{ConfigError, Env};
 use crate::window::SummaryQuery;
@@ -148,12 +148,59 @@ pub fn lock_ttl_for(compute_timeout: Duration) -> Duration {
 const POLL_START: Duration = Duration::from_millis(10);
 const POLL_MAX: Duration = Duration::from_millis(80);
 
+/// The reply of `get_or_lock.lua`, decoded here and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Lookup {
-    Hit(CachedBody),
+    /// `{"hit", body, ttl_left_ms, age_ms}`: the entry.
+    Hit {
+        body: String,
+        ttl_left_ms: i64,
+        age_ms: i64,
+    },
+    /// `{"locked"}`: the lock is ours; compute and store.
     Locked,
-    /// Someone else holds the lock. In "refresh" mode it carries the `by`
-    /// of the entry being skipped ("" if none).
+    /// `{"busy"}` or `{"busy", by}`: someone else holds the lock. In
+    /// "refresh" mode it carries the `by` of the entry being skipped ("" if
+    /// none).
     Busy(String),
+}
+
+impl FromRedisValue for Lookup {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let mut fields = ReplyFields::new("get_or_lock.lua", reply)?;
+        let tag: String = fields.next()?;
+        match tag.as_str() {
+            "hit" => Ok(Self::Hit {
+                body: fields.next()?,
+                ttl_left_ms: fields.next()?,
+                age_ms: fields.next()?,
+            }),
+            "locked" => Ok(Self::Locked),
+            "busy" => Ok(Self::Busy(fields.next().unwrap_or_default())),
+            other => Err(fields.unexpected(other)),
+        }
+    }
+}
+
+/// How a lookup treats a stored entry (`ARGV[3]` of `get_or_lock.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Serve the entry if present, else try to take the lock.
+    Read,
+    /// Ignore the entry (`Cache-Control: no-cache`), try the lock.
+    Refresh,
+    /// A no-cache waiter: serve an entry newer than the skipped one.
+    Await,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Refresh => "refresh",
+            Self::Await => "await",
+        }
+    }
 }
 
 impl SummaryCache {
@@ -227,7 +274,7 @@ impl SummaryCache {
         let lock = self.keys.cache_lock(&id);
         let token = uuid::Uuid::new_v4().simple().to_string();
 
-        let mut mode = if no_cache { "refresh" } else { "read" };
+        let mut mode = if no_cache { Mode::Refresh } else { Mode::Read };
         // Which computation wrote the entry a no-cache request skips: while
         // awaiting, that entry is never served (if the owner vanishes without
         // storing, the request takes over instead).
@@ -238,13 +285,27 @@ impl SummaryCache {
                 .lookup(redis, &entry, &lock, &token, mode, &skipped)
                 .await?
             {
-                Lookup::Hit(body) => return Ok(body),
+                Lookup::Hit {
+                    body,
+                    ttl_left_ms,
+                    age_ms,
+                } => {
+                    return Ok(CachedBody {
+                        body,
+                        status: CacheStatus::Hit {
+                            ttl_left_s: u64::try_from(ttl_left_ms.max(0))
+                                .unwrap_or(0)
+                                .div_ceil(1000),
+                            age_s: u64::try_from(age_ms.max(0)).unwrap_or(0) / 1000,
+                        },
+                    })
+                }
                 Lookup::Locked => break,
                 Lookup::Busy(by) => {
                     // A no-cache request waits for the owner's *new* value,
                     // not the entry it asked to skip.
-                    if mode == "refresh" {
-                        mode = "await";
+                    if mode == Mode::Refresh {
+                        mode = Mode::Await;
                         skipped = by;
                     }
                     // The lock expires by itself after lock_ttl if its owner
@@ -268,7 +329,7 @@ impl SummaryCache {
             ),
             Err(_) => ("", self.ttl),
         };
-        let stored: Result<i64, RedisError> = STORE_AND_UNLOCK
+        let released: Result<bool, RedisError> = STORE_AND_UNLOCK
             .key(&entry)
             .key(&lock)
             .arg(&token)
@@ -276,10 +337,13 @@ impl SummaryCache {
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut redis.clone())
             .await;
-        if let Err(err) = stored {
+        match released {
+            Ok(true) => {}
+            // The computation outlived its lock; a successor may hold it now.
+            Ok(false) => tracing::debug!("the recompute lock had expired before the store"),
             // The result is still good for this request; the next one will
             // find no entry (and the lock expiring) and recompute.
-            tracing::warn!(error = %err, "could not store a computed summary");
+            Err(err) => tracing::warn!(error = %err, "could not store a computed summary"),
         }
         let computed = computed.map_err(CacheError::Compute)?;
         Ok(CachedBody {
@@ -296,42 +360,18 @@ impl SummaryCache {
         entry: &str,
         lock: &str,
         token: &str,
-        mode: &str,
+        mode: Mode,
         skipped: &str,
     ) -> Result<Lookup, RedisError> {
-        let reply: Vec<Value> = GET_OR_LOCK
+        GET_OR_LOCK
             .key(entry)
             .key(lock)
             .arg(token)
             .arg(self.lock_ttl.as_millis() as u64)
-            .arg(mode)
+            .arg(mode.as_str())
             .arg(skipped)
             .invoke_async(&mut redis.clone())
-            .await?;
-        let text = |v: Option<&Value>| match v {
-            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-            _ => String::new(),
-        };
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(i)) => *i,
-            _ => 0,
-        };
-        match int(reply.first()) {
-            1 => {
-                let body = text(reply.get(1));
-                let ttl_left_ms = int(reply.get(2)).max(0) as u64;
-                let age_ms = int(reply.get(3)).max(0) as u64;
-                Ok(Lookup::Hit(CachedBody {
-                    body,
-                    status: CacheStatus::Hit {
-                        ttl_left_s: ttl_left_ms.div_ceil(1000),
-                        age_s: age_ms / 1000,
-                    },
-                }))
-            }
-            2 => Ok(Lookup::Locked),
-            _ => Ok(Lookup::Busy(text(reply.get(1)))),
-        }
+            .await
     }
 }
 

@@ -46,9 +46,9 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{RedisError, Script};
+use redis::{FromRedisValue, ParsingError, RedisError, Script, Value};
 
-use crate::connection::Redis;
+use crate::connection::{Redis, ReplyFields};
 use crate::identity::ClientId;
 use crate::keys::Keys;
 use crate::settings::{ConfigError, Env};
@@ -144,6 +144,33 @@ static SLIDING_WINDOW_COUNTER: LazyLock<Script> =
 static TOKEN_BUCKET: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
 
+/// The reply shared by the three limiter scripts,
+/// `{allowed, remaining, reset_after, retry_after}`, decoded here and
+/// nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LimiterReply {
+    /// `allowed`: 1 if the request was accepted (and recorded), else 0.
+    allowed: bool,
+    /// `remaining`: requests that would still be accepted right now.
+    remaining: i64,
+    /// `reset_after`: µs until `remaining` next increases.
+    reset_after_us: i64,
+    /// `retry_after`: 0 if accepted, else µs until a request would be accepted.
+    retry_after_us: i64,
+}
+
+impl FromRedisValue for LimiterReply {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let mut fields = ReplyFields::new("rate limiter script", reply)?;
+        Ok(Self {
+            allowed: fields.next()?,
+            remaining: fields.next()?,
+            reset_after_us: fields.next()?,
+            retry_after_us: fields.next()?,
+        })
+    }
+}
+
 /// The rate limiter of one deployment: the configured algorithm, limit and
 /// window, and where its keys live. Built once per cold start; cheap to clone.
 #[derive(Debug, Clone)]
@@ -209,7 +236,7 @@ impl RateLimiter {
             RateLimitAlgorithm::TokenBucket => &TOKEN_BUCKET,
         };
         let window_us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
-        let reply: (i64, i64, i64, i64) = script
+        let reply: LimiterReply = script
             .key(self.key(client))
             .arg(self.limit)
             .arg(window_us)
@@ -246,10 +273,14 @@ pub struct RateLimitDecision {
 }
 
 impl RateLimitDecision {
-    /// From a script's `{allowed, remaining, reset_after µs, retry_after µs}`.
-    fn from_reply(limit: u32, window: Duration, reply: (i64, i64, i64, i64)) -> Self {
-        let (allowed, remaining, reset_after_us, retry_after_us) = reply;
-        let allowed = allowed == 1;
+    /// From a script's reply.
+    fn from_reply(limit: u32, window: Duration, reply: LimiterReply) -> Self {
+        let LimiterReply {
+            allowed,
+            remaining,
+            reset_after_us,
+            retry_after_us,
+        } = reply;
         let reset_after_s = ceil_seconds(reset_after_us);
         Self {
             allowed,
@@ -279,6 +310,13 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn decision(reply: (i64, i64, i64, i64)) -> RateLimitDecision {
+        let (allowed, remaining, reset_after_us, retry_after_us) = reply;
+        let reply = LimiterReply {
+            allowed: allowed == 1,
+            remaining,
+            reset_after_us,
+            retry_after_us,
+        };
         RateLimitDecision::from_reply(5, Duration::from_secs(60), reply)
     }
 
