@@ -8,9 +8,10 @@
 //!   `GET <url>?type=<type>&period=<period>`; a 2xx whose body is a JSON object
 //!   is a success and its fields are merged into `external_data`.
 //!
-//! Every call is cancelled at `EXTERNAL_SERVICE_TIMEOUT_MS`; a slower call is a
-//! failure like any other. The circuit breaker ([`crate::breaker`]) decides
-//! whether a call is made at all.
+//! Every call goes through the circuit breaker ([`crate::breaker`]), which
+//! decides whether it is made at all and cancels it at
+//! `EXTERNAL_SERVICE_TIMEOUT_MS`; the HTTP client is bounded by the same
+//! timeout. A slower call is a failure like any other.
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::breaker::FailureKind;
 use crate::settings::{ConfigError, Env};
+use crate::window::SummaryQuery;
 
 /// The external source's settings.
 #[derive(Debug, Clone)]
@@ -101,27 +103,14 @@ impl ExternalSource {
         })
     }
 
-    /// Calls the source for one summary, giving up after `timeout`.
+    /// Calls the source for the summary of `query` (its type and period
+    /// label, `custom` for an explicit window).
     ///
     /// # Errors
     /// [`FailureKind::UpstreamError`] when the call fails,
-    /// [`FailureKind::Timeout`] when it is too slow.
-    pub async fn fetch(
-        &self,
-        metric_type: &str,
-        period: &str,
-        timeout: Duration,
-    ) -> Result<Map<String, Value>, FailureKind> {
-        tokio::time::timeout(timeout, self.call(metric_type, period))
-            .await
-            .unwrap_or(Err(FailureKind::Timeout))
-    }
-
-    async fn call(
-        &self,
-        metric_type: &str,
-        period: &str,
-    ) -> Result<Map<String, Value>, FailureKind> {
+    /// [`FailureKind::Timeout`] when the HTTP client gives up.
+    pub async fn fetch(&self, query: &SummaryQuery) -> Result<Map<String, Value>, FailureKind> {
+        let (metric_type, period) = (query.metric_type.as_str(), query.period_label());
         match self {
             Self::Simulated {
                 latency,

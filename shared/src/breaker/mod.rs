@@ -11,16 +11,21 @@
 //! `redis.call('TIME')`.
 //!
 //! # Protocol
-//! A caller brackets each call to the dependency with two script calls, one
-//! Redis round trip each (three the first time a Redis server sees the
-//! script, when `EVALSHA` answers `NOSCRIPT` and [`redis::Script`] loads it):
+//! [`CircuitBreaker::call`] runs the whole protocol around one call to the
+//! dependency, with two script calls, one Redis round trip each (three the
+//! first time a Redis server sees the script, when `EVALSHA` answers
+//! `NOSCRIPT` and [`redis::Script`] loads it):
 //!
 //! 1. [`CircuitBreaker::acquire`] (`acquire.lua`) answers [`Admission::Allowed`]
-//!    with a [`Permit`], or [`Admission::Rejected`]: do not call, answer the
-//!    fallback at once.
-//! 2. [`CircuitBreaker::report`] (`report.lua`) gives the permit back with the
-//!    [`CallOutcome`]. A call cancelled at `EXTERNAL_SERVICE_TIMEOUT_MS` is
-//!    reported as [`FailureKind::Timeout`].
+//!    with a [`Permit`], or [`Admission::Rejected`]: the dependency is not
+//!    called, and `call` answers [`CallError::Refused`] at once.
+//! 2. The call runs, cancelled after `EXTERNAL_SERVICE_TIMEOUT_MS`.
+//! 3. [`CircuitBreaker::report`] (`report.lua`) gives the permit back with the
+//!    [`CallOutcome`]; a cancelled call is reported as [`FailureKind::Timeout`].
+//!
+//! Steps 2 and 3 run as a task of their own, so that a caller cut off by its
+//! own deadline still gets its call reported (see [`CircuitBreaker::call`]).
+//! `acquire` and `report` are public for tests of the protocol itself.
 //!
 //! # States
 //! | state | calls | leaves when |
@@ -74,11 +79,14 @@
 //! state.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::{ErrorKind, FromRedisValue, ParsingError, RedisError, Script, Value};
 use serde::Serialize;
+use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
 
 use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
@@ -302,6 +310,25 @@ pub enum Admission {
     },
 }
 
+/// Why [`CircuitBreaker::call`] produced no value.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The breaker refused the call: it is open, or every half-open probe
+    /// slot is taken. The dependency was not called.
+    #[error("the circuit breaker is {state}")]
+    Refused {
+        /// The state that refused the call.
+        state: BreakerState,
+    },
+    /// The call failed or was cancelled at its timeout; the failure was
+    /// reported to the breaker.
+    #[error("the call failed: {0}")]
+    Failed(FailureKind),
+    /// Redis could not be asked whether the call may go ahead.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
 /// Why a transition happened (the `reason` field of its log event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -452,6 +479,63 @@ impl CircuitBreaker {
     /// The TTL set on the breaker key by every write: `max(10 × reset timeout, 1 h)`.
     pub fn key_ttl(&self) -> Duration {
         self.key_ttl
+    }
+
+    /// Makes one call to the dependency through the breaker: asks whether
+    /// it may go ahead, runs `call` cancelled after the call timeout, reports
+    /// the outcome, and returns the call's value.
+    ///
+    /// The call and its report run as a task of their own: when the caller's
+    /// own deadline cuts it off, dropping its future does not drop the
+    /// report, or a dependency slower than the deadline would never open the
+    /// breaker and a cut-off probe would hold its slot until the probe lease
+    /// ends. (If Lambda freezes the instance first, the task reports when it
+    /// thaws; a report from an older generation is ignored, and the lease
+    /// covers a lost probe.) The task logs in the caller's span and
+    /// subscriber. A report that fails is logged, not returned: the call's
+    /// value is still good, and the breaker misses one result.
+    ///
+    /// # Errors
+    /// [`CallError::Refused`] when the breaker does not admit the call,
+    /// [`CallError::Failed`] with the call's [`FailureKind`] (a timeout is
+    /// [`FailureKind::Timeout`]; a task that panicked counts as
+    /// [`FailureKind::UpstreamError`]), [`CallError::Redis`] when admission
+    /// could not be asked.
+    pub async fn call<T, F, Fut>(&self, redis: &Redis, call: F) -> Result<T, CallError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, FailureKind>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = match self.acquire(redis).await? {
+            Admission::Rejected { state } => return Err(CallError::Refused { state }),
+            Admission::Allowed(permit) => permit,
+        };
+        let (breaker, redis) = (self.clone(), redis.clone());
+        let task = tokio::spawn(
+            async move {
+                let result = tokio::time::timeout(breaker.call_timeout, call())
+                    .await
+                    .unwrap_or(Err(FailureKind::Timeout));
+                let outcome = match &result {
+                    Ok(_) => CallOutcome::Success,
+                    Err(kind) => CallOutcome::Failure(*kind),
+                };
+                if let Err(err) = breaker.report(&redis, &permit, outcome).await {
+                    tracing::warn!(error = %err, "could not report to the circuit breaker");
+                }
+                result
+            }
+            .instrument(tracing::Span::current())
+            .with_current_subscriber(),
+        );
+        match task.await {
+            Ok(result) => result.map_err(CallError::Failed),
+            Err(err) => {
+                tracing::error!(error = %err, "the guarded call's task failed");
+                Err(CallError::Failed(FailureKind::UpstreamError))
+            }
+        }
     }
 
     /// Asks whether one call to the dependency may go ahead: one script call

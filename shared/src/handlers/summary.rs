@@ -1,21 +1,15 @@
 //! `GET /api/metrics/summary`: aggregates of one metric type over a window,
 //! enriched by the external source, served through the read-through cache.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use lambda_http::http::header::{HeaderValue, AGE, CACHE_CONTROL};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde_json::{Map, Value};
-use tracing::instrument::WithSubscriber;
-use tracing::Instrument;
 
 use super::{require_method, within_deadline};
-use crate::breaker::{Admission, CallOutcome, CircuitBreaker, FailureKind, Permit};
+use crate::breaker::CallError;
 use crate::cache::{CacheStatus, Computed};
-use crate::connection::Redis;
-use crate::external::{external_data, ExternalSource};
+use crate::external::external_data;
 use crate::http::{client_identity, ApiError, JSON};
 use crate::state::AppState;
 use crate::window::{parse_summary_query, SummaryQuery};
@@ -93,38 +87,19 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         .store
         .aggregate(&state.redis, &query.metric_type, &query.window)
         .await?;
-    let external = match state.breaker.acquire(&state.redis).await? {
-        Admission::Rejected { .. } => Err("circuit_open"),
-        Admission::Allowed(permit) => {
-            // The call and its report run as a task of their own: when the
-            // request deadline cuts this request off, dropping its future must
-            // not drop the report with it, or a source slower than the
-            // deadline would never open the breaker and a cut-off probe would
-            // hold its slot until the probe lease ends. (If Lambda freezes the
-            // instance first, the task reports when it thaws; a report from an
-            // older generation is ignored, and the lease covers a lost probe.)
-            // It logs in the request's span (requestId) and subscriber.
-            let call = tokio::spawn(
-                call_and_report(
-                    state.breaker.clone(),
-                    state.redis.clone(),
-                    state.external.clone(),
-                    state.config.external.timeout,
-                    query.metric_type.as_str().to_string(),
-                    query.period_label(),
-                    permit,
-                )
-                .instrument(tracing::Span::current())
-                .with_current_subscriber(),
-            );
-            match call.await {
-                Ok(result) => result.map_err(FailureKind::as_str),
-                Err(err) => {
-                    tracing::error!(error = %err, "the external call task failed");
-                    Err(FailureKind::UpstreamError.as_str())
-                }
-            }
-        }
+    let (source, asked) = (state.external.clone(), query.clone());
+    let external = match state
+        .breaker
+        .call(
+            &state.redis,
+            move || async move { source.fetch(&asked).await },
+        )
+        .await
+    {
+        Ok(data) => Ok(data),
+        Err(CallError::Refused { .. }) => Err("circuit_open"),
+        Err(CallError::Failed(kind)) => Err(kind.as_str()),
+        Err(CallError::Redis(err)) => return Err(err.into()),
     };
     let degraded = external.is_err();
     let body = serde_json::json!({
@@ -142,32 +117,4 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         body: body.to_string(),
         degraded,
     })
-}
-
-/// Calls the external source (cancelled at `timeout`,
-/// `EXTERNAL_SERVICE_TIMEOUT_MS`) and reports the outcome to the breaker
-/// under `permit`. Owns everything it uses, so that it can run as a task that
-/// outlives the request which started it.
-///
-/// # Errors
-/// The call's [`FailureKind`]. A failed report is only logged: the summary is
-/// still good, and the breaker misses one result.
-async fn call_and_report(
-    breaker: CircuitBreaker,
-    redis: Redis,
-    external: ExternalSource,
-    timeout: Duration,
-    metric_type: String,
-    period: &'static str,
-    permit: Permit,
-) -> Result<Map<String, Value>, FailureKind> {
-    let result = external.fetch(&metric_type, period, timeout).await;
-    let outcome = match &result {
-        Ok(_) => CallOutcome::Success,
-        Err(kind) => CallOutcome::Failure(*kind),
-    };
-    if let Err(err) = breaker.report(&redis, &permit, outcome).await {
-        tracing::warn!(error = %err, "could not report to the circuit breaker");
-    }
-    result
 }
