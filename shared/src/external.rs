@@ -110,7 +110,7 @@ impl ExternalSource {
     /// [`FailureKind::UpstreamError`] when the call fails,
     /// [`FailureKind::Timeout`] when the HTTP client gives up.
     pub async fn fetch(&self, query: &SummaryQuery) -> Result<Map<String, Value>, FailureKind> {
-        let (metric_type, period) = (query.metric_type.as_str(), query.period_label());
+        let (metric_type, period) = (query.metric_type.as_str(), query.period_label().as_str());
         match self {
             Self::Simulated {
                 latency,
@@ -198,17 +198,5 @@ fn classify(err: reqwest::Error) -> FailureKind {
     } else {
         tracing::info!(error = %err, "external source unreachable");
         FailureKind::UpstreamError
-    }
-}
-
-/// The `external_data` object of a summary: the source's fields next to
-/// `"status": "success"`, or `{"status": "fallback", "reason": …}`.
-pub fn external_data(result: Result<Map<String, Value>, &str>) -> Value {
-    match result {
-        Ok(mut data) => {
-            data.insert("status".into(), Value::from("success"));
-            Value::Object(data)
-        }
-        Err(reason) => serde_json::json!({"status": "fallback", "reason": reason}),
     }
 }

@@ -24,6 +24,7 @@ use crate::cache::CacheError;
 use crate::identity::{identify, ClientId, IdentityError, API_KEY_HEADER};
 use crate::metric::{FieldError, Invalid, MetricError};
 use crate::rate_limit::{RateLimitDecision, RateLimitError, POLICY_NAME};
+use crate::responses::Problem;
 use crate::settings::{ConfigError, Env};
 
 /// Media type of every error body (RFC 9457 §3).
@@ -179,15 +180,16 @@ impl ApiError {
     /// `detail`, and `errors` for a 422.
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
-        let mut body = serde_json::json!({
-            "type": self.problem_type(),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.to_string(),
-        });
-        if let Self::Unprocessable { errors, .. } = &self {
-            body["errors"] = serde_json::to_value(errors).unwrap_or_default();
-        }
+        let body = Problem {
+            problem_type: self.problem_type().to_string(),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors: match &self {
+                Self::Unprocessable { errors, .. } => Some(errors.clone()),
+                _ => None,
+            },
+        };
         let mut response = json_response(status, &body);
         response
             .headers_mut()

@@ -34,6 +34,7 @@ pub mod metric;
 pub mod observability;
 pub mod openapi;
 pub mod rate_limit;
+pub mod responses;
 pub mod runtime;
 pub mod settings;
 pub mod state;

@@ -15,21 +15,27 @@ use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::settings::{ConfigError, Env};
 
 /// One offending field of a rejected request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FieldError {
-    /// Position of the item in a batch body (absent for a single object or a
-    /// query parameter).
+    /// Position of the item in a batch body; absent for a single object, a
+    /// query parameter or a header.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>, nullable = false, minimum = 0, examples(1))]
     pub index: Option<usize>,
-    /// The field or query parameter, e.g. `value` or `period`.
+    /// The field, query parameter or header, e.g. `value`, `period`,
+    /// `Idempotency-Key`, or `body` for the body as a whole.
+    #[schema(examples("value"))]
     pub field: String,
     /// Why it was refused, phrased for the client.
+    #[schema(examples("must be a number, not a string"))]
     pub reason: String,
 }
 
@@ -127,20 +133,35 @@ impl fmt::Display for MetricType {
     }
 }
 
-/// One validated metric: UTC timestamp, finite value, valid type.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated metric, as stored and as echoed in a 201: the timestamp
+/// normalised to UTC with a `Z`, fractional seconds only when sent.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = StoredMetric)]
 pub struct Metric {
-    /// When it was measured, normalised to UTC.
+    /// When it was measured: UTC, RFC 3339 with `Z`.
+    #[serde(serialize_with = "serialize_timestamp")]
+    #[schema(value_type = String, format = DateTime, pattern = "Z$", examples("2026-02-18T12:00:00Z"))]
     pub timestamp: DateTime<Utc>,
-    /// The reading; always finite.
+    /// The value stored; always finite.
     pub value: f64,
-    /// What was measured.
+    /// The metric type.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, examples("cpu_usage"))]
     pub metric_type: MetricType,
 }
 
 /// RFC 3339 in UTC with a `Z`, with fractional seconds only when present.
 pub fn format_timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Serialises a timestamp as [`format_timestamp`] writes it.
+///
+/// # Errors
+/// The serializer's.
+pub fn serialize_timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_timestamp(*t))
 }
 
 /// Bounds on acceptable timestamps and batch sizes: the settings of

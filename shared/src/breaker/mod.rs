@@ -87,6 +87,7 @@ use redis::{ErrorKind, FromRedisValue, ParsingError, RedisError, Script, Value};
 use serde::Serialize;
 use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
+use utoipa::ToSchema;
 
 use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
@@ -199,10 +200,10 @@ impl BreakerSettings {
     }
 }
 
-/// A breaker state. Serializes (serde) and displays as `"closed"`, `"open"`
-/// or `"half_open"`, the names used in the Redis hash, in logs and in
-/// `GET /health`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// A circuit breaker state: `closed`, `open` or `half_open`, the names used
+/// in the Redis hash, in logs and in `GET /health` (which shows the
+/// effective state: `half_open` as soon as the reset timeout has passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     /// Calls go ahead; consecutive failures are counted.

@@ -30,7 +30,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::{FromRedisValue, ParsingError, RedisError, Script, Value};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
@@ -71,22 +73,25 @@ impl CacheSettings {
     }
 }
 
-/// Where a summary came from, for the `X-Cache`, `Cache-Control` and `Age`
-/// response fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a summary came from the shared cache (`HIT`) or was computed for
+/// this request, once across all instances (`MISS`); sent as `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum CacheStatus {
-    /// Served from Redis.
-    Hit {
-        /// Whole seconds the entry has left to live (`max-age`).
-        ttl_left_s: u64,
-        /// Whole seconds since it was stored (`Age`).
-        age_s: u64,
-    },
-    /// Computed by this request (and stored, unless it failed to store).
-    Miss {
-        /// The TTL it was stored with, s.
-        ttl_s: u64,
-    },
+    /// Served from the cache (`Age` says how old it is).
+    Hit,
+    /// Computed for this request (once across all instances).
+    Miss,
+}
+
+impl CacheStatus {
+    /// `"HIT"` or `"MISS"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+        }
+    }
 }
 
 /// Why a summary could be neither served nor computed.
@@ -108,6 +113,11 @@ pub struct CachedBody {
     pub body: String,
     /// Hit or miss.
     pub status: CacheStatus,
+    /// Whole seconds the body stays cached: what is left of the entry's TTL
+    /// on a hit, the TTL it was stored with on a miss (`max-age`).
+    pub max_age_s: u64,
+    /// Whole seconds since the entry was stored, on a hit (`Age`).
+    pub age_s: Option<u64>,
 }
 
 /// What a recomputation produced.
@@ -292,12 +302,11 @@ impl SummaryCache {
                 } => {
                     return Ok(CachedBody {
                         body,
-                        status: CacheStatus::Hit {
-                            ttl_left_s: u64::try_from(ttl_left_ms.max(0))
-                                .unwrap_or(0)
-                                .div_ceil(1000),
-                            age_s: u64::try_from(age_ms.max(0)).unwrap_or(0) / 1000,
-                        },
+                        status: CacheStatus::Hit,
+                        max_age_s: u64::try_from(ttl_left_ms.max(0))
+                            .unwrap_or(0)
+                            .div_ceil(1000),
+                        age_s: Some(u64::try_from(age_ms.max(0)).unwrap_or(0) / 1000),
                     })
                 }
                 Lookup::Locked => break,
@@ -348,9 +357,9 @@ impl SummaryCache {
         let computed = computed.map_err(CacheError::Compute)?;
         Ok(CachedBody {
             body: computed.body,
-            status: CacheStatus::Miss {
-                ttl_s: ttl.as_secs(),
-            },
+            status: CacheStatus::Miss,
+            max_age_s: ttl.as_secs(),
+            age_s: None,
         })
     }
 

@@ -12,8 +12,8 @@ use crate::http::{
     body_bytes, client_identity, rate_limit_fields, request_id, respond, ApiError, JSON,
 };
 use crate::identity::ClientId;
-use crate::metric::{format_timestamp, parse_metrics, FieldError};
-use crate::openapi::schemas::{Created, StoredMetric};
+use crate::metric::{parse_metrics, FieldError};
+use crate::responses::Created;
 use crate::state::AppState;
 use crate::store::{Idempotency, IngestError, IngestOutcome};
 
@@ -86,14 +86,7 @@ async fn store(
     let created = Created {
         request_id: request_id(req),
         stored: parsed.metrics.len() as u64,
-        metric: (!parsed.is_batch).then(|| {
-            let metric = &parsed.metrics[0];
-            StoredMetric {
-                timestamp: format_timestamp(metric.timestamp),
-                value: metric.value,
-                metric_type: metric.metric_type.as_str().to_string(),
-            }
-        }),
+        metric: (!parsed.is_batch).then(|| parsed.metrics[0].clone()),
     };
     // Cannot fail (strings, integers and finite floats only); should it
     // ever, the body is an empty object rather than a panic.

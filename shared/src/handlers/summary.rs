@@ -9,8 +9,8 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use super::{require_method, within_deadline};
 use crate::breaker::CallError;
 use crate::cache::{CacheStatus, Computed};
-use crate::external::external_data;
 use crate::http::{client_identity, ApiError, JSON};
+use crate::responses::{ExternalData, FallbackReason, Summary};
 use crate::state::AppState;
 use crate::window::{parse_summary_query, SummaryQuery};
 
@@ -49,19 +49,15 @@ pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();
         headers.insert("content-type", HeaderValue::from_static(JSON));
-        let (x_cache, max_age) = match cached.status {
-            CacheStatus::Hit { ttl_left_s, age_s } => {
-                crate::observability::cache_hit();
-                headers.insert(AGE, HeaderValue::from(age_s));
-                ("HIT", ttl_left_s)
-            }
-            CacheStatus::Miss { ttl_s } => {
-                crate::observability::cache_miss();
-                ("MISS", ttl_s)
-            }
-        };
-        headers.insert("x-cache", HeaderValue::from_static(x_cache));
-        if let Ok(value) = HeaderValue::from_str(&format!("max-age={max_age}")) {
+        match cached.status {
+            CacheStatus::Hit => crate::observability::cache_hit(),
+            CacheStatus::Miss => crate::observability::cache_miss(),
+        }
+        if let Some(age_s) = cached.age_s {
+            headers.insert(AGE, HeaderValue::from(age_s));
+        }
+        headers.insert("x-cache", HeaderValue::from_static(cached.status.as_str()));
+        if let Ok(value) = HeaderValue::from_str(&format!("max-age={}", cached.max_age_s)) {
             headers.insert(CACHE_CONTROL, value);
         }
         Ok(response)
@@ -88,7 +84,7 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         .aggregate(&state.redis, &query.metric_type, &query.window)
         .await?;
     let (source, asked) = (state.external.clone(), query.clone());
-    let external = match state
+    let external_data = match state
         .breaker
         .call(
             &state.redis,
@@ -96,25 +92,27 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         )
         .await
     {
-        Ok(data) => Ok(data),
-        Err(CallError::Refused { .. }) => Err("circuit_open"),
-        Err(CallError::Failed(kind)) => Err(kind.as_str()),
+        Ok(fields) => ExternalData::success(fields),
+        Err(CallError::Refused { .. }) => ExternalData::fallback(FallbackReason::CircuitOpen),
+        Err(CallError::Failed(kind)) => ExternalData::fallback(kind.into()),
         Err(CallError::Redis(err)) => return Err(err.into()),
     };
-    let degraded = external.is_err();
-    let body = serde_json::json!({
-        "type": query.metric_type,
-        "period": query.period_label(),
-        "window": query.window.to_json(),
-        "count": aggregate.count,
-        "average_value": aggregate.average(),
-        "min_value": aggregate.min,
-        "max_value": aggregate.max,
-        "sum": aggregate.sum,
-        "external_data": external_data(external),
-    });
+    let summary = Summary {
+        metric_type: query.metric_type.clone(),
+        period: query.period_label(),
+        window: query.window,
+        count: aggregate.count,
+        average_value: aggregate.average(),
+        min_value: aggregate.min,
+        max_value: aggregate.max,
+        sum: aggregate.sum,
+        external_data,
+    };
     Ok(Computed {
-        body: body.to_string(),
-        degraded,
+        degraded: summary.external_data.is_fallback(),
+        // Cannot fail (strings, integers, finite floats and the source's own
+        // JSON only); should it ever, the body is an empty object rather
+        // than a panic.
+        body: serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into()),
     })
 }
