@@ -9,12 +9,12 @@
 //! listed in `.env.example` and in the README's configuration table.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use crate::breaker::BreakerSettings;
 use crate::cache::CacheSettings;
 use crate::connection::RedisSettings;
 use crate::external::ExternalSettings;
-use crate::http::RequestSettings;
 use crate::identity::IdentitySettings;
 use crate::metric::MetricLimits;
 use crate::observability::ObservabilitySettings;
@@ -44,6 +44,35 @@ pub struct Config {
     pub breaker: BreakerSettings,
     /// `METRICS_NAMESPACE`.
     pub observability: ObservabilitySettings,
+}
+
+/// Limits every request is held to: the HTTP edge's own settings.
+#[derive(Debug, Clone)]
+pub struct RequestSettings {
+    /// `REQUEST_DEADLINE_MS`, default 3000 (100..=900 000): one overall
+    /// deadline per request; past it the answer is 503 with `Retry-After`.
+    pub deadline: Duration,
+    /// `MAX_BODY_BYTES`, default 1 048 576 (64..=6 291 456): the largest
+    /// request body; larger is a 413.
+    pub max_body_bytes: usize,
+    /// `IDEMPOTENCY_TTL_SECONDS`, default 86 400 (1..=2 592 000): how long an
+    /// `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl RequestSettings {
+    /// Reads and validates `REQUEST_DEADLINE_MS`, `MAX_BODY_BYTES` and
+    /// `IDEMPOTENCY_TTL_SECONDS`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            deadline: env.millis("REQUEST_DEADLINE_MS", 3000, 100..=900_000)?,
+            max_body_bytes: env.int("MAX_BODY_BYTES", 1_048_576, 64..=6 * 1024 * 1024)? as usize,
+            idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECONDS", 86_400, 1..=30 * 86_400)?,
+        })
+    }
 }
 
 impl Config {
@@ -92,8 +121,6 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::rate_limit::RateLimitAlgorithm;
 

@@ -170,7 +170,7 @@ impl Redis {
 
     /// Creates the lazy connection from a ready [`redis::Client`], each
     /// command bounded by `timeout`. No network traffic happens here.
-    pub fn from_client(client: redis::Client, timeout: Duration) -> Self {
+    fn from_client(client: redis::Client, timeout: Duration) -> Self {
         Self::new(client, connection_config(timeout), timeout, None)
     }
 
@@ -216,11 +216,6 @@ impl Redis {
     /// clones have made since it was built.
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
-    }
-
-    /// The per-command bound (`REDIS_TIMEOUT_MS`).
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 }
 
@@ -412,7 +407,7 @@ impl ReplyFields {
     /// # Errors
     /// A [`ParsingError`] naming the script when the reply has no more
     /// elements or the next one is not a `T`.
-    pub fn next<T: FromRedisValue>(&mut self) -> Result<T, ParsingError> {
+    pub fn take<T: FromRedisValue>(&mut self) -> Result<T, ParsingError> {
         match self.items.next() {
             Some(value) => T::from_redis_value(value),
             None => Err(format!("{} answered fewer elements than expected", self.script).into()),

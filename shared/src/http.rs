@@ -25,42 +25,12 @@ use crate::identity::{identify, ClientId, IdentityError, API_KEY_HEADER};
 use crate::metric::{FieldError, Invalid, MetricError};
 use crate::rate_limit::{RateLimitDecision, RateLimitError, POLICY_NAME};
 use crate::responses::Problem;
-use crate::settings::{ConfigError, Env};
 
 /// Media type of every error body (RFC 9457 §3).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Media type of every successful body.
 pub const JSON: &str = "application/json";
-
-/// Limits every request is held to.
-#[derive(Debug, Clone)]
-pub struct RequestSettings {
-    /// `REQUEST_DEADLINE_MS`, default 3000 (100..=900 000): one overall
-    /// deadline per request; past it the answer is 503 with `Retry-After`.
-    pub deadline: Duration,
-    /// `MAX_BODY_BYTES`, default 1 048 576 (64..=6 291 456): the largest
-    /// request body; larger is a 413.
-    pub max_body_bytes: usize,
-    /// `IDEMPOTENCY_TTL_SECONDS`, default 86 400 (1..=2 592 000): how long an
-    /// `Idempotency-Key` is remembered.
-    pub idempotency_ttl: Duration,
-}
-
-impl RequestSettings {
-    /// Reads and validates `REQUEST_DEADLINE_MS`, `MAX_BODY_BYTES` and
-    /// `IDEMPOTENCY_TTL_SECONDS`.
-    ///
-    /// # Errors
-    /// A [`ConfigError`] naming the first unusable variable.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            deadline: env.millis("REQUEST_DEADLINE_MS", 3000, 100..=900_000)?,
-            max_body_bytes: env.int("MAX_BODY_BYTES", 1_048_576, 64..=6 * 1024 * 1024)? as usize,
-            idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECONDS", 86_400, 1..=30 * 86_400)?,
-        })
-    }
-}
 
 /// Everything a request can fail with. Each variant maps to one status code
 /// and one problem `type`.

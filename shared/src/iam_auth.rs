@@ -320,11 +320,6 @@ impl IamTokenProvider {
         self
     }
 
-    /// The user the tokens authenticate.
-    pub fn user_id(&self) -> &str {
-        &self.inner.request.user_id
-    }
-
     /// A token signed now.
     ///
     /// # Errors

@@ -1,5 +1,5 @@
-//! Who is calling: the identity the rate limiter (and later the idempotency
-//! records) key on, and the API-key check.
+//! Who is calling: the identity the rate limiter and the idempotency records
+//! key on, and the API-key check.
 //!
 //! A client must not be able to choose its own identity, or it could spread
 //! its requests over as many rate-limit buckets as it likes. So the identity

@@ -17,7 +17,7 @@
 //!
 //! Headers that a response always carries are marked `required: true`
 //! (OpenAPI 3.1 Header Object); utoipa's header model has no such field, so
-//! [`RequiredHeaders`] adds it after generation. Security is optional
+//! `RequiredHeaders` adds it after generation. Security is optional
 //! (`{}` or `api_key`): an `x-api-key` is needed only when the deployment
 //! configures `API_KEYS_SHA256`.
 

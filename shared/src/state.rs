@@ -50,12 +50,8 @@ impl AppState {
         Self::with_redis(config, redis)
     }
 
-    /// Builds the state around an existing connection (tests share one to
-    /// count round trips; the IAM mode brings its own client).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] when `EXTERNAL_SERVICE_URL` cannot be used.
-    pub fn with_redis(config: Config, redis: Redis) -> Result<Self, ConfigError> {
+    /// Builds the state around its connection.
+    fn with_redis(config: Config, redis: Redis) -> Result<Self, ConfigError> {
         let keys = Keys::new(config.redis.key_prefix.clone());
         let call_timeout = config.external.timeout;
         Ok(Self {

@@ -4,6 +4,10 @@
 use lambda_http::Error;
 use shared::{handlers::metrics_summary, runtime, telemetry, AppState};
 
+/// The allocator, as in every function (see `functions/health`): mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();

@@ -108,10 +108,10 @@ struct AcquireReply {
 impl FromRedisValue for AcquireReply {
     fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
         let mut fields = ReplyFields::new("acquire.lua", reply)?;
-        let allowed: bool = fields.next()?;
-        let state: BreakerState = fields.next()?;
-        let generation: u64 = fields.next()?;
-        let is_probe: bool = fields.next()?;
+        let allowed: bool = fields.take()?;
+        let state: BreakerState = fields.take()?;
+        let generation: u64 = fields.take()?;
+        let is_probe: bool = fields.take()?;
         let admission = if allowed {
             Admission::Allowed(Permit {
                 generation,
@@ -133,9 +133,9 @@ impl FromRedisValue for AcquireReply {
 impl FromRedisValue for ReportOutcome {
     fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
         let mut fields = ReplyFields::new("report.lua", reply)?;
-        let applied: bool = fields.next()?;
-        let state: BreakerState = fields.next()?;
-        let generation: u64 = fields.next()?;
+        let applied: bool = fields.take()?;
+        let state: BreakerState = fields.take()?;
+        let generation: u64 = fields.take()?;
         Ok(Self {
             applied,
             state,
@@ -152,7 +152,7 @@ fn transition_fields(
     generation: u64,
 ) -> Result<Option<Transition>, ParsingError> {
     let (from, to, reason): (String, String, String) =
-        (fields.next()?, fields.next()?, fields.next()?);
+        (fields.take()?, fields.take()?, fields.take()?);
     parse_transition(&from, &to, &reason, generation)
 }
 
@@ -401,6 +401,7 @@ pub struct ReportOutcome {
 /// Everything stored about one breaker, read in one round trip by
 /// [`CircuitBreaker::snapshot`] (for diagnostics and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg(any(test, feature = "test-support"))]
 pub struct BreakerSnapshot {
     /// The state as stored (`open` stays stored until an `acquire` moves it).
     pub stored_state: BreakerState,
@@ -461,23 +462,21 @@ impl CircuitBreaker {
         }
     }
 
-    /// The dependency's name, as given to [`CircuitBreaker::new`].
-    pub fn dependency(&self) -> &str {
-        &self.dependency
-    }
-
     /// The Redis key of the breaker hash.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn key(&self) -> &str {
         &self.key
     }
 
     /// How long an admitted probe may go without a report before its slot is
     /// given to a new probe (`2 × EXTERNAL_SERVICE_TIMEOUT_MS + 1 s`).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn probe_lease(&self) -> Duration {
         self.probe_lease
     }
 
     /// The TTL set on the breaker key by every write: `max(10 × reset timeout, 1 h)`.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn key_ttl(&self) -> Duration {
         self.key_ttl
     }
@@ -679,6 +678,7 @@ impl CircuitBreaker {
     /// # Errors
     /// As [`CircuitBreaker::effective_state_from`], plus the pipeline's
     /// [`RedisError`].
+    #[cfg(any(test, feature = "test-support"))]
     pub async fn state(&self, redis: &Redis) -> Result<BreakerState, RedisError> {
         let mut pipe = redis::pipe();
         self.add_state_read(&mut pipe);
@@ -691,6 +691,7 @@ impl CircuitBreaker {
     ///
     /// # Errors
     /// The pipeline's [`RedisError`], or a `Parse` error for a malformed hash.
+    #[cfg(any(test, feature = "test-support"))]
     pub async fn snapshot(&self, redis: &Redis) -> Result<BreakerSnapshot, RedisError> {
         let mut pipe = redis::pipe();
         pipe.cmd("TIME");

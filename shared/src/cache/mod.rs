@@ -149,7 +149,7 @@ const LOCK_MARGIN: Duration = Duration::from_millis(500);
 /// to take over (1.5 s wait + 1 s computation). If Redis itself is slow enough
 /// that a computation outlives the lock, a second computation may start: the
 /// result stays correct, only the one-computation economy is lost.
-pub fn lock_ttl_for(compute_timeout: Duration) -> Duration {
+fn lock_ttl_for(compute_timeout: Duration) -> Duration {
     compute_timeout + LOCK_MARGIN
 }
 
@@ -178,15 +178,15 @@ enum Lookup {
 impl FromRedisValue for Lookup {
     fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
         let mut fields = ReplyFields::new("get_or_lock.lua", reply)?;
-        let tag: String = fields.next()?;
+        let tag: String = fields.take()?;
         match tag.as_str() {
             "hit" => Ok(Self::Hit {
-                body: fields.next()?,
-                ttl_left_ms: fields.next()?,
-                age_ms: fields.next()?,
+                body: fields.take()?,
+                ttl_left_ms: fields.take()?,
+                age_ms: fields.take()?,
             }),
             "locked" => Ok(Self::Locked),
-            "busy" => Ok(Self::Busy(fields.next().unwrap_or_default())),
+            "busy" => Ok(Self::Busy(fields.take().unwrap_or_default())),
             other => Err(fields.unexpected(other)),
         }
     }
@@ -219,7 +219,7 @@ impl SummaryCache {
     /// external call, `EXTERNAL_SERVICE_TIMEOUT_MS`) and `request_deadline`
     /// is `REQUEST_DEADLINE_MS`.
     ///
-    /// The lock TTL is [`lock_ttl_for`]: it covers the slowest permitted
+    /// The lock TTL is `compute_timeout` + 500 ms: it covers the slowest permitted
     /// computation on a healthy Redis. A cold-start warning is logged when
     /// `REQUEST_DEADLINE_MS` leaves no room for a waiter to outlast a vanished
     /// owner's lock and then compute itself.
@@ -249,11 +249,13 @@ impl SummaryCache {
     }
 
     /// How long a recompute lock lives unless its owner releases it.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn lock_ttl(&self) -> Duration {
         self.lock_ttl
     }
 
     /// The cache entry's key for `query` (its lock is the same plus `:lock`).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn entry_key(&self, query: &SummaryQuery) -> String {
         self.keys.cache(&digest(query))
     }

@@ -163,10 +163,10 @@ impl FromRedisValue for LimiterReply {
     fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
         let mut fields = ReplyFields::new("rate limiter script", reply)?;
         Ok(Self {
-            allowed: fields.next()?,
-            remaining: fields.next()?,
-            reset_after_us: fields.next()?,
-            retry_after_us: fields.next()?,
+            allowed: fields.take()?,
+            remaining: fields.take()?,
+            reset_after_us: fields.take()?,
+            retry_after_us: fields.take()?,
         })
     }
 }
@@ -191,21 +191,6 @@ impl RateLimiter {
             limit: settings.requests.max(1),
             window: settings.window.max(Duration::from_secs(1)),
         }
-    }
-
-    /// The configured algorithm.
-    pub fn algorithm(&self) -> RateLimitAlgorithm {
-        self.algorithm
-    }
-
-    /// Requests allowed per window per client.
-    pub fn limit(&self) -> u32 {
-        self.limit
-    }
-
-    /// The window length (whole seconds).
-    pub fn window(&self) -> Duration {
-        self.window
     }
 
     /// The Redis key holding `client`'s state for the configured algorithm

@@ -47,13 +47,13 @@ enum IngestReply {
 impl FromRedisValue for IngestReply {
     fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
         let mut fields = ReplyFields::new("ingest.lua", reply)?;
-        let tag: String = fields.next()?;
+        let tag: String = fields.take()?;
         match tag.as_str() {
             "stored" => Ok(Self::Stored),
-            "replay" => Ok(Self::Replay(fields.next()?)),
+            "replay" => Ok(Self::Replay(fields.take()?)),
             "mismatch" => Ok(Self::Mismatch),
             "overflow" => Ok(Self::Overflow {
-                update: fields.next()?,
+                update: fields.take()?,
             }),
             other => Err(fields.unexpected(other)),
         }
