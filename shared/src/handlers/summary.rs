@@ -8,7 +8,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 
 use super::{require_method, within_deadline};
 use crate::breaker::CallError;
-use crate::cache::{CacheStatus, Computed};
+use crate::cache::{CacheStatus, CachedBody, Computed};
 use crate::http::{client_identity, ApiError, JSON};
 use crate::responses::{ExternalData, FallbackReason, Summary};
 use crate::state::AppState;
@@ -26,8 +26,9 @@ use crate::window::{parse_summary_query, SummaryQuery};
 /// says how long the answer stays cached. `Cache-Control: no-cache` on the
 /// request forces a recomputation.
 ///
-/// Errors: 401 missing/unknown API key (when keys are configured), 422 for a missing or invalid query (the allowed periods are
-/// listed), 503 + `Retry-After` when Redis is unavailable.
+/// Errors: 401 missing/unknown API key (when keys are configured), 422 for a
+/// missing or invalid query (the allowed periods are listed), 503 +
+/// `Retry-After` when Redis is unavailable.
 pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
     within_deadline(state, async {
         require_method(&req, Method::GET)?;
@@ -45,24 +46,30 @@ pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
                 compute_summary(state, &query)
             })
             .await?;
-        let mut response = Response::new(Body::from(cached.body));
-        *response.status_mut() = StatusCode::OK;
-        let headers = response.headers_mut();
-        headers.insert("content-type", HeaderValue::from_static(JSON));
-        match cached.status {
-            CacheStatus::Hit => crate::observability::cache_hit(),
-            CacheStatus::Miss => crate::observability::cache_miss(),
-        }
-        if let Some(age_s) = cached.age_s {
-            headers.insert(AGE, HeaderValue::from(age_s));
-        }
-        headers.insert("x-cache", HeaderValue::from_static(cached.status.as_str()));
-        if let Ok(value) = HeaderValue::from_str(&format!("max-age={}", cached.max_age_s)) {
-            headers.insert(CACHE_CONTROL, value);
-        }
-        Ok(response)
+        Ok(cached_response(cached))
     })
     .await
+}
+
+/// The 200 of a summary, with `X-Cache`, `Cache-Control: max-age` and, on a
+/// hit, `Age`.
+fn cached_response(cached: CachedBody) -> Response<Body> {
+    match cached.status {
+        CacheStatus::Hit => crate::observability::cache_hit(),
+        CacheStatus::Miss => crate::observability::cache_miss(),
+    }
+    let mut response = Response::new(Body::from(cached.body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(JSON));
+    headers.insert("x-cache", HeaderValue::from_static(cached.status.as_str()));
+    if let Ok(value) = HeaderValue::from_str(&format!("max-age={}", cached.max_age_s)) {
+        headers.insert(CACHE_CONTROL, value);
+    }
+    if let Some(age_s) = cached.age_s {
+        headers.insert(AGE, HeaderValue::from(age_s));
+    }
+    response
 }
 
 /// True when the request carries `Cache-Control: no-cache` (a dashboard's
