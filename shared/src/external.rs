@@ -55,6 +55,28 @@ impl ExternalSettings {
     }
 }
 
+/// Why the source gave no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExternalError {
+    /// A non-2xx status, a body that is not a JSON object or is over
+    /// [`MAX_BODY_BYTES`], a connection error, or a simulated failure.
+    #[error("the external source failed")]
+    Upstream,
+    /// The HTTP client gave up at `EXTERNAL_SERVICE_TIMEOUT_MS`.
+    #[error("the external source timed out")]
+    Timeout,
+}
+
+/// How the circuit breaker counts a failed call.
+impl From<ExternalError> for FailureKind {
+    fn from(err: ExternalError) -> Self {
+        match err {
+            ExternalError::Upstream => Self::UpstreamError,
+            ExternalError::Timeout => Self::Timeout,
+        }
+    }
+}
+
 /// The configured external source.
 #[derive(Debug, Clone)]
 pub enum ExternalSource {
@@ -107,9 +129,9 @@ impl ExternalSource {
     /// label, `custom` for an explicit window).
     ///
     /// # Errors
-    /// [`FailureKind::UpstreamError`] when the call fails,
-    /// [`FailureKind::Timeout`] when the HTTP client gives up.
-    pub async fn fetch(&self, query: &SummaryQuery) -> Result<Map<String, Value>, FailureKind> {
+    /// [`ExternalError::Upstream`] when the call fails,
+    /// [`ExternalError::Timeout`] when the HTTP client gives up.
+    pub async fn fetch(&self, query: &SummaryQuery) -> Result<Map<String, Value>, ExternalError> {
         let (metric_type, period) = (query.metric_type.as_str(), query.period_label().as_str());
         match self {
             Self::Simulated {
@@ -119,7 +141,7 @@ impl ExternalSource {
                 tokio::time::sleep(*latency).await;
                 let mut rng = rand::rng();
                 if rng.random_bool(failure_rate.clamp(0.0, 1.0)) {
-                    return Err(FailureKind::UpstreamError);
+                    return Err(ExternalError::Upstream);
                 }
                 let mut data = Map::new();
                 data.insert(
@@ -140,14 +162,14 @@ impl ExternalSource {
                         status = response.status().as_u16(),
                         "external source answered non-2xx"
                     );
-                    return Err(FailureKind::UpstreamError);
+                    return Err(ExternalError::Upstream);
                 }
                 let body = read_limited(response, MAX_BODY_BYTES).await?;
                 match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Object(data)) => Ok(data),
                     _ => {
                         tracing::info!("external source answered a body that is not a JSON object");
-                        Err(FailureKind::UpstreamError)
+                        Err(ExternalError::Upstream)
                     }
                 }
             }
@@ -163,18 +185,18 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Reads at most `limit` bytes of `response`'s body.
 ///
 /// # Errors
-/// [`FailureKind::UpstreamError`] when the body is larger (announced or
+/// [`ExternalError::Upstream`] when the body is larger (announced or
 /// actual), or the connection fails while reading.
 async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
-) -> Result<Vec<u8>, FailureKind> {
+) -> Result<Vec<u8>, ExternalError> {
     let too_large = || {
         tracing::info!(
             limit_bytes = limit,
             "external source answered a body over the limit"
         );
-        FailureKind::UpstreamError
+        ExternalError::Upstream
     };
     if response
         .content_length()
@@ -192,11 +214,11 @@ async fn read_limited(
     Ok(body)
 }
 
-fn classify(err: reqwest::Error) -> FailureKind {
+fn classify(err: reqwest::Error) -> ExternalError {
     if err.is_timeout() {
-        FailureKind::Timeout
+        ExternalError::Timeout
     } else {
         tracing::info!(error = %err, "external source unreachable");
-        FailureKind::UpstreamError
+        ExternalError::Upstream
     }
 }

@@ -25,6 +25,7 @@ use crate::identity::{identify, ClientId, IdentityError, API_KEY_HEADER};
 use crate::metric::{FieldError, Invalid, MetricError};
 use crate::rate_limit::{RateLimitDecision, RateLimitError, POLICY_NAME};
 use crate::responses::Problem;
+use crate::store::StoreError;
 
 /// Media type of every error body (RFC 9457 §3).
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -212,6 +213,14 @@ impl From<RateLimitError> for ApiError {
     fn from(err: RateLimitError) -> Self {
         match err {
             RateLimitError::Redis(err) => Self::redis(&err),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Redis(err) => Self::redis(&err),
         }
     }
 }

@@ -497,14 +497,15 @@ impl CircuitBreaker {
     ///
     /// # Errors
     /// [`CallError::Refused`] when the breaker does not admit the call,
-    /// [`CallError::Failed`] with the call's [`FailureKind`] (a timeout is
+    /// [`CallError::Failed`] with the [`FailureKind`] of the call's error (a timeout is
     /// [`FailureKind::Timeout`]; a task that panicked counts as
     /// [`FailureKind::UpstreamError`]), [`CallError::Redis`] when admission
     /// could not be asked.
-    pub async fn call<T, F, Fut>(&self, redis: &Redis, call: F) -> Result<T, CallError>
+    pub async fn call<T, E, F, Fut>(&self, redis: &Redis, call: F) -> Result<T, CallError>
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, FailureKind>> + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<FailureKind>,
         T: Send + 'static,
     {
         let permit = match self.acquire(redis).await? {
@@ -514,9 +515,10 @@ impl CircuitBreaker {
         let (breaker, redis) = (self.clone(), redis.clone());
         let task = tokio::spawn(
             async move {
-                let result = tokio::time::timeout(breaker.call_timeout, call())
-                    .await
-                    .unwrap_or(Err(FailureKind::Timeout));
+                let result = match tokio::time::timeout(breaker.call_timeout, call()).await {
+                    Ok(result) => result.map_err(Into::into),
+                    Err(_elapsed) => Err(FailureKind::Timeout),
+                };
                 let outcome = match &result {
                     Ok(_) => CallOutcome::Success,
                     Err(kind) => CallOutcome::Failure(*kind),

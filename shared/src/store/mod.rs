@@ -110,6 +110,15 @@ pub enum IngestError {
     Redis(#[from] RedisError),
 }
 
+/// Why a summary's buckets could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis failed or timed out, or the script's reply did not have its
+    /// shape.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
 /// An idempotency record to check and write in the same atomic step as the
 /// metrics (IETF draft "The Idempotency-Key HTTP Header Field").
 #[derive(Debug, Clone)]
@@ -230,13 +239,13 @@ impl MetricStore {
     /// reading at most ~200 buckets, independent of the number of points.
     ///
     /// # Errors
-    /// The [`RedisError`] when Redis fails or times out.
+    /// [`StoreError::Redis`] when Redis fails or times out.
     pub async fn aggregate(
         &self,
         redis: &Redis,
         metric_type: &MetricType,
         window: &Window,
-    ) -> Result<Aggregate, RedisError> {
+    ) -> Result<Aggregate, StoreError> {
         let buckets = cover(window.from.timestamp(), window.to.timestamp());
         if buckets.is_empty() {
             return Ok(Aggregate::EMPTY);
