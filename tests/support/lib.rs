@@ -107,10 +107,10 @@ mod tests {
     #[test]
     fn config_applies_prefix_and_overrides() {
         let c = config(&[("RATE_LIMIT_REQUESTS", "7")]);
-        assert!(c.redis_key_prefix.starts_with("test-"));
-        assert_eq!(c.rate_limit_requests, 7);
-        assert_eq!(c.redis_url, redis_url());
+        assert!(c.redis.key_prefix.starts_with("test-"));
+        assert_eq!(c.rate_limit.requests, 7);
+        assert_eq!(c.redis.url, redis_url());
         let shared = config_with_prefix("test-shared", &[]);
-        assert_eq!(shared.redis_key_prefix, "test-shared");
+        assert_eq!(shared.redis.key_prefix, "test-shared");
     }
 }

@@ -59,9 +59,13 @@ impl Deployment {
     /// A new "instance": its own configuration, connection and breaker.
     fn instance(&self) -> Instance {
         let config = self.config();
-        let redis = Redis::from_config(&config).expect("valid REDIS_URL");
-        let breaker =
-            CircuitBreaker::new(&config, &Keys::new(&config.redis_key_prefix), DEPENDENCY);
+        let redis = Redis::from_settings(&config.redis).expect("valid REDIS_URL");
+        let breaker = CircuitBreaker::new(
+            &config.breaker,
+            config.external.timeout,
+            &Keys::new(&config.redis.key_prefix),
+            DEPENDENCY,
+        );
         Instance { redis, breaker }
     }
 }

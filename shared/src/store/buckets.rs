@@ -11,7 +11,8 @@
 //! | day | 86 400 s | one 32-day era | 32 |
 //!
 //! A container is a small Redis hash (`field = bucket start, unix s`,
-//! `value = "count sum min max"`), kept in Redis' compact listpack encoding.
+//! `value` = one bucket in the format of [`StoredBucket`]), kept in Redis'
+//! compact listpack encoding.
 //! A window of whole minutes is covered greedily: minutes up to the first
 //! hour boundary, hours up to the first day boundary, whole days, then hours
 //! and minutes again — at most 59 + 23 + days + 23 + 59 buckets (≤ 194 for 30
@@ -242,16 +243,48 @@ impl Aggregate {
             }
         })
     }
+}
 
-    /// Parses a stored bucket, `"count sum min max"` (the format written by
-    /// `ingest.lua`, floats as `%.17g`). `None` for anything else, including
-    /// non-finite numbers, which the script never writes.
-    pub fn parse_stored(text: &str) -> Option<Aggregate> {
+/// One bucket as stored in a container hash: **the bucket format**, defined
+/// here once.
+///
+/// The text is `"<count> <sum> <min> <max>"`, single spaces: `count` a
+/// non-negative integer, the others finite doubles written with `%.17g`
+/// (which round-trips every double), e.g. `"3 60.5 10 30.5"`. It is written
+/// (and read back, to add to it) only by `ingest.lua` (`encode_bucket`,
+/// `decode_bucket`), and read by [`StoredBucket::parse`] for summaries
+/// (`summary.lua` returns the stored text unchanged).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredBucket {
+    /// Number of points in the bucket.
+    pub count: u64,
+    /// Sum of their values; finite (`ingest.lua` refuses an overflow).
+    pub sum: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl StoredBucket {
+    /// Parses the bucket format. `None` for anything else, including
+    /// non-finite numbers, which `ingest.lua` never writes.
+    pub fn parse(text: &str) -> Option<Self> {
         let mut parts = text.split_ascii_whitespace();
         let count = parts.next()?.parse().ok()?;
         let mut float = || parts.next()?.parse::<f64>().ok().filter(|v| v.is_finite());
         let (sum, min, max) = (float()?, float()?, float()?);
-        Some(Aggregate::bucket(count, sum, min, max))
+        Some(Self {
+            count,
+            sum,
+            min,
+            max,
+        })
+    }
+
+    /// The bucket as an aggregate, to merge with others.
+    pub fn aggregate(&self) -> Aggregate {
+        Aggregate::bucket(self.count, self.sum, self.min, self.max)
     }
 }
 
@@ -336,7 +369,9 @@ mod tests {
         let max = f64::MAX;
         let close = |a: f64, b: f64| (a - b).abs() <= max * 1e-15;
         let bucket = |count: u64, sum: f64, min: f64, max: f64| {
-            Aggregate::parse_stored(&format!("{count} {sum:e} {min:e} {max:e}")).unwrap()
+            StoredBucket::parse(&format!("{count} {sum:e} {min:e} {max:e}"))
+                .unwrap()
+                .aggregate()
         };
         let mut a = Aggregate::EMPTY;
         for _ in 0..3 {
@@ -358,23 +393,21 @@ mod tests {
         assert_eq!(b.sum, -max);
         assert!(close(b.average().unwrap(), -max / 3.0 * 2.5), "{b:?}");
         for bad in ["1 inf 1 1", "1 NaN 1 1", "1 1 -inf 1", "1 2 3", "x 1 1 1"] {
-            assert_eq!(Aggregate::parse_stored(bad), None, "{bad}");
+            assert_eq!(StoredBucket::parse(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn stored_buckets_round_trip() {
-        let a = Aggregate::parse_stored("3 60.5 10 30.5").unwrap();
+        let a = StoredBucket::parse("3 60.5 10 30.5").unwrap().aggregate();
         assert_eq!(a.count, 3);
         assert_eq!(a.sum, 60.5);
         assert_eq!((a.min, a.max), (Some(10.0), Some(30.5)));
-        assert!(Aggregate::parse_stored("garbage").is_none());
+        assert!(StoredBucket::parse("garbage").is_none());
         assert_eq!(
-            Aggregate::parse_stored(
-                "1 0.10000000000000001 0.10000000000000001 0.10000000000000001"
-            )
-            .unwrap()
-            .sum,
+            StoredBucket::parse("1 0.10000000000000001 0.10000000000000001 0.10000000000000001")
+                .unwrap()
+                .sum,
             0.1
         );
     }

@@ -5,8 +5,10 @@
 -- KEYS[1]   the idempotency record (a hash {fp, body}) when ARGV[1] == "1";
 --           otherwise KEYS starts directly with the containers
 -- KEYS[...] container hashes (`{p}:{<type>}:<m|h|d>:<container start>`), each
---           listed once. On a single node a batch may span several types; in
---           Redis Cluster the caller sends one call per type (one hash slot).
+--           listed once. A batch spanning several metric types, or one with
+--           an idempotency record, touches keys of several hash tags: a
+--           single Redis node accepts that, Redis Cluster refuses it
+--           (CROSSSLOT), which is why cluster mode is not supported.
 -- ARGV[1]   "1" when an Idempotency-Key was given, else "0"
 -- ARGV[2]   fingerprint of the request (hex SHA-256 of its canonical metrics)
 -- ARGV[3]   the 201 body to remember for replays
@@ -16,16 +18,28 @@
 --           unix s), value (a finite float as text), expire-at (unix s: the
 --           container's end + retention, so storage stays bounded)
 --
--- Each bucket is stored as "count sum min max" (floats as %.17g, which
--- round-trips a double). Every new bucket value is computed first; only if all
--- of them are finite is anything written, so a batch is all or nothing.
+-- Each bucket is stored in the bucket format defined by `StoredBucket` in
+-- store/buckets.rs: "count sum min max", read by decode_bucket and written by
+-- encode_bucket below (floats as %.17g, which round-trips a double). Every new
+-- bucket value is computed first; only if all of them are finite is anything
+-- written, so a batch is all or nothing.
 --
--- Returns one of:
+-- Returns one of (decoded by `IngestReply` in store/mod.rs):
 --   {"stored"}           the metrics were added (and the record written)
 --   {"replay", body}     the same key and fingerprint were seen: nothing written
 --   {"mismatch"}         the key was used with another body: nothing written
---   an error reply "OVERFLOW <u>"   the bucket sum of update u (0-based) would
---                                   overflow a double; nothing was written
+--   {"overflow", u}      the bucket sum of update u (0-based) would overflow a
+--                        double: nothing written
+-- The bucket format (StoredBucket in store/buckets.rs).
+local function decode_bucket(stored)
+  local c, s, mn, mx = string.match(stored, '^(%S+) (%S+) (%S+) (%S+)$')
+  return { tonumber(c), tonumber(s), tonumber(mn), tonumber(mx) }
+end
+
+local function encode_bucket(b)
+  return string.format('%d %.17g %.17g %.17g', b[1], b[2], b[3], b[4])
+end
+
 if ARGV[1] == '1' then
   local seen = redis.call('HMGET', KEYS[1], 'fp', 'body')
   if seen[1] then
@@ -47,8 +61,7 @@ for i = 0, n - 1 do
   if not b then
     local stored = redis.call('HGET', KEYS[key_index], field)
     if stored then
-      local c, s, mn, mx = string.match(stored, '^(%S+) (%S+) (%S+) (%S+)$')
-      b = { tonumber(c), tonumber(s), tonumber(mn), tonumber(mx) }
+      b = decode_bucket(stored)
     else
       b = { 0, 0, value, value }
     end
@@ -60,15 +73,14 @@ for i = 0, n - 1 do
   if value < b[3] then b[3] = value end
   if value > b[4] then b[4] = value end
   if b[2] ~= b[2] or b[2] == math.huge or b[2] == -math.huge then
-    return redis.error_reply('OVERFLOW ' .. i)
+    return { 'overflow', i }
   end
 end
 
 local expiring = {}
 for _, u in ipairs(order) do
   local b = buckets[u[4]]
-  redis.call('HSET', KEYS[u[1]], u[2],
-    string.format('%d %.17g %.17g %.17g', b[1], b[2], b[3], b[4]))
+  redis.call('HSET', KEYS[u[1]], u[2], encode_bucket(b))
   if not expiring[u[1]] then
     redis.call('EXPIREAT', KEYS[u[1]], u[3])
     expiring[u[1]] = true

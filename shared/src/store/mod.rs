@@ -16,18 +16,77 @@ pub mod buckets;
 
 use std::collections::BTreeMap;
 
-use redis::{RedisError, Script, Value};
+use redis::{FromRedisValue, ParsingError, RedisError, Script, Value};
 
-use crate::connection::Redis;
+use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
 use crate::metric::{Metric, MetricType};
 use crate::window::Window;
-use buckets::{cover, Aggregate, BucketRef, Granularity};
+use buckets::{cover, Aggregate, BucketRef, Granularity, StoredBucket};
 
 static INGEST: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("ingest.lua")));
+
+/// The reply of `ingest.lua`, decoded here and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IngestReply {
+    /// `{"stored"}`: the metrics were added (and the record written).
+    Stored,
+    /// `{"replay", body}`: a retry; nothing written; the original 201 body.
+    Replay(String),
+    /// `{"mismatch"}`: the idempotency key was used with another body.
+    Mismatch,
+    /// `{"overflow", u}`: update `u` (0-based; each metric makes one update
+    /// per granularity, in order) would overflow its bucket's sum.
+    Overflow {
+        /// The update's index.
+        update: usize,
+    },
+}
+
+impl FromRedisValue for IngestReply {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let mut fields = ReplyFields::new("ingest.lua", reply)?;
+        let tag: String = fields.take()?;
+        match tag.as_str() {
+            "stored" => Ok(Self::Stored),
+            "replay" => Ok(Self::Replay(fields.take()?)),
+            "mismatch" => Ok(Self::Mismatch),
+            "overflow" => Ok(Self::Overflow {
+                update: fields.take()?,
+            }),
+            other => Err(fields.unexpected(other)),
+        }
+    }
+}
+
 static SUMMARY: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("summary.lua")));
+
+/// The reply of `summary.lua`: the stored buckets of a window, in the order
+/// asked (empty buckets left out), decoded here and nowhere else. A bucket
+/// that is not in the bucket format is counted and left out rather than
+/// failing the summary.
+#[derive(Debug, Clone, Default)]
+struct SummaryReply {
+    buckets: Vec<StoredBucket>,
+    unreadable: usize,
+}
+
+impl FromRedisValue for SummaryReply {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let values: Vec<Option<Vec<u8>>> = FromRedisValue::from_redis_value(reply)?;
+        let mut decoded = Self::default();
+        for bytes in values.into_iter().flatten() {
+            let text = std::str::from_utf8(&bytes).ok();
+            match text.and_then(StoredBucket::parse) {
+                Some(bucket) => decoded.buckets.push(bucket),
+                None => decoded.unreadable += 1,
+            }
+        }
+        Ok(decoded)
+    }
+}
 
 /// Seconds a container outlives the retention, so a container is never
 /// deleted while a window inside the retention can still read it.
@@ -47,6 +106,15 @@ pub enum IngestError {
     #[error("the idempotency key was already used with a different body")]
     KeyReused,
     /// Redis failed or timed out; nothing is known to be stored.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
+/// Why a summary's buckets could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis failed or timed out, or the script's reply did not have its
+    /// shape.
     #[error(transparent)]
     Redis(#[from] RedisError),
 }
@@ -156,32 +224,14 @@ impl MetricStore {
             // the script's `tonumber` reads.
             invocation.arg(index).arg(start).arg(value).arg(expire_at);
         }
-        let reply: Result<Vec<String>, RedisError> =
-            invocation.invoke_async(&mut redis.clone()).await;
+        let reply: IngestReply = invocation.invoke_async(&mut redis.clone()).await?;
         match reply {
-            Ok(reply) => match reply.first().map(String::as_str) {
-                Some("stored") => Ok(IngestOutcome::Stored),
-                Some("replay") => Ok(IngestOutcome::Replayed(
-                    reply.get(1).cloned().unwrap_or_default(),
-                )),
-                Some("mismatch") => Err(IngestError::KeyReused),
-                _ => Err(IngestError::Redis(RedisError::from((
-                    redis::ErrorKind::Client,
-                    "unexpected reply from the ingest script",
-                )))),
-            },
-            Err(err) if err.code() == Some("OVERFLOW") => {
-                // The script names the update; each metric makes one update
-                // per granularity, in order.
-                let update: usize = err
-                    .detail()
-                    .and_then(|d| d.trim().parse().ok())
-                    .unwrap_or(0);
-                Err(IngestError::Overflow {
-                    metric_index: update / Granularity::ALL.len(),
-                })
-            }
-            Err(err) => Err(err.into()),
+            IngestReply::Stored => Ok(IngestOutcome::Stored),
+            IngestReply::Replay(body) => Ok(IngestOutcome::Replayed(body)),
+            IngestReply::Mismatch => Err(IngestError::KeyReused),
+            IngestReply::Overflow { update } => Err(IngestError::Overflow {
+                metric_index: update / Granularity::ALL.len(),
+            }),
         }
     }
 
@@ -189,13 +239,13 @@ impl MetricStore {
     /// reading at most ~200 buckets, independent of the number of points.
     ///
     /// # Errors
-    /// The [`RedisError`] when Redis fails or times out.
+    /// [`StoreError::Redis`] when Redis fails or times out.
     pub async fn aggregate(
         &self,
         redis: &Redis,
         metric_type: &MetricType,
         window: &Window,
-    ) -> Result<Aggregate, RedisError> {
+    ) -> Result<Aggregate, StoreError> {
         let buckets = cover(window.from.timestamp(), window.to.timestamp());
         if buckets.is_empty() {
             return Ok(Aggregate::EMPTY);
@@ -215,20 +265,17 @@ impl MetricStore {
         for fields in containers.values() {
             invocation.arg(fields.len()).arg(fields);
         }
-        let values: Vec<Value> = invocation.invoke_async(&mut redis.clone()).await?;
+        let reply: SummaryReply = invocation.invoke_async(&mut redis.clone()).await?;
+        if reply.unreadable > 0 {
+            tracing::warn!(
+                metric_type = %metric_type,
+                buckets = reply.unreadable,
+                "skipping unreadable buckets"
+            );
+        }
         let mut total = Aggregate::EMPTY;
-        for value in values {
-            if let Value::BulkString(bytes) = value {
-                let parsed = std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(Aggregate::parse_stored);
-                match parsed {
-                    Some(bucket) => total.merge(&bucket),
-                    None => {
-                        tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket")
-                    }
-                }
-            }
+        for bucket in &reply.buckets {
+            total.merge(&bucket.aggregate());
         }
         Ok(total)
     }

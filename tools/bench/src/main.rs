@@ -77,6 +77,11 @@ async fn clear(opts: &Options) -> Result<u64, String> {
 /// Every function the release build produces a `bootstrap` for.
 const RELEASED: [&str; 4] = ["health", "ingest-metric", "metrics-summary", "docs"];
 
+/// The functions' allocator (see `functions/health/src/main.rs`): the
+/// in-process figures run the same handlers and must allocate the same way.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
