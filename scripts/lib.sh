@@ -23,11 +23,9 @@ RELEASE_SOURCES=(Cargo.toml Cargo.lock shared functions)
 # tree are COMMIT's, "changed" when they differ, "unknown" when there is no
 # git checkout or it lacks COMMIT.
 sources_since() {
-    git -C "$REPO_ROOT" cat-file -e "$1^{commit}" 2>/dev/null || {
+    if ! git -C "$REPO_ROOT" cat-file -e "$1^{commit}" 2>/dev/null; then
         echo unknown
-        return 0
-    }
-    if git -C "$REPO_ROOT" diff --quiet "$1" -- "${RELEASE_SOURCES[@]}"; then
+    elif git -C "$REPO_ROOT" diff --quiet "$1" -- "${RELEASE_SOURCES[@]}"; then
         echo unchanged
     else
         echo changed
@@ -39,11 +37,8 @@ sources_since() {
 source_commit() {
     local head
     head="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null)" || return 0
-    if git -C "$REPO_ROOT" diff --quiet HEAD -- "${RELEASE_SOURCES[@]}" 2>/dev/null; then
-        printf '%s\n' "$head"
-    else
-        printf '%s+changes\n' "$head"
-    fi
+    git -C "$REPO_ROOT" diff --quiet HEAD -- "${RELEASE_SOURCES[@]}" 2>/dev/null || head+="+changes"
+    printf '%s\n' "$head"
 }
 
 # redis_url: REDIS_URL from the environment, else the last REDIS_URL= line of
@@ -120,10 +115,7 @@ WATCH_PID="${WATCH_PID:-}"
 stop_stack() {
     [[ -n "$WATCH_PID" ]] || return 0
     kill -TERM "$WATCH_PID" 2>/dev/null || true
-    for _ in {1..50}; do
-        kill -0 "$WATCH_PID" 2>/dev/null || break
-        sleep 0.2
-    done
+    for _ in {1..50}; do kill -0 "$WATCH_PID" 2>/dev/null && sleep 0.2; done
     kill -KILL "$WATCH_PID" 2>/dev/null || true
     wait "$WATCH_PID" 2>/dev/null || true
     WATCH_PID=""
