@@ -7,6 +7,14 @@
 //! `cargo test` runs the groups one after another, and
 //! `cargo test -p analytics-tests --test e2e_cache` runs one. Its tests start
 //! with `let Some(stack) = e2e::stack(&e2e::CACHE).await else { return };`.
+//! To add a group: a `pub static` [`Group`] here and a test file
+//! `tests/tests/e2e_<name>.rs` whose tests ask [`stack`] for it.
+//!
+//! Why a test binary per group: one test per behaviour keeps the names
+//! meaningful (a failure names the behaviour, and the group's other tests
+//! still run), stacks never run side by side on a small machine, and plain
+//! `cargo test` needs no other runner (cargo-nextest's test groups would
+//! serialize tests but not share one stack among them).
 //!
 //! What a stack is:
 //! - the functions, built first the way the emulator runs them
@@ -38,8 +46,9 @@
 //! its end-to-end tests where they are required.
 //!
 //! Settings (environment): `E2E_CONCURRENCY` (function processes per route,
-//! default 4), `E2E_STARTUP_TIMEOUT_SECONDS` (build and readiness, default
-//! 300), `E2E_RUST_LOG` (the functions' `RUST_LOG`, default `info`).
+//! default 4), `E2E_STARTUP_TIMEOUT_SECONDS` (from the emulator's start to
+//! ready, default 300; the build before it is bounded only by the run's own
+//! limit), `E2E_RUST_LOG` (the functions' `RUST_LOG`, default `info`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -268,7 +277,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 async fn start(group: &'static Group, cargo_lambda: PathBuf) -> Result<Running, String> {
     let began = Instant::now();
-    let deadline = began + Duration::from_secs(env_u64("E2E_STARTUP_TIMEOUT_SECONDS", 300));
     let dir = work_dir();
     let log_path = dir.join(format!("{}.log", group.name));
     let env_path = dir.join(format!("{}.env", group.name));
@@ -330,6 +338,8 @@ async fn start(group: &'static Group, cargo_lambda: PathBuf) -> Result<Running, 
     crate::process::at_exit(move || stop(&stopper));
 
     let base_url = format!("http://127.0.0.1:{port}");
+    let deadline =
+        Instant::now() + Duration::from_secs(env_u64("E2E_STARTUP_TIMEOUT_SECONDS", 300));
     let ready = wait_until_ready(&base_url, &watcher, deadline).await;
     if let Err(e) = ready {
         stop(&watcher);
