@@ -21,10 +21,11 @@ host="${hostport%:*}"
 port="${hostport##*:}"
 [[ "$hostport" == *:* ]] || { host="$hostport"; port=6379; }
 
-compose() { (cd "$REPO_ROOT" && if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi); }
+# docker_ready: a Docker engine answers and Compose is installed (sets compose).
 docker_ready() {
-    command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1 &&
-        { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null; }
+    command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1 || return 1
+    if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
+    command -v "${compose[0]}" >/dev/null
 }
 
 if [[ "${1:-}" == --stop ]]; then
@@ -33,7 +34,7 @@ if [[ "${1:-}" == --stop ]]; then
         kill "$(cat "$LOCAL_DIR/redis.pid")" 2>/dev/null || true
         rm -f "$LOCAL_DIR/redis.pid"
     fi
-    if docker_ready; then compose down || true; fi
+    if docker_ready; then (cd "$REPO_ROOT" && "${compose[@]}" down) || true; fi
     exit 0
 fi
 
@@ -49,7 +50,7 @@ esac
 
 if docker_ready; then
     log "starting Redis with Docker Compose on port $port"
-    REDIS_PORT="$port" timeout 300 compose up -d redis
+    (cd "$REPO_ROOT" && REDIS_PORT="$port" timeout 300 "${compose[@]}" up -d redis)
 elif command -v redis-server >/dev/null; then
     log "starting a local redis-server on 127.0.0.1:$port (files in .local/redis/)"
     mkdir -p "$LOCAL_DIR"
