@@ -44,6 +44,8 @@ finish() {
     exit "$status"
 }
 trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 scripts/ensure-redis.sh
 scripts/ensure-cargo-lambda.sh
