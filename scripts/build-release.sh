@@ -9,6 +9,7 @@
 # Options: --sizes-only  skip the build, print the sizes of the existing binaries
 #          --markdown    the sizes as a markdown table (for BUILD_SIZES.md), with
 #                        the commit the binaries were built from
+# shellcheck disable=SC2059 # printf formats: the table row, chosen once below
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -41,30 +42,24 @@ if ((build)); then
     printf '%s\n' "$built_from" >"$target_dir/lambda/BUILT_FROM"
 fi
 
+row='%-18s %12s %8s %14s\n'
 if ((markdown)); then
+    row='| `%s` | %s | %s | %s |\n'
     printf '| function | `bootstrap` (bytes) | MiB | zipped (bytes) |\n|---|---:|---:|---:|\n'
 else
-    printf '%-18s %12s %8s %14s\n' function bytes MiB zipped
+    printf "$row" function bytes MiB zipped
 fi
 for f in "${functions[@]}"; do
     binary="$target_dir/lambda/$f/bootstrap"
     [[ -f "$binary" ]] || die "$binary is missing; run make release"
     # Bytes, MiB, and deflated into a zip archive (about what a deployment
     # package costs to upload; Lambda's limit is 50 MB zipped).
-    read -r bytes mib zipped < <(python3 - "$binary" <<'PY'
-import io, os, sys, zipfile
-buf = io.BytesIO()
-with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
-    z.write(sys.argv[1], "bootstrap")
-size = os.path.getsize(sys.argv[1])
-print(size, f"{size / 1048576:.2f}", len(buf.getvalue()))
-PY
-    )
-    if ((markdown)); then
-        printf '| `%s` | %s | %s | %s |\n' "$f" "$bytes" "$mib" "$zipped"
-    else
-        printf '%-18s %12s %8s %14s\n' "$f" "$bytes" "$mib" "$zipped"
-    fi
+    sizes="$(python3 -c 'import io, os, sys, zipfile
+b = io.BytesIO(); n = os.path.getsize(sys.argv[1])
+with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z: z.write(sys.argv[1], "bootstrap")
+print(n, f"{n / 1048576:.2f}", len(b.getvalue()))' "$binary")"
+    # shellcheck disable=SC2086 # three numbers
+    printf "$row" "$f" $sizes
 done
 if ((markdown)); then
     built_from="$(cat "$target_dir/lambda/BUILT_FROM" 2>/dev/null || true)"
