@@ -25,9 +25,11 @@
 //!   function processes per route share Redis, as Lambda instances do;
 //!   `--ignore-changes`: the stack serves the code that was built, even if
 //!   files change during the run);
-//! - its env file: `REDIS_URL` = [`crate::redis_url`] (the environment's, the
-//!   local default, or a private `redis-server` of the test binary), a random
-//!   `REDIS_KEY_PREFIX`, `RUST_LOG` and the group's [`Group::settings`];
+//! - its Redis: `REDIS_URL` when set (`make test` sets it), else a
+//!   [`PrivateRedis`](crate::private_redis::PrivateRedis) of its own on a
+//!   free port, stopped after the emulator;
+//! - its env file: that `REDIS_URL`, a random `REDIS_KEY_PREFIX`, `RUST_LOG`
+//!   and the group's [`Group::settings`];
 //! - ready when `GET /health` answers 200 and `GET /api/metrics/summary`
 //!   answered (a 422, which warms up that function without using any quota).
 //!
@@ -285,10 +287,17 @@ async fn start(group: &'static Group, cargo_lambda: PathBuf) -> Result<Running, 
 
     build_functions(&log).map_err(|e| format!("{e}\n{}", tail(&log_path, 40)))?;
 
+    let redis_url = match std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    {
+        Some(url) => url,
+        None => private_redis()?,
+    };
     let port = crate::free_port();
     let stub_port = crate::free_port();
     let mut settings = vec![
-        ("REDIS_URL".to_string(), crate::redis_url()),
+        ("REDIS_URL".to_string(), redis_url),
         (
             "REDIS_KEY_PREFIX".to_string(),
             format!(
@@ -361,6 +370,21 @@ async fn start(group: &'static Group, cargo_lambda: PathBuf) -> Result<Running, 
         stub_port,
         settings,
     })
+}
+
+/// Starts the stack's own `redis-server`, stopped when the test binary exits
+/// (after the emulator: exit hooks run in reverse order); its URL.
+fn private_redis() -> Result<String, String> {
+    let binary = std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".into());
+    if find_tool(&binary).is_none() && !Path::new(&binary).is_file() {
+        return Err(format!(
+            "REDIS_URL is not set and there is no {binary} to start a Redis with"
+        ));
+    }
+    let server = crate::private_redis::PrivateRedis::start();
+    let url = server.url();
+    crate::process::at_exit(move || drop(server));
+    Ok(url)
 }
 
 /// Builds every function binary (one crate per folder of `functions/`) the
