@@ -2,6 +2,8 @@
 #   make dev    run the API on http://localhost:8000 (PORT=8001 make dev for another port)
 #   make test   the whole test suite: unit, integration and end-to-end over HTTP
 # Both start Redis and install cargo-lambda (into .venv/) when needed; see scripts/.
+# `make test` then runs `cargo test --workspace`, which runs the end-to-end
+# groups too (tests/tests/e2e_<group>.rs, each with its own stack).
 
 SHELL := bash
 
@@ -10,7 +12,7 @@ SHELL := bash
 help:
 	@echo "make dev         run the API locally (PORT, ADDRESS, CONCURRENCY)"
 	@echo "make test        unit + integration + end-to-end tests"
-	@echo "make e2e         only the end-to-end tests (E2E_GROUPS=\"default ratelimit cache breaker\")"
+	@echo "make e2e         only the end-to-end tests (E2E_GROUPS=\"default ratelimit cache breaker schemathesis\")"
 	@echo "make build       build the functions"
 	@echo "make release     arm64 Lambda binaries: target/lambda/<function>/bootstrap, with sizes"
 	@echo "make bench       benchmarks against a private Redis; writes BENCHMARKS.md (BENCH_RUNS, BENCH_QUICK)"
@@ -26,8 +28,11 @@ dev:
 test:
 	@scripts/test.sh
 
+# Groups to run with `make e2e`, by name (tests/tests/e2e_<group>.rs); all by default.
+E2E_GROUPS ?= *
+
 e2e:
-	@E2E_ONLY=1 scripts/test.sh
+	@scripts/test.sh -p analytics-tests $(foreach group,$(E2E_GROUPS),--test 'e2e_$(group)')
 
 build:
 	@bash -c 'source scripts/lib.sh && build_functions'

@@ -1,137 +1,71 @@
 #!/usr/bin/env bash
-# Makes sure a Redis server answers on the configured REDIS_URL.
-#
-# REDIS_URL comes from the environment, else from .env, else from .env.example.
-# When nothing answers there and the URL points at this machine, the script
-# starts one:
-#   1. with Docker Compose (docker-compose.yml) when a Docker engine answers
-#      (`docker info`, not just the CLI) and Compose is installed;
-#   2. otherwise with a local `redis-server` binary, as a daemon whose pid file,
-#      log and working directory live in .local/redis/ (git-ignored);
-#   3. otherwise it stops with a message saying what to install.
-# A remote Redis (another host, or rediss://) is never started, only checked.
+# Makes sure a Redis server answers on REDIS_URL (the environment's, else
+# .env's, else .env.example's). When none answers and the URL is a redis://
+# one on this machine, starts one:
+#   1. with Docker Compose (docker-compose.yml) when a Docker engine answers;
+#   2. else with a local `redis-server`, as a daemon whose pid file, log and
+#      working directory are in .local/redis/ (git-ignored);
+#   3. else it stops and says what to install.
+# A Redis elsewhere is only checked, never started. Waits are bounded (CI).
 #
 # Usage: scripts/ensure-redis.sh          start when needed
 #        scripts/ensure-redis.sh --stop   stop the Redis this script started
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# Bounded waits: a CI job must never hang here.
-STARTUP_TIMEOUT_SECONDS="${REDIS_STARTUP_TIMEOUT_SECONDS:-60}"
 LOCAL_DIR="$REPO_ROOT/.local/redis"
+url="$(redis_url)"
+shown="$(sed -E 's#//[^@/]*@#//#' <<<"$url")" # without credentials
+hostport="$(sed -E 's#^[a-z]+://([^@/]*@)?([^/?]*).*#\2#' <<<"$url")"
+host="${hostport%:*}"
+port="${hostport##*:}"
+[[ "$hostport" == *:* ]] || { host="$hostport"; port=6379; }
 
-url="$(resolve_redis_url)"
-parse_redis_url "$url"
-
-compose() {
-    if docker compose version >/dev/null 2>&1; then
-        docker compose "$@"
-    elif command -v docker-compose >/dev/null 2>&1; then
-        docker-compose "$@"
-    else
-        return 127
-    fi
+# docker_ready: a Docker engine answers and Compose is installed (sets compose).
+docker_ready() {
+    command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1 || return 1
+    if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
+    command -v "${compose[0]}" >/dev/null
 }
 
-have_compose() {
-    docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1
-}
-
-docker_engine_answers() {
-    command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1
-}
-
-wait_for_redis() {
-    local deadline=$((SECONDS + STARTUP_TIMEOUT_SECONDS))
-    while ((SECONDS < deadline)); do
-        redis_answers "$REDIS_HOST" "$REDIS_PORT" && return 0
-        sleep 0.5
-    done
-    return 1
-}
-
-stop_redis() {
+if [[ "${1:-}" == --stop ]]; then
     if [[ -f "$LOCAL_DIR/redis.pid" ]]; then
-        local pid
-        pid="$(cat "$LOCAL_DIR/redis.pid")"
-        if kill -0 "$pid" 2>/dev/null; then
-            log "stopping the local redis-server (pid $pid)"
-            kill "$pid"
-        fi
+        log "stopping the local redis-server (pid $(cat "$LOCAL_DIR/redis.pid"))"
+        kill "$(cat "$LOCAL_DIR/redis.pid")" 2>/dev/null || true
         rm -f "$LOCAL_DIR/redis.pid"
     fi
-    if docker_engine_answers && have_compose; then
-        (cd "$REPO_ROOT" && compose down) || true
-    fi
-}
+    if docker_ready; then (cd "$REPO_ROOT" && "${compose[@]}" down) || true; fi
+    exit 0
+fi
 
-start_with_compose() {
-    log "starting Redis with Docker Compose on port $REDIS_PORT"
-    (cd "$REPO_ROOT" && REDIS_PORT="$REDIS_PORT" timeout 300 compose up -d redis)
-}
+command -v redis-cli >/dev/null || die "redis-cli is missing: install Redis (apt-get install redis-tools, brew install redis)"
+if redis_answers "$url"; then
+    log "Redis answers at $shown"
+    exit 0
+fi
+case "$url:$host" in
+redis://*:127.0.0.1 | redis://*:localhost | redis://*:0.0.0.0 | redis://*:\[::1\]) ;;
+*) die "no Redis answers at $shown (REDIS_URL); it is not on this machine, so it is not started here" ;;
+esac
 
-start_with_redis_server() {
-    log "starting a local redis-server on 127.0.0.1:$REDIS_PORT (files in .local/redis/)"
+if docker_ready; then
+    log "starting Redis with Docker Compose on port $port"
+    (cd "$REPO_ROOT" && REDIS_PORT="$port" timeout 300 "${compose[@]}" up -d redis)
+elif command -v redis-server >/dev/null; then
+    log "starting a local redis-server on 127.0.0.1:$port (files in .local/redis/)"
     mkdir -p "$LOCAL_DIR"
-    # Development data only: no snapshots, no append-only file, nothing to clean
-    # up but this directory.
-    redis-server \
-        --daemonize yes \
-        --bind 127.0.0.1 \
-        --port "$REDIS_PORT" \
-        --dir "$LOCAL_DIR" \
-        --pidfile "$LOCAL_DIR/redis.pid" \
-        --logfile "$LOCAL_DIR/redis.log" \
-        --save "" \
-        --appendonly no
-}
-
-if [[ "${1:-}" == "--stop" ]]; then
-    stop_redis
-    exit 0
+    # Development data only: no snapshots, no append-only file.
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$LOCAL_DIR" \
+        --pidfile "$LOCAL_DIR/redis.pid" --logfile "$LOCAL_DIR/redis.log" --save "" --appendonly no
+else
+    die "no Redis runs and none can be started here. Install Redis 7 (apt-get install redis-server, brew install redis), or Docker with Compose, or set REDIS_URL in .env to a Redis you have."
 fi
-
-if redis_answers "$REDIS_HOST" "$REDIS_PORT"; then
-    log "Redis answers at $REDIS_HOST:$REDIS_PORT"
-    exit 0
-fi
-
-if [[ "$REDIS_SCHEME" != "redis" ]] || ! is_local_host "$REDIS_HOST"; then
-    die "no Redis answers at $REDIS_HOST:$REDIS_PORT (from REDIS_URL). It is not on this machine, so it is not started here: start it, or set REDIS_URL in .env to a reachable one."
-fi
-
-if port_in_use "$REDIS_PORT"; then
-    die "port $REDIS_PORT is taken by something that is not Redis; set REDIS_URL in .env to another port."
-fi
-
-started=""
-if docker_engine_answers && have_compose; then
-    if start_with_compose; then
-        started=docker
-    else
-        warn "Docker Compose could not start Redis; trying a local redis-server"
+for _ in {1..120}; do
+    if redis_answers "$url"; then
+        log "Redis answers at $shown"
+        exit 0
     fi
-fi
-if [[ -z "$started" ]] && command -v redis-server >/dev/null 2>&1; then
-    start_with_redis_server && started=redis-server
-fi
-if [[ -z "$started" ]]; then
-    cat >&2 <<'EOF'
-error: no Redis is running and none can be started here.
-Install one of:
-  - Redis 7 (the `redis-server` binary), e.g. `sudo apt-get install redis-server`
-    or `brew install redis`; this script then starts it for you;
-  - Docker with the Compose plugin (and a running Docker engine), which starts
-    Redis from docker-compose.yml.
-Or point REDIS_URL in .env at a Redis you already have.
-EOF
-    exit 1
-fi
-
-if ! wait_for_redis; then
-    if [[ "$started" == redis-server && -f "$LOCAL_DIR/redis.log" ]]; then
-        tail -n 20 "$LOCAL_DIR/redis.log" >&2 || true
-    fi
-    die "Redis ($started) did not answer on port $REDIS_PORT within ${STARTUP_TIMEOUT_SECONDS}s"
-fi
-log "Redis answers at $REDIS_HOST:$REDIS_PORT (started with $started)"
+    sleep 0.5
+done
+tail -n 20 "$LOCAL_DIR/redis.log" 2>/dev/null >&2 || true
+die "Redis did not answer at $shown within 60 s"

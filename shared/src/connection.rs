@@ -25,16 +25,111 @@
 //! With `REDIS_AUTH_MODE=iam` the password is a short-lived token from
 //! [`crate::iam_auth`], and the connection is replaced when it grows older
 //! than a maximum age ([`Redis::with_credentials_provider`]).
+//!
+//! [`RedisSettings`] holds this module's variables: `REDIS_URL`,
+//! `REDIS_KEY_PREFIX`, `REDIS_TIMEOUT_MS`, `REDIS_AUTH_MODE` and, in `iam`
+//! mode, `REDIS_IAM_*`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, FromRedisValue, ParsingError, Pipeline, RedisError, RedisFuture,
+    RedisResult, Value,
+};
 use tokio::sync::OnceCell;
 
-use crate::config::{Config, ConfigError, RedisAuthMode};
+use crate::iam_auth::{tls_url, IamTokenProvider, TokenRequest, MAX_CONNECTION_AGE};
+use crate::settings::{redact_url, ConfigError, Env};
+
+/// How the functions authenticate to Redis (`REDIS_AUTH_MODE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisAuth {
+    /// `url` (default): credentials, if any, are inside `REDIS_URL`.
+    Url,
+    /// `iam`: ElastiCache IAM authentication, a short-lived SigV4 token as
+    /// password for this user and cache.
+    Iam(TokenRequest),
+}
+
+/// The Redis settings of a deployment.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// `REDIS_URL`, default `redis://127.0.0.1:6379/0` (`rediss://` for TLS).
+    pub url: String,
+    /// `REDIS_KEY_PREFIX`, default `analytics`: the first segment of every
+    /// key written; 1 or more of `A-Z a-z 0-9 _ - . :` (no braces, which
+    /// would break the keys' hash tags).
+    pub key_prefix: String,
+    /// `REDIS_TIMEOUT_MS`, default 500 (1..=60 000): bound on connecting and
+    /// on each Redis command.
+    pub timeout: Duration,
+    /// `REDIS_AUTH_MODE` (`url` or `iam`), default `url`; `iam` reads
+    /// `REDIS_IAM_USER_ID`, `REDIS_IAM_CACHE_NAME` (both required) and
+    /// `REDIS_IAM_SERVERLESS` (default false).
+    pub auth: RedisAuth,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    // Hand-written so that a password inside REDIS_URL never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+impl RedisSettings {
+    /// Reads and validates the Redis variables.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let key_prefix = env.string("REDIS_KEY_PREFIX", "analytics");
+        if key_prefix.is_empty()
+            || !key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+        {
+            return Err(ConfigError::new(
+                "REDIS_KEY_PREFIX",
+                "use 1 or more characters from A-Z a-z 0-9 _ - . : (no braces)",
+            ));
+        }
+        let url = env.string("REDIS_URL", "redis://127.0.0.1:6379/0");
+        if !["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                "expected a redis:// or rediss:// URL",
+            ));
+        }
+        let timeout = env.millis("REDIS_TIMEOUT_MS", 500, 1..=60_000)?;
+        let auth = match env.string("REDIS_AUTH_MODE", "url").trim() {
+            "url" => RedisAuth::Url,
+            "iam" => RedisAuth::Iam(TokenRequest::from_env(env)?),
+            other => {
+                return Err(ConfigError::new(
+                    "REDIS_AUTH_MODE",
+                    format!("unknown mode {other:?}; expected url or iam"),
+                ))
+            }
+        };
+        Ok(Self {
+            url,
+            key_prefix,
+            timeout,
+            auth,
+        })
+    }
+}
 
 /// A cheap-to-clone handle on the instance's Redis connection.
 ///
@@ -51,25 +146,31 @@ pub struct Redis {
 
 impl Redis {
     /// Creates the lazy connection from `REDIS_URL` and `REDIS_TIMEOUT_MS`,
-    /// authenticated as `REDIS_AUTH_MODE` says. No network traffic happens here.
+    /// authenticated as `REDIS_AUTH_MODE` says: in `iam` mode over TLS to
+    /// `REDIS_URL`'s host, tokens from the default credential chain,
+    /// connections replaced after [`MAX_CONNECTION_AGE`]. No network traffic
+    /// happens here.
     ///
     /// # Errors
-    /// A [`ConfigError`] for `REDIS_URL` when the URL cannot be parsed, or
-    /// for an IAM setting that cannot be used.
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        if config.redis_auth_mode == RedisAuthMode::Iam {
-            return crate::iam_auth::connect(config);
-        }
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(|e| ConfigError {
-            variable: "REDIS_URL",
-            reason: e.to_string(),
-        })?;
-        Ok(Self::from_client(client, config.redis_timeout))
+    /// A [`ConfigError`] for `REDIS_URL` when the URL cannot be parsed.
+    pub fn from_settings(settings: &RedisSettings) -> Result<Self, ConfigError> {
+        let open = |url: &str| {
+            redis::Client::open(url).map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))
+        };
+        Ok(match &settings.auth {
+            RedisAuth::Url => Self::from_client(open(&settings.url)?, settings.timeout),
+            RedisAuth::Iam(request) => Self::with_credentials_provider(
+                open(&tls_url(&settings.url)?)?,
+                settings.timeout,
+                IamTokenProvider::from_default_chain(request.clone()),
+                MAX_CONNECTION_AGE,
+            ),
+        })
     }
 
     /// Creates the lazy connection from a ready [`redis::Client`], each
     /// command bounded by `timeout`. No network traffic happens here.
-    pub fn from_client(client: redis::Client, timeout: Duration) -> Self {
+    fn from_client(client: redis::Client, timeout: Duration) -> Self {
         Self::new(client, connection_config(timeout), timeout, None)
     }
 
@@ -115,11 +216,6 @@ impl Redis {
     /// clones have made since it was built.
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
-    }
-
-    /// The per-command bound (`REDIS_TIMEOUT_MS`).
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 }
 
@@ -282,5 +378,140 @@ impl ConnectionLike for Redis {
             .get_connection_info()
             .redis_settings()
             .db()
+    }
+}
+
+/// The elements of a Lua script's array reply, decoded in order: each
+/// script's reply type implements [`FromRedisValue`] with it, next to the
+/// script, so a reply is decoded in one place.
+pub struct ReplyFields {
+    script: &'static str,
+    items: std::vec::IntoIter<Value>,
+}
+
+impl ReplyFields {
+    /// The array reply `reply` of `script` (named in errors).
+    ///
+    /// # Errors
+    /// A [`ParsingError`] when the reply is not an array.
+    pub fn new(script: &'static str, reply: Value) -> Result<Self, ParsingError> {
+        let items: Vec<Value> = FromRedisValue::from_redis_value(reply)?;
+        Ok(Self {
+            script,
+            items: items.into_iter(),
+        })
+    }
+
+    /// The next element, decoded as `T`.
+    ///
+    /// # Errors
+    /// A [`ParsingError`] naming the script when the reply has no more
+    /// elements or the next one is not a `T`.
+    pub fn take<T: FromRedisValue>(&mut self) -> Result<T, ParsingError> {
+        match self.items.next() {
+            Some(value) => T::from_redis_value(value),
+            None => Err(format!("{} answered fewer elements than expected", self.script).into()),
+        }
+    }
+
+    /// An error for a reply whose tag (first element) is not one the script
+    /// answers.
+    pub fn unexpected(&self, tag: &str) -> ParsingError {
+        format!("{} answered an unknown reply {tag:?}", self.script).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
+    use redis::ErrorKind;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<RedisSettings, ConfigError> {
+        let lookup = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        RedisSettings::from_env(&Env::new(&lookup))
+    }
+
+    fn request() -> TokenRequest {
+        TokenRequest {
+            cache_name: "analytics-cache".into(),
+            user_id: "analytics-app".into(),
+            serverless: false,
+        }
+    }
+
+    /// A credentials source that always fails, as the default chain does
+    /// when it finds nothing.
+    #[derive(Debug)]
+    struct NoCredentials;
+
+    impl ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+                "no credentials in this test",
+            )))
+        }
+    }
+
+    #[test]
+    fn iam_mode_needs_its_user_and_cache() {
+        let err = settings(&[("REDIS_AUTH_MODE", "iam")]).unwrap_err();
+        assert_eq!(err.variable, "REDIS_IAM_USER_ID");
+        assert_eq!(
+            settings(&[("REDIS_AUTH_MODE", "ldap")])
+                .unwrap_err()
+                .variable,
+            "REDIS_AUTH_MODE"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_fail_the_command_not_the_process() {
+        // The credentials are asked for after the TCP connection is made and
+        // before anything is sent, so the shared test Redis sees a
+        // connection open and close, nothing else.
+        let url = std::env::var("REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
+        let redis = Redis::with_credentials_provider(
+            redis::Client::open(url).unwrap(),
+            Duration::from_millis(500),
+            IamTokenProvider::with_credentials(request(), NoCredentials, "us-east-1"),
+            MAX_CONNECTION_AGE,
+        );
+        let err = redis::cmd("PING")
+            .query_async::<String>(&mut redis.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
+        assert!(
+            err.to_string().contains("could not load AWS credentials"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn building_the_iam_connection_touches_no_network() {
+        // No AWS credentials, no reachable cache: building must still succeed
+        // (credentials resolve on the first connection).
+        let settings = settings(&[
+            ("REDIS_AUTH_MODE", "iam"),
+            ("REDIS_URL", "redis://cache.invalid:6379/0"),
+            ("REDIS_IAM_USER_ID", "analytics-app"),
+            ("REDIS_IAM_CACHE_NAME", "analytics-cache"),
+        ])
+        .unwrap();
+        let redis = Redis::from_settings(&settings).unwrap();
+        assert_eq!(redis.round_trips(), 0);
     }
 }

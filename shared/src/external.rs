@@ -8,9 +8,10 @@
 //!   `GET <url>?type=<type>&period=<period>`; a 2xx whose body is a JSON object
 //!   is a success and its fields are merged into `external_data`.
 //!
-//! Every call is cancelled at `EXTERNAL_SERVICE_TIMEOUT_MS`; a slower call is a
-//! failure like any other. The circuit breaker ([`crate::breaker`]) decides
-//! whether a call is made at all.
+//! Every call goes through the circuit breaker ([`crate::breaker`]), which
+//! decides whether it is made at all and cancels it at
+//! `EXTERNAL_SERVICE_TIMEOUT_MS`; the HTTP client is bounded by the same
+//! timeout. A slower call is a failure like any other.
 
 use std::time::Duration;
 
@@ -18,7 +19,63 @@ use rand::Rng;
 use serde_json::{Map, Value};
 
 use crate::breaker::FailureKind;
-use crate::config::{Config, ConfigError};
+use crate::settings::{ConfigError, Env};
+use crate::window::SummaryQuery;
+
+/// The external source's settings.
+#[derive(Debug, Clone)]
+pub struct ExternalSettings {
+    /// `EXTERNAL_SERVICE_URL`: when set, the real HTTP source; else the
+    /// simulated one.
+    pub url: Option<String>,
+    /// `EXTERNAL_SERVICE_LATENCY_MS`, default 50 (0..=60 000): the simulated
+    /// source's latency.
+    pub latency: Duration,
+    /// `EXTERNAL_SERVICE_FAILURE_RATE`, default 0.2 (0..=1): the simulated
+    /// source's failure probability.
+    pub failure_rate: f64,
+    /// `EXTERNAL_SERVICE_TIMEOUT_MS`, default 1000 (1..=60 000): a slower
+    /// call is cancelled and counts as a failure.
+    pub timeout: Duration,
+}
+
+impl ExternalSettings {
+    /// Reads and validates the `EXTERNAL_SERVICE_*` variables (the URL's
+    /// form is checked by [`ExternalSource::from_settings`]).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: env.optional("EXTERNAL_SERVICE_URL"),
+            latency: env.millis("EXTERNAL_SERVICE_LATENCY_MS", 50, 0..=60_000)?,
+            failure_rate: env.probability("EXTERNAL_SERVICE_FAILURE_RATE", 0.2)?,
+            timeout: env.millis("EXTERNAL_SERVICE_TIMEOUT_MS", 1000, 1..=60_000)?,
+        })
+    }
+}
+
+/// Why the source gave no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExternalError {
+    /// A non-2xx status, a body that is not a JSON object or is over
+    /// [`MAX_BODY_BYTES`], a connection error, or a simulated failure.
+    #[error("the external source failed")]
+    Upstream,
+    /// The HTTP client gave up at `EXTERNAL_SERVICE_TIMEOUT_MS`.
+    #[error("the external source timed out")]
+    Timeout,
+}
+
+/// How the circuit breaker counts a failed call.
+impl From<ExternalError> for FailureKind {
+    fn from(err: ExternalError) -> Self {
+        match err {
+            ExternalError::Upstream => Self::UpstreamError,
+            ExternalError::Timeout => Self::Timeout,
+        }
+    }
+}
 
 /// The configured external source.
 #[derive(Debug, Clone)]
@@ -45,24 +102,21 @@ impl ExternalSource {
     /// # Errors
     /// A [`ConfigError`] for `EXTERNAL_SERVICE_URL` when it is not an
     /// `http(s)://` URL or the HTTP client cannot be built.
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let Some(url) = &config.external_service_url else {
+    pub fn from_settings(settings: &ExternalSettings) -> Result<Self, ConfigError> {
+        let Some(url) = &settings.url else {
             return Ok(Self::Simulated {
-                latency: config.external_service_latency,
-                failure_rate: config.external_service_failure_rate,
+                latency: settings.latency,
+                failure_rate: settings.failure_rate,
             });
         };
-        let invalid = |reason: String| ConfigError {
-            variable: "EXTERNAL_SERVICE_URL",
-            reason,
-        };
+        let invalid = |reason: String| ConfigError::new("EXTERNAL_SERVICE_URL", reason);
         let parsed = reqwest::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(invalid("expected an http:// or https:// URL".into()));
         }
         let client = reqwest::Client::builder()
-            .connect_timeout(config.external_service_timeout)
-            .timeout(config.external_service_timeout)
+            .connect_timeout(settings.timeout)
+            .timeout(settings.timeout)
             .build()
             .map_err(|e| invalid(e.to_string()))?;
         Ok(Self::Http {
@@ -71,27 +125,14 @@ impl ExternalSource {
         })
     }
 
-    /// Calls the source for one summary, giving up after `timeout`.
+    /// Calls the source for the summary of `query` (its type and period
+    /// label, `custom` for an explicit window).
     ///
     /// # Errors
-    /// [`FailureKind::UpstreamError`] when the call fails,
-    /// [`FailureKind::Timeout`] when it is too slow.
-    pub async fn fetch(
-        &self,
-        metric_type: &str,
-        period: &str,
-        timeout: Duration,
-    ) -> Result<Map<String, Value>, FailureKind> {
-        tokio::time::timeout(timeout, self.call(metric_type, period))
-            .await
-            .unwrap_or(Err(FailureKind::Timeout))
-    }
-
-    async fn call(
-        &self,
-        metric_type: &str,
-        period: &str,
-    ) -> Result<Map<String, Value>, FailureKind> {
+    /// [`ExternalError::Upstream`] when the call fails,
+    /// [`ExternalError::Timeout`] when the HTTP client gives up.
+    pub async fn fetch(&self, query: &SummaryQuery) -> Result<Map<String, Value>, ExternalError> {
+        let (metric_type, period) = (query.metric_type.as_str(), query.period_label().as_str());
         match self {
             Self::Simulated {
                 latency,
@@ -100,7 +141,7 @@ impl ExternalSource {
                 tokio::time::sleep(*latency).await;
                 let mut rng = rand::rng();
                 if rng.random_bool(failure_rate.clamp(0.0, 1.0)) {
-                    return Err(FailureKind::UpstreamError);
+                    return Err(ExternalError::Upstream);
                 }
                 let mut data = Map::new();
                 data.insert(
@@ -121,14 +162,14 @@ impl ExternalSource {
                         status = response.status().as_u16(),
                         "external source answered non-2xx"
                     );
-                    return Err(FailureKind::UpstreamError);
+                    return Err(ExternalError::Upstream);
                 }
                 let body = read_limited(response, MAX_BODY_BYTES).await?;
                 match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Object(data)) => Ok(data),
                     _ => {
                         tracing::info!("external source answered a body that is not a JSON object");
-                        Err(FailureKind::UpstreamError)
+                        Err(ExternalError::Upstream)
                     }
                 }
             }
@@ -144,18 +185,18 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Reads at most `limit` bytes of `response`'s body.
 ///
 /// # Errors
-/// [`FailureKind::UpstreamError`] when the body is larger (announced or
+/// [`ExternalError::Upstream`] when the body is larger (announced or
 /// actual), or the connection fails while reading.
 async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
-) -> Result<Vec<u8>, FailureKind> {
+) -> Result<Vec<u8>, ExternalError> {
     let too_large = || {
         tracing::info!(
             limit_bytes = limit,
             "external source answered a body over the limit"
         );
-        FailureKind::UpstreamError
+        ExternalError::Upstream
     };
     if response
         .content_length()
@@ -173,23 +214,11 @@ async fn read_limited(
     Ok(body)
 }
 
-fn classify(err: reqwest::Error) -> FailureKind {
+fn classify(err: reqwest::Error) -> ExternalError {
     if err.is_timeout() {
-        FailureKind::Timeout
+        ExternalError::Timeout
     } else {
         tracing::info!(error = %err, "external source unreachable");
-        FailureKind::UpstreamError
-    }
-}
-
-/// The `external_data` object of a summary: the source's fields next to
-/// `"status": "success"`, or `{"status": "fallback", "reason": …}`.
-pub fn external_data(result: Result<Map<String, Value>, &str>) -> Value {
-    match result {
-        Ok(mut data) => {
-            data.insert("status".into(), Value::from("success"));
-            Value::Object(data)
-        }
-        Err(reason) => serde_json::json!({"status": "fallback", "reason": reason}),
+        ExternalError::Upstream
     }
 }

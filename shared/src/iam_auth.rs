@@ -28,7 +28,7 @@
 //! - ElastiCache closes an IAM-authenticated connection after 12 hours unless
 //!   it re-authenticates; the periodic `AUTH` extends it, and the connection
 //!   wrapper replaces its connection after [`MAX_CONNECTION_AGE`] anyway
-//!   ([`crate::connection::Redis::with_credentials_provider`]), so even a
+//!   (`connection::Redis::with_credentials_provider`), so even a
 //!   connection whose re-authentication failed never reaches the limit.
 //!
 //! A token is a bearer secret for up to 15 minutes: [`AuthToken`] has no
@@ -51,8 +51,7 @@ use aws_sigv4::sign::v4;
 use futures_util::{Stream, StreamExt};
 use redis::{BasicAuth, ErrorKind, RedisError, RedisResult};
 
-use crate::config::{Config, ConfigError, RedisAuthMode};
-use crate::connection::Redis;
+use crate::settings::{ConfigError, Env};
 
 /// The SigV4 service name of ElastiCache.
 pub const SERVICE: &str = "elasticache";
@@ -86,37 +85,40 @@ pub struct TokenRequest {
 }
 
 impl TokenRequest {
-    /// Reads `REDIS_IAM_CACHE_NAME`, `REDIS_IAM_USER_ID` and
-    /// `REDIS_IAM_SERVERLESS`.
+    /// Reads `REDIS_IAM_USER_ID`, `REDIS_IAM_CACHE_NAME` and
+    /// `REDIS_IAM_SERVERLESS` (default false), for `REDIS_AUTH_MODE=iam`.
     ///
     /// # Errors
     /// A [`ConfigError`] naming the variable when one is missing or holds a
     /// character outside `A-Z a-z 0-9 - _ .` (ElastiCache names use only
     /// these; anything else would change the meaning of the signed URL).
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let checked = |variable: &'static str, value: &Option<String>| {
-            let value = value.as_deref().map(str::trim).unwrap_or_default();
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let checked = |variable: &'static str| {
+            let value = env
+                .optional(variable)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             if value.is_empty() {
-                return Err(ConfigError {
+                return Err(ConfigError::new(
                     variable,
-                    reason: "required when REDIS_AUTH_MODE=iam".into(),
-                });
+                    "required when REDIS_AUTH_MODE=iam",
+                ));
             }
             if !value
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
-                return Err(ConfigError {
-                    variable,
-                    reason: "use only A-Z a-z 0-9 - _ .".into(),
-                });
+                return Err(ConfigError::new(variable, "use only A-Z a-z 0-9 - _ ."));
             }
-            Ok(value.to_string())
+            Ok(value)
         };
+        let user_id = checked("REDIS_IAM_USER_ID")?;
+        let cache_name = checked("REDIS_IAM_CACHE_NAME")?;
         Ok(Self {
-            cache_name: checked("REDIS_IAM_CACHE_NAME", &config.redis_iam_cache_name)?,
-            user_id: checked("REDIS_IAM_USER_ID", &config.redis_iam_user_id)?,
-            serverless: config.redis_iam_serverless,
+            cache_name,
+            user_id,
+            serverless: env.parse("REDIS_IAM_SERVERLESS", false)?,
         })
     }
 
@@ -221,7 +223,7 @@ pub fn generate_token(
         .into_parts();
     // The SDK adds the signature parameters to a request with its own query
     // encoding; the token is that request's URI without the scheme.
-    let mut signed = lambda_http::http::Request::get(url.as_str())
+    let mut signed = http::Request::get(url.as_str())
         .body(())
         .map_err(|e| signing_error(&e))?;
     instructions.apply_to_request_http1x(&mut signed);
@@ -316,11 +318,6 @@ impl IamTokenProvider {
     pub fn refreshing_every(mut self, period: Duration) -> Self {
         self.refresh_every = period;
         self
-    }
-
-    /// The user the tokens authenticate.
-    pub fn user_id(&self) -> &str {
-        &self.inner.request.user_id
     }
 
     /// A token signed now.
@@ -429,10 +426,11 @@ pub fn tls_url(redis_url: &str) -> Result<String, ConfigError> {
     let rest = redis_url
         .strip_prefix("rediss://")
         .or_else(|| redis_url.strip_prefix("redis://"))
-        .ok_or_else(|| ConfigError {
-            variable: "REDIS_URL",
-            reason: "REDIS_AUTH_MODE=iam needs a redis:// or rediss:// URL (TLS is always used)"
-                .into(),
+        .ok_or_else(|| {
+            ConfigError::new(
+                "REDIS_URL",
+                "REDIS_AUTH_MODE=iam needs a redis:// or rediss:// URL (TLS is always used)",
+            )
         })?;
     let without_userinfo = match (rest.find('@'), rest.find('/')) {
         (Some(at), Some(slash)) if at < slash => &rest[at + 1..],
@@ -440,27 +438,6 @@ pub fn tls_url(redis_url: &str) -> Result<String, ConfigError> {
         _ => rest,
     };
     Ok(format!("rediss://{without_userinfo}"))
-}
-
-/// The Redis connection of the IAM mode, from the configuration: TLS to
-/// `REDIS_URL`'s host, tokens from the default chain, connections replaced
-/// after [`MAX_CONNECTION_AGE`]. No network traffic happens here.
-///
-/// # Errors
-/// A [`ConfigError`] naming the variable that cannot be used.
-pub fn connect(config: &Config) -> Result<Redis, ConfigError> {
-    debug_assert_eq!(config.redis_auth_mode, RedisAuthMode::Iam);
-    let request = TokenRequest::from_config(config)?;
-    let client = redis::Client::open(tls_url(&config.redis_url)?).map_err(|e| ConfigError {
-        variable: "REDIS_URL",
-        reason: e.to_string(),
-    })?;
-    Ok(Redis::with_credentials_provider(
-        client,
-        config.redis_timeout,
-        IamTokenProvider::from_default_chain(request),
-        MAX_CONNECTION_AGE,
-    ))
 }
 
 #[cfg(test)]
@@ -643,6 +620,14 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn missing_credentials_fail_the_token_not_the_process() {
+        let provider =
+            IamTokenProvider::with_credentials(request(false), NoCredentials, "us-east-1");
+        let err = provider.token().await.unwrap_err();
+        assert!(matches!(err, IamAuthError::Credentials(_)), "{err:?}");
+    }
+
     /// A credentials source that always fails, as the default chain does
     /// when it finds nothing.
     #[derive(Debug)]
@@ -661,37 +646,6 @@ mod tests {
                 ),
             ))
         }
-    }
-
-    #[tokio::test]
-    async fn missing_credentials_fail_the_command_not_the_process() {
-        let provider =
-            IamTokenProvider::with_credentials(request(false), NoCredentials, "us-east-1");
-        let err = provider.token().await.unwrap_err();
-        assert!(matches!(err, IamAuthError::Credentials(_)), "{err:?}");
-
-        // Through a connection: the credentials are asked for after the TCP
-        // connection is made and before anything is sent, so the shared test
-        // Redis sees a connection open and close, nothing else.
-        let url = std::env::var("REDIS_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "redis://127.0.0.1:6379/0".into());
-        let redis = Redis::with_credentials_provider(
-            redis::Client::open(url).unwrap(),
-            Duration::from_millis(500),
-            provider,
-            MAX_CONNECTION_AGE,
-        );
-        let err = redis::cmd("PING")
-            .query_async::<String>(&mut redis.clone())
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
-        assert!(
-            err.to_string().contains("could not load AWS credentials"),
-            "{err}"
-        );
     }
 
     #[test]
@@ -716,39 +670,36 @@ mod tests {
         );
     }
 
+    fn env_of(pairs: &[(&str, &str)]) -> Result<TokenRequest, ConfigError> {
+        let lookup = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        TokenRequest::from_env(&Env::new(&lookup))
+    }
+
     #[test]
     fn names_that_would_change_the_signed_url_are_refused() {
-        let config = Config::from_pairs(&[
-            ("REDIS_AUTH_MODE", "iam"),
+        let err = env_of(&[
             ("REDIS_IAM_USER_ID", "app&Action=other"),
             ("REDIS_IAM_CACHE_NAME", "cache"),
         ])
-        .unwrap();
-        let err = TokenRequest::from_config(&config).unwrap_err();
+        .unwrap_err();
         assert_eq!(err.variable, "REDIS_IAM_USER_ID");
-
-        let config = Config::from_pairs(&[
-            ("REDIS_AUTH_MODE", "iam"),
+        assert_eq!(
+            env_of(&[("REDIS_IAM_USER_ID", "app")])
+                .unwrap_err()
+                .variable,
+            "REDIS_IAM_CACHE_NAME"
+        );
+        let parsed = env_of(&[
             ("REDIS_IAM_USER_ID", "analytics-app"),
             ("REDIS_IAM_CACHE_NAME", "analytics-cache"),
             ("REDIS_IAM_SERVERLESS", "true"),
         ])
         .unwrap();
-        assert_eq!(TokenRequest::from_config(&config).unwrap(), request(true));
-    }
-
-    #[tokio::test]
-    async fn building_the_iam_connection_touches_no_network() {
-        // No AWS credentials, no reachable cache: building must still succeed
-        // (credentials resolve on the first connection).
-        let config = Config::from_pairs(&[
-            ("REDIS_AUTH_MODE", "iam"),
-            ("REDIS_URL", "redis://cache.invalid:6379/0"),
-            ("REDIS_IAM_USER_ID", "analytics-app"),
-            ("REDIS_IAM_CACHE_NAME", "analytics-cache"),
-        ])
-        .unwrap();
-        let redis = Redis::from_config(&config).unwrap();
-        assert_eq!(redis.round_trips(), 0);
+        assert_eq!(parsed, request(true));
     }
 }

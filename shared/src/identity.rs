@@ -1,5 +1,5 @@
-//! Who is calling: the identity the rate limiter (and later the idempotency
-//! records) key on, and the API-key check.
+//! Who is calling: the identity the rate limiter and the idempotency records
+//! key on, and the API-key check.
 //!
 //! A client must not be able to choose its own identity, or it could spread
 //! its requests over as many rate-limit buckets as it likes. So the identity
@@ -19,15 +19,57 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use lambda_http::request::RequestContext;
-use lambda_http::{Request, RequestExt};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::http::ApiError;
+use crate::settings::{ConfigError, Env};
 
 /// The request header that carries an API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// Who may call: the accepted API keys.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct IdentitySettings {
+    /// `API_KEYS_SHA256`: SHA-256 digests (32 bytes each, given as lowercase
+    /// hex, comma-separated) of the accepted API keys. Empty (default): no
+    /// API key needed, clients are told apart by source address.
+    pub api_key_digests: Vec<[u8; 32]>,
+}
+
+impl fmt::Debug for IdentitySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentitySettings")
+            .field("api_keys", &self.api_key_digests.len())
+            .finish()
+    }
+}
+
+impl IdentitySettings {
+    /// Reads `API_KEYS_SHA256`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for `API_KEYS_SHA256` when an entry is not 64 hex
+    /// characters.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let api_key_digests = match env.optional("API_KEYS_SHA256") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|d| parse_digest(d.trim()))
+                .collect::<Result<_, _>>()
+                .map_err(|reason| ConfigError::new("API_KEYS_SHA256", reason))?,
+        };
+        Ok(Self { api_key_digests })
+    }
+}
+
+fn parse_digest(hex_digest: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(hex_digest)
+        .map_err(|_| format!("{hex_digest:?} is not a hex SHA-256 digest"))?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("{hex_digest:?} is not 64 hex characters (a SHA-256 digest)"))
+}
 
 /// A client's identity, as used inside Redis key names (the rate limiter's
 /// hash tag). One of:
@@ -79,26 +121,40 @@ impl fmt::Display for ClientId {
     }
 }
 
-/// Determines who sent `req`.
+/// Why a caller could not be identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// API keys are configured and the request's is missing, empty or not
+    /// listed.
+    #[error("a valid x-api-key header is required")]
+    Unauthorized,
+}
+
+/// Determines who sent a request from the `x-api-key` it presented and the
+/// source address API Gateway observed.
 ///
 /// `api_key_digests` is `API_KEYS_SHA256` (SHA-256 digests, 32 bytes each).
-/// When it is non-empty, the request must carry an `x-api-key` header whose
-/// SHA-256 digest is in the list; the identity is then [`ClientId::api_key`].
+/// When it is non-empty, `presented_key` must be present and its SHA-256
+/// digest in the list; the identity is then [`ClientId::api_key`].
 /// The digest is compared with every configured digest in constant time
 /// (`subtle`), so the response time does not reveal how much of a digest
 /// matched or which entry did. The key is never logged.
 ///
-/// When the list is empty, the identity is the source IP that API Gateway put
-/// in the request context ([`ClientId::ip`]); a request without a usable one
-/// (not from API Gateway, or an unparsable address) gets [`ClientId::unknown`]
-/// and a warning is logged. No header is ever consulted in this mode.
+/// When the list is empty, the identity is `source_ip` ([`ClientId::ip`]);
+/// without one, [`ClientId::unknown`] and a warning is logged. Client-set
+/// headers such as `X-Forwarded-For` are never a source of identity: the
+/// caller passes only the address from API Gateway's request context.
 ///
 /// # Errors
-/// [`ApiError::Unauthorized`] when keys are configured and the header is
-/// missing, not valid header text, or its digest is not listed.
-pub fn client_identity(req: &Request, api_key_digests: &[[u8; 32]]) -> Result<ClientId, ApiError> {
+/// [`IdentityError::Unauthorized`] when keys are configured and the key is
+/// missing, empty or its digest is not listed.
+pub fn identify(
+    presented_key: Option<&[u8]>,
+    source_ip: Option<IpAddr>,
+    api_key_digests: &[[u8; 32]],
+) -> Result<ClientId, IdentityError> {
     if api_key_digests.is_empty() {
-        return Ok(source_ip(req).map_or_else(
+        return Ok(source_ip.map_or_else(
             || {
                 tracing::warn!(
                     "request has no source IP in its API Gateway context; it shares the rate-limit bucket `unknown`"
@@ -108,12 +164,9 @@ pub fn client_identity(req: &Request, api_key_digests: &[[u8; 32]]) -> Result<Cl
             ClientId::ip,
         ));
     }
-    let presented = req
-        .headers()
-        .get(API_KEY_HEADER)
-        .map(|value| value.as_bytes())
+    let presented = presented_key
         .filter(|key| !key.is_empty())
-        .ok_or(ApiError::Unauthorized)?;
+        .ok_or(IdentityError::Unauthorized)?;
     let digest: [u8; 32] = Sha256::digest(presented).into();
     // Fold over every entry instead of stopping at the first match, so the
     // time taken does not depend on the position of the matching digest.
@@ -126,173 +179,13 @@ pub fn client_identity(req: &Request, api_key_digests: &[[u8; 32]]) -> Result<Cl
         Ok(ClientId::api_key(&digest))
     } else {
         tracing::info!("request refused: unknown or missing API key");
-        Err(ApiError::Unauthorized)
+        Err(IdentityError::Unauthorized)
     }
-}
-
-/// The address API Gateway observed, from the request context only.
-fn source_ip(req: &Request) -> Option<IpAddr> {
-    let raw = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.as_deref(),
-        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.source_ip.as_deref(),
-        _ => None,
-    }?;
-    raw.trim().parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lambda_http::aws_lambda_events::apigw::{
-        ApiGatewayProxyRequestContext, ApiGatewayV2httpRequestContext,
-    };
-    use lambda_http::Body;
-
-    fn v2_event(source_ip: Option<&str>, headers: serde_json::Value) -> Request {
-        let mut http = serde_json::json!({
-            "method": "POST", "path": "/api/metrics", "protocol": "HTTP/1.1", "userAgent": "test"
-        });
-        if let Some(ip) = source_ip {
-            http["sourceIp"] = ip.into();
-        }
-        let event = serde_json::json!({
-            "version": "2.0",
-            "routeKey": "POST /api/metrics",
-            "rawPath": "/api/metrics",
-            "rawQueryString": "",
-            "headers": headers,
-            "requestContext": {
-                "accountId": "123456789012",
-                "apiId": "api",
-                "domainName": "api.example.com",
-                "domainPrefix": "api",
-                "http": http,
-                "requestId": "id",
-                "routeKey": "POST /api/metrics",
-                "stage": "$default",
-                "time": "21/Apr/2020:15:08:21 +0000",
-                "timeEpoch": 1587481701067u64
-            },
-            "body": "{}",
-            "isBase64Encoded": false
-        });
-        lambda_http::request::from_str(&event.to_string()).expect("a valid v2 event")
-    }
-
-    fn v1_event(source_ip: &str, headers: serde_json::Value) -> Request {
-        let event = serde_json::json!({
-            "resource": "/api/metrics",
-            "path": "/api/metrics",
-            "httpMethod": "POST",
-            "headers": headers,
-            "requestContext": {
-                "accountId": "123456789012",
-                "resourceId": "r",
-                "stage": "prod",
-                "requestId": "id",
-                "identity": { "sourceIp": source_ip, "userAgent": "test" },
-                "resourcePath": "/api/metrics",
-                "httpMethod": "POST",
-                "apiId": "api"
-            },
-            "body": "{}",
-            "isBase64Encoded": false
-        });
-        lambda_http::request::from_str(&event.to_string()).expect("a valid v1 event")
-    }
-
-    fn digest_of(key: &str) -> [u8; 32] {
-        Sha256::digest(key.as_bytes()).into()
-    }
-
-    #[test]
-    fn payload_v2_uses_the_source_ip_of_the_request_context() {
-        let req = v2_event(Some("203.0.113.7"), serde_json::json!({}));
-        assert!(matches!(
-            req.request_context_ref(),
-            Some(RequestContext::ApiGatewayV2(_))
-        ));
-        assert_eq!(
-            client_identity(&req, &[]).unwrap().as_str(),
-            "ip:203.0.113.7"
-        );
-    }
-
-    #[test]
-    fn payload_v1_uses_the_identity_source_ip() {
-        let req = v1_event("198.51.100.23", serde_json::json!({}));
-        assert!(matches!(
-            req.request_context_ref(),
-            Some(RequestContext::ApiGatewayV1(_))
-        ));
-        assert_eq!(
-            client_identity(&req, &[]).unwrap().as_str(),
-            "ip:198.51.100.23"
-        );
-    }
-
-    #[test]
-    fn forwarding_headers_are_ignored() {
-        let spoofing = serde_json::json!({
-            "x-forwarded-for": "192.0.2.1, 192.0.2.2",
-            "x-real-ip": "192.0.2.3",
-            "forwarded": "for=192.0.2.4",
-        });
-        let v2 = v2_event(Some("203.0.113.7"), spoofing.clone());
-        assert_eq!(
-            client_identity(&v2, &[]).unwrap().as_str(),
-            "ip:203.0.113.7"
-        );
-        let v1 = v1_event("198.51.100.23", spoofing.clone());
-        assert_eq!(
-            client_identity(&v1, &[]).unwrap().as_str(),
-            "ip:198.51.100.23"
-        );
-        // Even without a context, the headers are not a fallback.
-        let bare = lambda_http::http::Request::builder()
-            .header("x-forwarded-for", "192.0.2.1")
-            .header("x-real-ip", "192.0.2.3")
-            .body(Body::Empty)
-            .unwrap();
-        assert_eq!(client_identity(&bare, &[]).unwrap(), ClientId::unknown());
-    }
-
-    #[test]
-    fn a_request_without_a_source_ip_is_unknown() {
-        let bare = lambda_http::http::Request::builder()
-            .body(Body::Empty)
-            .unwrap();
-        assert_eq!(client_identity(&bare, &[]).unwrap().as_str(), "unknown");
-        let no_ip = v2_event(None, serde_json::json!({}));
-        assert_eq!(client_identity(&no_ip, &[]).unwrap(), ClientId::unknown());
-        let garbage = v2_event(Some("not an address"), serde_json::json!({}));
-        assert_eq!(client_identity(&garbage, &[]).unwrap(), ClientId::unknown());
-    }
-
-    #[test]
-    fn contexts_attached_with_the_extension_trait_are_read() {
-        let mut v2 = ApiGatewayV2httpRequestContext::default();
-        v2.http.source_ip = Some("203.0.113.9".into());
-        let req = lambda_http::http::Request::builder()
-            .body(Body::Empty)
-            .unwrap()
-            .with_request_context(RequestContext::ApiGatewayV2(v2));
-        assert_eq!(
-            client_identity(&req, &[]).unwrap().as_str(),
-            "ip:203.0.113.9"
-        );
-
-        let mut v1 = ApiGatewayProxyRequestContext::default();
-        v1.identity.source_ip = Some("2001:db8:1:2:3:4:5:6".into());
-        let req = lambda_http::http::Request::builder()
-            .body(Body::Empty)
-            .unwrap()
-            .with_request_context(RequestContext::ApiGatewayV1(v1));
-        assert_eq!(
-            client_identity(&req, &[]).unwrap().as_str(),
-            "ip:2001:db8:1:2::/64"
-        );
-    }
 
     #[test]
     fn ipv6_addresses_are_grouped_by_their_64_bit_network() {
@@ -308,44 +201,12 @@ mod tests {
     }
 
     #[test]
-    fn configured_api_keys_are_required() {
-        let digests = [digest_of("alpha-key"), digest_of("beta-key")];
-        let with_key = |key: Option<&str>| {
-            let headers = match key {
-                Some(k) => serde_json::json!({ "x-api-key": k }),
-                None => serde_json::json!({}),
-            };
-            client_identity(&v2_event(Some("203.0.113.7"), headers), &digests)
-        };
-        assert!(matches!(with_key(None), Err(ApiError::Unauthorized)));
-        assert!(matches!(with_key(Some("")), Err(ApiError::Unauthorized)));
-        assert!(matches!(
-            with_key(Some("wrong-key")),
-            Err(ApiError::Unauthorized)
-        ));
-        assert!(matches!(
-            with_key(Some("alpha-key ")),
-            Err(ApiError::Unauthorized)
-        ));
-
-        let alpha = with_key(Some("alpha-key")).unwrap();
-        let beta = with_key(Some("beta-key")).unwrap();
-        assert_eq!(alpha.as_str(), format!("key:{}", hex::encode(digests[0])));
-        assert_eq!(beta, ClientId::api_key(&digests[1]));
-        assert_ne!(alpha, beta);
-        assert!(
-            !alpha.as_str().contains("alpha"),
-            "the key itself never appears"
+    fn without_keys_the_source_address_decides() {
+        let ip = "203.0.113.7".parse().ok();
+        assert_eq!(
+            identify(Some(b"k"), ip, &[]).unwrap().as_str(),
+            "ip:203.0.113.7"
         );
-    }
-
-    #[test]
-    fn with_api_keys_the_identity_does_not_depend_on_the_address() {
-        let digests = [digest_of("alpha-key")];
-        let from = |ip: &str| {
-            let headers = serde_json::json!({ "x-api-key": "alpha-key", "x-forwarded-for": ip });
-            client_identity(&v2_event(Some(ip), headers), &digests).unwrap()
-        };
-        assert_eq!(from("203.0.113.7"), from("198.51.100.1"));
+        assert_eq!(identify(None, None, &[]).unwrap(), ClientId::unknown());
     }
 }

@@ -3,18 +3,49 @@
 //! Each HTTP endpoint is its own Lambda function (`functions/<name>`), whose
 //! `main` builds an [`AppState`] once per cold start and hands requests to a
 //! handler in [`handlers`]. All state lives in Redis, so every instance of
-//! every function sees the same limiter, cache, breaker and metrics:
+//! every function sees the same limiter, cache, breaker and metrics.
 //!
-//! - [`config`]: every environment variable, validated once at cold start.
-//! - [`connection`]: the instance's lazy, self-reconnecting Redis connection,
-//!   each command bounded by `REDIS_TIMEOUT_MS`, round trips counted.
-//! - [`keys`]: the one place that names Redis keys (prefix, hash tags).
-//! - [`metric`], [`window`]: request validation (metrics, summary queries).
+//! The modules form layers that read top-down: each uses only its own layer
+//! and the layers below, and none uses another that uses it back
+//! (`cargo test -p shared --test layering` checks both from the sources).
+//!
+//! **The HTTP edge** — the only modules that know `lambda_http`:
+//! - [`handlers`]: `health`, `ingest_metric`, `metrics_summary`, each under
+//!   one request deadline.
+//! - [`openapi`]: the OpenAPI document, derived from the response types, and
+//!   the `docs` function's handler.
+//! - [`runtime`]: the Lambda runtime with EMF metrics flushed per invocation.
+//! - [`http`]: RFC 9457 problem details, the `RateLimit` fields, status codes:
+//!   every component's error becomes an [`http::ApiError`] here.
+//! - [`responses`]: every response body, one type each, served and documented.
+//! - [`telemetry`]: logging (JSON lines in Lambda).
+//!
+//! **Composition**:
+//! - [`state`]: the [`AppState`] of one instance: configuration, connection
+//!   and the components built on them.
+//! - [`config`]: [`config::Config`], every component's settings together,
+//!   and the HTTP edge's own.
+//!
+//! **Components** — each returns its own typed result or error:
+//! - [`cache`]: read-through summary cache with fleet-wide single-flight.
+//! - [`breaker`]: circuit breaker persisted in Redis; runs a guarded call.
+//! - [`external`]: the unreliable external source (simulated or HTTP).
+//! - [`rate_limit`]: sliding log, sliding window counter or GCRA; a typed
+//!   decision.
+//! - [`identity`]: who the client is (API-key digest or source address).
 //! - [`store`]: metrics pre-aggregated in minute/hour/day buckets by one
 //!   atomic Lua script; a summary reads ≤ ~200 buckets whatever the data size.
-//! - [`external`]: the unreliable external source (simulated or HTTP).
-//! - [`http`]: RFC 9457 problem details and JSON responses.
-//! - [`handlers`]: `health`, `ingest_metric`, `metrics_summary`.
+//! - [`window`]: summary queries and their time windows.
+//! - [`metric`]: metrics as clients send them, and their validation.
+//!
+//! **Foundation**:
+//! - [`observability`]: CloudWatch EMF counters.
+//! - [`keys`]: the one place that names Redis keys (prefix, hash tags).
+//! - [`connection`]: the instance's lazy, self-reconnecting Redis connection,
+//!   each command bounded by `REDIS_TIMEOUT_MS`, round trips counted; the
+//!   reader of the scripts' replies.
+//! - [`iam_auth`]: ElastiCache IAM authentication tokens.
+//! - [`settings`]: reading the environment; errors that name the variable.
 //!
 //! Every operation whose correctness depends on concurrency is one Lua script
 //! that reads the clock with `redis.call('TIME')`; every key it writes
@@ -34,21 +65,12 @@ pub mod metric;
 pub mod observability;
 pub mod openapi;
 pub mod rate_limit;
+pub mod responses;
+pub mod runtime;
+pub mod settings;
 pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod window;
 
 pub use state::AppState;
-
-/// The allocator of every binary linking this crate (the functions, and the
-/// tests and benchmarks that run their handlers): mimalloc (Leijen, Zorn and
-/// de Moura, "Mimalloc: Free List Sharding in Action", 2019), through the
-/// `mimalloc` crate. Each Redis command boxes a future of about 1.1 KiB in
-/// the redis crate (`RedisFuture`), above glibc's per-thread cache; there,
-/// each such allocation consolidates the fast bins, and glibc's `malloc` and
-/// `free` were a third of the instructions of an ingest (BENCHMARKS.md,
-/// figure 2). mimalloc serves every size the request path uses from
-/// per-thread free lists.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

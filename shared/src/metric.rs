@@ -15,11 +15,74 @@ use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
-use crate::http::{ApiError, FieldError};
-use crate::openapi::schemas::StoredMetric;
+use crate::settings::{ConfigError, Env};
+
+/// One offending field of a rejected request.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldError {
+    /// Position of the item in a batch body; absent for a single object, a
+    /// query parameter or a header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>, nullable = false, minimum = 0, examples(1))]
+    pub index: Option<usize>,
+    /// The field, query parameter or header, e.g. `value`, `period`,
+    /// `Idempotency-Key`, or `body` for the body as a whole.
+    #[schema(examples("value"))]
+    pub field: String,
+    /// Why it was refused, phrased for the client.
+    #[schema(examples("must be a number, not a string"))]
+    pub reason: String,
+}
+
+impl FieldError {
+    /// A field error outside any batch.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            index: None,
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Well-formed input that is not valid: every offending field, and a
+/// one-line summary of them.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Invalid {
+    /// A one-line summary, for people.
+    pub detail: String,
+    /// Every offending field with its reason.
+    pub errors: Vec<FieldError>,
+}
+
+impl Invalid {
+    /// Input with a single offending field.
+    pub fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        let error = FieldError::new(field, reason);
+        Self {
+            detail: format!("{}: {}", error.field, error.reason),
+            errors: vec![error],
+        }
+    }
+}
+
+/// Why a metrics body was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MetricError {
+    /// The body is not UTF-8 JSON, or is JSON but neither an object nor an
+    /// array.
+    #[error("{0}")]
+    Malformed(String),
+    /// The body is JSON but some metric in it is invalid; nothing of it is kept.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+}
 
 /// Longest accepted metric type, in characters (all ASCII, so also bytes).
 pub const MAX_TYPE_LEN: usize = 64;
@@ -70,27 +133,22 @@ impl fmt::Display for MetricType {
     }
 }
 
-/// One validated metric: UTC timestamp, finite value, valid type.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated metric, as stored and as echoed in a 201: the timestamp
+/// normalised to UTC with a `Z`, fractional seconds only when sent.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = StoredMetric)]
 pub struct Metric {
-    /// When it was measured, normalised to UTC.
+    /// When it was measured: UTC, RFC 3339 with `Z`.
+    #[serde(serialize_with = "serialize_timestamp")]
+    #[schema(value_type = String, format = DateTime, pattern = "Z$", examples("2026-02-18T12:00:00Z"))]
     pub timestamp: DateTime<Utc>,
-    /// The reading; always finite.
+    /// The value stored; always finite.
     pub value: f64,
-    /// What was measured.
+    /// The metric type.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, examples("cpu_usage"))]
     pub metric_type: MetricType,
-}
-
-impl Metric {
-    /// The metric as returned in a 201 body:
-    /// `{"timestamp": "…Z", "value": 85.5, "type": "cpu_usage"}`.
-    pub fn to_stored(&self) -> StoredMetric {
-        StoredMetric {
-            timestamp: format_timestamp(self.timestamp),
-            value: self.value,
-            metric_type: self.metric_type.as_str().to_string(),
-        }
-    }
 }
 
 /// RFC 3339 in UTC with a `Z`, with fractional seconds only when present.
@@ -98,15 +156,49 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-/// Bounds on acceptable timestamps and batch sizes, from the configuration.
+/// Serialises a timestamp as [`format_timestamp`] writes it.
+///
+/// # Errors
+/// The serializer's.
+pub fn serialize_timestamp<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_timestamp(*t))
+}
+
+/// Bounds on acceptable timestamps and batch sizes: the settings of
+/// validation (and of the storage's retention).
 #[derive(Debug, Clone, Copy)]
 pub struct MetricLimits {
-    /// `METRIC_RETENTION_DAYS`: older timestamps are rejected.
+    /// `METRIC_RETENTION_DAYS`, default 35 (1..=3650 days): older timestamps
+    /// are rejected, and buckets expire after it.
     pub retention: ChronoDuration,
-    /// `MAX_FUTURE_SKEW_SECONDS`: timestamps further ahead of now are rejected.
+    /// `MAX_FUTURE_SKEW_SECONDS`, default 300 (0..=86 400 s): timestamps
+    /// further ahead of now are rejected.
     pub max_future_skew: ChronoDuration,
-    /// `MAX_BATCH_SIZE`: the most items in an array body.
+    /// `MAX_BATCH_SIZE`, default 500 (1..=10 000): the most items in an
+    /// array body.
     pub max_batch_size: usize,
+}
+
+impl MetricLimits {
+    /// Reads and validates `METRIC_RETENTION_DAYS`, `MAX_FUTURE_SKEW_SECONDS`
+    /// and `MAX_BATCH_SIZE`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let days = env.int("METRIC_RETENTION_DAYS", 35, 1..=3650)?;
+        let skew = env.int("MAX_FUTURE_SKEW_SECONDS", 300, 0..=86_400)?;
+        Ok(Self {
+            retention: ChronoDuration::days(days as i64),
+            max_future_skew: ChronoDuration::seconds(skew as i64),
+            max_batch_size: env.int("MAX_BATCH_SIZE", 500, 1..=10_000)? as usize,
+        })
+    }
+
+    /// The retention in whole days (`METRIC_RETENTION_DAYS`).
+    pub fn retention_days(&self) -> u32 {
+        u32::try_from(self.retention.num_days()).unwrap_or(u32::MAX)
+    }
 }
 
 /// A parsed request body: one metric or a batch.
@@ -144,32 +236,33 @@ impl MetricsBody {
 /// Parses and validates a `POST /api/metrics` body against `now`.
 ///
 /// # Errors
-/// - [`ApiError::MalformedJson`] (400) when the body is not UTF-8 JSON, or is
-///   JSON but neither an object nor an array;
-/// - [`ApiError::Unprocessable`] (422) listing every invalid field (with its
-///   index in a batch) — nothing of an invalid batch is kept.
+/// - [`MetricError::Malformed`] when the body is not UTF-8 JSON, or is JSON
+///   but neither an object nor an array;
+/// - [`MetricError::Invalid`] listing every invalid field (with its index in
+///   a batch) — nothing of an invalid batch is kept.
 pub fn parse_metrics(
     body: &[u8],
     now: DateTime<Utc>,
     limits: &MetricLimits,
-) -> Result<MetricsBody, ApiError> {
+) -> Result<MetricsBody, MetricError> {
     let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::MalformedJson("the body is not valid UTF-8".into()))?;
+        .map_err(|_| MetricError::Malformed("the body is not valid UTF-8".into()))?;
     let raw: &RawValue = serde_json::from_str(text)
-        .map_err(|e| ApiError::MalformedJson(format!("the body is not valid JSON: {e}")))?;
+        .map_err(|e| MetricError::Malformed(format!("the body is not valid JSON: {e}")))?;
     let json = raw.get().trim_start();
     if json.starts_with('[') {
         let items: Vec<&RawValue> = serde_json::from_str(json)
-            .map_err(|e| ApiError::MalformedJson(format!("the body is not valid JSON: {e}")))?;
+            .map_err(|e| MetricError::Malformed(format!("the body is not valid JSON: {e}")))?;
         if items.is_empty() || items.len() > limits.max_batch_size {
-            return Err(ApiError::invalid(
+            return Err(Invalid::field(
                 "body",
                 format!(
                     "a batch holds 1 to {} metrics (got {})",
                     limits.max_batch_size,
                     items.len()
                 ),
-            ));
+            )
+            .into());
         }
         let mut metrics = Vec::with_capacity(items.len());
         let mut errors = Vec::new();
@@ -185,21 +278,22 @@ pub fn parse_metrics(
         if !errors.is_empty() {
             let invalid: std::collections::BTreeSet<_> =
                 errors.iter().filter_map(|e| e.index).collect();
-            return Err(ApiError::Unprocessable {
+            return Err(Invalid {
                 detail: format!(
                     "{} of {} metrics are invalid; nothing was stored",
                     invalid.len(),
                     items.len()
                 ),
                 errors,
-            });
+            }
+            .into());
         }
         Ok(MetricsBody {
             metrics,
             is_batch: true,
         })
     } else if json.starts_with('{') {
-        let metric = parse_one(raw, now, limits).map_err(|errors| ApiError::Unprocessable {
+        let metric = parse_one(raw, now, limits).map_err(|errors| Invalid {
             detail: errors
                 .iter()
                 .map(|e| format!("{}: {}", e.field, e.reason))
@@ -212,7 +306,7 @@ pub fn parse_metrics(
             is_batch: false,
         })
     } else {
-        Err(ApiError::MalformedJson(
+        Err(MetricError::Malformed(
             "the body must be a JSON object (one metric) or an array of them".into(),
         ))
     }
@@ -358,13 +452,13 @@ mod tests {
         }
     }
 
-    fn parse(body: &str) -> Result<MetricsBody, ApiError> {
+    fn parse(body: &str) -> Result<MetricsBody, MetricError> {
         parse_metrics(body.as_bytes(), now(), &limits())
     }
 
     fn rejected_fields(body: &str) -> Vec<String> {
         match parse(body) {
-            Err(ApiError::Unprocessable { errors, .. }) => {
+            Err(MetricError::Invalid(Invalid { errors, .. })) => {
                 errors.into_iter().map(|e| e.field).collect()
             }
             other => panic!("expected 422 for {body}, got {other:?}"),
@@ -383,7 +477,7 @@ mod tests {
         assert_eq!(m.timestamp, now());
         assert_eq!(m.value, 85.5);
         assert_eq!(m.metric_type.as_str(), "cpu_usage");
-        assert_eq!(m.to_stored().timestamp, "2026-02-18T12:00:00Z");
+        assert_eq!(format_timestamp(m.timestamp), "2026-02-18T12:00:00Z");
     }
 
     #[test]
@@ -398,13 +492,13 @@ mod tests {
             "{\"a\":1}}",
         ] {
             assert!(
-                matches!(parse(body), Err(ApiError::MalformedJson(_))),
+                matches!(parse(body), Err(MetricError::Malformed(_))),
                 "{body:?}"
             );
         }
         assert!(matches!(
             parse_metrics(&[0xff, 0xfe], now(), &limits()),
-            Err(ApiError::MalformedJson(_))
+            Err(MetricError::Malformed(_))
         ));
     }
 
@@ -482,7 +576,7 @@ mod tests {
         assert!(batch.is_batch);
         assert_eq!(batch.metrics.len(), 2);
         match parse(&format!("[{ok},{bad},{ok}]")) {
-            Err(ApiError::Unprocessable { errors, .. }) => {
+            Err(MetricError::Invalid(Invalid { errors, .. })) => {
                 assert_eq!(errors.len(), 1);
                 assert_eq!(errors[0].index, Some(1));
                 assert_eq!(errors[0].field, "value");
@@ -545,7 +639,7 @@ mod tests {
         // An ignored field is skipped without recursion: accepted or a 400, never a crash.
         assert!(matches!(
             parse(&deep_field),
-            Ok(_) | Err(ApiError::MalformedJson(_))
+            Ok(_) | Err(MetricError::Malformed(_))
         ));
     }
 }

@@ -5,7 +5,7 @@
 //! them into EMF documents, one JSON line on stdout per label set, which
 //! CloudWatch Logs extracts into metrics without any API call ("Embedded
 //! metric format specification", Amazon CloudWatch User Guide). Its Lambda
-//! integration ([`run`]) flushes after every invocation and adds the
+//! integration (`runtime::run`) flushes after every invocation and adds the
 //! invocation's `RequestId` to each document, so metrics and log lines of a
 //! request can be joined in Logs Insights.
 //!
@@ -14,12 +14,26 @@
 //! installed recorder (tests, tools) the helpers cost next to nothing and
 //! record nothing.
 
-use std::future::Future;
-
-use lambda_http::{IntoResponse, Request};
 use metrics::{counter, describe_counter, Unit};
 
-use crate::config::Config;
+use crate::settings::Env;
+
+/// Where the metrics go.
+#[derive(Debug, Clone)]
+pub struct ObservabilitySettings {
+    /// `METRICS_NAMESPACE`, default `AnalyticsApi`: the CloudWatch namespace
+    /// of the EMF metrics.
+    pub namespace: String,
+}
+
+impl ObservabilitySettings {
+    /// Reads `METRICS_NAMESPACE`.
+    pub fn from_env(env: &Env) -> Self {
+        Self {
+            namespace: env.string("METRICS_NAMESPACE", "AnalyticsApi"),
+        }
+    }
+}
 
 /// Metrics stored by `POST /api/metrics` (a batch adds its size).
 pub const ACCEPTED_METRICS: &str = "AcceptedMetrics";
@@ -76,70 +90,20 @@ pub fn redis_error() {
     counter!(REDIS_ERRORS).increment(1);
 }
 
-/// The `FunctionName` dimension: `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda
-/// and by `cargo lambda watch`), else the executable's name.
-fn function_name() -> String {
-    std::env::var("AWS_LAMBDA_FUNCTION_NAME")
-        .ok()
-        .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::env::current_exe()
-                .ok()?
-                .file_name()?
-                .to_str()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
+/// Every counter this module records, for the recorder to describe.
+pub const ALL: [&str; 7] = [
+    ACCEPTED_METRICS,
+    RATE_LIMITED_REQUESTS,
+    CACHE_HITS,
+    CACHE_MISSES,
+    EXTERNAL_CALL_FAILURES,
+    BREAKER_TRANSITIONS,
+    REDIS_ERRORS,
+];
 
-/// Installs the EMF recorder (once per process) and describes the metrics.
-/// `None` if a recorder is already installed.
-fn install(config: &Config) -> Option<&'static metrics_cloudwatch_embedded::Collector> {
-    let collector = metrics_cloudwatch_embedded::Builder::new()
-        .cloudwatch_namespace(config.metrics_namespace.clone())
-        .with_dimension("FunctionName", function_name())
-        .lambda_cold_start_metric(COLD_START)
-        .with_lambda_request_id("RequestId")
-        .init();
-    let collector = match collector {
-        Ok(collector) => collector,
-        Err(err) => {
-            tracing::warn!(error = %err, "EMF metrics disabled");
-            return None;
-        }
-    };
-    for name in [
-        ACCEPTED_METRICS,
-        RATE_LIMITED_REQUESTS,
-        CACHE_HITS,
-        CACHE_MISSES,
-        EXTERNAL_CALL_FAILURES,
-        BREAKER_TRANSITIONS,
-        REDIS_ERRORS,
-    ] {
+/// Describes every counter (unit `Count`) to the installed recorder.
+pub fn describe() {
+    for name in ALL {
         describe_counter!(name, Unit::Count, "");
-    }
-    Some(collector)
-}
-
-/// Runs the Lambda HTTP handler like `lambda_http::run`, with EMF metrics:
-/// the recorder is installed with `config`'s namespace, and the metrics of
-/// each invocation are written to stdout when it completes. Each
-/// invocation runs inside the runtime's span, which carries `requestId`.
-///
-/// # Errors
-/// What `lambda_http::run` returns: the runtime could not reach the Lambda
-/// API.
-pub async fn run<'a, T, F, R>(config: &Config, handler: T) -> Result<(), lambda_http::Error>
-where
-    T: FnMut(Request) -> F,
-    F: Future<Output = Result<R, lambda_http::Error>> + Send + 'a,
-    R: IntoResponse,
-{
-    match install(config) {
-        Some(collector) => {
-            metrics_cloudwatch_embedded::lambda::handler::run_http(collector, handler).await
-        }
-        None => lambda_http::run(lambda_http::service_fn(handler)).await,
     }
 }

@@ -7,15 +7,12 @@
 
 use std::sync::Arc;
 
-use chrono::Duration as ChronoDuration;
-
 use crate::breaker::CircuitBreaker;
 use crate::cache::SummaryCache;
 use crate::config::{Config, ConfigError};
 use crate::connection::Redis;
 use crate::external::ExternalSource;
 use crate::keys::Keys;
-use crate::metric::MetricLimits;
 use crate::rate_limit::RateLimiter;
 use crate::store::MetricStore;
 
@@ -49,23 +46,25 @@ impl AppState {
     /// # Errors
     /// A [`ConfigError`] when `REDIS_URL` or `EXTERNAL_SERVICE_URL` cannot be used.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
-        let redis = Redis::from_config(&config)?;
+        let redis = Redis::from_settings(&config.redis)?;
         Self::with_redis(config, redis)
     }
 
-    /// Builds the state around an existing connection (tests share one to
-    /// count round trips; the IAM mode brings its own client).
-    ///
-    /// # Errors
-    /// A [`ConfigError`] when `EXTERNAL_SERVICE_URL` cannot be used.
-    pub fn with_redis(config: Config, redis: Redis) -> Result<Self, ConfigError> {
-        let keys = Keys::new(config.redis_key_prefix.clone());
+    /// Builds the state around its connection.
+    fn with_redis(config: Config, redis: Redis) -> Result<Self, ConfigError> {
+        let keys = Keys::new(config.redis.key_prefix.clone());
+        let call_timeout = config.external.timeout;
         Ok(Self {
-            store: MetricStore::new(keys.clone(), config.metric_retention_days),
-            breaker: CircuitBreaker::new(&config, &keys, EXTERNAL_SERVICE),
-            cache: SummaryCache::new(&config, keys.clone()),
-            limiter: RateLimiter::new(&config, keys.clone()),
-            external: ExternalSource::from_config(&config)?,
+            store: MetricStore::new(keys.clone(), config.metrics.retention_days()),
+            breaker: CircuitBreaker::new(&config.breaker, call_timeout, &keys, EXTERNAL_SERVICE),
+            cache: SummaryCache::new(
+                &config.cache,
+                call_timeout,
+                config.request.deadline,
+                keys.clone(),
+            ),
+            limiter: RateLimiter::new(&config.rate_limit, keys.clone()),
+            external: ExternalSource::from_settings(&config.external)?,
             keys,
             redis,
             config: Arc::new(config),
@@ -86,16 +85,6 @@ impl AppState {
                 eprintln!("configuration error: {err}");
                 std::process::exit(78) // EX_CONFIG
             }
-        }
-    }
-
-    /// Bounds on acceptable metrics, from the configuration.
-    pub fn metric_limits(&self) -> MetricLimits {
-        MetricLimits {
-            retention: ChronoDuration::days(i64::from(self.config.metric_retention_days)),
-            max_future_skew: ChronoDuration::from_std(self.config.max_future_skew)
-                .unwrap_or(ChronoDuration::zero()),
-            max_batch_size: self.config.max_batch_size,
         }
     }
 }

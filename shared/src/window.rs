@@ -10,12 +10,15 @@
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::http::{ApiError, FieldError};
-use crate::metric::{format_timestamp, parse_rfc3339, quote_input, MetricType};
+use crate::metric::{
+    parse_rfc3339, quote_input, serialize_timestamp, FieldError, Invalid, MetricType,
+};
 
-/// A trailing summary period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// A trailing summary period, as accepted in the `period` query parameter.
+/// Trailing windows end at the end of the current UTC minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Period {
     /// The last 60 minutes.
@@ -57,12 +60,61 @@ impl Period {
     }
 }
 
-/// A half-open UTC window `[from, to)` whose bounds are whole minutes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The period reported in a summary: the one asked for, or `custom` for an
+/// explicit `from`/`to` window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PeriodLabel {
+    /// The last 60 minutes.
+    Hourly,
+    /// The last 24 hours.
+    Daily,
+    /// The last 7 days.
+    Weekly,
+    /// The last 30 days.
+    Monthly,
+    /// An explicit `from`/`to` window.
+    Custom,
+}
+
+impl PeriodLabel {
+    /// `"hourly"`…`"monthly"`, or `"custom"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hourly => "hourly",
+            Self::Daily => "daily",
+            Self::Weekly => "weekly",
+            Self::Monthly => "monthly",
+            Self::Custom => "custom",
+        }
+    }
+}
+
+impl From<Option<Period>> for PeriodLabel {
+    fn from(period: Option<Period>) -> Self {
+        match period {
+            Some(Period::Hourly) => Self::Hourly,
+            Some(Period::Daily) => Self::Daily,
+            Some(Period::Weekly) => Self::Weekly,
+            Some(Period::Monthly) => Self::Monthly,
+            None => Self::Custom,
+        }
+    }
+}
+
+/// The half-open UTC window `[from, to)` actually summarised; both bounds
+/// are whole minutes (an explicit window is rounded outward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SummaryWindow)]
 pub struct Window {
-    /// Inclusive start.
+    /// Inclusive start, UTC.
+    #[serde(serialize_with = "serialize_timestamp")]
+    #[schema(value_type = String, format = DateTime, examples("2026-02-18T11:01:00Z"))]
     pub from: DateTime<Utc>,
-    /// Exclusive end.
+    /// Exclusive end, UTC.
+    #[serde(serialize_with = "serialize_timestamp")]
+    #[schema(value_type = String, format = DateTime, examples("2026-02-18T12:01:00Z"))]
     pub to: DateTime<Utc>,
 }
 
@@ -74,11 +126,6 @@ impl Window {
             from: to - period.duration(),
             to,
         }
-    }
-
-    /// `{"from": "…Z", "to": "…Z"}` as reported in the summary.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"from": format_timestamp(self.from), "to": format_timestamp(self.to)})
     }
 }
 
@@ -94,9 +141,10 @@ pub struct SummaryQuery {
 }
 
 impl SummaryQuery {
-    /// `"hourly"`…`"monthly"`, or `"custom"` for an explicit window.
-    pub fn period_label(&self) -> &'static str {
-        self.period.map_or("custom", Period::as_str)
+    /// The period as reported: `hourly`…`monthly`, or `custom` for an
+    /// explicit window.
+    pub fn period_label(&self) -> PeriodLabel {
+        self.period.into()
     }
 
     /// The canonical text that identifies the query for the cache:
@@ -137,7 +185,7 @@ fn allowed_periods() -> String {
 /// query string (repeated names appear repeatedly).
 ///
 /// # Errors
-/// [`ApiError::Unprocessable`] (422) listing every problem: a missing or
+/// [`Invalid`] listing every problem: a missing or
 /// invalid `type`, a missing or unknown `period` (the allowed periods are
 /// named), an unparsable `from`/`to`, `from ≥ to`, a `from` outside the
 /// retention, a `to` beyond the allowed future skew, or any of these
@@ -147,7 +195,7 @@ pub fn parse_summary_query<'a>(
     now: DateTime<Utc>,
     retention: ChronoDuration,
     max_future_skew: ChronoDuration,
-) -> Result<SummaryQuery, ApiError> {
+) -> Result<SummaryQuery, Invalid> {
     let mut seen: [Vec<&str>; 4] = Default::default();
     const NAMES: [&str; 4] = ["type", "period", "from", "to"];
     for (name, value) in params {
@@ -263,7 +311,7 @@ pub fn parse_summary_query<'a>(
             period: if raw_from.is_some() { None } else { period },
             window,
         }),
-        _ => Err(ApiError::Unprocessable {
+        _ => Err(Invalid {
             detail: format!(
                 "invalid summary query: {} (periods: {})",
                 errors
@@ -287,7 +335,7 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 2, 18, 12, 0, 30).unwrap()
     }
 
-    fn parse(params: &[(&str, &str)]) -> Result<SummaryQuery, ApiError> {
+    fn parse(params: &[(&str, &str)]) -> Result<SummaryQuery, Invalid> {
         parse_summary_query(
             params.iter().copied(),
             now(),
@@ -298,10 +346,8 @@ mod tests {
 
     fn fields(params: &[(&str, &str)]) -> Vec<String> {
         match parse(params) {
-            Err(ApiError::Unprocessable { errors, .. }) => {
-                errors.into_iter().map(|e| e.field).collect()
-            }
-            other => panic!("expected 422, got {other:?}"),
+            Err(Invalid { errors, .. }) => errors.into_iter().map(|e| e.field).collect(),
+            Ok(other) => panic!("expected 422, got {other:?}"),
         }
     }
 
@@ -327,7 +373,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(q.period, None);
-        assert_eq!(q.period_label(), "custom");
+        assert_eq!(q.period_label().as_str(), "custom");
         assert_eq!(
             q.window.from,
             Utc.with_ymd_and_hms(2026, 2, 18, 10, 15, 0).unwrap()

@@ -3,19 +3,26 @@
 //! - Isolation: every test works under its own random key prefix
 //!   ([`random_prefix`], [`config`]) on the one real Redis at [`redis_url`],
 //!   so tests run in parallel without touching each other's keys (never
-//!   `FLUSHALL`/`FLUSHDB`).
+//!   `FLUSHALL`/`FLUSHDB`). When no Redis is configured or running,
+//!   [`redis_url`] starts a private one for the test binary, so a plain
+//!   `cargo test --workspace` needs only the `redis-server` binary.
 //! - Synthetic Lambda events: [`events`] (the `synthetic-events` crate, which
 //!   the benchmarks use too) builds `lambda_http::Request`s by deserialising
 //!   API Gateway JSON events (HTTP API payload v2.0 and REST API v1) with
 //!   `lambda_http::request::from_str`, the same path Lambda's runtime takes,
 //!   so handlers see exactly what they would see in AWS.
 //! - A scriptable local HTTP server for the external data source: [`stub`].
-//! - The end-to-end suite's view of the stack `make test` started: [`e2e`].
+//! - The end-to-end suite's stacks (`cargo lambda watch` per group): [`e2e`].
+//! - Child processes that die with the test binary: [`process`].
 
 pub mod e2e;
 pub mod private_cluster;
 pub mod private_redis;
+pub mod process;
 pub mod stub;
+
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use shared::config::Config;
 
@@ -23,13 +30,54 @@ pub use stub::{Stub, StubReply};
 pub use synthetic_events as events;
 pub use synthetic_events::{http_v2, rest_v1, EventBuilder};
 
-/// The Redis the tests use: `REDIS_URL` from the environment, else the local
-/// default `redis://127.0.0.1:6379/0`.
+/// The service's default `REDIS_URL`.
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// The Redis the tests use, decided once per test binary:
+/// 1. `REDIS_URL` from the environment, when set and not empty (used as
+///    given: a Redis that does not answer there fails the tests that need it);
+/// 2. else `redis://127.0.0.1:6379/0` when a Redis answers `PING` there;
+/// 3. else a [`PrivateRedis`](private_redis::PrivateRedis) started for this
+///    test binary on a free port and stopped when it exits.
+///
+/// Panics in case 3 when no `redis-server` can be started.
 pub fn redis_url() -> String {
-    std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379/0".to_string())
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Some(url) = std::env::var("REDIS_URL")
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+        {
+            return url;
+        }
+        if redis_answers(DEFAULT_REDIS_URL) {
+            return DEFAULT_REDIS_URL.to_string();
+        }
+        let server = private_redis::PrivateRedis::start();
+        let url = server.url();
+        process::at_exit(move || drop(server));
+        url
+    })
+    .clone()
+}
+
+/// True when a Redis at `url` answers `PING` within a second.
+pub fn redis_answers(url: &str) -> bool {
+    let ping = || -> redis::RedisResult<String> {
+        let mut connection =
+            redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(1))?;
+        redis::cmd("PING").query(&mut connection)
+    };
+    ping().is_ok_and(|reply| reply == "PONG")
+}
+
+/// A TCP port on 127.0.0.1 that nothing listened on a moment ago (the
+/// kernel's pick of an ephemeral port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
 }
 
 /// A fresh key prefix, `test-<32 hex digits>`, valid for `REDIS_KEY_PREFIX`.
@@ -85,7 +133,7 @@ pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
     client
         .get_multiplexed_async_connection()
         .await
-        .expect("the test Redis answers (make test starts one)")
+        .expect("the test Redis answers at redis_url()")
 }
 
 #[cfg(test)]
@@ -107,10 +155,10 @@ mod tests {
     #[test]
     fn config_applies_prefix_and_overrides() {
         let c = config(&[("RATE_LIMIT_REQUESTS", "7")]);
-        assert!(c.redis_key_prefix.starts_with("test-"));
-        assert_eq!(c.rate_limit_requests, 7);
-        assert_eq!(c.redis_url, redis_url());
+        assert!(c.redis.key_prefix.starts_with("test-"));
+        assert_eq!(c.rate_limit.requests, 7);
+        assert_eq!(c.redis.url, redis_url());
         let shared = config_with_prefix("test-shared", &[]);
-        assert_eq!(shared.redis_key_prefix, "test-shared");
+        assert_eq!(shared.redis.key_prefix, "test-shared");
     }
 }

@@ -30,7 +30,8 @@
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use crate::private_redis::{free_port, PrivateRedis};
+use crate::free_port;
+use crate::private_redis::PrivateRedis;
 
 /// Every hash slot of a Redis Cluster: keys map to `0..SLOTS`.
 pub const SLOTS: u16 = 16384;

@@ -8,11 +8,10 @@
 //! [`kill`](PrivateRedis::kill) it with SIGKILL, as a crash or an OOM kill
 //! would, and [`restart`](PrivateRedis::restart) it on the same port and
 //! directory, so that clients reconnect to the same address and an append-only
-//! file, if enabled, is replayed.
+//! file, if enabled, is replayed. The server is killed with the test binary
+//! too, should that die first ([`crate::process::spawn_tied`]).
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,7 +57,7 @@ impl PrivateRedis {
         // The port is free when probed but could be taken before the server
         // binds it; a server that exits is retried on another port.
         for _ in 0..5 {
-            server.port = free_port();
+            server.port = crate::free_port();
             if server.spawn_and_wait() {
                 return server;
             }
@@ -113,7 +112,8 @@ impl PrivateRedis {
     /// Spawns the server on `self.port`; true once it answers `PING`. On
     /// failure nothing is left running.
     fn spawn_and_wait(&mut self) -> bool {
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -123,8 +123,8 @@ impl PrivateRedis {
             .args(self.extra_args.iter().map(OsString::from))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .stderr(Stdio::null());
+        let child = crate::process::spawn_tied(command, libc::SIGKILL)
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary));
         self.child = Some(child);
         if self.wait_until_ready(READY_WITHIN) {
@@ -141,7 +141,7 @@ impl PrivateRedis {
                 Some(Ok(None)) => {}
                 _ => return false,
             }
-            if ping(self.port) {
+            if crate::redis_answers(&self.url()) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -155,26 +155,4 @@ impl Drop for PrivateRedis {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A TCP port of 127.0.0.1 that was free when probed (the OS's choice of
-/// an ephemeral port). Another process may take it before it is bound, so a
-/// caller retries on another port when binding fails.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }

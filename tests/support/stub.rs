@@ -94,22 +94,25 @@ impl Stub {
         Self::start_on(0).await
     }
 
-    /// Starts a stub on `port` of 127.0.0.1 (0: any free port). The end-to-end
-    /// suite uses the port `make test` configured as the stack's
-    /// `EXTERNAL_SERVICE_URL`.
+    /// Starts a stub on `port` of 127.0.0.1 (0: any free port); panics when
+    /// it cannot listen there.
     pub async fn start_on(port: u16) -> Stub {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        Self::try_start_on(port)
             .await
-            .unwrap_or_else(|e| panic!("stub server cannot listen on 127.0.0.1:{port}: {e}"));
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+            .unwrap_or_else(|e| panic!("stub server cannot listen on 127.0.0.1:{port}: {e}"))
+    }
+
+    /// Like [`Stub::start_on`], with the error of binding the port. The
+    /// end-to-end stacks call the stub on a port fixed when they start.
+    pub async fn try_start_on(port: u16) -> std::io::Result<Stub> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
         let state = Arc::new(StubState::default());
         let app = Router::new().fallback(answer).with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Stub { addr, state, task }
+        Ok(Stub { addr, state, task })
     }
 
     /// The URL to configure as `EXTERNAL_SERVICE_URL`:

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use analytics_tests::redis_url;
 use shared::breaker::{
     Admission, BreakerState, CallOutcome, CircuitBreaker, FailureKind, Permit, TransitionReason,
     STATE_READ_COMMANDS,
@@ -23,13 +24,6 @@ const FAIL: CallOutcome = CallOutcome::Failure(FailureKind::UpstreamError);
 const TIMEOUT: CallOutcome = CallOutcome::Failure(FailureKind::Timeout);
 /// A little more than the 1 s reset timeout the tests configure.
 const PAST_RESET: Duration = Duration::from_millis(1150);
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379/0".to_string())
-}
 
 /// One deployment: a fresh prefix plus breaker settings.
 struct Deployment {
@@ -59,9 +53,13 @@ impl Deployment {
     /// A new "instance": its own configuration, connection and breaker.
     fn instance(&self) -> Instance {
         let config = self.config();
-        let redis = Redis::from_config(&config).expect("valid REDIS_URL");
-        let breaker =
-            CircuitBreaker::new(&config, &Keys::new(&config.redis_key_prefix), DEPENDENCY);
+        let redis = Redis::from_settings(&config.redis).expect("valid REDIS_URL");
+        let breaker = CircuitBreaker::new(
+            &config.breaker,
+            config.external.timeout,
+            &Keys::new(&config.redis.key_prefix),
+            DEPENDENCY,
+        );
         Instance { redis, breaker }
     }
 }

@@ -81,7 +81,7 @@ impl Deployment {
     /// with a 500 from the source, and checks that the breaker is open.
     async fn open(&self, state: &AppState) {
         self.stub.set(StubReply::text(500, "boom"));
-        for _ in 0..state.config.breaker_failure_threshold {
+        for _ in 0..state.config.breaker.failure_threshold {
             let s = summary(state).await;
             assert_eq!(s.status, 200, "{}", s.external);
             assert_eq!(s.reason(), Some("upstream_error"), "{}", s.external);

@@ -39,7 +39,9 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError};
 use serde_json::{json, Value};
 use shared::handlers::{ingest_metric, metrics_summary};
 use shared::http::ApiError;
-use shared::metric::{format_timestamp, parse_metrics, MetricLimits, MetricType};
+use shared::metric::{
+    format_timestamp, parse_metrics, Invalid, MetricError, MetricLimits, MetricType,
+};
 use shared::window::parse_summary_query;
 use shared::AppState;
 
@@ -616,7 +618,9 @@ fn limits() -> MetricLimits {
 }
 
 /// An error's status must be a 4xx, and a 422 must name its fields.
-fn check_error(err: &ApiError) -> Result<(), TestCaseError> {
+fn check_error(err: impl Into<ApiError>) -> Result<(), TestCaseError> {
+    let err: ApiError = err.into();
+    let err = &err;
     prop_assert!(err.status().is_client_error(), "{err:?}");
     if let ApiError::Unprocessable { errors, .. } = err {
         prop_assert!(!errors.is_empty(), "{err:?}");
@@ -632,7 +636,7 @@ proptest! {
     fn parse_metrics_takes_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
         match parse_metrics(&body, Utc::now(), &limits()) {
             Ok(parsed) => prop_assert!(!parsed.metrics.is_empty()),
-            Err(err) => check_error(&err)?,
+            Err(err) => check_error(err)?,
         }
     }
 
@@ -649,7 +653,7 @@ proptest! {
                     prop_assert!(m.timestamp >= now - limits().retention);
                 }
             }
-            Err(err) => check_error(&err)?,
+            Err(err) => check_error(err)?,
         }
     }
 
@@ -670,7 +674,7 @@ proptest! {
                 let want = expected.unwrap_or(f64::NAN);
                 prop_assert!(v.to_bits() == want.to_bits(), "{literal} parsed as {v:?}");
             }
-            Err(ApiError::Unprocessable { errors, .. }) => {
+            Err(MetricError::Invalid(Invalid { errors, .. })) => {
                 prop_assert_eq!(errors.len(), 1);
                 prop_assert_eq!(&errors[0].field, "value");
                 prop_assert!(
@@ -678,8 +682,7 @@ proptest! {
                     "the finite JSON number {} was refused", literal
                 );
             }
-            Err(ApiError::MalformedJson(_)) => prop_assert!(!is_json_number, "{}", literal),
-            Err(other) => prop_assert!(false, "{literal}: {other:?}"),
+            Err(MetricError::Malformed(_)) => prop_assert!(!is_json_number, "{}", literal),
         }
     }
 
@@ -718,8 +721,9 @@ proptest! {
                 prop_assert!(q.window.to <= now + skew + ChronoDuration::minutes(1));
             }
             Err(err) => {
+                let err = ApiError::from(err);
                 prop_assert_eq!(err.status().as_u16(), 422);
-                check_error(&err)?;
+                check_error(err)?;
             }
         }
     }
@@ -978,7 +982,7 @@ fn an_empty_body_and_an_oversized_one_are_4xx() {
     assert_eq!(reply.status, 400);
     let huge = format!(
         r#"{{"timestamp":"2026-02-18T12:00:00Z","value":1,"type":"t","pad":"{}"}}"#,
-        "x".repeat(HARNESS.state.config.max_body_bytes)
+        "x".repeat(HARNESS.state.config.request.max_body_bytes)
     );
     let reply = post_text(&huge);
     check(&reply);
@@ -989,7 +993,7 @@ fn an_empty_body_and_an_oversized_one_are_4xx() {
 fn echoed_input_cannot_blow_up_the_response() {
     // Characters that `{:?}` escapes at length: U+0085 is 2 bytes of UTF-8
     // and 6 characters escaped (`\u{85}`), 7 bytes once in a JSON string.
-    let limit = HARNESS.state.config.max_body_bytes;
+    let limit = HARNESS.state.config.request.max_body_bytes;
     let long = "\u{85}".repeat((limit - 200) / 2);
     let reply = post_text(&metric_with("timestamp", &json_string(&long)));
     check(&reply);
@@ -1000,7 +1004,7 @@ fn echoed_input_cannot_blow_up_the_response() {
             json_string(ts)
         )
     };
-    let batch_size = HARNESS.state.config.max_batch_size;
+    let batch_size = HARNESS.state.config.metrics.max_batch_size;
     let per_item = "\u{85}".repeat((limit / batch_size - 60) / 2);
     let batch = format!("[{}]", vec![item(&per_item); batch_size].join(","));
     assert!(batch.len() <= limit);

@@ -329,7 +329,7 @@ async fn concurrent_ingests_from_several_instances_are_all_counted() {
 #[tokio::test]
 async fn every_metric_key_expires() {
     let cfg = config(&[("METRIC_RETENTION_DAYS", "2")]);
-    let prefix = cfg.redis_key_prefix.clone();
+    let prefix = cfg.redis.key_prefix.clone();
     let state = AppState::new(cfg).unwrap();
     let t = random_type("ttl");
     let now = Utc::now();

@@ -13,12 +13,12 @@ use analytics_tests::{config_with_prefix, http_v2, random_prefix, redis_connecti
 use lambda_http::http::header::RETRY_AFTER;
 use lambda_http::http::StatusCode;
 use sha2::{Digest, Sha256};
-use shared::config::{Config, RateLimitAlgorithm};
+use shared::config::Config;
 use shared::connection::Redis;
-use shared::http::ApiError;
-use shared::identity::{client_identity, ClientId};
+use shared::http::{client_identity, rate_limit_fields, ApiError};
+use shared::identity::ClientId;
 use shared::keys::Keys;
-use shared::rate_limit::{RateLimitDecision, RateLimiter};
+use shared::rate_limit::{RateLimitAlgorithm, RateLimitDecision, RateLimiter};
 
 const ALGORITHMS: [RateLimitAlgorithm; 3] = [
     RateLimitAlgorithm::SlidingLog,
@@ -28,8 +28,11 @@ const ALGORITHMS: [RateLimitAlgorithm; 3] = [
 
 /// One "Lambda instance": its own connection and limiter over `config`.
 fn instance(config: &Config) -> (Redis, RateLimiter) {
-    let redis = Redis::from_config(config).expect("valid REDIS_URL");
-    let limiter = RateLimiter::new(config, Keys::new(config.redis_key_prefix.clone()));
+    let redis = Redis::from_settings(&config.redis).expect("valid REDIS_URL");
+    let limiter = RateLimiter::new(
+        &config.rate_limit,
+        Keys::new(config.redis.key_prefix.clone()),
+    );
     (redis, limiter)
 }
 
@@ -54,12 +57,11 @@ fn ip(addr: &str) -> ClientId {
 }
 
 fn header(decision: &RateLimitDecision, name: &str) -> String {
-    decision
-        .headers()
+    rate_limit_fields(decision)
         .into_iter()
         .find(|(n, _)| n.as_str() == name)
         .and_then(|(_, v)| v.to_str().ok().map(str::to_string))
-        .unwrap_or_else(|| panic!("no {name} field in {:?}", decision.headers()))
+        .unwrap_or_else(|| panic!("no {name} field in {:?}", rate_limit_fields(decision)))
 }
 
 async fn pttl(key: &str) -> i64 {
@@ -299,7 +301,7 @@ async fn api_keys_are_required_and_each_key_has_its_own_quota() {
             ("API_KEYS_SHA256", &hex_list),
         ],
     );
-    assert_eq!(config.api_key_digests, digests);
+    assert_eq!(config.identity.api_key_digests, digests);
     let (redis, limiter) = instance(&config);
     let identify = |key: Option<&str>| {
         // All from one source address: with keys configured, the key decides.
@@ -307,7 +309,7 @@ async fn api_keys_are_required_and_each_key_has_its_own_quota() {
         if let Some(key) = key {
             event = event.header("x-api-key", key);
         }
-        client_identity(&event.build(), &config.api_key_digests)
+        client_identity(&event.build(), &config.identity.api_key_digests)
     };
 
     assert!(matches!(identify(None), Err(ApiError::Unauthorized)));
@@ -434,7 +436,7 @@ async fn headers_count_down_to_zero_then_carry_retry_after() {
             header(&d, "ratelimit"),
             format!("\"default\";r=0;t={retry_after}")
         );
-        let response = d.into_error().into_response();
+        let response = ApiError::TooManyRequests(d).into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         let headers = response.headers();
         assert_eq!(headers[RETRY_AFTER], retry_after.to_string().as_str());

@@ -13,7 +13,9 @@
 -- counted in "not_hit", so a run of cache hits shows that it was one. At the
 -- end, one JSON line of results is written to stdout:
 --   {"label", "requests", "duration_us", "p50_us", "p99_us", "mean_us",
---    "non_2xx", "socket_errors", "connections", "not_hit"}
+--    "non_2xx", "socket_errors", "connections", "not_hit", "warm"}
+-- where "warm" says whether the run looks like one of started instances
+-- (more than 100 requests, p99 under 1 s): `make bench` warms up until it is.
 
 local method = os.getenv("WRK_METHOD") or "GET"
 local path = os.getenv("WRK_PATH") or "/health"
@@ -57,9 +59,10 @@ done = function(summary, latency, requests)
   end
   io.write(string.format(
     '{"label":"%s","requests":%d,"duration_us":%d,"p50_us":%.1f,"p99_us":%.1f,' ..
-    '"mean_us":%.1f,"non_2xx":%d,"socket_errors":%d,"connections":%d,"not_hit":%d}\n',
+    '"mean_us":%.1f,"non_2xx":%d,"socket_errors":%d,"connections":%d,"not_hit":%d,' ..
+    '"warm":%s}\n',
     os.getenv("WRK_LABEL") or "run", summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99), latency.mean, e.status,
     e.connect + e.read + e.write + e.timeout, tonumber(os.getenv("WRK_CONNECTIONS") or "0"),
-    misses))
+    misses, tostring(summary.requests > 100 and latency:percentile(99) < 1000000)))
 end

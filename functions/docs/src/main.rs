@@ -5,6 +5,10 @@
 use lambda_http::{run, service_fn, Error};
 use shared::{openapi::docs, telemetry};
 
+/// The allocator, as in every function (see `functions/health`): mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();

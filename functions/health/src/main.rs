@@ -2,7 +2,17 @@
 //! `shared` crate; this only bootstraps the instance.
 
 use lambda_http::Error;
-use shared::{handlers::health, observability, telemetry, AppState};
+use shared::{handlers::health, runtime, telemetry, AppState};
+
+/// The allocator: mimalloc (Leijen, Zorn and de Moura, "Mimalloc: Free List
+/// Sharding in Action", 2019). Each Redis command boxes a future of about
+/// 1.1 KiB in the redis crate (`RedisFuture`), above glibc's per-thread
+/// cache; there, each such allocation consolidates the fast bins, and
+/// glibc's `malloc` and `free` were a third of the instructions of an ingest
+/// (BENCHMARKS.md, figure 2). mimalloc serves every size the request path
+/// uses from per-thread free lists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,7 +21,7 @@ async fn main() -> Result<(), Error> {
     let state = AppState::from_env_or_exit();
     let state = &state;
     // Like lambda_http::run, plus EMF metrics flushed after each invocation.
-    observability::run(&state.config, move |req| async move {
+    runtime::run(&state.config.observability, move |req| async move {
         Ok::<_, Error>(health(state, req).await)
     })
     .await

@@ -2,7 +2,11 @@
 //! `shared` crate; this only bootstraps the instance.
 
 use lambda_http::Error;
-use shared::{handlers::metrics_summary, observability, telemetry, AppState};
+use shared::{handlers::metrics_summary, runtime, telemetry, AppState};
+
+/// The allocator, as in every function (see `functions/health`): mimalloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let state = AppState::from_env_or_exit();
     let state = &state;
     // Like lambda_http::run, plus EMF metrics flushed after each invocation.
-    observability::run(&state.config, move |req| async move {
+    runtime::run(&state.config.observability, move |req| async move {
         Ok::<_, Error>(metrics_summary(state, req).await)
     })
     .await

@@ -20,7 +20,7 @@
 --   lease_until  ms (Redis clock) after which exhausted probes are presumed lost
 --   last_failure "upstream_error" | "timeout": the failure that last opened it
 --
--- Returns an array:
+-- Returns an array (decoded by `AcquireReply` in breaker/mod.rs):
 --   [1] allowed   1 | 0
 --   [2] state     the state the call is admitted (or rejected) under
 --   [3] gen       the generation the call is admitted under (goes into the permit)

@@ -11,16 +11,21 @@
 //! `redis.call('TIME')`.
 //!
 //! # Protocol
-//! A caller brackets each call to the dependency with two script calls, one
-//! Redis round trip each (three the first time a Redis server sees the
-//! script, when `EVALSHA` answers `NOSCRIPT` and [`redis::Script`] loads it):
+//! [`CircuitBreaker::call`] runs the whole protocol around one call to the
+//! dependency, with two script calls, one Redis round trip each (three the
+//! first time a Redis server sees the script, when `EVALSHA` answers
+//! `NOSCRIPT` and [`redis::Script`] loads it):
 //!
 //! 1. [`CircuitBreaker::acquire`] (`acquire.lua`) answers [`Admission::Allowed`]
-//!    with a [`Permit`], or [`Admission::Rejected`]: do not call, answer the
-//!    fallback at once.
-//! 2. [`CircuitBreaker::report`] (`report.lua`) gives the permit back with the
-//!    [`CallOutcome`]. A call cancelled at `EXTERNAL_SERVICE_TIMEOUT_MS` is
-//!    reported as [`FailureKind::Timeout`].
+//!    with a [`Permit`], or [`Admission::Rejected`]: the dependency is not
+//!    called, and `call` answers [`CallError::Refused`] at once.
+//! 2. The call runs, cancelled after `EXTERNAL_SERVICE_TIMEOUT_MS`.
+//! 3. [`CircuitBreaker::report`] (`report.lua`) gives the permit back with the
+//!    [`CallOutcome`]; a cancelled call is reported as [`FailureKind::Timeout`].
+//!
+//! Steps 2 and 3 run as a task of their own, so that a caller cut off by its
+//! own deadline still gets its call reported (see [`CircuitBreaker::call`]).
+//! `acquire` and `report` are public for tests of the protocol itself.
 //!
 //! # States
 //! | state | calls | leaves when |
@@ -74,18 +79,89 @@
 //! state.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{ErrorKind, RedisError, Script, Value};
+use redis::{ErrorKind, FromRedisValue, ParsingError, RedisError, Script, Value};
 use serde::Serialize;
+use tracing::instrument::WithSubscriber;
+use tracing::Instrument;
+use utoipa::ToSchema;
 
-use crate::config::Config;
-use crate::connection::Redis;
+use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
+use crate::settings::{ConfigError, Env};
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
 static REPORT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("report.lua")));
+
+/// The reply of `acquire.lua`,
+/// `{allowed, state, gen, is_probe, from, to, reason}`, decoded here and
+/// nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AcquireReply {
+    admission: Admission,
+    transition: Option<Transition>,
+}
+
+impl FromRedisValue for AcquireReply {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let mut fields = ReplyFields::new("acquire.lua", reply)?;
+        let allowed: bool = fields.take()?;
+        let state: BreakerState = fields.take()?;
+        let generation: u64 = fields.take()?;
+        let is_probe: bool = fields.take()?;
+        let admission = if allowed {
+            Admission::Allowed(Permit {
+                generation,
+                state,
+                is_probe,
+            })
+        } else {
+            Admission::Rejected { state }
+        };
+        Ok(Self {
+            admission,
+            transition: transition_fields(&mut fields, generation)?,
+        })
+    }
+}
+
+/// The reply of `report.lua`, `{applied, state, gen, from, to, reason}`,
+/// decoded here and nowhere else.
+impl FromRedisValue for ReportOutcome {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let mut fields = ReplyFields::new("report.lua", reply)?;
+        let applied: bool = fields.take()?;
+        let state: BreakerState = fields.take()?;
+        let generation: u64 = fields.take()?;
+        Ok(Self {
+            applied,
+            state,
+            generation,
+            transition: transition_fields(&mut fields, generation)?,
+        })
+    }
+}
+
+/// The `from`, `to`, `reason` fields that end both scripts' replies: all
+/// empty when the call made no transition.
+fn transition_fields(
+    fields: &mut ReplyFields,
+    generation: u64,
+) -> Result<Option<Transition>, ParsingError> {
+    let (from, to, reason): (String, String, String) =
+        (fields.take()?, fields.take()?, fields.take()?);
+    parse_transition(&from, &to, &reason, generation)
+}
+
+impl FromRedisValue for BreakerState {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let name: String = FromRedisValue::from_redis_value(reply)?;
+        Self::parse(&name)
+    }
+}
 
 /// The shortest TTL of the breaker key.
 const MIN_KEY_TTL: Duration = Duration::from_secs(3600);
@@ -95,10 +171,39 @@ const MIN_KEY_TTL: Duration = Duration::from_secs(3600);
 /// expects.
 pub const STATE_READ_COMMANDS: usize = 2;
 
-/// A breaker state. Serializes (serde) and displays as `"closed"`, `"open"`
-/// or `"half_open"`, the names used in the Redis hash, in logs and in
-/// `GET /health`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// The breaker's settings.
+#[derive(Debug, Clone)]
+pub struct BreakerSettings {
+    /// `CIRCUIT_BREAKER_FAILURE_THRESHOLD`, default 3 (1..=1000): consecutive
+    /// failures that open the breaker.
+    pub failure_threshold: u32,
+    /// `CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS`, default 10 (1..=86 400): how
+    /// long it stays open before admitting probes.
+    pub reset_timeout: Duration,
+    /// `CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS`, default 1 (1..=1000): probes
+    /// admitted in total, across all instances, while half-open.
+    pub half_open_max_calls: u32,
+}
+
+impl BreakerSettings {
+    /// Reads and validates the `CIRCUIT_BREAKER_*` variables.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            failure_threshold: env.int("CIRCUIT_BREAKER_FAILURE_THRESHOLD", 3, 1..=1000)? as u32,
+            reset_timeout: env.seconds("CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS", 10, 1..=86_400)?,
+            half_open_max_calls: env.int("CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS", 1, 1..=1000)?
+                as u32,
+        })
+    }
+}
+
+/// A circuit breaker state: `closed`, `open` or `half_open`, the names used
+/// in the Redis hash, in logs and in `GET /health` (which shows the
+/// effective state: `half_open` as soon as the reset timeout has passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     /// Calls go ahead; consecutive failures are counted.
@@ -119,15 +224,12 @@ impl BreakerState {
         }
     }
 
-    fn parse(name: &str) -> Result<Self, RedisError> {
+    fn parse(name: &str) -> Result<Self, ParsingError> {
         match name {
             "closed" => Ok(Self::Closed),
             "open" => Ok(Self::Open),
             "half_open" => Ok(Self::HalfOpen),
-            other => Err(unexpected(
-                "unknown circuit breaker state",
-                other.to_string(),
-            )),
+            other => Err(format!("unknown circuit breaker state {other:?}").into()),
         }
     }
 }
@@ -209,6 +311,25 @@ pub enum Admission {
     },
 }
 
+/// Why [`CircuitBreaker::call`] produced no value.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The breaker refused the call: it is open, or every half-open probe
+    /// slot is taken. The dependency was not called.
+    #[error("the circuit breaker is {state}")]
+    Refused {
+        /// The state that refused the call.
+        state: BreakerState,
+    },
+    /// The call failed or was cancelled at its timeout; the failure was
+    /// reported to the breaker.
+    #[error("the call failed: {0}")]
+    Failed(FailureKind),
+    /// Redis could not be asked whether the call may go ahead.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
 /// Why a transition happened (the `reason` field of its log event).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -238,17 +359,14 @@ impl TransitionReason {
         }
     }
 
-    fn parse(name: &str) -> Result<Self, RedisError> {
+    fn parse(name: &str) -> Result<Self, ParsingError> {
         match name {
             "failure_threshold_reached" => Ok(Self::FailureThresholdReached),
             "reset_timeout_elapsed" => Ok(Self::ResetTimeoutElapsed),
             "probe_succeeded" => Ok(Self::ProbeSucceeded),
             "probe_failed" => Ok(Self::ProbeFailed),
             "probe_lease_expired" => Ok(Self::ProbeLeaseExpired),
-            other => Err(unexpected(
-                "unknown circuit breaker transition",
-                other.to_string(),
-            )),
+            other => Err(format!("unknown circuit breaker transition {other:?}").into()),
         }
     }
 }
@@ -283,6 +401,7 @@ pub struct ReportOutcome {
 /// Everything stored about one breaker, read in one round trip by
 /// [`CircuitBreaker::snapshot`] (for diagnostics and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg(any(test, feature = "test-support"))]
 pub struct BreakerSnapshot {
     /// The state as stored (`open` stays stored until an `acquire` moves it).
     pub stored_state: BreakerState,
@@ -313,49 +432,112 @@ pub struct CircuitBreaker {
     failure_threshold: u32,
     reset_timeout: Duration,
     half_open_max_calls: u32,
+    call_timeout: Duration,
     probe_lease: Duration,
     key_ttl: Duration,
 }
 
 impl CircuitBreaker {
     /// The breaker of `dependency` (e.g. `"external_service"`), stored under
-    /// `keys.breaker(dependency)`, with `CIRCUIT_BREAKER_FAILURE_THRESHOLD`
-    /// (consecutive failures), `CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS`,
-    /// `CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS`, and a probe lease of
-    /// `2 × EXTERNAL_SERVICE_TIMEOUT_MS + 1 s`. No Redis traffic happens here,
-    /// and the stored state is never reset.
-    pub fn new(config: &Config, keys: &Keys, dependency: &str) -> Self {
-        let reset_timeout = config.breaker_reset_timeout;
+    /// `keys.breaker(dependency)`, with `settings`, calls cancelled after
+    /// `call_timeout` (`EXTERNAL_SERVICE_TIMEOUT_MS`) and a probe lease of
+    /// `2 × call_timeout + 1 s`. No Redis traffic happens here, and the
+    /// stored state is never reset.
+    pub fn new(
+        settings: &BreakerSettings,
+        call_timeout: Duration,
+        keys: &Keys,
+        dependency: &str,
+    ) -> Self {
+        let reset_timeout = settings.reset_timeout;
         Self {
             dependency: dependency.to_string(),
             key: keys.breaker(dependency),
-            failure_threshold: config.breaker_failure_threshold.max(1),
+            failure_threshold: settings.failure_threshold.max(1),
             reset_timeout,
-            half_open_max_calls: config.breaker_half_open_max_calls.max(1),
-            probe_lease: config.external_service_timeout * 2 + Duration::from_secs(1),
+            half_open_max_calls: settings.half_open_max_calls.max(1),
+            call_timeout,
+            probe_lease: call_timeout * 2 + Duration::from_secs(1),
             key_ttl: (reset_timeout * 10).max(MIN_KEY_TTL),
         }
     }
 
-    /// The dependency's name, as given to [`CircuitBreaker::new`].
-    pub fn dependency(&self) -> &str {
-        &self.dependency
-    }
-
     /// The Redis key of the breaker hash.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn key(&self) -> &str {
         &self.key
     }
 
     /// How long an admitted probe may go without a report before its slot is
     /// given to a new probe (`2 × EXTERNAL_SERVICE_TIMEOUT_MS + 1 s`).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn probe_lease(&self) -> Duration {
         self.probe_lease
     }
 
     /// The TTL set on the breaker key by every write: `max(10 × reset timeout, 1 h)`.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn key_ttl(&self) -> Duration {
         self.key_ttl
+    }
+
+    /// Makes one call to the dependency through the breaker: asks whether
+    /// it may go ahead, runs `call` cancelled after the call timeout, reports
+    /// the outcome, and returns the call's value.
+    ///
+    /// The call and its report run as a task of their own: when the caller's
+    /// own deadline cuts it off, dropping its future does not drop the
+    /// report, or a dependency slower than the deadline would never open the
+    /// breaker and a cut-off probe would hold its slot until the probe lease
+    /// ends. (If Lambda freezes the instance first, the task reports when it
+    /// thaws; a report from an older generation is ignored, and the lease
+    /// covers a lost probe.) The task logs in the caller's span and
+    /// subscriber. A report that fails is logged, not returned: the call's
+    /// value is still good, and the breaker misses one result.
+    ///
+    /// # Errors
+    /// [`CallError::Refused`] when the breaker does not admit the call,
+    /// [`CallError::Failed`] with the [`FailureKind`] of the call's error (a timeout is
+    /// [`FailureKind::Timeout`]; a task that panicked counts as
+    /// [`FailureKind::UpstreamError`]), [`CallError::Redis`] when admission
+    /// could not be asked.
+    pub async fn call<T, E, F, Fut>(&self, redis: &Redis, call: F) -> Result<T, CallError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<FailureKind>,
+        T: Send + 'static,
+    {
+        let permit = match self.acquire(redis).await? {
+            Admission::Rejected { state } => return Err(CallError::Refused { state }),
+            Admission::Allowed(permit) => permit,
+        };
+        let (breaker, redis) = (self.clone(), redis.clone());
+        let task = tokio::spawn(
+            async move {
+                let result = match tokio::time::timeout(breaker.call_timeout, call()).await {
+                    Ok(result) => result.map_err(Into::into),
+                    Err(_elapsed) => Err(FailureKind::Timeout),
+                };
+                let outcome = match &result {
+                    Ok(_) => CallOutcome::Success,
+                    Err(kind) => CallOutcome::Failure(*kind),
+                };
+                if let Err(err) = breaker.report(&redis, &permit, outcome).await {
+                    tracing::warn!(error = %err, "could not report to the circuit breaker");
+                }
+                result
+            }
+            .instrument(tracing::Span::current())
+            .with_current_subscriber(),
+        );
+        match task.await {
+            Ok(result) => result.map_err(CallError::Failed),
+            Err(err) => {
+                tracing::error!(error = %err, "the guarded call's task failed");
+                Err(CallError::Failed(FailureKind::UpstreamError))
+            }
+        }
     }
 
     /// Asks whether one call to the dependency may go ahead: one script call
@@ -382,15 +564,10 @@ impl CircuitBreaker {
         &self,
         redis: &Redis,
     ) -> Result<(Admission, Option<Transition>), RedisError> {
-        let (allowed, state, generation, is_probe, from, to, reason): (
-            i64,
-            String,
-            u64,
-            i64,
-            String,
-            String,
-            String,
-        ) = ACQUIRE
+        let AcquireReply {
+            admission,
+            transition,
+        } = ACQUIRE
             .key(&self.key)
             .arg(millis(self.reset_timeout))
             .arg(self.half_open_max_calls)
@@ -398,20 +575,9 @@ impl CircuitBreaker {
             .arg(self.key_ttl.as_secs().max(1))
             .invoke_async(&mut redis.clone())
             .await?;
-        let state = BreakerState::parse(&state)?;
-        let transition = parse_transition(&from, &to, &reason, generation)?;
         if let Some(t) = &transition {
             self.log(t, None);
         }
-        let admission = if allowed == 1 {
-            Admission::Allowed(Permit {
-                generation,
-                state,
-                is_probe: is_probe == 1,
-            })
-        } else {
-            Admission::Rejected { state }
-        };
         Ok((admission, transition))
     }
 
@@ -447,14 +613,7 @@ impl CircuitBreaker {
         if let CallOutcome::Failure(_) = outcome {
             crate::observability::external_call_failed();
         }
-        let (applied, state, generation, from, to, reason): (
-            i64,
-            String,
-            u64,
-            String,
-            String,
-            String,
-        ) = REPORT
+        let reported: ReportOutcome = REPORT
             .key(&self.key)
             .arg(permit.generation)
             .arg(outcome.as_str())
@@ -462,20 +621,14 @@ impl CircuitBreaker {
             .arg(self.key_ttl.as_secs().max(1))
             .invoke_async(&mut redis.clone())
             .await?;
-        let transition = parse_transition(&from, &to, &reason, generation)?;
-        if let Some(t) = &transition {
+        if let Some(t) = &reported.transition {
             let failure = match outcome {
                 CallOutcome::Failure(kind) => Some(kind),
                 CallOutcome::Success => None,
             };
             self.log(t, failure);
         }
-        Ok(ReportOutcome {
-            applied: applied == 1,
-            state: BreakerState::parse(&state)?,
-            generation,
-            transition,
-        })
+        Ok(reported)
     }
 
     /// Appends the state read to a pipeline: `TIME` and
@@ -527,6 +680,7 @@ impl CircuitBreaker {
     /// # Errors
     /// As [`CircuitBreaker::effective_state_from`], plus the pipeline's
     /// [`RedisError`].
+    #[cfg(any(test, feature = "test-support"))]
     pub async fn state(&self, redis: &Redis) -> Result<BreakerState, RedisError> {
         let mut pipe = redis::pipe();
         self.add_state_read(&mut pipe);
@@ -539,6 +693,7 @@ impl CircuitBreaker {
     ///
     /// # Errors
     /// The pipeline's [`RedisError`], or a `Parse` error for a malformed hash.
+    #[cfg(any(test, feature = "test-support"))]
     pub async fn snapshot(&self, redis: &Redis) -> Result<BreakerSnapshot, RedisError> {
         let mut pipe = redis::pipe();
         pipe.cmd("TIME");
@@ -611,7 +766,7 @@ fn parse_transition(
     to: &str,
     reason: &str,
     generation: u64,
-) -> Result<Option<Transition>, RedisError> {
+) -> Result<Option<Transition>, ParsingError> {
     if reason.is_empty() {
         return Ok(None);
     }
@@ -642,8 +797,23 @@ mod tests {
     use super::*;
 
     fn breaker(pairs: &[(&str, &str)]) -> CircuitBreaker {
-        let config = Config::from_pairs(pairs).unwrap();
-        CircuitBreaker::new(&config, &Keys::new("unit"), "external_service")
+        let lookup = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let env = Env::new(&lookup);
+        let settings = BreakerSettings::from_env(&env).unwrap();
+        let call_timeout = env
+            .millis("EXTERNAL_SERVICE_TIMEOUT_MS", 1000, 1..=60_000)
+            .unwrap();
+        CircuitBreaker::new(
+            &settings,
+            call_timeout,
+            &Keys::new("unit"),
+            "external_service",
+        )
     }
 
     fn time_reply(ms: u64) -> Value {

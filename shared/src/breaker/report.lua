@@ -8,7 +8,7 @@
 -- ARGV[3]  failure threshold: consecutive failures that open a closed breaker (>= 1)
 -- ARGV[4]  key TTL, s (refreshed on every write)
 --
--- Returns an array:
+-- Returns an array (decoded by `ReportOutcome` in breaker/mod.rs):
 --   [1] applied  1 if the report counted, 0 if it was ignored (admitted under
 --                another generation, or the breaker is open)
 --   [2] state    the state after the report

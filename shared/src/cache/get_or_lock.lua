@@ -17,13 +17,14 @@
 -- ARGV[4]  "await" only: the `by` of the entry the request skipped ("" if
 --          there was none); an entry with this `by` is the stale copy
 --
--- Returns one of:
---   {1, body, ttl_left_ms, age_ms}   a hit (age from redis TIME)
---   {2}                              the lock is ours: recompute and store
---   {0}                              another request is recomputing: wait
---   {0, by}                          "refresh" only: as {0}, with the `by` of
---                                    the entry being skipped ("" if none), to
---                                    pass as ARGV[4] while awaiting
+-- Returns one of (decoded by `Lookup` in cache/mod.rs):
+--   {"hit", body, ttl_left_ms, age_ms}   a hit (age from redis TIME)
+--   {"locked"}                           the lock is ours: recompute and store
+--   {"busy"}                             another request is recomputing: wait
+--   {"busy", by}                         "refresh" only: as {"busy"}, with the
+--                                        `by` of the entry being skipped (""
+--                                        if none), to pass as ARGV[4] while
+--                                        awaiting
 local entry, lock = KEYS[1], KEYS[2]
 local mode = ARGV[3]
 
@@ -36,7 +37,7 @@ local function hit(skip)
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   local age = now_ms - (tonumber(stored[2]) or now_ms)
   if age < 0 then age = 0 end
-  return { 1, stored[1], redis.call('PTTL', entry), age }
+  return { 'hit', stored[1], redis.call('PTTL', entry), age }
 end
 
 if mode == 'read' then
@@ -49,15 +50,15 @@ elseif mode == 'await' then
   -- the waiters waiting.
   local found = hit(ARGV[4] or '')
   if found then return found end
-  if redis.call('EXISTS', lock) == 1 then return { 0 } end
+  if redis.call('EXISTS', lock) == 1 then return { 'busy' } end
   -- The lock is gone and nothing new was stored: its owner vanished or
   -- failed; take over below.
 end
 
 if redis.call('SET', lock, ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return { 2 }
+  return { 'locked' }
 end
 if mode == 'refresh' then
-  return { 0, redis.call('HGET', entry, 'by') or '' }
+  return { 'busy', redis.call('HGET', entry, 'by') or '' }
 end
-return { 0 }
+return { 'busy' }

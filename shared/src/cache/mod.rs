@@ -29,13 +29,14 @@ use std::future::Future;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::{RedisError, Script, Value};
+use redis::{FromRedisValue, ParsingError, RedisError, Script, Value};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
-use crate::config::Config;
-use crate::connection::Redis;
-use crate::http::ApiError;
+use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
+use crate::settings::{ConfigError, Env};
 use crate::window::SummaryQuery;
 
 static GET_OR_LOCK: LazyLock<Script> =
@@ -43,22 +44,65 @@ static GET_OR_LOCK: LazyLock<Script> =
 static STORE_AND_UNLOCK: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("store_and_unlock.lua")));
 
-/// Where a summary came from, for the `X-Cache`, `Cache-Control` and `Age`
-/// response fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The cache's settings.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// `CACHE_TTL_SECONDS`, default 60 (1..=86 400): TTL of a summary.
+    pub ttl: Duration,
+    /// `CACHE_FALLBACK_TTL_SECONDS`, default 5 (1..=86 400, at most
+    /// `CACHE_TTL_SECONDS`): TTL of a summary whose external data is a
+    /// fallback, so that the source's recovery shows promptly.
+    pub fallback_ttl: Duration,
+}
+
+impl CacheSettings {
+    /// Reads and validates the `CACHE_*` variables.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let ttl = env.seconds("CACHE_TTL_SECONDS", 60, 1..=86_400)?;
+        let fallback_ttl = env.seconds("CACHE_FALLBACK_TTL_SECONDS", 5, 1..=86_400)?;
+        if fallback_ttl > ttl {
+            return Err(ConfigError::new(
+                "CACHE_FALLBACK_TTL_SECONDS",
+                "must not exceed CACHE_TTL_SECONDS",
+            ));
+        }
+        Ok(Self { ttl, fallback_ttl })
+    }
+}
+
+/// Whether a summary came from the shared cache (`HIT`) or was computed for
+/// this request, once across all instances (`MISS`); sent as `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum CacheStatus {
-    /// Served from Redis.
-    Hit {
-        /// Whole seconds the entry has left to live (`max-age`).
-        ttl_left_s: u64,
-        /// Whole seconds since it was stored (`Age`).
-        age_s: u64,
-    },
-    /// Computed by this request (and stored, unless it failed to store).
-    Miss {
-        /// The TTL it was stored with, s.
-        ttl_s: u64,
-    },
+    /// Served from the cache (`Age` says how old it is).
+    Hit,
+    /// Computed for this request (once across all instances).
+    Miss,
+}
+
+impl CacheStatus {
+    /// `"HIT"` or `"MISS"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+        }
+    }
+}
+
+/// Why a summary could be neither served nor computed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError<E> {
+    /// Redis failed or timed out while looking up or locking the entry.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// The computation itself failed (its error is never cached).
+    #[error(transparent)]
+    Compute(E),
 }
 
 /// A summary body and where it came from.
@@ -69,6 +113,11 @@ pub struct CachedBody {
     pub body: String,
     /// Hit or miss.
     pub status: CacheStatus,
+    /// Whole seconds the body stays cached: what is left of the entry's TTL
+    /// on a hit, the TTL it was stored with on a miss (`max-age`).
+    pub max_age_s: u64,
+    /// Whole seconds since the entry was stored, on a hit (`Age`).
+    pub age_s: Option<u64>,
 }
 
 /// What a recomputation produced.
@@ -100,8 +149,8 @@ const LOCK_MARGIN: Duration = Duration::from_millis(500);
 /// to take over (1.5 s wait + 1 s computation). If Redis itself is slow enough
 /// that a computation outlives the lock, a second computation may start: the
 /// result stays correct, only the one-computation economy is lost.
-pub fn lock_ttl_for(config: &Config) -> Duration {
-    config.external_service_timeout + LOCK_MARGIN
+fn lock_ttl_for(compute_timeout: Duration) -> Duration {
+    compute_timeout + LOCK_MARGIN
 }
 
 /// How often a waiting request polls for the owner's result, at first and at
@@ -109,27 +158,82 @@ pub fn lock_ttl_for(config: &Config) -> Duration {
 const POLL_START: Duration = Duration::from_millis(10);
 const POLL_MAX: Duration = Duration::from_millis(80);
 
+/// The reply of `get_or_lock.lua`, decoded here and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Lookup {
-    Hit(CachedBody),
+    /// `{"hit", body, ttl_left_ms, age_ms}`: the entry.
+    Hit {
+        body: String,
+        ttl_left_ms: i64,
+        age_ms: i64,
+    },
+    /// `{"locked"}`: the lock is ours; compute and store.
     Locked,
-    /// Someone else holds the lock. In "refresh" mode it carries the `by`
-    /// of the entry being skipped ("" if none).
+    /// `{"busy"}` or `{"busy", by}`: someone else holds the lock. In
+    /// "refresh" mode it carries the `by` of the entry being skipped ("" if
+    /// none).
     Busy(String),
 }
 
+impl FromRedisValue for Lookup {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let mut fields = ReplyFields::new("get_or_lock.lua", reply)?;
+        let tag: String = fields.take()?;
+        match tag.as_str() {
+            "hit" => Ok(Self::Hit {
+                body: fields.take()?,
+                ttl_left_ms: fields.take()?,
+                age_ms: fields.take()?,
+            }),
+            "locked" => Ok(Self::Locked),
+            "busy" => Ok(Self::Busy(fields.take().unwrap_or_default())),
+            other => Err(fields.unexpected(other)),
+        }
+    }
+}
+
+/// How a lookup treats a stored entry (`ARGV[3]` of `get_or_lock.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Serve the entry if present, else try to take the lock.
+    Read,
+    /// Ignore the entry (`Cache-Control: no-cache`), try the lock.
+    Refresh,
+    /// A no-cache waiter: serve an entry newer than the skipped one.
+    Await,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Refresh => "refresh",
+            Self::Await => "await",
+        }
+    }
+}
+
 impl SummaryCache {
-    /// Reads `CACHE_TTL_SECONDS` and `CACHE_FALLBACK_TTL_SECONDS`.
+    /// The cache with `settings`' TTLs, its keys under `keys`.
+    /// `compute_timeout` bounds the slowest part of a computation (the
+    /// external call, `EXTERNAL_SERVICE_TIMEOUT_MS`) and `request_deadline`
+    /// is `REQUEST_DEADLINE_MS`.
     ///
-    /// The lock TTL is [`lock_ttl_for`]: it covers the slowest permitted
+    /// The lock TTL is `compute_timeout` + 500 ms: it covers the slowest permitted
     /// computation on a healthy Redis. A cold-start warning is logged when
     /// `REQUEST_DEADLINE_MS` leaves no room for a waiter to outlast a vanished
     /// owner's lock and then compute itself.
-    pub fn new(config: &Config, keys: Keys) -> Self {
-        let lock_ttl = lock_ttl_for(config);
-        let needed = lock_ttl + config.external_service_timeout + LOCK_MARGIN;
-        if config.request_deadline < needed {
+    pub fn new(
+        settings: &CacheSettings,
+        compute_timeout: Duration,
+        request_deadline: Duration,
+        keys: Keys,
+    ) -> Self {
+        let lock_ttl = lock_ttl_for(compute_timeout);
+        let needed = lock_ttl + compute_timeout + LOCK_MARGIN;
+        if request_deadline < needed {
             tracing::warn!(
-                request_deadline_ms = config.request_deadline.as_millis() as u64,
+                request_deadline_ms = request_deadline.as_millis() as u64,
                 needed_ms = needed.as_millis() as u64,
                 "REQUEST_DEADLINE_MS is shorter than 2 x EXTERNAL_SERVICE_TIMEOUT_MS + 1 s: \
                  a summary waiting behind a vanished lock owner may answer 503 instead of \
@@ -138,18 +242,20 @@ impl SummaryCache {
         }
         Self {
             keys,
-            ttl: config.cache_ttl,
-            fallback_ttl: config.cache_fallback_ttl,
+            ttl: settings.ttl,
+            fallback_ttl: settings.fallback_ttl,
             lock_ttl,
         }
     }
 
     /// How long a recompute lock lives unless its owner releases it.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn lock_ttl(&self) -> Duration {
         self.lock_ttl
     }
 
     /// The cache entry's key for `query` (its lock is the same plus `:lock`).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn entry_key(&self, query: &SummaryQuery) -> String {
         self.keys.cache(&digest(query))
     }
@@ -162,24 +268,25 @@ impl SummaryCache {
     /// request deadline.
     ///
     /// # Errors
-    /// [`ApiError`] from `compute` (never cached), or a 503 when Redis fails.
-    pub async fn get_or_compute<F, Fut>(
+    /// [`CacheError::Compute`] with `compute`'s error (never cached), or
+    /// [`CacheError::Redis`] when Redis fails.
+    pub async fn get_or_compute<F, Fut, E>(
         &self,
         redis: &Redis,
         query: &SummaryQuery,
         no_cache: bool,
         compute: F,
-    ) -> Result<CachedBody, ApiError>
+    ) -> Result<CachedBody, CacheError<E>>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Computed, ApiError>>,
+        Fut: Future<Output = Result<Computed, E>>,
     {
         let id = digest(query);
         let entry = self.keys.cache(&id);
         let lock = self.keys.cache_lock(&id);
         let token = uuid::Uuid::new_v4().simple().to_string();
 
-        let mut mode = if no_cache { "refresh" } else { "read" };
+        let mut mode = if no_cache { Mode::Refresh } else { Mode::Read };
         // Which computation wrote the entry a no-cache request skips: while
         // awaiting, that entry is never served (if the owner vanishes without
         // storing, the request takes over instead).
@@ -190,13 +297,26 @@ impl SummaryCache {
                 .lookup(redis, &entry, &lock, &token, mode, &skipped)
                 .await?
             {
-                Lookup::Hit(body) => return Ok(body),
+                Lookup::Hit {
+                    body,
+                    ttl_left_ms,
+                    age_ms,
+                } => {
+                    return Ok(CachedBody {
+                        body,
+                        status: CacheStatus::Hit,
+                        max_age_s: u64::try_from(ttl_left_ms.max(0))
+                            .unwrap_or(0)
+                            .div_ceil(1000),
+                        age_s: Some(u64::try_from(age_ms.max(0)).unwrap_or(0) / 1000),
+                    })
+                }
                 Lookup::Locked => break,
                 Lookup::Busy(by) => {
                     // A no-cache request waits for the owner's *new* value,
                     // not the entry it asked to skip.
-                    if mode == "refresh" {
-                        mode = "await";
+                    if mode == Mode::Refresh {
+                        mode = Mode::Await;
                         skipped = by;
                     }
                     // The lock expires by itself after lock_ttl if its owner
@@ -220,7 +340,7 @@ impl SummaryCache {
             ),
             Err(_) => ("", self.ttl),
         };
-        let stored: Result<i64, RedisError> = STORE_AND_UNLOCK
+        let released: Result<bool, RedisError> = STORE_AND_UNLOCK
             .key(&entry)
             .key(&lock)
             .arg(&token)
@@ -228,17 +348,20 @@ impl SummaryCache {
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut redis.clone())
             .await;
-        if let Err(err) = stored {
+        match released {
+            Ok(true) => {}
+            // The computation outlived its lock; a successor may hold it now.
+            Ok(false) => tracing::debug!("the recompute lock had expired before the store"),
             // The result is still good for this request; the next one will
             // find no entry (and the lock expiring) and recompute.
-            tracing::warn!(error = %err, "could not store a computed summary");
+            Err(err) => tracing::warn!(error = %err, "could not store a computed summary"),
         }
-        let computed = computed?;
+        let computed = computed.map_err(CacheError::Compute)?;
         Ok(CachedBody {
             body: computed.body,
-            status: CacheStatus::Miss {
-                ttl_s: ttl.as_secs(),
-            },
+            status: CacheStatus::Miss,
+            max_age_s: ttl.as_secs(),
+            age_s: None,
         })
     }
 
@@ -248,42 +371,18 @@ impl SummaryCache {
         entry: &str,
         lock: &str,
         token: &str,
-        mode: &str,
+        mode: Mode,
         skipped: &str,
-    ) -> Result<Lookup, ApiError> {
-        let reply: Vec<Value> = GET_OR_LOCK
+    ) -> Result<Lookup, RedisError> {
+        GET_OR_LOCK
             .key(entry)
             .key(lock)
             .arg(token)
             .arg(self.lock_ttl.as_millis() as u64)
-            .arg(mode)
+            .arg(mode.as_str())
             .arg(skipped)
             .invoke_async(&mut redis.clone())
-            .await?;
-        let text = |v: Option<&Value>| match v {
-            Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-            _ => String::new(),
-        };
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(i)) => *i,
-            _ => 0,
-        };
-        match int(reply.first()) {
-            1 => {
-                let body = text(reply.get(1));
-                let ttl_left_ms = int(reply.get(2)).max(0) as u64;
-                let age_ms = int(reply.get(3)).max(0) as u64;
-                Ok(Lookup::Hit(CachedBody {
-                    body,
-                    status: CacheStatus::Hit {
-                        ttl_left_s: ttl_left_ms.div_ceil(1000),
-                        age_s: age_ms / 1000,
-                    },
-                }))
-            }
-            2 => Ok(Lookup::Locked),
-            _ => Ok(Lookup::Busy(text(reply.get(1)))),
-        }
+            .await
     }
 }
 

@@ -13,7 +13,7 @@
 -- The entry is written even if the lock expired meanwhile (the value is still
 -- the newest computed); the lock is deleted only by its owner, so a slow owner
 -- never releases a lock a successor took over.
--- Returns: 1 if the lock was released by us, 0 otherwise.
+-- Returns: 1 if the lock was released by us, 0 otherwise (decoded as a bool).
 if ARGV[2] ~= '' then
   local now = redis.call('TIME')
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)

@@ -9,7 +9,11 @@ use redis::Value;
 
 use super::{require_method, within_deadline};
 use crate::http::{json_response, ApiError};
-use crate::state::{AppState, EXTERNAL_SERVICE};
+use crate::responses::{
+    CircuitBreakers, DegradedStatus, Health, HealthDegraded, HealthyStatus, RedisHealthy,
+    RedisUnhealthy,
+};
+use crate::state::AppState;
 
 /// Answers 200
 /// `{"status": "ok", "redis": "healthy", "redis_latency_ms": 0.21,
@@ -38,23 +42,25 @@ pub async fn health(state: &AppState, req: Request) -> Response<Body> {
         match breaker {
             Ok(breaker) => Ok(json_response(
                 StatusCode::OK,
-                &serde_json::json!({
-                    "status": "ok",
-                    "redis": "healthy",
-                    "redis_latency_ms": (latency_ms * 1000.0).round() / 1000.0,
-                    "circuit_breaker": { EXTERNAL_SERVICE: breaker },
-                    "version": env!("CARGO_PKG_VERSION"),
-                }),
+                &Health {
+                    status: HealthyStatus::Ok,
+                    redis: RedisHealthy::Healthy,
+                    redis_latency_ms: (latency_ms * 1000.0).round() / 1000.0,
+                    circuit_breaker: CircuitBreakers {
+                        external_service: breaker,
+                    },
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                },
             )),
             Err(err) => {
                 let _logged = ApiError::redis(&err);
                 let mut response = json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({
-                        "status": "degraded",
-                        "redis": "unhealthy",
-                        "version": env!("CARGO_PKG_VERSION"),
-                    }),
+                    &HealthDegraded {
+                        status: DegradedStatus::Degraded,
+                        redis: RedisUnhealthy::Unhealthy,
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                    },
                 );
                 response
                     .headers_mut()

@@ -8,10 +8,12 @@ use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 
 use super::{before, deadline, require_method};
-use crate::http::{body_bytes, request_id, respond, ApiError, FieldError, JSON};
-use crate::identity::{client_identity, ClientId};
-use crate::metric::parse_metrics;
-use crate::openapi::schemas::Created;
+use crate::http::{
+    body_bytes, client_identity, rate_limit_fields, request_id, respond, ApiError, JSON,
+};
+use crate::identity::ClientId;
+use crate::metric::{parse_metrics, FieldError};
+use crate::responses::Created;
 use crate::state::AppState;
 use crate::store::{Idempotency, IngestError, IngestOutcome};
 
@@ -48,11 +50,11 @@ pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
     let admitted = before(deadline, state, async {
         require_method(&req, Method::POST)?;
-        let client = client_identity(&req, &state.config.api_key_digests)?;
+        let client = client_identity(&req, &state.config.identity.api_key_digests)?;
         let decision = state.limiter.check(&state.redis, &client).await?;
         if !decision.allowed {
             crate::observability::rate_limited();
-            return Err(decision.into_error());
+            return Err(ApiError::TooManyRequests(decision));
         }
         Ok((client, decision))
     })
@@ -64,7 +66,7 @@ pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
     // Whatever happens after the limiter let the request through (even the
     // deadline passing), the response reports the limiter's state.
     let mut response = respond(before(deadline, state, store(state, &req, &client)).await);
-    response.headers_mut().extend(decision.headers());
+    response.headers_mut().extend(rate_limit_fields(&decision));
     response
 }
 
@@ -74,15 +76,17 @@ async fn store(
     client: &ClientId,
 ) -> Result<Response<Body>, ApiError> {
     let body = body_bytes(req);
-    if body.len() > state.config.max_body_bytes {
-        return Err(ApiError::PayloadTooLarge(state.config.max_body_bytes));
+    if body.len() > state.config.request.max_body_bytes {
+        return Err(ApiError::PayloadTooLarge(
+            state.config.request.max_body_bytes,
+        ));
     }
     let idempotency_key = idempotency_key(req.headers())?;
-    let parsed = parse_metrics(body, Utc::now(), &state.metric_limits())?;
+    let parsed = parse_metrics(body, Utc::now(), &state.config.metrics)?;
     let created = Created {
         request_id: request_id(req),
         stored: parsed.metrics.len() as u64,
-        metric: (!parsed.is_batch).then(|| parsed.metrics[0].to_stored()),
+        metric: (!parsed.is_batch).then(|| parsed.metrics[0].clone()),
     };
     // Cannot fail (strings, integers and finite floats only); should it
     // ever, the body is an empty object rather than a panic.
@@ -94,7 +98,7 @@ async fn store(
         ),
         fingerprint: parsed.fingerprint(),
         response_body: &created,
-        ttl_s: state.config.idempotency_ttl.as_secs(),
+        ttl_s: state.config.request.idempotency_ttl.as_secs(),
     });
     let outcome = state
         .store

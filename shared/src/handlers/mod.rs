@@ -35,7 +35,7 @@ async fn within_deadline(
 
 /// The instant by which the current request must be answered.
 fn deadline(state: &AppState) -> Instant {
-    Instant::now() + state.config.request_deadline
+    Instant::now() + state.config.request.deadline
 }
 
 /// Runs one step of a request, giving up at `deadline` with a 503.
@@ -46,7 +46,7 @@ async fn before<T>(
 ) -> Result<T, ApiError> {
     tokio::time::timeout_at(deadline, work)
         .await
-        .unwrap_or_else(|_| Err(ApiError::deadline(state.config.request_deadline)))
+        .unwrap_or_else(|_| Err(ApiError::deadline(state.config.request.deadline)))
 }
 
 /// 405 unless the request uses `expected` (a function invoked directly, or

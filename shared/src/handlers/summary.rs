@@ -1,23 +1,16 @@
 //! `GET /api/metrics/summary`: aggregates of one metric type over a window,
 //! enriched by the external source, served through the read-through cache.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use lambda_http::http::header::{HeaderValue, AGE, CACHE_CONTROL};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
-use serde_json::{Map, Value};
-use tracing::instrument::WithSubscriber;
-use tracing::Instrument;
 
 use super::{require_method, within_deadline};
-use crate::breaker::{Admission, CallOutcome, CircuitBreaker, FailureKind, Permit};
-use crate::cache::{CacheStatus, Computed};
-use crate::connection::Redis;
-use crate::external::{external_data, ExternalSource};
-use crate::http::{ApiError, JSON};
-use crate::identity::client_identity;
+use crate::breaker::CallError;
+use crate::cache::{CacheStatus, CachedBody, Computed};
+use crate::http::{client_identity, ApiError, JSON};
+use crate::responses::{ExternalData, FallbackReason, Summary};
 use crate::state::AppState;
 use crate::window::{parse_summary_query, SummaryQuery};
 
@@ -33,18 +26,19 @@ use crate::window::{parse_summary_query, SummaryQuery};
 /// says how long the answer stays cached. `Cache-Control: no-cache` on the
 /// request forces a recomputation.
 ///
-/// Errors: 401 missing/unknown API key (when keys are configured), 422 for a missing or invalid query (the allowed periods are
-/// listed), 503 + `Retry-After` when Redis is unavailable.
+/// Errors: 401 missing/unknown API key (when keys are configured), 422 for a
+/// missing or invalid query (the allowed periods are listed), 503 +
+/// `Retry-After` when Redis is unavailable.
 pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
     within_deadline(state, async {
         require_method(&req, Method::GET)?;
-        client_identity(&req, &state.config.api_key_digests)?;
+        client_identity(&req, &state.config.identity.api_key_digests)?;
         let params = req.query_string_parameters();
         let query = parse_summary_query(
             params.iter(),
             Utc::now(),
-            chrono::Duration::days(i64::from(state.config.metric_retention_days)),
-            chrono::Duration::from_std(state.config.max_future_skew).unwrap_or_default(),
+            state.config.metrics.retention,
+            state.config.metrics.max_future_skew,
         )?;
         let cached = state
             .cache
@@ -52,28 +46,30 @@ pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
                 compute_summary(state, &query)
             })
             .await?;
-        let mut response = Response::new(Body::from(cached.body));
-        *response.status_mut() = StatusCode::OK;
-        let headers = response.headers_mut();
-        headers.insert("content-type", HeaderValue::from_static(JSON));
-        let (x_cache, max_age) = match cached.status {
-            CacheStatus::Hit { ttl_left_s, age_s } => {
-                crate::observability::cache_hit();
-                headers.insert(AGE, HeaderValue::from(age_s));
-                ("HIT", ttl_left_s)
-            }
-            CacheStatus::Miss { ttl_s } => {
-                crate::observability::cache_miss();
-                ("MISS", ttl_s)
-            }
-        };
-        headers.insert("x-cache", HeaderValue::from_static(x_cache));
-        if let Ok(value) = HeaderValue::from_str(&format!("max-age={max_age}")) {
-            headers.insert(CACHE_CONTROL, value);
-        }
-        Ok(response)
+        Ok(cached_response(cached))
     })
     .await
+}
+
+/// The 200 of a summary, with `X-Cache`, `Cache-Control: max-age` and, on a
+/// hit, `Age`.
+fn cached_response(cached: CachedBody) -> Response<Body> {
+    match cached.status {
+        CacheStatus::Hit => crate::observability::cache_hit(),
+        CacheStatus::Miss => crate::observability::cache_miss(),
+    }
+    let mut response = Response::new(Body::from(cached.body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(JSON));
+    headers.insert("x-cache", HeaderValue::from_static(cached.status.as_str()));
+    if let Ok(value) = HeaderValue::from_str(&format!("max-age={}", cached.max_age_s)) {
+        headers.insert(CACHE_CONTROL, value);
+    }
+    if let Some(age_s) = cached.age_s {
+        headers.insert(AGE, HeaderValue::from(age_s));
+    }
+    response
 }
 
 /// True when the request carries `Cache-Control: no-cache` (a dashboard's
@@ -94,81 +90,36 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         .store
         .aggregate(&state.redis, &query.metric_type, &query.window)
         .await?;
-    let external = match state.breaker.acquire(&state.redis).await? {
-        Admission::Rejected { .. } => Err("circuit_open"),
-        Admission::Allowed(permit) => {
-            // The call and its report run as a task of their own: when the
-            // request deadline cuts this request off, dropping its future must
-            // not drop the report with it, or a source slower than the
-            // deadline would never open the breaker and a cut-off probe would
-            // hold its slot until the probe lease ends. (If Lambda freezes the
-            // instance first, the task reports when it thaws; a report from an
-            // older generation is ignored, and the lease covers a lost probe.)
-            // It logs in the request's span (requestId) and subscriber.
-            let call = tokio::spawn(
-                call_and_report(
-                    state.breaker.clone(),
-                    state.redis.clone(),
-                    state.external.clone(),
-                    state.config.external_service_timeout,
-                    query.metric_type.as_str().to_string(),
-                    query.period_label(),
-                    permit,
-                )
-                .instrument(tracing::Span::current())
-                .with_current_subscriber(),
-            );
-            match call.await {
-                Ok(result) => result.map_err(FailureKind::as_str),
-                Err(err) => {
-                    tracing::error!(error = %err, "the external call task failed");
-                    Err(FailureKind::UpstreamError.as_str())
-                }
-            }
-        }
+    let (source, asked) = (state.external.clone(), query.clone());
+    let external_data = match state
+        .breaker
+        .call(
+            &state.redis,
+            move || async move { source.fetch(&asked).await },
+        )
+        .await
+    {
+        Ok(fields) => ExternalData::success(fields),
+        Err(CallError::Refused { .. }) => ExternalData::fallback(FallbackReason::CircuitOpen),
+        Err(CallError::Failed(kind)) => ExternalData::fallback(kind.into()),
+        Err(CallError::Redis(err)) => return Err(err.into()),
     };
-    let degraded = external.is_err();
-    let body = serde_json::json!({
-        "type": query.metric_type,
-        "period": query.period_label(),
-        "window": query.window.to_json(),
-        "count": aggregate.count,
-        "average_value": aggregate.average(),
-        "min_value": aggregate.min,
-        "max_value": aggregate.max,
-        "sum": aggregate.sum(),
-        "external_data": external_data(external),
-    });
+    let summary = Summary {
+        metric_type: query.metric_type.clone(),
+        period: query.period_label(),
+        window: query.window,
+        count: aggregate.count,
+        average_value: aggregate.average(),
+        min_value: aggregate.min,
+        max_value: aggregate.max,
+        sum: aggregate.sum(),
+        external_data,
+    };
     Ok(Computed {
-        body: body.to_string(),
-        degraded,
+        degraded: summary.external_data.is_fallback(),
+        // Cannot fail (strings, integers, finite floats and the source's own
+        // JSON only); should it ever, the body is an empty object rather
+        // than a panic.
+        body: serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into()),
     })
-}
-
-/// Calls the external source (cancelled at `timeout`,
-/// `EXTERNAL_SERVICE_TIMEOUT_MS`) and reports the outcome to the breaker
-/// under `permit`. Owns everything it uses, so that it can run as a task that
-/// outlives the request which started it.
-///
-/// # Errors
-/// The call's [`FailureKind`]. A failed report is only logged: the summary is
-/// still good, and the breaker misses one result.
-async fn call_and_report(
-    breaker: CircuitBreaker,
-    redis: Redis,
-    external: ExternalSource,
-    timeout: Duration,
-    metric_type: String,
-    period: &'static str,
-    permit: Permit,
-) -> Result<Map<String, Value>, FailureKind> {
-    let result = external.fetch(&metric_type, period, timeout).await;
-    let outcome = match &result {
-        Ok(_) => CallOutcome::Success,
-        Err(kind) => CallOutcome::Failure(*kind),
-    };
-    if let Err(err) = breaker.report(&redis, &permit, outcome).await {
-        tracing::warn!(error = %err, "could not report to the circuit breaker");
-    }
-    result
 }

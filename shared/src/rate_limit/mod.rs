@@ -33,34 +33,109 @@
 //!   storing one theoretical arrival time per client, as redis-cell (Brandur
 //!   Leach), go-redis/redis_rate and Brandur Leach's `throttled` do.
 //!
-//! The decision carries the IETF `RateLimit-Policy` and `RateLimit` fields of
-//! draft-ietf-httpapi-ratelimit-headers-10 and, when rejected, a
-//! `Retry-After` (RFC 9110 §10.2.3) of at least one second, computed from the
-//! state (when the next slot frees), so a client that waits that long and
-//! retries is accepted.
+//! The result is a typed [`RateLimitDecision`]: accepted or refused, the
+//! policy (limit per window), what remains, when it resets and, when refused,
+//! when to retry (at least one second, computed from the state: when the next
+//! slot frees), so a client that waits that long and retries is accepted. The
+//! HTTP edge turns it into the `RateLimit-Policy` and `RateLimit` fields of
+//! draft-ietf-httpapi-ratelimit-headers-10 and, when refused, a 429 with
+//! `Retry-After` (RFC 9110 §10.2.3).
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use lambda_http::http::header::{HeaderName, HeaderValue};
-use redis::{RedisError, Script};
+use redis::{FromRedisValue, ParsingError, RedisError, Script, Value};
 
-use crate::config::{Config, RateLimitAlgorithm};
-use crate::connection::Redis;
-use crate::http::ApiError;
+use crate::connection::{Redis, ReplyFields};
 use crate::identity::ClientId;
 use crate::keys::Keys;
+use crate::settings::{ConfigError, Env};
+
+/// Why a check could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    /// Redis failed or timed out (after `REDIS_TIMEOUT_MS`), or the script's
+    /// reply did not have its shape; nothing is known to be counted.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
 
 /// The name of the service's one quota policy in the `RateLimit` fields.
 pub const POLICY_NAME: &str = "default";
 
-/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-10 §2): the
-/// policy, e.g. `"default";q=5;w=60`.
-pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// Which rate-limiting algorithm guards `POST /api/metrics`
+/// (`RATE_LIMIT_ALGORITHM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitAlgorithm {
+    /// Exact sliding log: one sorted-set entry per accepted request, O(limit)
+    /// memory per client.
+    SlidingLog,
+    /// Two fixed-window counters, the previous one weighted by its overlap with
+    /// the rolling window: O(1) memory, approximate.
+    SlidingWindowCounter,
+    /// GCRA (the generic cell rate algorithm, a token bucket kept as one
+    /// theoretical arrival time per client).
+    TokenBucket,
+}
 
-/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10 §3): the current
-/// state, e.g. `"default";r=0;t=37`.
-pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+impl RateLimitAlgorithm {
+    /// The name used in configuration and in Redis keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SlidingLog => "sliding_log",
+            Self::SlidingWindowCounter => "sliding_window_counter",
+            Self::TokenBucket => "token_bucket",
+        }
+    }
+}
+
+impl FromStr for RateLimitAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sliding_log" => Ok(Self::SlidingLog),
+            "sliding_window_counter" => Ok(Self::SlidingWindowCounter),
+            "token_bucket" => Ok(Self::TokenBucket),
+            other => Err(format!(
+                "unknown algorithm {other:?}; expected sliding_log, sliding_window_counter or token_bucket"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for RateLimitAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The limiter's settings.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// `RATE_LIMIT_REQUESTS`, default 5 (1..=1 000 000): requests allowed per
+    /// window per client.
+    pub requests: u32,
+    /// `RATE_LIMIT_WINDOW_SECONDS`, default 60 (1..=86 400).
+    pub window: Duration,
+    /// `RATE_LIMIT_ALGORITHM`, default `sliding_log`.
+    pub algorithm: RateLimitAlgorithm,
+}
+
+impl RateLimitSettings {
+    /// Reads and validates the `RATE_LIMIT_*` variables.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first unusable variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            requests: env.int("RATE_LIMIT_REQUESTS", 5, 1..=1_000_000)? as u32,
+            window: env.seconds("RATE_LIMIT_WINDOW_SECONDS", 60, 1..=86_400)?,
+            algorithm: env.parse("RATE_LIMIT_ALGORITHM", RateLimitAlgorithm::SlidingLog)?,
+        })
+    }
+}
 
 static SLIDING_LOG: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("sliding_log.lua")));
@@ -68,6 +143,33 @@ static SLIDING_WINDOW_COUNTER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("sliding_window_counter.lua")));
 static TOKEN_BUCKET: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
+
+/// The reply shared by the three limiter scripts,
+/// `{allowed, remaining, reset_after, retry_after}`, decoded here and
+/// nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LimiterReply {
+    /// `allowed`: 1 if the request was accepted (and recorded), else 0.
+    allowed: bool,
+    /// `remaining`: requests that would still be accepted right now.
+    remaining: i64,
+    /// `reset_after`: µs until `remaining` next increases.
+    reset_after_us: i64,
+    /// `retry_after`: 0 if accepted, else µs until a request would be accepted.
+    retry_after_us: i64,
+}
+
+impl FromRedisValue for LimiterReply {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let mut fields = ReplyFields::new("rate limiter script", reply)?;
+        Ok(Self {
+            allowed: fields.take()?,
+            remaining: fields.take()?,
+            reset_after_us: fields.take()?,
+            retry_after_us: fields.take()?,
+        })
+    }
+}
 
 /// The rate limiter of one deployment: the configured algorithm, limit and
 /// window, and where its keys live. Built once per cold start; cheap to clone.
@@ -80,31 +182,15 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter for `RATE_LIMIT_REQUESTS` requests per
-    /// `RATE_LIMIT_WINDOW_SECONDS` per client with `RATE_LIMIT_ALGORITHM`
-    /// (all already validated by [`Config`]: limit ≥ 1, window 1 s to 1 day).
-    pub fn new(config: &Config, keys: Keys) -> Self {
+    /// A limiter for `settings.requests` requests per `settings.window` per
+    /// client with `settings.algorithm`, its keys under `keys`.
+    pub fn new(settings: &RateLimitSettings, keys: Keys) -> Self {
         Self {
             keys,
-            algorithm: config.rate_limit_algorithm,
-            limit: config.rate_limit_requests.max(1),
-            window: config.rate_limit_window.max(Duration::from_secs(1)),
+            algorithm: settings.algorithm,
+            limit: settings.requests.max(1),
+            window: settings.window.max(Duration::from_secs(1)),
         }
-    }
-
-    /// The configured algorithm.
-    pub fn algorithm(&self) -> RateLimitAlgorithm {
-        self.algorithm
-    }
-
-    /// Requests allowed per window per client.
-    pub fn limit(&self) -> u32 {
-        self.limit
-    }
-
-    /// The window length (whole seconds).
-    pub fn window(&self) -> Duration {
-        self.window
     }
 
     /// The Redis key holding `client`'s state for the configured algorithm
@@ -122,21 +208,20 @@ impl RateLimiter {
     /// serve it successfully: the limiter protects the work of parsing too.
     ///
     /// # Errors
-    /// The [`RedisError`] of the call (connection, timeout after
-    /// `REDIS_TIMEOUT_MS`, or a reply of unexpected shape); the caller answers
-    /// 503 with `ApiError::from`.
+    /// [`RateLimitError::Redis`] when the call fails (connection, timeout
+    /// after `REDIS_TIMEOUT_MS`, or a reply of unexpected shape).
     pub async fn check(
         &self,
         redis: &Redis,
         client: &ClientId,
-    ) -> Result<RateLimitDecision, RedisError> {
+    ) -> Result<RateLimitDecision, RateLimitError> {
         let script: &Script = match self.algorithm {
             RateLimitAlgorithm::SlidingLog => &SLIDING_LOG,
             RateLimitAlgorithm::SlidingWindowCounter => &SLIDING_WINDOW_COUNTER,
             RateLimitAlgorithm::TokenBucket => &TOKEN_BUCKET,
         };
         let window_us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
-        let reply: (i64, i64, i64, i64) = script
+        let reply: LimiterReply = script
             .key(self.key(client))
             .arg(self.limit)
             .arg(window_us)
@@ -173,10 +258,14 @@ pub struct RateLimitDecision {
 }
 
 impl RateLimitDecision {
-    /// From a script's `{allowed, remaining, reset_after µs, retry_after µs}`.
-    fn from_reply(limit: u32, window: Duration, reply: (i64, i64, i64, i64)) -> Self {
-        let (allowed, remaining, reset_after_us, retry_after_us) = reply;
-        let allowed = allowed == 1;
+    /// From a script's reply.
+    fn from_reply(limit: u32, window: Duration, reply: LimiterReply) -> Self {
+        let LimiterReply {
+            allowed,
+            remaining,
+            reset_after_us,
+            retry_after_us,
+        } = reply;
         let reset_after_s = ceil_seconds(reset_after_us);
         Self {
             allowed,
@@ -193,62 +282,6 @@ impl RateLimitDecision {
             retry_after_s: (!allowed).then(|| ceil_seconds(retry_after_us)),
         }
     }
-
-    /// The `RateLimit-Policy` and `RateLimit` fields
-    /// (draft-ietf-httpapi-ratelimit-headers-10), e.g.
-    /// `RateLimit-Policy: "default";q=5;w=60` and
-    /// `RateLimit: "default";r=0;t=37`. Sent on every response of a limited
-    /// route, accepted or not. `Retry-After` is not included: the 429 built by
-    /// [`RateLimitDecision::into_error`] adds it.
-    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        [
-            (
-                &RATELIMIT_POLICY,
-                field("q", self.limit.into(), "w", self.window_s),
-            ),
-            (
-                &RATELIMIT,
-                field("r", self.remaining.into(), "t", self.reset_after_s),
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| value.map(|value| (name.clone(), value)))
-        .collect()
-    }
-
-    /// The 429 for a rejected decision: [`ApiError::TooManyRequests`] with
-    /// `Retry-After` = [`Self::retry_after_s`] and the [`Self::headers`].
-    /// Meant for rejected decisions; for an accepted one the retry time is
-    /// [`Self::reset_after_s`].
-    pub fn into_error(self) -> ApiError {
-        let retry_after_s = self.retry_after_s.unwrap_or(self.reset_after_s).max(1);
-        ApiError::TooManyRequests {
-            retry_after_s,
-            headers: self.headers(),
-        }
-    }
-}
-
-/// `"default";<a>=<x>;<b>=<y>`, e.g. `"default";q=5;w=60`: one structured
-/// field item with two integer parameters, built without `format!` (it is on
-/// every ingest). Plain ASCII, so the conversion cannot fail; a failure
-/// would drop the field rather than panic.
-fn field(a: &str, x: u64, b: &str, y: u64) -> Option<HeaderValue> {
-    let (mut x_digits, mut y_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let text = [
-        "\"",
-        POLICY_NAME,
-        "\";",
-        a,
-        "=",
-        x_digits.format(x),
-        ";",
-        b,
-        "=",
-        y_digits.format(y),
-    ]
-    .concat();
-    HeaderValue::try_from(text).ok()
 }
 
 /// Microseconds → whole seconds, rounded up, at least 1: a client told to
@@ -258,12 +291,17 @@ fn ceil_seconds(us: i64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use lambda_http::http::header::{CONTENT_TYPE, RETRY_AFTER};
-    use lambda_http::http::StatusCode;
 
-    fn decision(reply: (i64, i64, i64, i64)) -> RateLimitDecision {
+    pub(crate) fn decision(reply: (i64, i64, i64, i64)) -> RateLimitDecision {
+        let (allowed, remaining, reset_after_us, retry_after_us) = reply;
+        let reply = LimiterReply {
+            allowed: allowed == 1,
+            remaining,
+            reset_after_us,
+            retry_after_us,
+        };
         RateLimitDecision::from_reply(5, Duration::from_secs(60), reply)
     }
 
@@ -293,30 +331,6 @@ mod tests {
         assert_eq!(d.remaining, 0);
         assert_eq!(d.retry_after_s, Some(37));
         assert_eq!(d.reset_after_s, 37);
-    }
-
-    #[test]
-    fn headers_follow_the_draft_syntax() {
-        let d = decision((0, 0, 36_200_000, 36_200_000));
-        let headers = d.headers();
-        assert_eq!(headers.len(), 2);
-        assert_eq!(headers[0].0.as_str(), "ratelimit-policy");
-        assert_eq!(headers[0].1, "\"default\";q=5;w=60");
-        assert_eq!(headers[1].0.as_str(), "ratelimit");
-        assert_eq!(headers[1].1, "\"default\";r=0;t=37");
-    }
-
-    #[test]
-    fn a_rejection_becomes_a_429_problem_with_retry_after_and_fields() {
-        let response = decision((0, 0, 1_500_000, 1_500_000))
-            .into_error()
-            .into_response();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        let headers = response.headers();
-        assert_eq!(headers[RETRY_AFTER], "2");
-        assert_eq!(headers["ratelimit"], "\"default\";r=0;t=2");
-        assert_eq!(headers["ratelimit-policy"], "\"default\";q=5;w=60");
-        assert_eq!(headers[CONTENT_TYPE], crate::http::PROBLEM_JSON);
     }
 
     #[test]

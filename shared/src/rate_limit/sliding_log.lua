@@ -11,7 +11,8 @@
 -- ARGV[1]  limit: requests allowed per window (integer >= 1).
 -- ARGV[2]  window length in µs (integer >= 1).
 --
--- Returns {allowed, remaining, reset_after, retry_after}:
+-- Returns {allowed, remaining, reset_after, retry_after} (decoded by
+-- `LimiterReply` in rate_limit/mod.rs):
 --   allowed      1 if the request was accepted (and recorded), else 0;
 --   remaining    requests that would still be accepted right now;
 --   reset_after  µs until `remaining` next increases (the oldest entry in the

@@ -22,7 +22,8 @@
 -- ARGV[2]  window length in µs (integer >= 1); the bucket refills fully in
 --          one window.
 --
--- Returns {allowed, remaining, reset_after, retry_after}:
+-- Returns {allowed, remaining, reset_after, retry_after} (decoded by
+-- `LimiterReply` in rate_limit/mod.rs):
 --   allowed      1 if the request was accepted (TAT advanced), else 0;
 --   remaining    requests that would still be accepted right now;
 --   reset_after  µs until `remaining` next increases (the next token), > 0;

@@ -11,13 +11,15 @@
 //! | day | 86 400 s | one 32-day era | 32 |
 //!
 //! A container is a small Redis hash (`field = bucket start, unix s`,
-//! `value = "count sum min max"`), kept in Redis' compact listpack encoding.
+//! `value` = one bucket in the format of [`StoredBucket`]).
 //! A window of whole minutes is covered greedily: minutes up to the first
 //! hour boundary, hours up to the first day boundary, whole days, then hours
 //! and minutes again — at most 59 + 23 + days + 23 + 59 buckets (≤ 194 for 30
 //! days), whatever the number of points stored.
 
 use std::fmt;
+
+use super::compensated::CompensatedSum;
 
 /// Seconds in a minute, hour and day.
 const MINUTE: i64 = 60;
@@ -138,120 +140,92 @@ pub fn cover(from: i64, to: i64) -> Vec<BucketRef> {
     buckets
 }
 
-/// 2⁻⁶⁴, exactly. A window's sum is also accumulated scaled by it, so that
-/// a total beyond `f64::MAX` of finite bucket sums is still known: up to
-/// 2⁶⁴ merged buckets, the scaled sum cannot overflow.
-const SCALE: f64 = 1.0 / 18_446_744_073_709_551_616.0;
-
-/// The aggregate of one bucket, or of a whole window: count, sum, min, max.
+/// One bucket as stored in its container: **the bucket format**, defined
+/// here once. Written (and read back, to add to it) only by `ingest.lua`,
+/// read by [`StoredBucket::parse`] for summaries and series (`summary.lua`
+/// returns the stored texts unchanged).
 ///
-/// Each stored bucket's sum is finite (`ingest.lua` refuses a metric that
-/// would make it overflow), but the buckets of a window can add up beyond a
-/// double's range. `sum` then saturates at ±`f64::MAX` and the average is
-/// computed from the scaled sum, so every number reported is finite (JSON
-/// has no infinity; serde_json would write `null`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Aggregate {
-    /// Number of points.
+/// A bucket is one or two fields of its container hash:
+///
+/// ```text
+/// <start>    <count> <sum> <compensation> <min> <max> <sbins> <rbins>[ <positive floor> <negative floor>]|<recent tokens>
+/// <start>.s  <folded tokens>
+/// ```
+///
+/// Single spaces; `count`, `sbins`, `rbins` non-negative integers; `sum`,
+/// `compensation` finite doubles written with `%.17g` (which round-trips
+/// every double), `min`, `max` with `%.15g` when that reads back the same
+/// double, else `%.17g`. `sum` and `compensation` are the two parts of a
+/// Neumaier sum ([`super::compensated`]). The tokens are the bucket's
+/// quantile sketch ([`super::sketch`]), split in two: at most 32 recent
+/// tokens (`rbins`) in the main field, which a single ingest rewrites
+/// without copying the rest, and the folded tokens (`sbins`) in the
+/// `<start>.s` field, which exists only once a bucket has had more bins than
+/// that; a bin may appear in both, and readers add them. The floors (a
+/// decimal index, or `x` when unset) appear once a store of the sketch has
+/// been collapsed.
+///
+/// Buckets written before sketches existed read `"<count> <sum> <min>
+/// <max>"`: they still give count, sum, min and max; a window holding one
+/// reports no percentiles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredBucket {
+    /// Number of points in the bucket.
     pub count: u64,
-    /// Sum of their values; always finite: ±`f64::MAX` when the exact sum is
-    /// beyond it.
-    pub sum: f64,
-    /// Smallest value, `None` when `count == 0`.
-    pub min: Option<f64>,
-    /// Largest value, `None` when `count == 0`.
-    pub max: Option<f64>,
-    /// The running sum by plain `f64` additions: infinite or NaN once it
-    /// overflowed, and then never finite again.
-    plain: f64,
-    /// The running sum × [`SCALE`].
-    scaled: f64,
+    /// Sum of their values, compensated; finite (`ingest.lua` refuses an
+    /// overflow).
+    pub sum: CompensatedSum,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// The recent sketch tokens, `None` for a bucket of the format before
+    /// sketches.
+    pub sketch: Option<String>,
+    /// Tokens in the folded field, per the header (0: no such field).
+    pub folded_bins: u64,
+    /// The folded field's text, when it was read.
+    pub folded: Option<String>,
 }
 
-impl Default for Aggregate {
-    fn default() -> Self {
-        Self::EMPTY
-    }
-}
-
-impl Aggregate {
-    /// No points.
-    pub const EMPTY: Aggregate = Aggregate {
-        count: 0,
-        sum: 0.0,
-        min: None,
-        max: None,
-        plain: 0.0,
-        scaled: 0.0,
-    };
-
-    /// One bucket (or point): `count` values summing to `sum` (finite).
-    fn bucket(count: u64, sum: f64, min: f64, max: f64) -> Self {
-        Aggregate {
-            count,
-            sum,
-            min: Some(min),
-            max: Some(max),
-            plain: sum,
-            scaled: sum * SCALE,
-        }
-    }
-
-    /// Adds one point.
-    pub fn push(&mut self, value: f64) {
-        self.merge(&Aggregate::bucket(1, value, value, value));
-    }
-
-    /// Combines another aggregate into this one (associative and commutative,
-    /// up to floating-point rounding of `sum`).
-    pub fn merge(&mut self, other: &Aggregate) {
-        if other.count == 0 {
-            return;
-        }
-        self.count = self.count.saturating_add(other.count);
-        self.plain += other.plain;
-        self.scaled += other.scaled;
-        self.sum = if self.plain.is_finite() {
-            self.plain
-        } else {
-            (self.scaled / SCALE).clamp(-f64::MAX, f64::MAX)
+impl StoredBucket {
+    /// Parses the bucket format: the main field's text and, when present,
+    /// the folded field's. `None` for anything else, including non-finite
+    /// numbers, which `ingest.lua` never writes.
+    pub fn parse(text: &str, folded: Option<&str>) -> Option<Self> {
+        let (head, sketch) = match text.split_once('|') {
+            Some((head, sketch)) => (head, Some(sketch)),
+            None => (text, None),
         };
-        self.min = Some(self.min.map_or(other.min.unwrap_or(f64::INFINITY), |m| {
-            m.min(other.min.unwrap_or(m))
-        }));
-        self.max = Some(
-            self.max
-                .map_or(other.max.unwrap_or(f64::NEG_INFINITY), |m| {
-                    m.max(other.max.unwrap_or(m))
-                }),
-        );
-    }
-
-    /// The mean, `None` when empty; finite even when the sum is not (it
-    /// lies between `min` and `max`).
-    pub fn average(&self) -> Option<f64> {
-        (self.count > 0).then(|| {
-            let n = self.count as f64;
-            if self.plain.is_finite() {
-                self.plain / n
-            } else {
-                let mean = self.scaled / n / SCALE;
-                // Not `clamp`, which panics should the bounds ever be out of order.
-                mean.max(self.min.unwrap_or(mean))
-                    .min(self.max.unwrap_or(mean))
-            }
-        })
-    }
-
-    /// Parses a stored bucket, `"count sum min max"` (the format written by
-    /// `ingest.lua`, floats as `%.17g`). `None` for anything else, including
-    /// non-finite numbers, which the script never writes.
-    pub fn parse_stored(text: &str) -> Option<Aggregate> {
-        let mut parts = text.split_ascii_whitespace();
+        let mut parts = head.split_ascii_whitespace();
         let count = parts.next()?.parse().ok()?;
         let mut float = || parts.next()?.parse::<f64>().ok().filter(|v| v.is_finite());
-        let (sum, min, max) = (float()?, float()?, float()?);
-        Some(Aggregate::bucket(count, sum, min, max))
+        let (sum, compensation) = match sketch {
+            Some(_) => (float()?, float()?),
+            None => (float()?, 0.0),
+        };
+        let (min, max) = (float()?, float()?);
+        let mut folded_bins = 0;
+        if sketch.is_some() {
+            // sbins, rbins, then optionally the two floors.
+            folded_bins = parts.next()?.parse::<u64>().ok()?;
+            parts.next()?.parse::<u64>().ok()?;
+            if parts.by_ref().take(2).count() == 1 {
+                return None;
+            }
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Self {
+            count,
+            sum: CompensatedSum::from_parts(sum, compensation),
+            min,
+            max,
+            sketch: sketch.map(str::to_string),
+            folded_bins,
+            folded: folded.map(str::to_string),
+        })
     }
 }
 
@@ -312,70 +286,38 @@ mod tests {
     }
 
     #[test]
-    fn aggregates_merge_like_the_raw_points() {
-        let values = [3.5, -1.0, 10.25, 0.0];
-        let mut whole = Aggregate::EMPTY;
-        values.iter().for_each(|v| whole.push(*v));
-        let (mut a, mut b) = (Aggregate::EMPTY, Aggregate::EMPTY);
-        a.push(3.5);
-        a.push(-1.0);
-        b.push(10.25);
-        b.push(0.0);
-        a.merge(&Aggregate::EMPTY);
-        a.merge(&b);
-        assert_eq!(a, whole);
-        assert_eq!(whole.count, 4);
-        assert_eq!(whole.min, Some(-1.0));
-        assert_eq!(whole.max, Some(10.25));
-        assert_eq!(whole.average(), Some(12.75 / 4.0));
-        assert_eq!(Aggregate::EMPTY.average(), None);
-    }
-
-    #[test]
-    fn window_sums_beyond_a_double_saturate_and_averages_stay_finite() {
-        let max = f64::MAX;
-        let close = |a: f64, b: f64| (a - b).abs() <= max * 1e-15;
-        let bucket = |count: u64, sum: f64, min: f64, max: f64| {
-            Aggregate::parse_stored(&format!("{count} {sum:e} {min:e} {max:e}")).unwrap()
-        };
-        let mut a = Aggregate::EMPTY;
-        for _ in 0..3 {
-            a.merge(&bucket(1, max, max, max));
-        }
-        assert_eq!((a.count, a.sum, a.average()), (3, max, Some(max)));
-        // Back in range once negative buckets follow: the scaled sum knows.
-        a.merge(&bucket(2, -max, -max, 0.0));
-        assert_eq!(a.sum, max, "2 × MAX saturates");
-        a.merge(&bucket(1, -max, -max, -max));
-        assert!(close(a.sum, max), "{a:?}");
-        a.merge(&bucket(1, -max, -max, -max));
-        assert!(close(a.sum, 0.0), "{a:?}");
-        assert!(close(a.average().unwrap(), 0.0), "{a:?}");
-        let mut b = Aggregate::EMPTY;
-        for v in [-max, -max, -max / 2.0] {
-            b.push(v);
-        }
-        assert_eq!(b.sum, -max);
-        assert!(close(b.average().unwrap(), -max / 3.0 * 2.5), "{b:?}");
-        for bad in ["1 inf 1 1", "1 NaN 1 1", "1 1 -inf 1", "1 2 3", "x 1 1 1"] {
-            assert_eq!(Aggregate::parse_stored(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn stored_buckets_round_trip() {
-        let a = Aggregate::parse_stored("3 60.5 10 30.5").unwrap();
-        assert_eq!(a.count, 3);
-        assert_eq!(a.sum, 60.5);
-        assert_eq!((a.min, a.max), (Some(10.0), Some(30.5)));
-        assert!(Aggregate::parse_stored("garbage").is_none());
+    fn both_bucket_formats_parse() {
+        let old = StoredBucket::parse("3 60.5 10 30.5", None).unwrap();
         assert_eq!(
-            Aggregate::parse_stored(
-                "1 0.10000000000000001 0.10000000000000001 0.10000000000000001"
-            )
-            .unwrap()
-            .sum,
+            (old.count, old.sum.value(), old.min, old.max),
+            (3, 60.5, 10.0, 30.5)
+        );
+        assert_eq!(old.sketch, None);
+        let new = StoredBucket::parse("3 60.5 1e-15 10 30.5 0 2| 1s:2 2m", None).unwrap();
+        assert_eq!(new.sum.value(), 60.5 + 1e-15);
+        assert_eq!(new.sketch.as_deref(), Some(" 1s:2 2m"));
+        assert!(StoredBucket::parse("3 60.5 0 10 30.5 0 2 -5 x| 1s:2 2m", None).is_some());
+        assert_eq!(
+            StoredBucket::parse("1 0.10000000000000001 0 0.1 0.1 0 1| 0", None)
+                .unwrap()
+                .sum
+                .value(),
             0.1
         );
+        for bad in [
+            "garbage",
+            "1 inf 1 1",
+            "1 NaN 1 1",
+            "1 1 -inf 1",
+            "1 2 3",
+            "x 1 1 1",
+            "1 1 1 1 1",
+            "1 1 0 1 1|",
+            "1 1 0 1 1 1|",
+            "1 1 0 1 1 0 1 5| 0",
+            "1 1 0 1 1 0 1 5 6 7| 0",
+        ] {
+            assert_eq!(StoredBucket::parse(bad, None), None, "{bad}");
+        }
     }
 }

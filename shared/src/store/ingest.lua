@@ -5,8 +5,10 @@
 -- KEYS[1]   the idempotency record (a hash {fp, body}) when ARGV[1] == "1";
 --           otherwise KEYS starts directly with the containers
 -- KEYS[...] container hashes (`{p}:{<type>}:<m|h|d>:<container start>`), each
---           listed once. On a single node a batch may span several types; in
---           Redis Cluster the caller sends one call per type (one hash slot).
+--           listed once. A batch spanning several metric types, or one with
+--           an idempotency record, touches keys of several hash tags: a
+--           single Redis node accepts that, Redis Cluster refuses it
+--           (CROSSSLOT), which is why cluster mode is not supported.
 -- ARGV[1]   "1" when an Idempotency-Key was given, else "0"
 -- ARGV[2]   fingerprint of the request (hex SHA-256 of its canonical metrics)
 -- ARGV[3]   the 201 body to remember for replays
@@ -19,8 +21,8 @@
 --           `sketch::bin_key` in store/sketch.rs, so that the script takes no
 --           logarithm)
 --
--- Each bucket is stored in one or two fields of its container (decoded by
--- store/stats.rs):
+-- Each bucket is stored in the bucket format defined by `StoredBucket` in
+-- store/buckets.rs: one or two fields of its container,
 --
 --   <start>     <count> <sum> <comp> <min> <max> <sbins> <rbins>[ <pfloor> <nfloor>]|<recent>
 --   <start>.s   <sketch>   (only once the bucket has more than RECENT bins)
@@ -47,12 +49,12 @@
 -- Every new bucket value is computed first; only if all of them are finite
 -- is anything written, so a batch is all or nothing.
 --
--- Returns one of:
+-- Returns one of (decoded by `IngestReply` in store/mod.rs):
 --   {"stored"}           the metrics were added (and the record written)
 --   {"replay", body}     the same key and fingerprint were seen: nothing written
 --   {"mismatch"}         the key was used with another body: nothing written
---   an error reply "OVERFLOW <u>"   the bucket sum of update u (0-based) would
---                                   overflow a double; nothing was written
+--   {"overflow", u}      the bucket sum of update u (0-based) would overflow a
+--                        double: nothing written
 if ARGV[1] == '1' then
   local seen = redis.call('HMGET', KEYS[1], 'fp', 'body')
   if seen[1] then
@@ -234,7 +236,7 @@ for i = 0, n - 1 do
   end
   local t = b.sum + value
   if t ~= t or t == math.huge or t == -math.huge then
-    return redis.error_reply('OVERFLOW ' .. i)
+    return { 'overflow', i }
   end
   if math.abs(b.sum) >= math.abs(value) then
     b.comp = b.comp + ((b.sum - t) + value)

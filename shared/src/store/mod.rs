@@ -21,20 +21,91 @@ pub mod stats;
 
 use std::collections::BTreeMap;
 
-use redis::{RedisError, Script, Value};
+use redis::{FromRedisValue, ParsingError, RedisError, Script, Value};
 
-use crate::connection::Redis;
+use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
 use crate::metric::{Metric, MetricType};
 use crate::window::Window;
-use buckets::{cover, BucketRef, Granularity};
+use buckets::{cover, BucketRef, Granularity, StoredBucket};
 use series::SeriesPlan;
 use stats::WindowStats;
 
 static INGEST: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("ingest.lua")));
+
+/// The reply of `ingest.lua`, decoded here and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IngestReply {
+    /// `{"stored"}`: the metrics were added (and the record written).
+    Stored,
+    /// `{"replay", body}`: a retry; nothing written; the original 201 body.
+    Replay(String),
+    /// `{"mismatch"}`: the idempotency key was used with another body.
+    Mismatch,
+    /// `{"overflow", u}`: update `u` (0-based; each metric makes one update
+    /// per granularity, in order) would overflow its bucket's sum.
+    Overflow {
+        /// The update's index.
+        update: usize,
+    },
+}
+
+impl FromRedisValue for IngestReply {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let mut fields = ReplyFields::new("ingest.lua", reply)?;
+        let tag: String = fields.take()?;
+        match tag.as_str() {
+            "stored" => Ok(Self::Stored),
+            "replay" => Ok(Self::Replay(fields.take()?)),
+            "mismatch" => Ok(Self::Mismatch),
+            "overflow" => Ok(Self::Overflow {
+                update: fields.take()?,
+            }),
+            other => Err(fields.unexpected(other)),
+        }
+    }
+}
+
 static SUMMARY: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("summary.lua")));
+
+/// The reply of `summary.lua`, decoded here and nowhere else: for each
+/// bucket asked, in the order asked, the bucket (`None` when empty) — the
+/// script is asked for each bucket's main field and then its folded field
+/// (`<start>.s`), so the reply holds them in pairs. A bucket that is not in
+/// the bucket format is counted and left out (as empty) rather than failing
+/// the read.
+#[derive(Debug, Clone, Default)]
+struct SummaryReply {
+    buckets: Vec<Option<StoredBucket>>,
+    unreadable: usize,
+}
+
+impl FromRedisValue for SummaryReply {
+    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
+        let values: Vec<Option<Vec<u8>>> = FromRedisValue::from_redis_value(reply)?;
+        let mut decoded = Self::default();
+        let mut values = values.into_iter();
+        while let Some(main) = values.next() {
+            let folded = values.next().flatten();
+            let Some(main) = main else {
+                decoded.buckets.push(None);
+                continue;
+            };
+            let text = std::str::from_utf8(&main).ok();
+            let folded = folded.as_deref().and_then(|b| std::str::from_utf8(b).ok());
+            match text.and_then(|text| StoredBucket::parse(text, folded)) {
+                Some(bucket) => decoded.buckets.push(Some(bucket)),
+                None => {
+                    decoded.unreadable += 1;
+                    decoded.buckets.push(None);
+                }
+            }
+        }
+        Ok(decoded)
+    }
+}
 
 /// Seconds a container outlives the retention, so a container is never
 /// deleted while a window inside the retention can still read it.
@@ -54,6 +125,15 @@ pub enum IngestError {
     #[error("the idempotency key was already used with a different body")]
     KeyReused,
     /// Redis failed or timed out; nothing is known to be stored.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
+/// Why a summary's buckets could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis failed or timed out, or the script's reply did not have its
+    /// shape.
     #[error(transparent)]
     Redis(#[from] RedisError),
 }
@@ -128,11 +208,11 @@ impl MetricStore {
         let first = usize::from(idempotency.is_some()) + 1;
         let mut containers: BTreeMap<(&str, Granularity, i64), usize> = BTreeMap::new();
         let mut keys: Vec<String> = Vec::new();
-        let mut updates: Vec<(usize, i64, f64, i64, std::rc::Rc<str>)> =
+        let mut updates: Vec<(usize, i64, f64, i64, std::sync::Arc<str>)> =
             Vec::with_capacity(metrics.len() * 3);
         for metric in metrics {
             let t = metric.timestamp.timestamp();
-            let key = std::rc::Rc::<str>::from(sketch::bin_key(metric.value));
+            let key = std::sync::Arc::<str>::from(sketch::bin_key(metric.value));
             for granularity in Granularity::ALL {
                 let bucket = BucketRef::containing(granularity, t);
                 let container = (
@@ -170,32 +250,14 @@ impl MetricStore {
                 .arg(expire_at)
                 .arg(&**key);
         }
-        let reply: Result<Vec<String>, RedisError> =
-            invocation.invoke_async(&mut redis.clone()).await;
+        let reply: IngestReply = invocation.invoke_async(&mut redis.clone()).await?;
         match reply {
-            Ok(reply) => match reply.first().map(String::as_str) {
-                Some("stored") => Ok(IngestOutcome::Stored),
-                Some("replay") => Ok(IngestOutcome::Replayed(
-                    reply.get(1).cloned().unwrap_or_default(),
-                )),
-                Some("mismatch") => Err(IngestError::KeyReused),
-                _ => Err(IngestError::Redis(RedisError::from((
-                    redis::ErrorKind::Client,
-                    "unexpected reply from the ingest script",
-                )))),
-            },
-            Err(err) if err.code() == Some("OVERFLOW") => {
-                // The script names the update; each metric makes one update
-                // per granularity, in order.
-                let update: usize = err
-                    .detail()
-                    .and_then(|d| d.trim().parse().ok())
-                    .unwrap_or(0);
-                Err(IngestError::Overflow {
-                    metric_index: update / Granularity::ALL.len(),
-                })
-            }
-            Err(err) => Err(err.into()),
+            IngestReply::Stored => Ok(IngestOutcome::Stored),
+            IngestReply::Replay(body) => Ok(IngestOutcome::Replayed(body)),
+            IngestReply::Mismatch => Err(IngestError::KeyReused),
+            IngestReply::Overflow { update } => Err(IngestError::Overflow {
+                metric_index: update / Granularity::ALL.len(),
+            }),
         }
     }
 
@@ -204,20 +266,22 @@ impl MetricStore {
     /// reading at most ~200 buckets, independent of the number of points.
     ///
     /// # Errors
-    /// The [`RedisError`] when Redis fails or times out.
+    /// [`StoreError::Redis`] when Redis fails or times out.
     pub async fn aggregate(
         &self,
         redis: &Redis,
         metric_type: &MetricType,
         window: &Window,
-    ) -> Result<WindowStats, RedisError> {
+    ) -> Result<WindowStats, StoreError> {
         let buckets = cover(window.from.timestamp(), window.to.timestamp());
         let mut total = WindowStats::new();
-        for (text, folded) in self.read(redis, metric_type, &buckets).await? {
-            let Some(text) = text else { continue };
-            if total.add_stored(&text, folded.as_deref()).is_err() {
-                tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket");
-            }
+        for bucket in self
+            .read(redis, metric_type, &buckets)
+            .await?
+            .iter()
+            .flatten()
+        {
+            total.add_bucket(bucket);
         }
         Ok(total)
     }
@@ -227,34 +291,32 @@ impl MetricStore {
     /// depends on the plan, never on the number of points stored.
     ///
     /// # Errors
-    /// The [`RedisError`] when Redis fails or times out.
+    /// [`StoreError::Redis`] when Redis fails or times out.
     pub async fn series(
         &self,
         redis: &Redis,
         metric_type: &MetricType,
         plan: &SeriesPlan,
-    ) -> Result<Vec<WindowStats>, RedisError> {
-        let texts = self.read(redis, metric_type, plan.buckets()).await?;
+    ) -> Result<Vec<WindowStats>, StoreError> {
+        let buckets = self.read(redis, metric_type, plan.buckets()).await?;
         let mut points = vec![WindowStats::new(); plan.points()];
-        for ((text, folded), point) in texts.into_iter().zip(plan.point_of_each_bucket()) {
-            if let Some(text) = text {
-                if points[point].add_stored(&text, folded.as_deref()).is_err() {
-                    tracing::warn!(metric_type = %metric_type, "skipping an unreadable bucket");
-                }
+        for (bucket, point) in buckets.iter().zip(plan.point_of_each_bucket()) {
+            if let Some(bucket) = bucket {
+                points[point].add_bucket(bucket);
             }
         }
         Ok(points)
     }
 
-    /// The stored texts of each of `buckets` (its main field and its
-    /// folded field, `None` when absent), in their order, read by one
-    /// `summary.lua` call grouped by container.
+    /// Each of `buckets` as stored (`None` when empty), in their order, read
+    /// by one `summary.lua` call grouped by container (each bucket's main
+    /// and folded fields).
     async fn read(
         &self,
         redis: &Redis,
         metric_type: &MetricType,
         buckets: &[BucketRef],
-    ) -> Result<Vec<(Option<String>, Option<String>)>, RedisError> {
+    ) -> Result<Vec<Option<StoredBucket>>, StoreError> {
         if buckets.is_empty() {
             return Ok(Vec::new());
         }
@@ -276,17 +338,18 @@ impl MetricStore {
                 invocation.arg(start).arg(format!("{start}.s"));
             }
         }
-        let values: Vec<Value> = invocation.invoke_async(&mut redis.clone()).await?;
-        let text = |value: Value| match value {
-            Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
-            _ => None,
-        };
-        let mut out = vec![(None, None); buckets.len()];
-        let mut values = values.into_iter();
-        for (_, position) in containers.values().flatten() {
-            let main = values.next().and_then(text);
-            let folded = values.next().and_then(text);
-            out[*position] = (main, folded);
+        let reply: SummaryReply = invocation.invoke_async(&mut redis.clone()).await?;
+        if reply.unreadable > 0 {
+            tracing::warn!(
+                metric_type = %metric_type,
+                buckets = reply.unreadable,
+                "skipping unreadable buckets"
+            );
+        }
+        let mut out = vec![None; buckets.len()];
+        for (bucket, (_, position)) in reply.buckets.into_iter().zip(containers.values().flatten())
+        {
+            out[*position] = bucket;
         }
         Ok(out)
     }

@@ -1,86 +1,10 @@
-//! A stored bucket, decoded, and the statistics of a window merged from its
-//! buckets: count, compensated sum, min, max and the quantile sketch.
-//!
-//! A bucket is stored (by `ingest.lua`) in one or two fields of its
-//! container:
-//!
-//! ```text
-//! <start>    <count> <sum> <compensation> <min> <max> <sbins> <rbins>[ <positive floor> <negative floor>]|<recent tokens>
-//! <start>.s  <folded tokens>
-//! ```
-//!
-//! `sum` and `compensation` are the two parts of a Neumaier sum
-//! ([`super::compensated`]). The sketch ([`super::sketch`]) is split in two:
-//! at most 32 recent tokens (`rbins`) in the main field, which a single
-//! ingest rewrites without copying the rest, and the folded tokens (`sbins`)
-//! in the second field, which only exists once a bucket has had more bins
-//! than that; a bin may appear in both, and readers add them. The floors
-//! (`x` when unset) appear once a store of the sketch has been collapsed.
-//! Floats are written with up to 17 significant digits, enough to
-//! round-trip a double. Buckets written before sketches existed read
-//! `<count> <sum> <min> <max>`: they still give count, sum, min and max, and
-//! a window holding one has no percentiles.
+//! The statistics of a window merged from its stored buckets
+//! ([`StoredBucket`]): count, compensated sum, min, max and the quantile
+//! sketch.
 
+use super::buckets::StoredBucket;
 use super::compensated::CompensatedSum;
 use super::sketch::Sketch;
-
-/// One stored bucket, decoded (its sketch stays text until merged).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StoredBucket<'a> {
-    /// Number of points.
-    pub count: u64,
-    /// Their sum, compensated (finite: the script refuses an overflow).
-    pub sum: CompensatedSum,
-    /// Smallest value.
-    pub min: f64,
-    /// Largest value.
-    pub max: f64,
-    /// The recent sketch tokens, `None` for a bucket of the format before
-    /// sketches.
-    pub sketch: Option<&'a str>,
-    /// Tokens in the bucket's folded field (`<start>.s`), to be read too.
-    pub folded_bins: u64,
-}
-
-impl<'a> StoredBucket<'a> {
-    /// Decodes a stored bucket of either format; `None` for anything else,
-    /// including non-finite numbers, which the script never writes.
-    pub fn parse(text: &'a str) -> Option<Self> {
-        let (head, sketch) = match text.split_once('|') {
-            Some((head, sketch)) => (head, Some(sketch)),
-            None => (text, None),
-        };
-        let mut parts = head.split_ascii_whitespace();
-        let count = parts.next()?.parse().ok()?;
-        let mut float = || parts.next()?.parse::<f64>().ok().filter(|v| v.is_finite());
-        let (sum, compensation) = match sketch {
-            Some(_) => (float()?, float()?),
-            None => (float()?, 0.0),
-        };
-        let (min, max) = (float()?, float()?);
-        let mut folded_bins = 0;
-        if sketch.is_some() {
-            // sbins, rbins, then optionally the two floors.
-            folded_bins = parts.next()?.parse::<u64>().ok()?;
-            parts.next()?.parse::<u64>().ok()?;
-            let floors = parts.by_ref().take(2).count();
-            if floors == 1 {
-                return None;
-            }
-        }
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(Self {
-            count,
-            sum: CompensatedSum::from_parts(sum, compensation),
-            min,
-            max,
-            sketch,
-            folded_bins,
-        })
-    }
-}
 
 /// 2⁻⁶⁴, exactly. A window's sum is also accumulated scaled by it, so that
 /// a total beyond `f64::MAX` of finite bucket sums is still known: up to
@@ -114,9 +38,8 @@ impl WindowStats {
         Self::default()
     }
 
-    /// Merges one decoded bucket, with the text of its folded field
-    /// (`<start>.s`, `None` when absent).
-    pub fn add_bucket(&mut self, bucket: &StoredBucket<'_>, folded: Option<&str>) {
+    /// Merges one decoded bucket.
+    pub fn add_bucket(&mut self, bucket: &StoredBucket) {
         if bucket.count == 0 {
             return;
         }
@@ -132,11 +55,11 @@ impl WindowStats {
         // the bucket's points (a bucket that gained points before its format
         // had sketches, or a folded field missing), the window reports no
         // quantiles at all, so the partial bins do no harm.
-        let sketched = match bucket.sketch {
+        let sketched = match &bucket.sketch {
             Some(recent) => {
                 let mut n = self.sketch.add_stored(recent);
                 if bucket.folded_bins > 0 {
-                    n = match (n, folded) {
+                    n = match (n, &bucket.folded) {
                         (Ok(a), Some(text)) => self.sketch.add_stored(text).map(|b| a + b),
                         _ => Ok(0),
                     };
@@ -160,8 +83,8 @@ impl WindowStats {
     /// `Err(())` when the text is not a stored bucket; nothing is merged.
     #[allow(clippy::result_unit_err)]
     pub fn add_stored(&mut self, text: &str, folded: Option<&str>) -> Result<(), ()> {
-        let bucket = StoredBucket::parse(text).ok_or(())?;
-        self.add_bucket(&bucket, folded);
+        let bucket = StoredBucket::parse(text, folded).ok_or(())?;
+        self.add_bucket(&bucket);
         Ok(())
     }
 
@@ -169,18 +92,15 @@ impl WindowStats {
     pub fn push(&mut self, value: f64) {
         let mut sketch = Sketch::new();
         sketch.add(value);
-        let text = sketch.to_stored();
-        self.add_bucket(
-            &StoredBucket {
-                count: 1,
-                sum: CompensatedSum::from_parts(value, 0.0),
-                min: value,
-                max: value,
-                sketch: Some(&text),
-                folded_bins: 0,
-            },
-            None,
-        );
+        self.add_bucket(&StoredBucket {
+            count: 1,
+            sum: CompensatedSum::from_parts(value, 0.0),
+            min: value,
+            max: value,
+            sketch: Some(sketch.to_stored()),
+            folded_bins: 0,
+            folded: None,
+        });
     }
 
     /// The sum, compensated; always finite: ±`f64::MAX` when the exact sum
@@ -241,33 +161,6 @@ impl WindowStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn both_formats_decode() {
-        let old = StoredBucket::parse("3 60.5 10 30.5").unwrap();
-        assert_eq!(
-            (old.count, old.sum.value(), old.min, old.max),
-            (3, 60.5, 10.0, 30.5)
-        );
-        assert_eq!(old.sketch, None);
-        let new = StoredBucket::parse("3 60.5 1e-15 10 30.5 0 2| 1s:2 2m").unwrap();
-        assert_eq!(new.sum.value(), 60.5 + 1e-15);
-        assert_eq!(new.sketch, Some(" 1s:2 2m"));
-        assert!(StoredBucket::parse("3 60.5 0 10 30.5 0 2 -5 x| 1s:2 2m").is_some());
-        for bad in [
-            "1 inf 1 1",
-            "1 NaN 1 1",
-            "1 2 3",
-            "x 1 1 1",
-            "1 1 1 1 1",
-            "1 1 0 1 1|",
-            "1 1 0 1 1 1|",
-            "1 1 0 1 1 0 1 5| 0",
-            "1 1 0 1 1 0 1 5 6 7| 0",
-        ] {
-            assert_eq!(StoredBucket::parse(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn windows_with_an_old_bucket_have_no_quantiles_but_the_rest() {

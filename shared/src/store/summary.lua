@@ -4,9 +4,10 @@
 -- ARGV      for each key in order: the number of fields m, then m fields
 --           (bucket starts, unix s)
 --
--- Returns: a flat array of the stored bucket values ("count sum min max", or
--- nil for an empty bucket) in argument order. The caller merges them; the
--- reply holds at most a few hundred short strings whatever the number of
+-- Returns: a flat array of the stored bucket values (in the bucket format of
+-- `StoredBucket` in store/buckets.rs, or nil for an empty bucket) in argument
+-- order, decoded by `SummaryReply` in store/mod.rs. The caller merges them;
+-- the reply holds at most a few hundred short strings whatever the number of
 -- points stored.
 local out = {}
 local at = 1

@@ -22,11 +22,25 @@
 //! assert_eq!(req.uri().path(), "/api/metrics");
 //! ```
 
+pub mod round_trips;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use lambda_http::aws_lambda_events::encodings::Base64Data;
 use serde_json::{json, Map, Value};
 
 /// The source IP events carry unless told otherwise (TEST-NET-3, RFC 5737).
 pub const DEFAULT_SOURCE_IP: &str = "203.0.113.10";
+
+static NEXT_CLIENT: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh client address in 198.18.0.0/15, the block RFC 2544 reserves for
+/// benchmarks (131,072 of them, then reused): such addresses only name
+/// rate-limit keys, nothing is ever sent to them.
+pub fn next_client_ip() -> String {
+    let n = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed) % (1 << 17);
+    format!("198.{}.{}.{}", 18 + (n >> 16), (n >> 8) & 0xff, n & 0xff)
+}
 
 /// Which API Gateway payload format to produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +360,15 @@ mod tests {
     use super::*;
     use lambda_http::request::RequestContext;
     use lambda_http::{Body, RequestExt};
+
+    #[test]
+    fn client_addresses_stay_in_the_benchmarking_block() {
+        for _ in 0..3 {
+            let ip: std::net::Ipv4Addr = next_client_ip().parse().unwrap();
+            let o = ip.octets();
+            assert!(o[0] == 198 && (o[1] == 18 || o[1] == 19), "{ip}");
+        }
+    }
 
     fn source_ip(req: &lambda_http::Request) -> Option<String> {
         match req.request_context_ref() {

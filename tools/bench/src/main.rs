@@ -1,19 +1,25 @@
 //! `bench`: how close each path of the service is to the limit set by Redis
 //! itself, and how its cost grows with data. `make bench` (`scripts/bench.sh`)
-//! runs it against a private `redis-server` on 127.0.0.1 and writes
-//! `BENCHMARKS.md`.
+//! runs it against a private `redis-server` on 127.0.0.1, keeps the raw
+//! results in `target/bench/` and fills the tables of `BENCHMARKS.md`.
 //!
 //! ```text
 //! bench measure --port <redis port> --out results.json [--runs 5] [--quick]
 //!               [--functions-dir target/release] [--arm64-dir target/lambda]
-//! bench report  --results results.json [--e2e e2e.jsonl] --out BENCHMARKS.md
-//!               [--command "make bench"] [--build-seconds S] [--elapsed-seconds S] …
+//! bench report  --dir target/bench --out BENCHMARKS.md [--readme README.md]
+//!               [--command "make bench"] [--build-seconds S] …
+//! bench clear   --port <redis port> --pattern <glob>
 //! ```
 //!
 //! Every figure is measured `--runs` times, runs interleaved so that a slow
 //! spell of the machine touches every figure alike, and reported as the
 //! median with its spread. Load is bounded: fixed request counts, fixed data
 //! sets, every child process under a time limit, only 127.0.0.1.
+//!
+//! Modules, each depending only on those listed after it: `report` (the
+//! tables, from `results`), the figures' measurements (`figure2` over
+//! `throughput` and `redis_side`, `data_size`, `cold_start`), then `results`,
+//! `events`, `process` and `stats`.
 
 mod cold_start;
 mod data_size;
@@ -22,10 +28,7 @@ mod figure2;
 mod process;
 mod redis_side;
 mod report;
-mod report_readme;
-mod report_throughput;
 mod results;
-mod round_trips;
 mod stats;
 mod throughput;
 
@@ -33,13 +36,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use shared::config::Config;
 use shared::metric::MetricType;
 use shared::AppState;
 
-use results::{BinarySize, ColdStartRow, Results, ThroughputRow};
+use redis_side::Argv;
+use results::{BinarySize, ColdStartRow, Machine, Results, RoundTrips, ThroughputRow};
 
 /// The concurrencies of figure 2.
 const CONCURRENCIES: [usize; 3] = [1, 16, 64];
@@ -74,6 +77,11 @@ async fn clear(opts: &Options) -> Result<u64, String> {
 /// Every function the release build produces a `bootstrap` for.
 const RELEASED: [&str; 4] = ["health", "ingest-metric", "metrics-summary", "docs"];
 
+/// The functions' allocator (see `functions/health/src/main.rs`): the
+/// in-process figures run the same handlers and must allocate the same way.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
@@ -92,7 +100,8 @@ fn main() -> ExitCode {
             "usage: bench measure --port <redis port> --out <file> [--runs N] [--quick] \
                   [--only 2] [--client-threads N] [--functions-dir DIR] [--arm64-dir DIR] \
                   [--sizes-file BUILD_SIZES.md [--sizes-sources TEXT]]\n       \
-                  bench report --results <file> [--e2e <file>] --out BENCHMARKS.md [...]\n       \
+                  bench report --dir <results dir> --out BENCHMARKS.md [--readme README.md] \
+                  [--name value ...]\n       \
                   bench clear --port <redis port> --pattern <glob>"
                 .to_string(),
         ),
@@ -224,7 +233,8 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     let mut results = Results {
         runs: plan.runs,
         started_at: chrono::Utc::now().to_rfc3339(),
-        load_start: report::load_average(),
+        load_start: results::load_average(),
+        machine: Machine::read(),
         redis_version: info
             .lines()
             .find_map(|l| l.strip_prefix("redis_version:"))
@@ -252,8 +262,6 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     let ingest_config = config(&[("RATE_LIMIT_REQUESTS", "1000000")])?;
     let rate_limit_keys = format!("{prefix}:rl:*");
     let replays = capture_scripts(port, &ingest_config).await?;
-    results.throughput.capture_note =
-        "captured with MONITOR while the handler served one accepted ingest".into();
     for (&c, &n) in CONCURRENCIES.iter().zip(&plan.requests) {
         // The limiter and storage replays run once per slice, `return 1`
         // once on the whole count (see `figure2`).
@@ -295,8 +303,11 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     for run in 1..=plan.runs {
         if wanted("1") {
             log(&format!("run {run}/{}: round trips", plan.runs));
-            let counted = round_trips::count(config(&[("RATE_LIMIT_REQUESTS", "3")])?).await?;
-            round_trips::record(&mut results.round_trips, counted);
+            round_trips(
+                config(&[("RATE_LIMIT_REQUESTS", "3")])?,
+                &mut results.round_trips,
+            )
+            .await?;
         }
 
         let figure2 = if wanted("2") { plan.requests.len() } else { 0 };
@@ -383,10 +394,31 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     results.cold_start.arm64 = arm64;
     results.cold_start.arm64_note = note;
     results.finished_at = chrono::Utc::now().to_rfc3339();
-    results.load_end = report::load_average();
+    results.load_end = results::load_average();
     let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     std::fs::write(&out, json).map_err(|e| format!("{}: {e}", out.display()))?;
     log(&format!("results written to {}", out.display()));
+    Ok(())
+}
+
+/// Figure 1: counts every hot path once (`synthetic_events::round_trips`,
+/// the paths and budgets `tests/tests/round_trips.rs` holds) and adds the
+/// counts to `rows` (created on the first run). `config` must allow 3
+/// requests per client.
+async fn round_trips(config: Config, rows: &mut Vec<RoundTrips>) -> Result<(), String> {
+    let state = AppState::new(config).map_err(|e| e.to_string())?;
+    let metric_type = format!("rt_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    for c in synthetic_events::round_trips::hot_paths(&state, &metric_type).await? {
+        match rows.iter_mut().find(|r| r.path == c.path) {
+            Some(row) => row.counts.push(c.round_trips),
+            None => rows.push(RoundTrips {
+                path: c.path.to_string(),
+                status: c.status,
+                counts: vec![c.round_trips],
+                budget: c.budget,
+            }),
+        }
+    }
     Ok(())
 }
 
@@ -397,19 +429,15 @@ async fn capture_scripts(port: u16, config: &Config) -> Result<[Vec<String>; 3],
     let state = AppState::new(config.clone()).map_err(|e| e.to_string())?;
     // Loads both scripts first, so the captured request sends EVALSHA only.
     shared::handlers::ingest_metric(&state, events::ingest("bench_ingest", 1.0)?).await;
-    let seen = redis_side::monitor_evalshas(port, 2, Duration::from_secs(5))?;
-    let status = shared::handlers::ingest_metric(&state, events::ingest("bench_ingest", 2.0)?)
-        .await
-        .status();
-    if status != 201 {
-        return Err(format!("the captured ingest answered {status}"));
+    let captured = shared::handlers::ingest_metric(&state, events::ingest("bench_ingest", 2.0)?);
+    let (response, seen) = redis_side::monitor_evalshas(port, 2, captured).await?;
+    if response.status() != 201 {
+        return Err(format!(
+            "the captured ingest answered {}",
+            response.status()
+        ));
     }
-    let limiter = seen
-        .recv_timeout(Duration::from_secs(5))
-        .map_err(|_| "MONITOR saw no limiter call")?;
-    let store = seen
-        .recv_timeout(Duration::from_secs(5))
-        .map_err(|_| "MONITOR saw no storage call")?;
+    let [limiter, store] = <[Argv; 2]>::try_from(seen).map_err(|_| "not two calls")?;
     if !limiter.get(3).is_some_and(|k| k.contains(":rl:")) {
         return Err(format!(
             "the first call of an ingest is not the limiter's: {limiter:?}"

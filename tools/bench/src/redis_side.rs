@@ -14,63 +14,47 @@
 //! and `b` (storage) measured apart, one pair costs `1/a + 1/b` seconds of
 //! Redis, hence `1 / (1/a + 1/b)` pairs per second.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use futures_util::StreamExt;
 
 /// A command as Redis received it: its arguments, unescaped.
 pub type Argv = Vec<String>;
 
-/// Starts `MONITOR` on 127.0.0.1:`port` and returns a receiver of every
-/// `EVALSHA` the server executes from then on, until `want` were seen or
-/// `within` passed.
-pub fn monitor_evalshas(
+/// The first `want` `EVALSHA` calls the server on 127.0.0.1:`port` executes
+/// while `during` runs, seen with `MONITOR` (the redis crate's monitor
+/// connection), in the order Redis ran them.
+///
+/// # Errors
+/// No Redis there, or fewer calls seen within 5 s of `during`'s end.
+pub async fn monitor_evalshas<T>(
     port: u16,
     want: usize,
-    within: Duration,
-) -> Result<mpsc::Receiver<Argv>, String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
+    during: impl std::future::Future<Output = T>,
+) -> Result<(T, Vec<Argv>), String> {
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{port}/0")).map_err(|e| e.to_string())?;
+    let mut monitor = client
+        .get_async_monitor()
+        .await
         .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"MONITOR\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(stream);
-    let mut ok = String::new();
-    reader.read_line(&mut ok).map_err(|e| e.to_string())?;
-    if !ok.starts_with("+OK") {
-        return Err(format!("MONITOR answered {ok:?}"));
+    let outcome = during.await;
+    let mut lines = monitor.on_message::<String>();
+    let mut seen = Vec::new();
+    while seen.len() < want {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next())
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("MONITOR saw {} of {want} EVALSHA calls", seen.len()))?;
+        let evalsha = |argv: &Argv| {
+            argv.first()
+                .is_some_and(|c| c.eq_ignore_ascii_case("EVALSHA"))
+        };
+        seen.extend(parse_monitor_line(&line).filter(evalsha));
     }
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + within;
-        let mut seen = 0;
-        let mut line = String::new();
-        while seen < want && Instant::now() < deadline {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) => break,
-                Ok(_) => {
-                    if let Some(argv) = parse_monitor_line(line.trim_end()) {
-                        if argv
-                            .first()
-                            .is_some_and(|c| c.eq_ignore_ascii_case("EVALSHA"))
-                        {
-                            seen += 1;
-                            if tx.send(argv).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(_) => continue,
-            }
-        }
-    });
-    Ok(rx)
+    Ok((outcome, seen))
 }
 
 /// Parses a `MONITOR` line, `+1700000000.000000 [0 127.0.0.1:5000] "CMD" "arg"…`,
@@ -327,13 +311,6 @@ pub async fn clear(
     Ok(keys.len() as u64)
 }
 
-/// `1 / (1/a + 1/b)`: the rate of a pair of operations done one after the
-/// other on a server that does `a` of the first or `b` of the second per
-/// second.
-pub fn pair_rate(a: f64, b: f64) -> f64 {
-    1.0 / (1.0 / a + 1.0 / b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,7 +334,6 @@ mod tests {
         let random = randomise_client(&argv).unwrap();
         assert_eq!(random[3], "p:rl:{ip:__rand_int__}:sliding_log");
         assert_eq!(shell_quote(""), "''");
-        assert!((pair_rate(2.0, 2.0) - 1.0).abs() < 1e-12);
     }
 
     /// `clear` deletes the keys of its pattern and nothing else, so that a

@@ -1,746 +1,838 @@
-//! `bench report`: renders the measurements as `BENCHMARKS.md`.
+//! `bench report`: fills the tables of `BENCHMARKS.md` (and of the README's
+//! Performance section) from the raw results a run left in a directory.
+//!
+//! The documents are written by hand; the report only replaces what lies
+//! between a `<!-- table:NAME -->` line and the next `<!-- /table -->` with
+//! the block [`Report::block`] renders for `NAME`, and leaves every other
+//! byte as it was. A marker naming no block is an error, so a renamed table
+//! cannot go stale silently.
+//!
+//! The results directory holds `results.json` (`bench measure`),
+//! `e2e.jsonl` (figure 4's `wrk` runs, one JSON line each) and `run.json`:
+//! what the script knew about the run (the command, the build, figure 4's
+//! settings), a flat map of strings that every `--name value` option given
+//! to `bench report` besides `--dir`, `--out` and `--readme` is merged into.
+//! So `bench report --dir target/bench --out BENCHMARKS.md` renders the last
+//! run again without measuring.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::redis_side::pair_rate;
-use crate::results::{Results, WrkRun};
-use crate::stats::Spread;
+use crate::results::{ColdStartRow, MemorySample, Results, RoundTrips, ThroughputRow, WrkRun};
+use crate::stats::{pair_rate, Spread};
 use crate::Options;
 
-/// `/proc/loadavg`: the 1, 5 and 15 minute load averages.
-pub fn load_average() -> [f64; 3] {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut values = text
-        .split_whitespace()
-        .map(|v| v.parse::<f64>().unwrap_or(f64::NAN));
-    [
-        values.next().unwrap_or(f64::NAN),
-        values.next().unwrap_or(f64::NAN),
-        values.next().unwrap_or(f64::NAN),
-    ]
+/// What one run produced, as the blocks read it.
+pub struct Report {
+    r: Results,
+    e2e: Vec<WrkRun>,
+    run: BTreeMap<String, String>,
 }
 
-/// Writes the report named by `--out` from `--results` (and `--e2e`), and,
-/// with `--readme <file>`, that README's Performance section
-/// ([`crate::report_readme`]).
+/// Renders the results in `--dir` into `--out` and, if given, `--readme`.
+///
+/// # Errors
+/// A file that cannot be read, parsed or written, or a marker naming no
+/// block.
 pub fn write(opts: &Options) -> Result<(), String> {
-    let path = opts.get("results").ok_or("--results is required")?;
-    let out = opts.get("out").ok_or("--out is required")?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    let results: Results = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
-    let e2e = match opts.get("e2e") {
-        Some(p) if Path::new(p).exists() => std::fs::read_to_string(p)
-            .map_err(|e| format!("{p}: {e}"))?
-            .lines()
-            .filter(|l| l.trim_start().starts_with('{'))
-            .map(|l| serde_json::from_str::<WrkRun>(l).map_err(|e| format!("{p}: {e}: {l}")))
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => Vec::new(),
+    let dir = Path::new(opts.get("dir").ok_or("--dir is required")?);
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
     };
-    let markdown = render(&results, &e2e, opts);
-    std::fs::write(out, markdown).map_err(|e| format!("{out}: {e}"))?;
-    eprintln!("==> wrote {out}");
-    if let Some(readme) = opts.get("readme") {
-        crate::report_readme::write(readme, &results, &e2e, opts)?;
+    let r: Results = serde_json::from_str(&read("results.json")?).map_err(|e| e.to_string())?;
+    let e2e = read("e2e.jsonl")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("e2e.jsonl: {e}: {l}")))
+        .collect::<Result<_, _>>()?;
+    let mut run: BTreeMap<String, String> = match read("run.json") {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("run.json: {e}"))?,
+        Err(_) => BTreeMap::new(),
+    };
+    for (name, value) in opts {
+        if !["dir", "out", "readme"].contains(&name.as_str()) {
+            run.insert(name.clone(), value.clone());
+        }
+    }
+    let json = serde_json::to_string_pretty(&run).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("run.json"), json).map_err(|e| format!("run.json: {e}"))?;
+    let report = Report { r, e2e, run };
+    for file in ["out", "readme"].iter().filter_map(|o| opts.get(*o)) {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+        let filled = fill(&text, |name| report.block(name)).map_err(|e| format!("{file}: {e}"))?;
+        std::fs::write(file, filled).map_err(|e| format!("{file}: {e}"))?;
+        eprintln!("==> filled the tables of {file}");
     }
     Ok(())
 }
 
-fn spread(samples: &[f64]) -> Option<Spread> {
-    Spread::of(samples)
-}
+const OPEN: &str = "<!-- table:";
+const CLOSE: &str = "<!-- /table -->";
 
-/// `median (min–max)` with `digits` decimals, or `–`.
-pub(crate) fn fmt(samples: &[f64], digits: usize) -> String {
-    match spread(samples) {
-        Some(s) if s.n == 1 => format!("{:.*}", digits, s.median),
-        Some(s) => format!(
-            "{:.*} ({:.*}–{:.*})",
-            digits, s.median, digits, s.min, digits, s.max
-        ),
-        None => "–".into(),
-    }
-}
-
-/// Requests/s with thousands separators, `median (min–max)`.
-pub(crate) fn fmt_rate(samples: &[f64]) -> String {
-    match spread(samples) {
-        Some(s) if s.n == 1 => thousands(s.median),
-        Some(s) => format!(
-            "{} ({}–{})",
-            thousands(s.median),
-            thousands(s.min),
-            thousands(s.max)
-        ),
-        None => "–".into(),
-    }
-}
-
-pub(crate) fn thousands(v: f64) -> String {
-    let n = v.round() as i64;
-    let digits = n.abs().to_string();
+/// `text` with every marked block replaced by `block(name)`.
+fn fill(text: &str, block: impl Fn(&str) -> Result<String, String>) -> Result<String, String> {
     let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let name_end = start
+            + rest[start..]
+                .find(" -->")
+                .ok_or("an unclosed table marker")?;
+        let name = &rest[start + OPEN.len()..name_end];
+        let body = name_end + " -->".len();
+        let end = body
+            + rest[body..]
+                .find(CLOSE)
+                .ok_or_else(|| format!("table:{name} has no {CLOSE}"))?;
+        let _ = write!(
+            out,
+            "{}\n\n{}\n\n{CLOSE}",
+            &rest[..body],
+            block(name)?.trim()
+        );
+        rest = &rest[end + CLOSE.len()..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A markdown table: `head` is its header row as written (`a | b`), each
+/// row its cells (an empty cell is written `| |`).
+fn table(head: &str, rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        // An empty cell is `| |`, as a hand-written table has it.
+        let pad = |c: &str| {
+            if c.is_empty() {
+                " ".into()
+            } else {
+                format!(" {c} ")
+            }
+        };
+        let cells: Vec<String> = cells.map(pad).collect();
+        format!("|{}|\n", cells.join("|"))
+    };
+    let mut md = line(&mut head.split(" | "));
+    md += &format!("|{}\n", "---|".repeat(head.split(" | ").count()));
+    for row in rows {
+        md += &line(&mut row.iter().map(String::as_str));
+    }
+    md
+}
+
+/// A column of a table of `T`s: its header, and its cell for one `T`.
+type Column<'a, T> = (&'a str, &'a dyn Fn(&T) -> String);
+
+/// A table with one row per item and a column per [`Column`].
+fn columns<T>(items: &[T], columns: &[Column<'_, T>]) -> String {
+    let head: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    table(
+        &head.join(" | "),
+        items
+            .iter()
+            .map(|it| columns.iter().map(|(_, cell)| cell(it)).collect()),
+    )
+}
+
+/// A two-column table without a header, for settings and checks.
+fn pairs<const N: usize>(rows: [(&str, String); N]) -> String {
+    table(
+        " | ",
+        rows.map(|(name, value)| vec![name.to_string(), value]),
+    )
+}
+
+/// `median (min–max)` of `samples`, each value shown by `show`; one value
+/// for one sample, `–` for none.
+fn spread(samples: &[f64], show: impl Fn(f64) -> String) -> String {
+    match Spread::of(samples) {
+        Some(s) if s.n == 1 => show(s.median),
+        Some(s) => format!("{} ({}–{})", show(s.median), show(s.min), show(s.max)),
+        None => "–".into(),
+    }
+}
+
+/// [`spread`] with `digits` decimals.
+fn fmt(samples: &[f64], digits: usize) -> String {
+    spread(samples, |v| format!("{v:.digits$}"))
+}
+
+/// [`spread`] of rates, with thousands separators.
+fn fmt_rate(samples: &[f64]) -> String {
+    spread(samples, thousands)
+}
+
+fn thousands(v: f64) -> String {
+    let digits = (v.round() as i64).unsigned_abs().to_string();
+    let mut out = if v < -0.5 {
+        "-".to_string()
+    } else {
+        String::new()
+    };
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
+    out
 }
 
-pub(crate) fn median(samples: &[f64]) -> f64 {
-    spread(samples).map_or(f64::NAN, |s| s.median)
+fn median(samples: &[f64]) -> f64 {
+    Spread::of(samples).map_or(f64::NAN, |s| s.median)
 }
 
-fn mib(bytes: f64) -> String {
-    format!("{:.1} MiB", bytes / 1_048_576.0)
+/// `pick` of each item.
+fn each<T>(items: &[T], pick: impl Fn(&T) -> f64) -> Vec<f64> {
+    items.iter().map(pick).collect()
 }
 
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "**not met**"
-    }
+fn mib(bytes: f64) -> f64 {
+    bytes / 1_048_576.0
 }
 
-/// The cores this process may run on (`available_parallelism`; 0 when
-/// unknown).
-pub(crate) fn cores() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get())
+fn met(ok: bool) -> String {
+    if ok { "met" } else { "**not met**" }.into()
 }
 
-fn machine() -> Vec<(String, String)> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: f64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cores = cores();
-    let command = |program: &str, arg: &str| {
-        std::process::Command::new(program)
-            .arg(arg)
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into())
-    };
-    vec![
-        ("CPU".into(), format!("{model}, {cores} cores")),
-        ("memory".into(), format!("{:.1} GiB", mem_kib / 1_048_576.0)),
-        ("kernel".into(), format!("Linux {}", kernel.trim())),
-        ("rustc".into(), command("rustc", "--version")),
-        (
-            "wrk".into(),
-            command("wrk", "--version")
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string(),
+/// The limiter + storage pair's rate in each run of `row`.
+fn pair_rates(row: &ThroughputRow) -> Vec<f64> {
+    let both = row.redis_limiter_rps.iter().zip(&row.redis_store_rps);
+    both.map(|(a, b)| pair_rate(*a, *b)).collect()
+}
+
+/// Ours over the pair in each run of `row` (figure 2's target applies to
+/// their median at the highest concurrency).
+fn ratios(row: &ThroughputRow) -> Vec<f64> {
+    per_run(&row.instances_rps, &pair_rates(row))
+}
+
+/// `a / b` of each run.
+fn per_run(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| a / b).collect()
+}
+
+/// "1,000,000 metrics of one type" / "1,000 types × 1,000 metrics".
+fn data_set(s: &MemorySample) -> String {
+    match s.types {
+        1 => format!("{} metrics of one type", thousands(s.points as f64)),
+        n => format!(
+            "{} types × {} metrics",
+            thousands(n as f64),
+            thousands((s.points / n.max(1)) as f64)
         ),
-    ]
+    }
 }
 
-fn render(r: &Results, e2e: &[WrkRun], opts: &Options) -> String {
-    let mut md = String::new();
-    let command = opts.get("command").map_or("make bench", String::as_str);
-    let c64 = r.throughput.rows.iter().find(|row| row.concurrency == 64);
-    let ratio64 = c64
-        .map(crate::report_throughput::ratios)
-        .unwrap_or_default();
-    let size_ratio: Vec<f64> = r
-        .data_size
-        .aggregate_large_us
-        .iter()
-        .zip(&r.data_size.aggregate_small_us)
-        .map(|(l, s)| l / s)
-        .collect();
-    let handler_ratio: Vec<f64> = r
-        .data_size
-        .handler_large_us
-        .iter()
-        .zip(&r.data_size.handler_small_us)
-        .map(|(l, s)| l / s)
-        .collect();
+/// A shell code block.
+fn code(lines: &str) -> String {
+    format!("```sh\n{}\n```", lines.trim_end())
+}
 
-    let _ = writeln!(md, "# Benchmarks\n");
-    let _ = writeln!(
-        md,
-        "How close each path of the service is to the limit set by Redis itself, and how its \
-         cost grows with data. Every table below was produced by one command, `{command}` \
-         (`scripts/bench.sh`, the `tools/bench` crate), on the machine described here; run it \
-         again to reproduce them. The few numbers measured once by hand while building the \
-         harness (a profile of our client, an allocator comparison, the faults an earlier \
-         version had) say so where they appear{}. Nothing here is asserted by a test except the \
-         round-trip counts of figure 1, which `tests/tests/round_trips.rs` holds in the normal \
-         suite.\n",
-        if r.cold_start.arm64.iter().any(|b| b.built == "recorded") {
-            ", and so do the arm64 binary sizes of figure 5, copied from `BUILD_SIZES.md` \
-             because this checkout has no release build"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        md,
-        "Each figure was measured **{}**. Figures 1, 2, 3, 5 and 6 are interleaved (each \
-         once, then again) so that a busy spell of the machine touches all of them alike; \
-         figure 4, which needs the emulator, runs its rounds after them. A cell reads \
-         **median (min–max)** over the runs.\n",
-        if r.runs == 1 {
-            "once".to_string()
-        } else {
-            format!("{} times", r.runs)
-        }
-    );
+impl Report {
+    /// The block that replaces the marker `table:name`.
+    ///
+    /// # Errors
+    /// No block has that name.
+    pub fn block(&self, name: &str) -> Result<String, String> {
+        Ok(match name {
+            "headline" => self.headline(),
+            "setting" => self.setting(),
+            "round-trips" => self.round_trips(),
+            "throughput" => self.throughput(),
+            "throughput-checks" => self.throughput_checks(),
+            "cpu" => self.cpu(),
+            "reading" => self.reading(),
+            "redis-benchmark" => code(&self.r.throughput.commands.join("\n")),
+            "data-size" => self.data_size(),
+            "data-size-checks" => self.data_size_checks(),
+            "e2e" => self.e2e(),
+            "e2e-commands" => match self.run.get("e2e-commands") {
+                Some(commands) if !self.e2e.is_empty() => code(commands),
+                _ => "Figure 4 was not run.".into(),
+            },
+            "cold-start" => self.cold_start(),
+            "arm64" => self.arm64(),
+            "memory" => self.memory(),
+            other => return Err(format!("no table named {other:?}")),
+        })
+    }
 
-    let _ = writeln!(md, "## Headline\n");
-    let _ = writeln!(md, "| figure | result | target | |\n|---|---|---|---|");
-    let budgets_held = r
-        .round_trips
-        .iter()
-        .all(|row| row.counts.iter().all(|&c| c <= row.budget));
-    let trips = |path: &str| {
-        r.round_trips
-            .iter()
-            .find(|row| row.path.starts_with(path))
-            .and_then(|row| row.counts.first().copied())
-            .map_or("–".to_string(), |c| c.to_string())
-    };
-    let _ = writeln!(
-        md,
-        "| 1. Redis round trips per request | ingest {}, rate-limited {}, cache hit {}, miss {}, health {} | 2, 1, 1, as few as possible, 1 | {} |",
-        trips("ingest, accepted (one"),
-        trips("ingest, rate-limited"),
-        trips("summary, cache hit"),
-        trips("summary, cache miss"),
-        trips("health"),
-        met(budgets_held)
-    );
-    if let Some(row) = c64 {
-        let _ = writeln!(
-            md,
-            "| 2. in-process ingest vs Redis running our two scripts, concurrency 64 | medians {} req/s vs {} pairs/s; ratio per run **{}** | ≥ 0.8 | {} |",
-            thousands(median(&row.instances_rps)),
-            thousands(median(
-                &row.redis_limiter_rps
-                    .iter()
-                    .zip(&row.redis_store_rps)
-                    .map(|(a, b)| pair_rate(*a, *b))
-                    .collect::<Vec<_>>()
-            )),
-            fmt(&ratio64, 2),
-            met(median(&ratio64) >= 0.8)
-        );
+    /// A value `bench.sh` gave about the run, or `–`.
+    fn run(&self, name: &str) -> &str {
+        self.run.get(name).map_or("–", String::as_str)
     }
-    let _ = writeln!(
-        md,
-        "| 3. monthly summary, {} vs {} points | {:.0} µs vs {:.0} µs: **{}** | ≤ 1.5 | {} |",
-        thousands(r.data_size.large_points as f64),
-        thousands(r.data_size.small_points as f64),
-        median(&r.data_size.aggregate_large_us),
-        median(&r.data_size.aggregate_small_us),
-        fmt(&size_ratio, 2),
-        met(median(&size_ratio) <= 1.5)
-    );
-    let e2e_ingest: Vec<&WrkRun> = e2e.iter().filter(|w| w.label == "ingest").collect();
-    let e2e_hit: Vec<&WrkRun> = e2e.iter().filter(|w| w.label == "summary_hit").collect();
-    if !e2e.is_empty() {
-        let _ = writeln!(
-            md,
-            "| 4. through `cargo lambda watch` (p50 / p99) | ingest {:.1} / {:.1} ms, summary hit {:.1} / {:.1} ms | reported | |",
-            median(&e2e_ingest.iter().map(|w| w.p50_us / 1000.0).collect::<Vec<_>>()),
-            median(&e2e_ingest.iter().map(|w| w.p99_us / 1000.0).collect::<Vec<_>>()),
-            median(&e2e_hit.iter().map(|w| w.p50_us / 1000.0).collect::<Vec<_>>()),
-            median(&e2e_hit.iter().map(|w| w.p99_us / 1000.0).collect::<Vec<_>>()),
-        );
-    }
-    if let Some(row) = r
-        .cold_start
-        .rows
-        .iter()
-        .find(|row| row.function == "ingest-metric")
-    {
-        let _ = writeln!(
-            md,
-            "| 5. cold start to first response (ingest-metric, x86_64) | {:.1} ms, peak RSS {:.1} MiB | reported | |",
-            median(&row.first_response_ms),
-            median(&row.peak_rss_kib) / 1024.0
-        );
-    }
-    if let Some(s) = spread(
-        &r.memory
-            .one_type
-            .iter()
-            .map(|m| m.memory_usage_bytes as f64)
-            .collect::<Vec<_>>(),
-    ) {
-        let per = s.median / r.memory.one_type.first().map_or(1.0, |m| m.points as f64);
-        let _ = writeln!(
-            md,
-            "| 6. Redis memory, {} metrics of one type | {} in all, {:.2} bytes per metric | reported | |",
-            thousands(r.memory.one_type.first().map_or(0.0, |m| m.points as f64)),
-            mib(s.median),
-            per
-        );
-    }
-    md.push('\n');
 
-    // The setting.
-    let _ = writeln!(md, "## Setting\n");
-    let _ = writeln!(md, "| | |\n|---|---|");
-    let _ = writeln!(md, "| command | `{command}` |");
-    let _ = writeln!(
-        md,
-        "| date | figures 1, 2, 3, 5 and 6 measured {} to {} (UTC); figure 4 right after |",
-        short_time(&r.started_at),
-        short_time(&r.finished_at)
-    );
-    for (k, v) in machine() {
-        let _ = writeln!(md, "| {k} | {v} |");
+    fn wrk(&self, label: &str) -> Vec<&WrkRun> {
+        self.e2e.iter().filter(|w| w.label == label).collect()
     }
-    let _ = writeln!(
-        md,
-        "| Redis | {} — a private `redis-server` started for the run on a free port of 127.0.0.1, no persistence (`--save \"\" --appendonly no`), keys under the prefix `{} |",
-        r.redis_version,
-        match opts.get("e2e-prefix") {
-            Some(e2e) => format!("{}` (figure 4: `{e2e}`)", r.prefix),
-            None => format!("{}`", r.prefix),
-        }
-    );
-    let _ = writeln!(
-        md,
-        "| load average (1/5/15 min) | {} when the measurements started, {} when they ended{} |",
-        load(&r.load_start),
-        load(&r.load_end),
-        opts.get("load-before-build")
-            .map(|l| format!(", {l} before the build"))
-            .unwrap_or_default()
-    );
-    if let Some(b) = opts.get("build-seconds") {
-        let _ = writeln!(
-            md,
-            "| build | `cargo build --release --bin health --bin ingest-metric --bin metrics-summary --bin bench`: {b} s{} |",
-            opts.get("build-kind")
-                .map(|k| format!(" ({k})"))
-                .unwrap_or_default()
-        );
-    }
-    if let Some(e) = opts.get("elapsed-seconds") {
-        let _ = writeln!(md, "| whole command | {e} s, the build included |");
-    }
-    let _ = writeln!(
-        md,
-        "\nThe machine has {} cores, shared here by Redis, the load generator and the code \
-         measured (and by anything else running: see the load average). Redis is single-threaded, \
-         so it gets at most one of them; every ratio below compares two clients on the same \
-         machine, the same Redis and the same run.\n",
-        cores()
-    );
 
-    // Figure 1.
-    let _ = writeln!(md, "## 1. Redis round trips per request\n");
-    let _ = writeln!(
-        md,
-        "Counted on the handler state's own connection (`state.redis.round_trips()`: one per \
-         command or pipeline sent), after one warm-up of each path so the scripts are loaded \
-         (the very first call of a script on a server costs two more: `NOSCRIPT`, then \
-         `SCRIPT LOAD`). Not timed. `tests/tests/round_trips.rs` fails the normal test suite \
-         if any of these changes.\n"
-    );
-    let _ = writeln!(
-        md,
-        "| path | status | round trips (each run) | budget |\n|---|---|---|---|"
-    );
-    for row in &r.round_trips {
-        let counts: Vec<String> = row.counts.iter().map(u64::to_string).collect();
-        let same = row.counts.windows(2).all(|w| w[0] == w[1]);
-        let shown = if same {
-            format!(
-                "{} ({})",
-                counts.first().map_or("–", String::as_str),
-                if counts.len() == 1 {
-                    "the one run".to_string()
-                } else {
-                    format!("all {} runs", counts.len())
-                }
-            )
-        } else {
-            counts.join(", ")
+    fn headline(&self) -> String {
+        let r = &self.r;
+        let trips = |path: &str| {
+            let row = r.round_trips.iter().find(|row| row.path.starts_with(path));
+            row.and_then(|row| row.counts.iter().max())
+                .map_or("–".into(), u64::to_string)
         };
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} |",
-            row.path, row.status, shown, row.budget
+        let held = r
+            .round_trips
+            .iter()
+            .all(|row| row.counts.iter().all(|&c| c <= row.budget));
+        let (a, b, c) = (
+            trips("ingest, accepted (one"),
+            trips("ingest, rate-limited"),
+            trips("health"),
         );
-    }
-    let _ = writeln!(
-        md,
-        "\nAn accepted ingest is two script calls, one on the client's key (the limiter) and \
-         one on the metric type's keys (the buckets): in Redis Cluster these live in different \
-         hash slots, so they cannot be one script. A refused ingest stops after the limiter. A \
-         cache hit is one script that reads the entry (or takes the single-flight lock). A miss \
-         is five: lookup-or-lock, the buckets, the breaker's admission, its report, and storing \
-         the entry while releasing the lock. Health pipelines `PING` with the breaker's state.\n"
-    );
-
-    // Figure 2.
-    md.push_str(&crate::report_throughput::render(r));
-    let _ = writeln!(
-        md,
-        "\nThe `redis-benchmark` commands (`<port>`: the private server's):\n"
-    );
-    let _ = writeln!(md, "```sh");
-    for c in &r.throughput.commands {
-        let _ = writeln!(md, "{c}");
-    }
-    let _ = writeln!(md, "```\n");
-
-    // Figure 3.
-    let d = &r.data_size;
-    let _ = writeln!(md, "## 3. Summary cost versus data size\n");
-    let _ = writeln!(
-        md,
-        "Two metric types, one holding {} points and one holding {} points, spread evenly \
-         (with jitter) over the last 30 days and loaded in time order in batches of {} through \
-         `MetricStore::ingest` (the storage script of a batch `POST`; {} points/s). Each run \
-         times {} calls of `MetricStore::aggregate` for the `monthly` window of each type \
-         (interleaved), i.e. the Redis part of a cache miss, which reads {} buckets whatever \
-         the data; and {} calls of the whole summary handler with `Cache-Control: no-cache` \
-         (cache bypassed: single-flight lock, buckets, breaker admission and report, the \
-         simulated external source at 0 ms and 0 failures, cache write). Each cell is the \
-         median over the runs of each run's median.\n",
-        thousands(d.small_points as f64),
-        thousands(d.large_points as f64),
-        d.batch,
-        fmt_rate(&d.backfill_points_per_s),
-        d.samples_per_run,
-        d.buckets_read,
-        // Results written before the field existed timed half as many.
-        if d.handler_samples_per_run > 0 {
-            d.handler_samples_per_run
-        } else {
-            d.samples_per_run / 2
-        },
-    );
-    let _ = writeln!(
-        md,
-        "| | {} points | {} points | ratio (large / small) |\n|---|---|---|---|",
-        thousands(d.small_points as f64),
-        thousands(d.large_points as f64)
-    );
-    let _ = writeln!(
-        md,
-        "| `MetricStore::aggregate`, monthly (µs) | {} | {} | **{}** |",
-        fmt(&d.aggregate_small_us, 0),
-        fmt(&d.aggregate_large_us, 0),
-        fmt(&size_ratio, 2)
-    );
-    let _ = writeln!(
-        md,
-        "| summary handler, `no-cache`, monthly (µs) | {} | {} | {} |",
-        fmt(&d.handler_small_us, 0),
-        fmt(&d.handler_large_us, 0),
-        fmt(&handler_ratio, 2)
-    );
-    let counts: Vec<String> = d
-        .counts_seen
-        .iter()
-        .map(|(s, l)| format!("{s} / {l}"))
-        .collect();
-    let _ = writeln!(
-        md,
-        "\nCounts the summaries reported (small / large, each run): {}. {}\n",
-        counts.join(", "),
-        if median(&size_ratio) <= 1.5 {
-            "The cost does not depend on the number of points because a summary reads the same \
-             ≤ 194 pre-aggregated buckets either way; what differs is only how full the minute \
-             buckets at the window's edges are."
-        } else {
-            "The ratio exceeds the target: a summary reads the same ≤ 194 pre-aggregated \
-             buckets either way, so the difference comes from the buckets' contents or from the \
-             machine, and needs looking into."
+        let (hit, miss) = (trips("summary, cache hit"), trips("summary, cache miss"));
+        let mut rows = vec![vec![
+            "1. Redis round trips per request".into(),
+            format!("ingest {a}, rate-limited {b}, cache hit {hit}, miss {miss}, health {c}"),
+            "2, 1, 1, as few as possible, 1".into(),
+            met(held),
+        ]];
+        // Figure 2 at its highest concurrency.
+        if let Some(row) = r.throughput.rows.iter().max_by_key(|row| row.concurrency) {
+            let (ours, pair) = (
+                thousands(median(&row.instances_rps)),
+                thousands(median(&pair_rates(row))),
+            );
+            rows.push(vec![
+                format!(
+                    "2. in-process ingest vs Redis running our two scripts, concurrency {}",
+                    row.concurrency
+                ),
+                format!(
+                    "medians {ours} req/s vs {pair} pairs/s; ratio per run **{}**",
+                    fmt(&ratios(row), 2)
+                ),
+                "≥ 0.8".into(),
+                met(median(&ratios(row)) >= 0.8),
+            ]);
         }
-    );
+        let d = &r.data_size;
+        let ratio = per_run(&d.aggregate_large_us, &d.aggregate_small_us);
+        let (large, small) = (median(&d.aggregate_large_us), median(&d.aggregate_small_us));
+        rows.push(vec![
+            format!(
+                "3. monthly summary, {} vs {} points",
+                thousands(d.large_points as f64),
+                thousands(d.small_points as f64)
+            ),
+            format!("{large:.0} µs vs {small:.0} µs: **{}**", fmt(&ratio, 2)),
+            "≤ 1.5".into(),
+            met(median(&ratio) <= 1.5),
+        ]);
+        if !self.e2e.is_empty() {
+            let ms = |label, pick: fn(&WrkRun) -> f64| {
+                median(&each(&self.wrk(label), |w| pick(w) / 1000.0))
+            };
+            let (p50, p99) = (|w: &WrkRun| w.p50_us, |w: &WrkRun| w.p99_us);
+            rows.push(vec![
+                "4. through `cargo lambda watch` (p50 / p99)".into(),
+                format!(
+                    "ingest {:.1} / {:.1} ms, summary hit {:.1} / {:.1} ms",
+                    ms("ingest", p50),
+                    ms("ingest", p99),
+                    ms("summary_hit", p50),
+                    ms("summary_hit", p99)
+                ),
+                "reported".into(),
+                String::new(),
+            ]);
+        }
+        let cold = &r.cold_start.rows;
+        if !cold.is_empty() {
+            let range = |pick: fn(&ColdStartRow) -> &[f64], scale: f64| {
+                let medians = each(cold, |row| median(pick(row)) / scale);
+                let lo = medians.iter().copied().fold(f64::INFINITY, f64::min);
+                format!(
+                    "{lo:.1}–{:.1}",
+                    medians.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+                )
+            };
+            let (first, rss) = (
+                range(|r| &r.first_response_ms, 1.0),
+                range(|r| &r.peak_rss_kib, 1024.0),
+            );
+            rows.push(vec![
+                "5. cold start to first response (x86_64, medians of the functions)".into(),
+                format!("{first} ms, peak RSS {rss} MiB"),
+                "reported".into(),
+                String::new(),
+            ]);
+        }
+        let memory: Vec<String> = [&r.memory.one_type, &r.memory.thousand_types]
+            .iter()
+            .filter_map(|samples| {
+                let bytes = median(&each(samples, |s| s.memory_usage_bytes as f64));
+                let first = samples.first()?;
+                let per = bytes / first.points as f64;
+                Some(format!(
+                    "{}: {:.1} MiB, {per:.2} bytes per metric",
+                    data_set(first),
+                    mib(bytes)
+                ))
+            })
+            .collect();
+        if !memory.is_empty() {
+            let memory = memory.join("; ");
+            rows.push(vec![
+                "6. Redis memory (`MEMORY USAGE`)".into(),
+                memory,
+                "reported".into(),
+                String::new(),
+            ]);
+        }
+        table("figure | result | target | ", rows)
+    }
 
-    // Figure 4.
-    let _ = writeln!(md, "## 4. End to end through `cargo lambda watch`\n");
-    if e2e.is_empty() {
-        let _ = writeln!(
-            md,
-            "Not measured in this run ({}).\n",
-            opts.get("e2e-note")
-                .map_or("no wrk results", String::as_str)
-        );
-    } else {
-        let first = e2e[0].clone();
-        let _ = writeln!(
-            md,
-            "`cargo lambda watch --release` (the emulator of `make dev`, serving the x86_64 \
-             release builds of the functions) on a free port of 127.0.0.1, with the same \
-             private Redis, loaded by `wrk` ({} connections, one thread, {} per run, a Lua \
-             script for the POST bodies, the cache check and percentiles: \
-             `tools/bench/wrk.lua`). The emulator sees every caller as 127.0.0.1, so all \
-             ingests come from one client, under a limit of 1,000,000 per 60 s; that client's \
-             sliding log is deleted before each ingest run, so every run starts from an empty \
-             log, which then grows through the run to one entry per request. Summary hits ask \
-             for one type and period, cached once before the runs; {} of their {} responses \
-             carried an `X-Cache` other than `HIT`.{}\n",
-            first.connections,
-            opts.get("wrk-duration")
-                .map_or("a fixed time".to_string(), |d| d.clone()),
-            thousands(e2e_hit.iter().map(|w| w.not_hit).sum::<u64>() as f64),
-            thousands(e2e_hit.iter().map(|w| w.requests).sum::<u64>() as f64),
-            opts.get("e2e-setting")
-                .map(|s| format!(" Emulator: {s}."))
-                .unwrap_or_default()
-        );
-        let _ = writeln!(
-            md,
-            "| path | requests/s | p50 (ms) | p99 (ms) | non-2xx, socket errors (all runs) |\n|---|---|---|---|---|"
-        );
-        for (label, runs) in [
-            ("`POST /api/metrics` (one metric)", &e2e_ingest),
-            ("`GET /api/metrics/summary` (cache hit)", &e2e_hit),
-        ] {
-            let rps: Vec<f64> = runs
+    fn setting(&self) -> String {
+        let (r, m) = (&self.r, &self.r.machine);
+        let time = |t: &str| {
+            let parsed = chrono::DateTime::parse_from_rfc3339(t);
+            parsed.map_or(t.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        };
+        let (start, end) = (time(&r.started_at), time(&r.finished_at));
+        let load = |l: &[f64; 3]| format!("{:.2} / {:.2} / {:.2}", l[0], l[1], l[2]);
+        let prefix = match self.run.get("e2e-prefix") {
+            Some(e2e) if !self.e2e.is_empty() => format!("`{}` (figure 4: `{e2e}`)", r.prefix),
+            _ => format!("`{}`", r.prefix),
+        };
+        let runtime = match r.throughput.client_threads {
+            0 | 1 => "a current-thread tokio runtime (one thread)".to_string(),
+            n => format!("a multi-threaded tokio runtime, {n} worker threads"),
+        };
+        let bins = "--bin health --bin ingest-metric --bin metrics-summary --bin bench";
+        let (build, kind) = (self.run("build-seconds"), self.run("build-kind"));
+        pairs([
+            ("command", format!("`{}`", self.run("command"))),
+            ("runs of each figure", r.runs.to_string()),
+            ("date", format!("figures 1, 2, 3, 5 and 6 measured {start} to {end} (UTC); figure 4 right after")),
+            ("CPU", format!("{}, {} cores", m.cpu, m.cores)),
+            ("memory", format!("{:.1} GiB", m.memory_kib as f64 / 1_048_576.0)),
+            ("kernel", format!("Linux {}", m.kernel)),
+            ("rustc", m.rustc.clone()),
+            ("wrk", m.wrk.clone()),
+            ("Redis", format!("{}, keys under the prefix {prefix}", r.redis_version)),
+            ("in-process clients (figure 2)", runtime),
+            (
+                "load average (1/5/15 min)",
+                format!(
+                    "{} when the measurements started, {} when they ended, {} before the build",
+                    load(&r.load_start),
+                    load(&r.load_end),
+                    self.run("load-before-build")
+                ),
+            ),
+            ("build", format!("`cargo build --release {bins}`: {build} s ({kind})")),
+            ("whole command", format!("{} s, the build included", self.run("elapsed-seconds"))),
+        ])
+    }
+
+    fn round_trips(&self) -> String {
+        let counts = |row: &RoundTrips| match row.counts.as_slice() {
+            [first, rest @ ..] if !rest.is_empty() && rest.iter().all(|c| c == first) => {
+                format!("{first} (all {} runs)", row.counts.len())
+            }
+            all => all
                 .iter()
-                .map(|w| w.requests as f64 / (w.duration_us as f64 / 1e6))
-                .collect();
-            let p50: Vec<f64> = runs.iter().map(|w| w.p50_us / 1000.0).collect();
-            let p99: Vec<f64> = runs.iter().map(|w| w.p99_us / 1000.0).collect();
-            let non_2xx: u64 = runs.iter().map(|w| w.non_2xx).sum();
-            let socket: u64 = runs.iter().map(|w| w.socket_errors).sum();
-            let _ = writeln!(
-                md,
-                "| {label} | {} | {} | {} | {non_2xx}, {socket} |",
-                fmt_rate(&rps),
-                fmt(&p50, 2),
-                fmt(&p99, 2)
-            );
-        }
-        if let Some(commands) = opts
-            .get("e2e-commands")
-            .and_then(|f| std::fs::read_to_string(f).ok())
-        {
-            let _ = writeln!(
-                md,
-                "\nThe commands (`<port>`: a free port chosen by the run; `<env file>`: \
-                 `REDIS_URL` of the private server, `REDIS_KEY_PREFIX={}`, \
-                 `RATE_LIMIT_REQUESTS=1000000`, `EXTERNAL_SERVICE_LATENCY_MS=0`, \
-                 `EXTERNAL_SERVICE_FAILURE_RATE=0`, `CACHE_TTL_SECONDS=3600`, `RUST_LOG=info`):\n\n\
-                 ```sh\n{}```",
-                opts.get("e2e-prefix").map_or("<prefix>", String::as_str),
-                commands
-            );
-        }
-        let connections = first.connections as usize;
-        if let Some(row) = r
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        columns(
+            &self.r.round_trips,
+            &[
+                ("path", &|row| row.path.clone()),
+                ("status", &|row| row.status.to_string()),
+                ("round trips (each run)", &counts),
+                ("budget", &|row| row.budget.to_string()),
+            ],
+        )
+    }
+
+    fn throughput(&self) -> String {
+        let t = &self.r.throughput;
+        let requests = |row: &ThroughputRow| {
+            let found = t.requests.iter().find(|(c, _)| *c == row.concurrency);
+            found.map_or("–".into(), |(_, n)| thousands(*n as f64))
+        };
+        columns(
+            &t.rows,
+            &[
+                ("C", &|row| row.concurrency.to_string()),
+                ("requests per run", &requests),
+                ("ours, instances (req/s)", &|row| {
+                    fmt_rate(&row.instances_rps)
+                }),
+                ("p50 (µs)", &|row| fmt(&row.instances_p50_us, 0)),
+                ("p99 (µs)", &|row| fmt(&row.instances_p99_us, 0)),
+                ("ours, shared connection (req/s)", &|row| {
+                    fmt_rate(&row.shared_rps)
+                }),
+                ("Redis: limiter script (calls/s)", &|row| {
+                    fmt_rate(&row.redis_limiter_rps)
+                }),
+                ("Redis: storage script (calls/s)", &|row| {
+                    fmt_rate(&row.redis_store_rps)
+                }),
+                ("Redis: pair (ingests/s)", &|row| fmt_rate(&pair_rates(row))),
+                ("**ours / pair, per run**", &|row| {
+                    format!("**{}**", fmt(&ratios(row), 2))
+                }),
+                ("Redis: `return 1` (calls/s)", &|row| {
+                    fmt_rate(&row.redis_trivial_rps)
+                }),
+            ],
+        )
+    }
+
+    fn throughput_checks(&self) -> String {
+        let rows = &self.r.throughput.rows;
+        let build: Vec<f64> = rows.iter().flat_map(|r| r.build_us.clone()).collect();
+        pairs([
+            ("answers other than 201", rows.iter().map(|r| r.errors).sum::<u64>().to_string()),
+            (
+                "keys Redis expired during the timed measurements of ours and of the two replays, all runs",
+                rows.iter().map(|r| r.expired_during).sum::<u64>().to_string(),
+            ),
+            ("building one request from the template (µs, measured apart)", fmt(&build, 1)),
+        ])
+    }
+
+    fn cpu(&self) -> String {
+        columns(
+            &self.r.throughput.rows,
+            &[
+                ("C", &|row| row.concurrency.to_string()),
+                ("Redis CPU, ours (µs)", &|row| fmt(&row.server_cpu_us, 1)),
+                ("Redis CPU, `redis-benchmark` (µs)", &|row| {
+                    fmt(&row.server_cpu_us_pair, 1)
+                }),
+                ("in the scripts, ours (µs)", &|row| {
+                    fmt(&row.server_script_us, 1)
+                }),
+                ("in the scripts, `redis-benchmark` (µs)", &|row| {
+                    fmt(&row.server_script_us_pair, 1)
+                }),
+                ("client CPU, ours (µs)", &|row| fmt(&row.client_cpu_us, 1)),
+                ("client CPU, `redis-benchmark` (µs)", &|row| {
+                    fmt(&row.redis_benchmark_cpu_us_pair, 1)
+                }),
+            ],
+        )
+    }
+
+    /// Figure 2 read from its medians: how busy Redis was (a share of its
+    /// one core: CPU per ingest times the rate), the cores Redis and our
+    /// process used together, and the time per ingest each rate implies.
+    fn reading(&self) -> String {
+        let rate = |row: &ThroughputRow| median(&row.instances_rps);
+        let pair = |row: &ThroughputRow| median(&pair_rates(row));
+        let ours_us = |row: &ThroughputRow| row.concurrency as f64 * 1e6 / rate(row);
+        let pair_us = |row: &ThroughputRow| row.concurrency as f64 * 1e6 / pair(row);
+        columns(
+            &self.r.throughput.rows,
+            &[
+                ("C", &|row| row.concurrency.to_string()),
+                ("Redis busy, ours", &|row| {
+                    format!("{:.0}%", rate(row) * median(&row.server_cpu_us) / 1e4)
+                }),
+                ("Redis busy, `redis-benchmark`", &|row| {
+                    format!("{:.0}%", pair(row) * median(&row.server_cpu_us_pair) / 1e4)
+                }),
+                ("cores used by Redis and ours", &|row| {
+                    format!(
+                        "{:.2}",
+                        rate(row) * (median(&row.server_cpu_us) + median(&row.client_cpu_us)) / 1e6
+                    )
+                }),
+                ("time per ingest, ours (C / rate, µs)", &|row| {
+                    format!("{:.0}", ours_us(row))
+                }),
+                ("time per pair, `redis-benchmark` (µs)", &|row| {
+                    format!("{:.0}", pair_us(row))
+                }),
+                ("difference (µs)", &|row| {
+                    format!("{:.0}", ours_us(row) - pair_us(row))
+                }),
+            ],
+        )
+    }
+
+    fn data_size(&self) -> String {
+        let d = &self.r.data_size;
+        let row = |label: &str, small: &[f64], large: &[f64], bold: &str| {
+            let ratio = fmt(&per_run(large, small), 2);
+            vec![
+                label.to_string(),
+                fmt(small, 0),
+                fmt(large, 0),
+                format!("{bold}{ratio}{bold}"),
+            ]
+        };
+        let (small, large) = (
+            thousands(d.small_points as f64),
+            thousands(d.large_points as f64),
+        );
+        table(
+            &format!(" | {small} points | {large} points | ratio (large / small)"),
+            [
+                row(
+                    "`MetricStore::aggregate`, monthly (µs)",
+                    &d.aggregate_small_us,
+                    &d.aggregate_large_us,
+                    "**",
+                ),
+                row(
+                    "summary handler, `no-cache`, monthly (µs)",
+                    &d.handler_small_us,
+                    &d.handler_large_us,
+                    "",
+                ),
+            ],
+        )
+    }
+
+    fn data_size_checks(&self) -> String {
+        let d = &self.r.data_size;
+        let counts: Vec<String> = d
+            .counts_seen
+            .iter()
+            .map(|(s, l)| format!("{s} / {l}"))
+            .collect();
+        let (aggregate, handler) = (d.samples_per_run, d.handler_samples_per_run);
+        pairs([
+            (
+                "points/s of the backfill",
+                format!(
+                    "{}, in batches of {}",
+                    fmt_rate(&d.backfill_points_per_s),
+                    d.batch
+                ),
+            ),
+            (
+                "timed calls per run and type",
+                format!("{aggregate} of `MetricStore::aggregate`, {handler} of the handler"),
+            ),
+            (
+                "buckets a monthly summary reads",
+                d.buckets_read.to_string(),
+            ),
+            (
+                "counts the summaries reported (small / large, each run)",
+                counts.join(", "),
+            ),
+        ])
+    }
+
+    fn e2e(&self) -> String {
+        let Some(first) = self.e2e.first() else {
+            return format!("Not measured in this run ({}).", self.run("e2e-note"));
+        };
+        let (ingest, hits) = (self.wrk("ingest"), self.wrk("summary_hit"));
+        let paths = [
+            ("`POST /api/metrics` (one metric)", &ingest),
+            ("`GET /api/metrics/summary` (cache hit)", &hits),
+        ];
+        let mut md = columns(
+            &paths,
+            &[
+                ("path", &|(path, _)| path.to_string()),
+                ("requests/s", &|(_, runs)| {
+                    fmt_rate(&each(runs, |w| {
+                        w.requests as f64 * 1e6 / w.duration_us as f64
+                    }))
+                }),
+                ("p50 (ms)", &|(_, runs)| {
+                    fmt(&each(runs, |w| w.p50_us / 1000.0), 2)
+                }),
+                ("p99 (ms)", &|(_, runs)| {
+                    fmt(&each(runs, |w| w.p99_us / 1000.0), 2)
+                }),
+                ("non-2xx, socket errors (all runs)", &|(_, runs)| {
+                    let sum = |pick: fn(&WrkRun) -> u64| runs.iter().map(|w| pick(w)).sum::<u64>();
+                    format!("{}, {}", sum(|w| w.non_2xx), sum(|w| w.socket_errors))
+                }),
+            ],
+        );
+        let ingest_p50 = median(&each(&ingest, |w| w.p50_us));
+        let same_c = self
+            .r
             .throughput
             .rows
             .iter()
-            .find(|row| row.concurrency == connections)
-        {
-            let ingest_p50 = median(&e2e_ingest.iter().map(|w| w.p50_us).collect::<Vec<_>>());
-            let _ = writeln!(
-                md,
-                "\n**Emulator overhead.** In-process at concurrency {connections} an ingest takes \
-                 {:.0} µs at the median ({} req/s); through the emulator {:.0} µs ({:.1}×). (Not \
-                 quite the same Redis work: in-process every request is a new client with a \
-                 one-entry log, here all are one client whose log grows to thousands of \
-                 entries within a run, which makes each limiter call somewhat dearer: the \
-                 sorted set's insert and trim grow with the logarithm of its size. Not measured \
-                 apart here.) The \
-                 difference is HTTP, the emulator's routing and its runtime API round trips \
-                 (each invocation is a `next` long-poll and a response `POST` between the \
-                 emulator and the function process), and their share of the {} cores — none of \
-                 which exists in-process, and which in AWS is API Gateway's and Lambda's, on \
-                 other machines.\n",
-                median(&row.instances_p50_us),
-                thousands(median(&row.instances_rps)),
-                ingest_p50,
-                ingest_p50 / median(&row.instances_p50_us),
-                cores()
-            );
-        }
+            .find(|row| row.concurrency as u64 == first.connections);
+        let overhead = same_c.map_or("– (not a concurrency of figure 2)".into(), |row| {
+            let (p50, rate) = (median(&row.instances_p50_us), thousands(median(&row.instances_rps)));
+            let times = ingest_p50 / p50;
+            format!("in-process (figure 2) {p50:.0} µs at {rate} req/s; through the emulator {ingest_p50:.0} µs ({times:.1}×)")
+        });
+        let not_hit = thousands(hits.iter().map(|w| w.not_hit).sum::<u64>() as f64);
+        let responses = thousands(hits.iter().map(|w| w.requests).sum::<u64>() as f64);
+        md.push('\n');
+        md.push_str(&pairs([
+            (
+                "wrk connections, and emulator instances per function",
+                first.connections.to_string(),
+            ),
+            ("length of one run", self.run("wrk-duration").to_string()),
+            (
+                "cache-hit responses whose `X-Cache` was not `HIT`",
+                format!("{not_hit} of {responses}"),
+            ),
+            ("ingest p50 at that concurrency", overhead),
+        ]));
+        md
     }
 
-    // Figure 5.
-    let cs = &r.cold_start;
-    let _ = writeln!(md, "## 5. Cold start and binary size\n");
-    if cs.rows.is_empty() {
-        let _ = writeln!(
-            md,
-            "Not measured in this run (no release binaries given).\n"
-        );
-    } else {
-        let _ = writeln!(
-            md,
-            "Each function's x86_64 release binary (the release profile of the workspace: LTO, \
-             one codegen unit, stripped; built with `--bin`, as `cargo lambda watch --release` \
-             builds it, so with the features of the whole workspace, where the arm64 deployables \
-             are built per package; arm64 binaries cannot run on this machine) started under a minimal emulation of the Lambda runtime API inside the \
-             bench (`tools/bench/src/cold_start.rs`: `GET …/invocation/next` answers one API \
-             Gateway v2 event with the `Lambda-Runtime-*` headers, `POST …/response` is \
-             recorded), with `AWS_LAMBDA_RUNTIME_API=127.0.0.1:<port>` and the function's \
-             settings. *Init* is the time from spawning the process to its first `next` (what \
-             Lambda reports as Init Duration); *first response* is the time to the response of \
-             its first invocation, including connecting to Redis, which already has the scripts \
-             loaded. Peak RSS is `VmHWM` from `/proc/<pid>/status` after that response. It \
-             includes the heaps of mimalloc, the functions' global allocator \
-             (`shared/src/lib.rs`): about 6 MiB more than the same binaries with glibc's \
-             allocator (measured once while adopting it, on release builds without LTO: 15.6 \
-             against 9.3 MiB for `ingest-metric`), for a fifth fewer instructions per request \
-             (figure 2); far below the 256 MB the template gives each function.\n"
-        );
-        let _ = writeln!(
-            md,
-            "| function | first request | init (ms) | first response (ms) | peak RSS (MiB) | status | x86_64 binary |\n|---|---|---|---|---|---|---|"
-        );
-        for row in &cs.rows {
-            let rss: Vec<f64> = row.peak_rss_kib.iter().map(|k| k / 1024.0).collect();
-            let mut statuses = row.statuses.clone();
-            statuses.dedup();
-            let _ = writeln!(
-                md,
-                "| `{}` | {} | {} | {} | {} | {} | {} |",
-                row.function,
-                row.request,
-                fmt(&row.init_ms, 1),
-                fmt(&row.first_response_ms, 1),
-                fmt(&rss, 1),
-                statuses
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                mib(row.binary_bytes as f64)
-            );
+    fn cold_start(&self) -> String {
+        let rows = &self.r.cold_start.rows;
+        if rows.is_empty() {
+            return "Not measured in this run (no release binaries given).".into();
         }
-        md.push('\n');
-    }
-    let _ = writeln!(md, "arm64 `bootstrap` sizes ({}):\n", cs.arm64_note);
-    if !cs.arm64.is_empty() {
-        let _ = writeln!(md, "| function | bytes | MiB | built |\n|---|---|---|---|");
-        for b in &cs.arm64 {
-            let _ = writeln!(
-                md,
-                "| `{}` | {} | {:.2} | {} |",
-                b.function,
-                thousands(b.bytes as f64),
-                b.bytes as f64 / 1_048_576.0,
-                b.built
-            );
-        }
-        md.push('\n');
-    }
-
-    // Figure 6.
-    let m = &r.memory;
-    let _ = writeln!(md, "## 6. Redis memory\n");
-    let _ = writeln!(
-        md,
-        "After loading the data sets of figure 3 (spread over 30 days, batches of {}): the sum \
-         of `MEMORY USAGE <key> SAMPLES 0` over the data set's keys, which are enumerated from \
-         the bucket layout (`shared::store::buckets`, `Keys::metric_base`: one minute \
-         container per hour, one hour container per day, one day container per 32 days), and, \
-         as a check, counted by a `SCAN` of the same pattern on the private server. \
-         `used_memory` growth (from `INFO memory`) adds what `MEMORY USAGE` leaves out: the \
-         keyspace's and expiry dictionaries' entries for each key.\n",
-        d.batch
-    );
-    let _ = writeln!(
-        md,
-        "| data set | keys (enumerated / scanned) | `MEMORY USAGE` total | per metric | `used_memory` growth | per metric |\n|---|---|---|---|---|---|"
-    );
-    for samples in [&m.one_type, &m.thousand_types] {
-        let Some(first) = samples.first() else {
-            continue;
+        let statuses = |row: &ColdStartRow| {
+            let mut all: Vec<String> = row.statuses.iter().map(u16::to_string).collect();
+            all.dedup();
+            all.join(", ")
         };
-        let label = if first.types == 1 {
-            format!("{} metrics of one type", thousands(first.points as f64))
+        columns(
+            rows,
+            &[
+                ("function", &|row| format!("`{}`", row.function)),
+                ("first request", &|row| row.request.clone()),
+                ("init (ms)", &|row| fmt(&row.init_ms, 1)),
+                ("first response (ms)", &|row| fmt(&row.first_response_ms, 1)),
+                ("peak RSS (MiB)", &|row| {
+                    fmt(&each(&row.peak_rss_kib, |k| k / 1024.0), 1)
+                }),
+                ("status", &statuses),
+                ("x86_64 binary", &|row| {
+                    format!("{:.1} MiB", mib(row.binary_bytes as f64))
+                }),
+            ],
+        )
+    }
+
+    fn arm64(&self) -> String {
+        let cs = &self.r.cold_start;
+        let sizes = columns(
+            &cs.arm64,
+            &[
+                ("function", &|b| format!("`{}`", b.function)),
+                ("bytes", &|b| thousands(b.bytes as f64)),
+                ("MiB", &|b| format!("{:.2}", mib(b.bytes as f64))),
+                ("built", &|b| b.built.clone()),
+            ],
+        );
+        let sizes = if cs.arm64.is_empty() {
+            String::new()
         } else {
+            sizes
+        };
+        format!("arm64 `bootstrap` sizes ({}):\n\n{sizes}", cs.arm64_note)
+    }
+
+    fn memory(&self) -> String {
+        let m = &self.r.memory;
+        let sets: Vec<&Vec<MemorySample>> = [&m.one_type, &m.thousand_types]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        let bytes = |s: &MemorySample| s.memory_usage_bytes as f64;
+        let grown = |s: &MemorySample| s.used_memory_delta_bytes as f64;
+        let keys = |set: &&Vec<MemorySample>| {
             format!(
-                "{} types × {} metrics",
-                thousands(first.types as f64),
-                thousands(first.points as f64 / first.types as f64)
+                "{} / {}",
+                thousands(set[0].keys as f64),
+                thousands(set[0].keys_scanned as f64)
             )
         };
-        let total: Vec<f64> = samples
-            .iter()
-            .map(|s| s.memory_usage_bytes as f64)
-            .collect();
-        let per: Vec<f64> = samples
-            .iter()
-            .map(|s| s.memory_usage_bytes as f64 / s.points as f64)
-            .collect();
-        let grown: Vec<f64> = samples
-            .iter()
-            .map(|s| s.used_memory_delta_bytes as f64)
-            .collect();
-        let grown_per: Vec<f64> = samples
-            .iter()
-            .map(|s| s.used_memory_delta_bytes as f64 / s.points as f64)
-            .collect();
-        let _ = writeln!(
-            md,
-            "| {label} | {} / {} | {} | {} bytes | {} | {} bytes |",
-            thousands(first.keys as f64),
-            thousands(first.keys_scanned as f64),
-            fmt_mib(&total),
-            fmt(&per, 2),
-            fmt_mib(&grown),
-            fmt(&grown_per, 2)
+        let mut md = columns(
+            &sets,
+            &[
+                ("data set", &|set| data_set(&set[0])),
+                ("keys (enumerated / scanned)", &keys),
+                ("`MEMORY USAGE` total", &|set| {
+                    format!("{} MiB", fmt(&each(set, |s| mib(bytes(s))), 1))
+                }),
+                ("per metric", &|set| {
+                    format!(
+                        "{} bytes",
+                        fmt(&each(set, |s| bytes(s) / s.points as f64), 2)
+                    )
+                }),
+                ("`used_memory` growth", &|set| {
+                    format!("{} MiB", fmt(&each(set, |s| mib(grown(s))), 1))
+                }),
+                ("per metric", &|set| {
+                    format!(
+                        "{} bytes",
+                        fmt(&each(set, |s| grown(s) / s.points as f64), 2)
+                    )
+                }),
+            ],
         );
-    }
-    if !m.encodings.is_empty() {
-        let enc: Vec<String> = m
+        let encodings: Vec<String> = m
             .encodings
             .iter()
             .map(|(e, n)| format!("{n} `{e}`"))
             .collect();
-        let _ = writeln!(
+        let _ = write!(
             md,
-            "\nEncodings of the one-type data set's hashes (`OBJECT ENCODING`): {}. Memory is \
-             bounded by the number of buckets, not of metrics: a type costs at most ~750 hashes \
-             for 30 days however many points it gets, and every key expires after the \
-             retention.",
-            enc.join(", ")
+            "\nEncodings of the one-type data set's hashes (`OBJECT ENCODING`): {}.",
+            encodings.join(", ")
         );
+        md
     }
-    md
 }
 
-fn fmt_mib(samples: &[f64]) -> String {
-    let mib: Vec<f64> = samples.iter().map(|b| b / 1_048_576.0).collect();
-    format!("{} MiB", fmt(&mib, 1))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn load(l: &[f64; 3]) -> String {
-    format!("{:.2} / {:.2} / {:.2}", l[0], l[1], l[2])
-}
+    #[test]
+    fn only_marked_blocks_are_replaced() {
+        let text = "# A\ntext 1\n<!-- table:x -->\nold\n<!-- /table -->\nmore\n<!-- table:y --><!-- /table -->\n";
+        let filled = fill(text, |name| Ok(format!("| {name} |"))).unwrap();
+        assert_eq!(
+            filled,
+            "# A\ntext 1\n<!-- table:x -->\n\n| x |\n\n<!-- /table -->\nmore\n<!-- table:y -->\n\n| y |\n\n<!-- /table -->\n"
+        );
+        assert_eq!(
+            fill(&filled, |name| Ok(format!("| {name} |"))).unwrap(),
+            filled
+        );
+        assert!(fill("<!-- table:x -->", |_| Ok(String::new())).is_err());
+        assert!(fill("<!-- table:x --><!-- /table -->", |n| Err(n.to_string())).is_err());
+    }
 
-fn short_time(rfc3339: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_else(|_| rfc3339.to_string())
+    /// A renamed or mistyped marker in the committed documents fails here,
+    /// not in the middle of `make bench`.
+    #[test]
+    fn every_marker_of_the_documents_names_a_block() {
+        let report = Report {
+            r: Results::default(),
+            e2e: Vec::new(),
+            run: BTreeMap::new(),
+        };
+        for doc in ["BENCHMARKS.md", "README.md"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(doc);
+            let text = std::fs::read_to_string(path).unwrap();
+            assert!(text.contains("<!-- table:headline -->"), "{doc}");
+            fill(&text, |name| report.block(name)).unwrap();
+        }
+    }
+
+    #[test]
+    fn spreads_and_thousands() {
+        assert_eq!(fmt(&[3.0, 1.0, 2.0], 1), "2.0 (1.0–3.0)");
+        assert_eq!(fmt(&[], 1), "–");
+        assert_eq!(fmt_rate(&[1234.4]), "1,234");
+        assert_eq!(thousands(1_000_000.0), "1,000,000");
+    }
 }

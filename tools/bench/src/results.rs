@@ -1,4 +1,5 @@
-//! What `bench measure` records (a JSON file) and `bench report` renders.
+//! What `bench measure` records (`target/bench/results.json`) and
+//! `bench report` renders: the raw samples, one per run, never summaries.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,8 @@ pub struct Results {
     pub load_end: [f64; 3],
     /// `redis_version` of the Redis measured.
     pub redis_version: String,
+    /// The machine measured on.
+    pub machine: Machine,
     /// The Redis key prefix everything was written under.
     pub prefix: String,
     /// Figure 1.
@@ -29,6 +32,70 @@ pub struct Results {
     pub memory: Memory,
     /// Figure 5.
     pub cold_start: ColdStart,
+}
+
+/// The machine a run measured on, read when it started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Machine {
+    /// `model name` of `/proc/cpuinfo`.
+    pub cpu: String,
+    /// The cores this process may run on (`available_parallelism`).
+    pub cores: usize,
+    /// `MemTotal` of `/proc/meminfo`, KiB.
+    pub memory_kib: u64,
+    /// The kernel's release (`/proc/sys/kernel/osrelease`).
+    pub kernel: String,
+    /// `rustc --version`.
+    pub rustc: String,
+    /// The first line of `wrk --version` (empty without wrk).
+    pub wrk: String,
+}
+
+impl Machine {
+    /// Reads this machine's description (fields it cannot read stay empty).
+    pub fn read() -> Self {
+        let proc = |file: &str| std::fs::read_to_string(file).unwrap_or_default();
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+                .unwrap_or_default()
+        };
+        let version = |program: &str| {
+            std::process::Command::new(program)
+                .arg("--version")
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        Self {
+            cpu: field(&proc("/proc/cpuinfo"), "model name"),
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory_kib: field(&proc("/proc/meminfo"), "MemTotal")
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0),
+            kernel: proc("/proc/sys/kernel/osrelease").trim().to_string(),
+            rustc: version("rustc"),
+            wrk: version("wrk"),
+        }
+    }
+}
+
+/// `/proc/loadavg`: the 1, 5 and 15 minute load averages (NaN if unknown).
+pub fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut values = text
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN));
+    [(); 3].map(|()| values.next().unwrap_or(f64::NAN))
 }
 
 /// Figure 1: Redis round trips of one request on one path.
@@ -53,14 +120,11 @@ pub struct Throughput {
     pub rows: Vec<ThroughputRow>,
     /// The `redis-benchmark` command lines (with the captured arguments).
     pub commands: Vec<String>,
-    /// How the two scripts of an ingest were captured.
-    pub capture_note: String,
     /// Threads of the runtime the simulated instances ran on (1: a
     /// current-thread runtime).
     pub client_threads: usize,
     /// Rounds of alternation between ours and the replays per run
     /// (`figure2::SLICES`).
-    #[serde(default)]
     pub slices: usize,
 }
 
@@ -92,7 +156,6 @@ pub struct ThroughputRow {
     pub client_cpu_us: Vec<f64>,
     /// Time to build one request from the template, µs (part of
     /// `client_cpu_us`).
-    #[serde(default)]
     pub build_us: Vec<f64>,
     /// CPU of the Redis server per ingest (instances case), µs.
     pub server_cpu_us: Vec<f64>,
@@ -103,15 +166,12 @@ pub struct ThroughputRow {
     pub redis_benchmark_cpu_us_pair: Vec<f64>,
     /// Time the Redis server spent executing the two scripts per ingest
     /// (instances case; `cmdstat_evalsha` `usec`), µs.
-    #[serde(default)]
     pub server_script_us: Vec<f64>,
     /// The same per limiter + storage call pair under `redis-benchmark`, µs.
-    #[serde(default)]
     pub server_script_us_pair: Vec<f64>,
     /// Keys Redis expired during the timed measurements of this row, all
     /// runs (each measurement starts with the rate-limit keys of the
     /// previous ones deleted, so only other figures' keys can expire).
-    #[serde(default)]
     pub expired_during: u64,
 }
 
@@ -125,7 +185,6 @@ pub struct DataSize {
     /// Timed `MetricStore::aggregate` calls per run and size.
     pub samples_per_run: usize,
     /// Timed summary handler calls per run and size.
-    #[serde(default)]
     pub handler_samples_per_run: usize,
     /// Median `MetricStore::aggregate` time per run, small type, µs.
     pub aggregate_small_us: Vec<f64>,
@@ -242,6 +301,5 @@ pub struct WrkRun {
     /// Open connections.
     pub connections: u64,
     /// GET responses whose `X-Cache` header was not `HIT` (0 for POSTs).
-    #[serde(default)]
     pub not_hit: u64,
 }

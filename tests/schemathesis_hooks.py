@@ -1,4 +1,4 @@
-"""Schemathesis hooks for scripts/schemathesis.sh (loaded via SCHEMATHESIS_HOOKS).
+"""Schemathesis hooks for tests/tests/e2e_schemathesis.rs (loaded via SCHEMATHESIS_HOOKS).
 
 The local stack is `cargo lambda watch`: an emulator of API Gateway that turns
 each HTTP request into a Lambda event before our function sees it. A request

@@ -1,0 +1,321 @@
+//! Every response body of the API, each defined once: the handlers serialise
+//! these types, and the OpenAPI document ([`crate::openapi`]) derives its
+//! schemas from the same types (`#[derive(ToSchema)]`), so a field added
+//! here is served and documented at once. Objects are closed
+//! (`additionalProperties: false`, from `#[serde(deny_unknown_fields)]`)
+//! except where a source's own fields are merged in.
+//!
+//! The enums and values the bodies carry are the components' own types:
+//! [`Period`](crate::window::Period), [`PeriodLabel`], [`Window`],
+//! [`BreakerState`], [`FieldError`], and the stored [`Metric`]. (The
+//! `X-Cache` header's values are [`crate::cache::CacheStatus`].)
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::breaker::{BreakerState, FailureKind};
+use crate::metric::{FieldError, Metric, MetricType};
+use crate::window::{PeriodLabel, Window};
+
+/// `201 Created`: the metrics are stored (and counted exactly once, even
+/// when the request is retried with the same `Idempotency-Key`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Created {
+    /// The Lambda request id of the request that stored the metrics (a replay
+    /// returns the original request's id).
+    #[schema(examples("7d1c7f4e-1b9e-4c55-9a53-0f6f1f3b2a10"))]
+    pub request_id: String,
+    /// How many metrics were stored: 1 for a single object, the batch size
+    /// for a batch.
+    #[schema(minimum = 1, examples(1))]
+    pub stored: u64,
+    /// The stored metric, normalised; only for a single-object body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub metric: Option<Metric>,
+}
+
+/// `200 OK`: aggregates of one metric type over a window. With no data in
+/// the window `count` and `sum` are 0 and the other aggregates `null`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    /// The metric type summarised.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, examples("cpu_usage"))]
+    pub metric_type: MetricType,
+    /// The period asked for, or `custom`.
+    pub period: PeriodLabel,
+    /// The window summarised.
+    pub window: Window,
+    /// Number of metrics in the window.
+    #[schema(examples(42))]
+    pub count: u64,
+    /// `sum / count`; `null` when `count` is 0.
+    #[schema(required = true, examples(61.25))]
+    pub average_value: Option<f64>,
+    /// Smallest value; `null` when `count` is 0.
+    #[schema(required = true, examples(12.0))]
+    pub min_value: Option<f64>,
+    /// Largest value; `null` when `count` is 0.
+    #[schema(required = true, examples(97.5))]
+    pub max_value: Option<f64>,
+    /// Sum of the values; 0 when `count` is 0. Always finite: when the exact
+    /// sum is beyond a 64-bit float it is reported as ±1.7976931348623157e308.
+    #[schema(examples(2572.5))]
+    pub sum: f64,
+    /// Enrichment from the external source, or why there is none.
+    pub external_data: ExternalData,
+}
+
+/// Enrichment from the external source, or why there is none.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ExternalData {
+    // The source answered. (Plain comments on these variants: a description
+    // beside a `$ref` hides the referenced schema's name in Swagger UI.)
+    Success(ExternalSuccess),
+    // The source could not be used.
+    Fallback(ExternalFallback),
+}
+
+impl ExternalData {
+    /// The source's answer: its fields next to `"status": "success"` (a
+    /// `status` field of its own is replaced).
+    pub fn success(mut fields: Map<String, Value>) -> Self {
+        fields.remove("status");
+        let external_metric_context = match fields.get("external_metric_context") {
+            Some(Value::Number(n)) if n.is_i64() => {
+                let context = n.as_i64();
+                fields.remove("external_metric_context");
+                context
+            }
+            _ => None,
+        };
+        Self::Success(ExternalSuccess {
+            status: SuccessStatus::Success,
+            external_metric_context,
+            fields,
+        })
+    }
+
+    /// No enrichment, and why.
+    pub fn fallback(reason: FallbackReason) -> Self {
+        Self::Fallback(ExternalFallback {
+            status: FallbackStatus::Fallback,
+            reason,
+        })
+    }
+
+    /// True for a fallback: the summary is degraded and cached only
+    /// `CACHE_FALLBACK_TTL_SECONDS`.
+    pub fn is_fallback(&self) -> bool {
+        matches!(self, Self::Fallback(_))
+    }
+}
+
+/// The external source answered; its fields are merged in (the simulated
+/// source returns `external_metric_context`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(examples(json!({"status": "success", "external_metric_context": 342})))]
+pub struct ExternalSuccess {
+    /// Always `success`.
+    pub status: SuccessStatus,
+    /// From the simulated source: an integer in 100..=500.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub external_metric_context: Option<i64>,
+    /// Any other field of an HTTP source's answer, as it sent it.
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+/// `status` of an `ExternalSuccess`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SuccessStatus {
+    /// The source answered.
+    Success,
+}
+
+/// The external source could not be used; the summary is still a 200.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"status": "fallback", "reason": "circuit_open"})))]
+pub struct ExternalFallback {
+    /// Always `fallback`.
+    pub status: FallbackStatus,
+    /// Why.
+    pub reason: FallbackReason,
+}
+
+/// `status` of an `ExternalFallback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FallbackStatus {
+    /// The source could not be used; the summary is still complete.
+    Fallback,
+}
+
+/// Why the external source could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// The circuit breaker is open (or its half-open probes are all taken):
+    /// the source was not called.
+    CircuitOpen,
+    /// The call failed (non-2xx status, invalid body, connection error).
+    UpstreamError,
+    /// The call took longer than `EXTERNAL_SERVICE_TIMEOUT_MS` and was
+    /// cancelled.
+    Timeout,
+}
+
+impl From<FailureKind> for FallbackReason {
+    fn from(kind: FailureKind) -> Self {
+        match kind {
+            FailureKind::UpstreamError => Self::UpstreamError,
+            FailureKind::Timeout => Self::Timeout,
+        }
+    }
+}
+
+/// `200 OK`: Redis answers. An open circuit breaker is a degraded
+/// dependency, not a dead service: health stays 200.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: HealthyStatus,
+    /// Always `healthy`.
+    pub redis: RedisHealthy,
+    /// Round trip of `PING` and the breaker state read (one pipeline), ms,
+    /// rounded to µs.
+    #[schema(minimum = 0, examples(0.213))]
+    pub redis_latency_ms: f64,
+    /// Effective state of each circuit breaker.
+    pub circuit_breaker: CircuitBreakers,
+    /// The service's version.
+    #[schema(examples("0.1.0"))]
+    pub version: String,
+}
+
+/// The state of each circuit breaker, by dependency.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakers {
+    /// The breaker around the external data source.
+    pub external_service: BreakerState,
+}
+
+/// `status` of a `Health` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthyStatus {
+    /// Redis answers.
+    Ok,
+}
+
+/// `redis` of a `Health` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisHealthy {
+    /// Redis answered `PING`.
+    Healthy,
+}
+
+/// `503`: Redis does not answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthDegraded {
+    /// Always `degraded`.
+    pub status: DegradedStatus,
+    /// Always `unhealthy`.
+    pub redis: RedisUnhealthy,
+    /// The service's version.
+    #[schema(examples("0.1.0"))]
+    pub version: String,
+}
+
+/// `status` of a `HealthDegraded` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DegradedStatus {
+    /// Redis does not answer.
+    Degraded,
+}
+
+/// `redis` of a `HealthDegraded` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisUnhealthy {
+    /// Redis did not answer within about 2 × `REDIS_TIMEOUT_MS`.
+    Unhealthy,
+}
+
+/// An error, as RFC 9457 problem details (`application/problem+json`).
+///
+/// `type` is one of `urn:analytics-api:problem:` followed by
+/// `malformed-json` (400), `unauthorized` (401), `not-found` (404),
+/// `method-not-allowed` (405), `payload-too-large` (413),
+/// `validation-failed` or `idempotency-key-reused` (422), `rate-limited`
+/// (429) or `service-unavailable` (503). Clients should treat an unknown
+/// `type` like `about:blank` with the same status (RFC 9457 §3.1.1).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    /// A URI identifying the problem type.
+    #[serde(rename = "type")]
+    #[schema(
+        format = "uri",
+        examples("urn:analytics-api:problem:validation-failed")
+    )]
+    pub problem_type: String,
+    /// The status's reason phrase, e.g. `Unprocessable Entity`.
+    #[schema(examples("Unprocessable Entity"))]
+    pub title: String,
+    /// The HTTP status code, repeated.
+    #[schema(minimum = 400, maximum = 599, examples(422))]
+    pub status: u16,
+    /// What went wrong with this request, for people. Never contains
+    /// credentials.
+    #[schema(examples("value: must be a number, not a string"))]
+    pub detail: String,
+    /// Every offending field; only for `validation-failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_reasons_name_every_failure_kind() {
+        for kind in [FailureKind::UpstreamError, FailureKind::Timeout] {
+            let reason = serde_json::to_value(FallbackReason::from(kind)).unwrap();
+            assert_eq!(reason, kind.as_str());
+        }
+    }
+
+    #[test]
+    fn a_success_carries_the_sources_fields_under_success() {
+        let fields: Map<String, Value> = serde_json::from_str(
+            r#"{"status": "mine", "external_metric_context": 342, "region": "eu"}"#,
+        )
+        .unwrap();
+        let data = serde_json::to_value(ExternalData::success(fields)).unwrap();
+        assert_eq!(
+            data,
+            serde_json::json!({"status": "success", "external_metric_context": 342, "region": "eu"})
+        );
+        let fallback = serde_json::to_value(ExternalData::fallback(FallbackReason::CircuitOpen));
+        assert_eq!(
+            fallback.unwrap(),
+            serde_json::json!({"status": "fallback", "reason": "circuit_open"})
+        );
+    }
+}

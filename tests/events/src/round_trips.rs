@@ -1,0 +1,121 @@
+//! The round-trip budgets of the service's hot paths, defined once for the
+//! test that holds them (`tests/tests/round_trips.rs`) and the benchmark that
+//! reports them (`make bench`, figure 1 of BENCHMARKS.md).
+//!
+//! Round trips are counted, not timed, on the handler state's own connection
+//! (`Redis::round_trips`: one per command or pipeline sent). Each path runs
+//! once first so that the scripts are loaded: the very first call of a script
+//! on a Redis server costs two more round trips (`NOSCRIPT`, then
+//! `SCRIPT LOAD`).
+
+use std::future::Future;
+
+use lambda_http::{Body, Response};
+use serde_json::json;
+use shared::handlers::{health, ingest_metric, metrics_summary};
+use shared::metric::format_timestamp;
+use shared::AppState;
+
+use crate::{http_v2, next_client_ip};
+
+/// One hot path, sent once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    /// What was sent, e.g. "ingest, rate-limited".
+    pub path: &'static str,
+    /// The status the path answers when it works.
+    pub expected_status: u16,
+    /// The status it answered.
+    pub status: u16,
+    /// Round trips it made.
+    pub round_trips: u64,
+    /// Round trips it may make: the service's performance contract.
+    pub budget: u64,
+}
+
+/// The status of `response` and the round trips `state`'s connection made
+/// for it. A handler's future does nothing until awaited, so the count
+/// covers exactly one request.
+pub async fn count(state: &AppState, response: impl Future<Output = Response<Body>>) -> (u16, u64) {
+    let before = state.redis.round_trips();
+    let status = response.await.status().as_u16();
+    (status, state.redis.round_trips() - before)
+}
+
+/// Every hot path once, on a fresh metric type derived from `metric_type`:
+/// ingest accepted (one metric: 2, a limiter call and a storage call; a batch
+/// of 500: still 2), ingest rate-limited (1), summary cache hit (1) and miss
+/// (5: lookup-or-lock, buckets, breaker admission, breaker report,
+/// store-and-unlock), health (1: `PING` and the breaker state pipelined).
+///
+/// `state` must allow exactly 3 requests per client and use an external
+/// source without latency or failures.
+///
+/// # Errors
+/// `lambda_http`'s message when it refuses a synthetic event (a bug here).
+pub async fn hot_paths(state: &AppState, metric_type: &str) -> Result<Vec<Counted>, String> {
+    let ingest = |ip: &str| {
+        let metric = json!({"timestamp": format_timestamp(chrono::Utc::now()), "value": 1.0, "type": metric_type});
+        http_v2("POST", "/api/metrics")
+            .json(&metric)
+            .source_ip(ip)
+            .try_build()
+    };
+    let summary = |t: &str| {
+        http_v2("GET", "/api/metrics/summary")
+            .query(&format!("type={t}&period=daily"))
+            .source_ip(&next_client_ip())
+            .try_build()
+    };
+    let get_health = || {
+        http_v2("GET", "/health")
+            .source_ip(&next_client_ip())
+            .try_build()
+    };
+    let now = chrono::Utc::now();
+    let batch: Vec<_> = (0..500)
+        .map(|i| json!({"timestamp": format_timestamp(now - chrono::Duration::minutes(i)), "value": 1.0, "type": metric_type}))
+        .collect();
+    let batch = http_v2("POST", "/api/metrics")
+        .json(&json!(batch))
+        .source_ip(&next_client_ip())
+        .try_build()?;
+
+    // Warm-up: every script loaded once.
+    ingest_metric(state, ingest(&next_client_ip())?).await;
+    metrics_summary(state, summary(metric_type)?).await;
+    health(state, get_health()?).await;
+
+    let mut counted = Vec::new();
+    let mut record = |path, expected_status, (status, round_trips), budget| {
+        counted.push(Counted {
+            path,
+            expected_status,
+            status,
+            round_trips,
+            budget,
+        });
+    };
+    let one = count(state, ingest_metric(state, ingest(&next_client_ip())?)).await;
+    record("ingest, accepted (one metric)", 201, one, 2);
+    let many = count(state, ingest_metric(state, batch)).await;
+    record("ingest, accepted (batch of 500)", 201, many, 2);
+    // One client over its limit of 3: its fourth request is refused.
+    let client = next_client_ip();
+    for _ in 0..3 {
+        ingest_metric(state, ingest(&client)?).await;
+    }
+    let refused = count(state, ingest_metric(state, ingest(&client)?)).await;
+    record("ingest, rate-limited", 429, refused, 1);
+    let hit = count(state, metrics_summary(state, summary(metric_type)?)).await;
+    record("summary, cache hit", 200, hit, 1);
+    let miss = count(
+        state,
+        metrics_summary(state, summary(&format!("{metric_type}_miss"))?),
+    )
+    .await;
+    record("summary, cache miss", 200, miss, 5);
+    let healthy = count(state, health(state, get_health()?)).await;
+    record("health", 200, healthy, 1);
+    Ok(counted)
+}
