@@ -36,7 +36,7 @@ use crate::cache::CacheStatus;
 use crate::metric::{FieldError, Metric as StoredMetric};
 use crate::responses::{
     CircuitBreakers, Created, ExternalData, ExternalFallback, ExternalSuccess, Health,
-    HealthDegraded, Problem, Summary,
+    HealthDegraded, Problem, Series, SeriesPoint, Summary,
 };
 use crate::window::{Period, PeriodLabel, Window as SummaryWindow};
 use schemas::*;
@@ -55,6 +55,10 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
     ("/api/metrics", "503", "RateLimit"),
     // Only on a cache hit.
     ("/api/metrics/summary", "200", "Age"),
+    ("/api/metrics/series", "200", "Age"),
+    // A 503 from the limiter's own Redis call has no limiter state.
+    ("/api/metrics/series", "503", "RateLimit-Policy"),
+    ("/api/metrics/series", "503", "RateLimit"),
 ];
 
 /// The OpenAPI document of the service.
@@ -62,23 +66,33 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
 #[openapi(
     info(
         title = "Analytics API",
-        description = "Real-time metrics ingestion and summaries.\n\n\
+        description = "Real-time metrics ingestion, summaries and series.\n\n\
             * `POST /api/metrics` stores one metric or a batch, rate-limited per client \
             (`RATE_LIMIT_REQUESTS`, default 5, per `RATE_LIMIT_WINDOW_SECONDS`, default 60; \
             a batch is one request) and safe to retry with an `Idempotency-Key`.\n\
             * `GET /api/metrics/summary` aggregates one metric type over a trailing period \
-            or an explicit window, enriched by an external source behind a circuit breaker \
-            and served through a shared cache.\n\
+            or an explicit window (count, sum, average, min, max and percentiles within 1 %), \
+            enriched by an external source behind a circuit breaker and served through a \
+            shared cache.\n\
+            * `GET /api/metrics/series` gives one point per step (`1m` to `1d`, at most 1,500) \
+            over such a window, cached, and rate-limited per client \
+            (`SERIES_RATE_LIMIT_REQUESTS`, default 60, per `RATE_LIMIT_WINDOW_SECONDS`).\n\
             * `GET /health` reports Redis reachability and the circuit breaker state.\n\n\
             Errors are RFC 9457 problem details (`application/problem+json`). \
             When Redis is unavailable every endpoint answers 503 with `Retry-After` \
             within about 2 s, never a hang.",
         license(name = "MIT", identifier = "MIT"),
     ),
-    paths(operations::health, operations::ingest_metric, operations::metrics_summary),
+    paths(
+        operations::health,
+        operations::ingest_metric,
+        operations::metrics_summary,
+        operations::metrics_series
+    ),
     components(schemas(
         Metric, MetricBatch, MetricsBody, StoredMetric, Created, Period, PeriodLabel,
-        SummaryWindow, ExternalData, ExternalSuccess, ExternalFallback, Summary, Health,
+        SummaryWindow, ExternalData, ExternalSuccess, ExternalFallback, Summary, Series,
+        SeriesPoint, Health,
         HealthDegraded, CircuitBreakers, BreakerState, Problem, FieldError, RetryAfterSeconds,
         RateLimitPolicyField, RateLimitField, CacheStatus, CacheControlMaxAge, AgeSeconds, Replayed
     )),
@@ -163,7 +177,7 @@ mod operations {
     use super::schemas::*;
     use super::PROBLEM;
     use crate::cache::CacheStatus;
-    use crate::responses::{Created, Health, HealthDegraded, Problem, Summary};
+    use crate::responses::{Created, Health, HealthDegraded, Problem, Series, Summary};
     use crate::window::Period;
 
     /// Service health
@@ -413,6 +427,11 @@ mod operations {
                 description = "End of an explicit window (RFC 3339 with offset), after `from` and \
                     at most `MAX_FUTURE_SKEW_SECONDS` (default 300) ahead; given together with `from`.",
                 example = json!("2026-02-18T12:00:00Z")),
+            ("quantiles" = Option<String>, Query,
+                description = "The quantiles to report, comma-separated, each strictly between 0 \
+                    and 1, at most 10; default `0.5,0.9,0.95,0.99`. Reported as `p` and the \
+                    percentage (`0.999` → `p99.9`).",
+                example = json!("0.5,0.999")),
             ("Cache-Control" = Option<String>, Header, nullable = false,
                 description = "`no-cache` skips the cached summary and recomputes it.",
                 example = json!("no-cache")),
@@ -434,6 +453,7 @@ mod operations {
                         "min_value": 12.0,
                         "max_value": 97.5,
                         "sum": 2572.5,
+                        "percentiles": {"p50": 60.5, "p90": 91.0, "p95": 94.3, "p99": 97.2},
                         "external_data": {"status": "success", "external_metric_context": 342}
                     }))),
                     ("empty_fallback" = (summary = "No data, external source unavailable", value = json!({
@@ -445,6 +465,7 @@ mod operations {
                         "min_value": null,
                         "max_value": null,
                         "sum": 0.0,
+                        "percentiles": {"p50": null, "p90": null, "p95": null, "p99": null},
                         "external_data": {"status": "fallback", "reason": "circuit_open"}
                     }))),
                 )),
@@ -480,6 +501,117 @@ mod operations {
         )
     )]
     fn metrics_summary() {}
+
+    #[utoipa::path(
+        get,
+        path = "/api/metrics/series",
+        operation_id = "metrics_series",
+        tag = "metrics",
+        security((), ("api_key" = [])),
+        params(
+            ("type" = String, Query,
+                description = "The metric type: 1–64 characters from `A-Z a-z 0-9 _ . -`.",
+                min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]{1,64}$",
+                example = json!("cpu_usage")),
+            ("step" = String, Query,
+                description = "The length of each point: `1m`, `5m`, `15m`, `1h`, `6h`, `1d`, or a \
+                    number of seconds that is a multiple of 60. The window is aligned outward to \
+                    multiples of the step (UTC); at most 1,500 points.",
+                example = json!("5m")),
+            ("period" = Option<Period>, Query,
+                description = "A trailing window; required unless `from` and `to` are given.",
+                example = json!("daily")),
+            ("from" = Option<String>, Query, format = DateTime,
+                description = "Start of an explicit window (RFC 3339 with offset), inside the \
+                    retention; given together with `to`.",
+                example = json!("2026-02-18T00:00:00Z")),
+            ("to" = Option<String>, Query, format = DateTime,
+                description = "End of an explicit window (RFC 3339 with offset); given together with `from`.",
+                example = json!("2026-02-19T00:00:00Z")),
+            ("quantiles" = Option<String>, Query,
+                description = "The quantiles of each point, as for summaries; default `0.5,0.9,0.95,0.99`.",
+                example = json!("0.5,0.99")),
+            ("Cache-Control" = Option<String>, Header, nullable = false,
+                description = "`no-cache` skips the cached series and recomputes it.",
+                example = json!("no-cache")),
+        ),
+        responses(
+            (status = 200, description = "The series: one point per step, empty steps included.", body = Series,
+                headers(
+                    ("X-Cache" = CacheStatus, description = "`HIT` when served from the shared cache, else `MISS`."),
+                    ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds."),
+                    ("Age" = AgeSeconds, description = "Seconds since the cached series was computed; only with `X-Cache: HIT`."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it."),
+                ),
+                example = json!({
+                    "type": "cpu_usage",
+                    "period": "custom",
+                    "window": {"from": "2026-02-18T11:00:00Z", "to": "2026-02-18T11:10:00Z"},
+                    "step": "5m",
+                    "step_seconds": 300,
+                    "points": [
+                        {"t": "2026-02-18T11:00:00Z", "count": 23, "sum": 1150.45, "average_value": 50.02,
+                         "min_value": 0.52, "max_value": 99.88,
+                         "percentiles": {"p50": 49.9, "p90": 90.1, "p95": 95.0, "p99": 98.9}},
+                        {"t": "2026-02-18T11:05:00Z", "count": 0, "sum": 0.0, "average_value": null,
+                         "min_value": null, "max_value": null,
+                         "percentiles": {"p50": null, "p90": null, "p95": null, "p99": null}}
+                    ]
+                })),
+            (status = 401, description = "API keys are configured and `x-api-key` is missing or unknown.",
+                body = Problem, content_type = PROBLEM,
+                example = json!({
+                    "type": "urn:analytics-api:problem:unauthorized",
+                    "title": "Unauthorized",
+                    "status": 401,
+                    "detail": "a valid x-api-key header is required"
+                })),
+            (status = 422, description = "A missing or invalid query, or more than 1,500 points (the \
+                detail says which step or window would fit).",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:validation-failed",
+                    "title": "Unprocessable Entity",
+                    "status": 422,
+                    "detail": "step: 43200 points of 1m each; at most 1500 per series: use a step of at least 1h, or a window of at most 90000 s at this step",
+                    "errors": [
+                        {"field": "step", "reason": "43200 points of 1m each; at most 1500 per series: use a step of at least 1h, or a window of at most 90000 s at this step"}
+                    ]
+                })),
+            (status = 429, description = "The client's series rate limit is exhausted; nothing was read.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("Retry-After" = RetryAfterSeconds, description = "Seconds until a request will be accepted."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it (`r=0`)."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:rate-limited",
+                    "title": "Too Many Requests",
+                    "status": 429,
+                    "detail": "rate limit exceeded; retry after 37 s"
+                })),
+            (status = 503, description = "Redis is unavailable or the request ran out of `REQUEST_DEADLINE_MS`.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("Retry-After" = RetryAfterSeconds, description = "Seconds to wait before retrying."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:service-unavailable",
+                    "title": "Service Unavailable",
+                    "status": 503,
+                    "detail": "the data store is temporarily unavailable"
+                })),
+        )
+    )]
+    fn metrics_series() {}
 }
 
 #[cfg(test)]

@@ -10,12 +10,17 @@
 //! [`BreakerState`], [`FieldError`], and the stored [`Metric`]. (The
 //! `X-Cache` header's values are [`crate::cache::CacheStatus`].)
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::breaker::{BreakerState, FailureKind};
-use crate::metric::{FieldError, Metric, MetricType};
+use crate::metric::{serialize_timestamp, FieldError, Metric, MetricType};
+use crate::store::stats::WindowStats;
+use crate::window::quantiles::{label as quantile_label, Quantiles};
 use crate::window::{PeriodLabel, Window};
 
 /// `201 Created`: the metrics are stored (and counted exactly once, even
@@ -66,8 +71,100 @@ pub struct Summary {
     /// sum is beyond a 64-bit float it is reported as ±1.7976931348623157e308.
     #[schema(examples(2572.5))]
     pub sum: f64,
+    /// Quantiles of the values by name: `p` and the percentage (`p50`,
+    /// `p99.9`), those asked with `quantiles=` or p50, p90, p95 and p99.
+    /// Each is within 1 % (relative) of the exact quantile, the value of
+    /// rank ⌊q (count − 1)⌋ in sorted order. `null` when `count` is 0, or
+    /// when part of the window was stored before percentiles were kept
+    /// (then `note` says so).
+    #[schema(value_type = Object, examples(json!({"p50": 60.5, "p90": 91.0, "p95": 94.3, "p99": 97.2})))]
+    pub percentiles: Percentiles,
+    /// Why `percentiles` are `null` although `count` is not 0; absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub note: Option<String>,
     /// Enrichment from the external source, or why there is none.
     pub external_data: ExternalData,
+}
+
+/// Quantiles by name (`p50`, `p99.9`), each a number or `null`.
+pub type Percentiles = BTreeMap<String, Option<f64>>;
+
+/// The `percentiles` of a window's statistics: each of `quantiles` by its
+/// name, `null` when the window has none (empty, or holding buckets stored
+/// before percentiles were kept).
+pub fn percentiles(stats: &WindowStats, quantiles: &Quantiles) -> Percentiles {
+    quantiles
+        .as_slice()
+        .iter()
+        .map(|q| (quantile_label(*q), stats.quantile(*q)))
+        .collect()
+}
+
+/// [`OLD_BUCKETS_NOTE`] when `stats` has points but no percentiles.
+pub fn percentiles_note(stats: &WindowStats) -> Option<String> {
+    (stats.count > 0 && !stats.has_quantiles()).then(|| OLD_BUCKETS_NOTE.to_string())
+}
+
+/// The `note` of a summary or series whose window holds buckets stored
+/// before percentiles were kept.
+pub const OLD_BUCKETS_NOTE: &str = "percentiles are null: part of this window was stored before percentiles were kept; they return once those buckets expire (METRIC_RETENTION_DAYS)";
+
+/// `200 OK`: one point per step over a window of one metric type. Every step
+/// is present: an empty one has `count` and `sum` 0 and `null` statistics.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Series {
+    /// The metric type.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, examples("cpu_usage"))]
+    pub metric_type: MetricType,
+    /// The period asked for, or `custom`.
+    pub period: PeriodLabel,
+    /// The window covered: the one asked, aligned outward to whole steps.
+    pub window: Window,
+    /// The step: its name (`1m`, `5m`, `15m`, `1h`, `6h`, `1d`) or `<n>s`.
+    #[schema(examples("5m"))]
+    pub step: String,
+    /// The step, s.
+    #[schema(minimum = 60, examples(300))]
+    pub step_seconds: i64,
+    /// One point per step, in time order (at most 1,500).
+    pub points: Vec<SeriesPoint>,
+    /// Why some points' `percentiles` are `null` although their `count` is
+    /// not 0; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub note: Option<String>,
+}
+
+/// One step of a series: the statistics of `[t, t + step)`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesPoint {
+    /// Start of the step, UTC.
+    #[serde(serialize_with = "serialize_timestamp")]
+    #[schema(value_type = String, format = DateTime, examples("2026-02-18T11:05:00Z"))]
+    pub t: DateTime<Utc>,
+    /// Number of metrics in the step.
+    #[schema(examples(23))]
+    pub count: u64,
+    /// Sum of the values (compensated); 0 when `count` is 0.
+    #[schema(examples(1150.45))]
+    pub sum: f64,
+    /// `sum / count`; `null` when `count` is 0.
+    #[schema(required = true, examples(50.02))]
+    pub average_value: Option<f64>,
+    /// Smallest value; `null` when `count` is 0.
+    #[schema(required = true, examples(0.52))]
+    pub min_value: Option<f64>,
+    /// Largest value; `null` when `count` is 0.
+    #[schema(required = true, examples(99.88))]
+    pub max_value: Option<f64>,
+    /// Quantiles by name, as in a summary; `null` when `count` is 0.
+    #[schema(value_type = Object, examples(json!({"p50": 49.9, "p90": 90.1, "p95": 95.0, "p99": 98.9})))]
+    pub percentiles: Percentiles,
 }
 
 /// Enrichment from the external source, or why there is none.

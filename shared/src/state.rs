@@ -37,6 +37,9 @@ pub struct AppState {
     pub cache: SummaryCache,
     /// The per-client rate limiter of `POST /api/metrics`.
     pub limiter: RateLimiter,
+    /// The per-client rate limiter of `GET /api/metrics/series`
+    /// (`SERIES_RATE_LIMIT_REQUESTS`, counted apart from ingests).
+    pub series_limiter: RateLimiter,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
                 keys.clone(),
             ),
             limiter: RateLimiter::new(&config.rate_limit, keys.clone()),
+            series_limiter: RateLimiter::for_series(&config.rate_limit, keys.clone()),
             external: ExternalSource::from_settings(&config.external)?,
             keys,
             redis,

@@ -8,6 +8,9 @@
 //! The parsed [`SummaryQuery`] — never the raw query string — is what the
 //! cache keys on, so parameter order and unknown parameters do not matter.
 
+pub mod quantiles;
+pub mod step;
+
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -15,6 +18,7 @@ use utoipa::ToSchema;
 use crate::metric::{
     parse_rfc3339, quote_input, serialize_timestamp, FieldError, Invalid, MetricType,
 };
+use quantiles::Quantiles;
 
 /// A trailing summary period, as accepted in the `period` query parameter.
 /// Trailing windows end at the end of the current UTC minute.
@@ -129,15 +133,20 @@ impl Window {
     }
 }
 
-/// A validated `GET /api/metrics/summary` query.
+/// A validated `GET /api/metrics/summary` query, or (with a `step`) a
+/// `GET /api/metrics/series` query.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SummaryQuery {
     /// The metric type summarised.
     pub metric_type: MetricType,
     /// The period asked for, or `None` for an explicit `from`/`to` window.
     pub period: Option<Period>,
-    /// The effective window.
+    /// The effective window (a series aligns it outward to its step).
     pub window: Window,
+    /// The quantiles to report (`quantiles=`, else p50, p90, p95, p99).
+    pub quantiles: Quantiles,
+    /// A series' step, s; `None` for a summary.
+    pub step: Option<i64>,
 }
 
 impl SummaryQuery {
@@ -150,9 +159,11 @@ impl SummaryQuery {
     /// The canonical text that identifies the query for the cache:
     /// `type|period` for a trailing period (the window moves with the clock;
     /// a cached summary is at most its TTL behind it) and
-    /// `type|custom|from_s|to_s` for an explicit window.
+    /// `type|custom|from_s|to_s` for an explicit window; then `|q=…` when the
+    /// quantiles are not the default ones, and a series is
+    /// `series|<step s>|…`.
     pub fn cache_identity(&self) -> String {
-        match self.period {
+        let mut identity = match self.period {
             Some(period) => format!("{}|{}", self.metric_type, period.as_str()),
             None => format!(
                 "{}|custom|{}|{}",
@@ -160,6 +171,14 @@ impl SummaryQuery {
                 self.window.from.timestamp(),
                 self.window.to.timestamp()
             ),
+        };
+        if self.quantiles != Quantiles::default() {
+            identity.push_str("|q=");
+            identity.push_str(&self.quantiles.canonical());
+        }
+        match self.step {
+            Some(step) => format!("series|{step}|{identity}"),
+            None => identity,
         }
     }
 }
@@ -190,14 +209,40 @@ fn allowed_periods() -> String {
 /// named), an unparsable `from`/`to`, `from ≥ to`, a `from` outside the
 /// retention, a `to` beyond the allowed future skew, or any of these
 /// parameters given twice.
+/// `quantiles` too (comma-separated, each in (0, 1), at most 10).
 pub fn parse_summary_query<'a>(
     params: impl IntoIterator<Item = (&'a str, &'a str)>,
     now: DateTime<Utc>,
     retention: ChronoDuration,
     max_future_skew: ChronoDuration,
 ) -> Result<SummaryQuery, Invalid> {
-    let mut seen: [Vec<&str>; 4] = Default::default();
-    const NAMES: [&str; 4] = ["type", "period", "from", "to"];
+    parse_query(params, now, retention, max_future_skew, false)
+}
+
+/// Parses a series query: a summary query ([`parse_summary_query`]) plus a
+/// required `step` ([`step::parse_step`]). The window is not yet aligned to
+/// the step (the store's series plan does that).
+///
+/// # Errors
+/// [`Invalid`] listing every problem, a missing or invalid `step` among them.
+pub fn parse_series_query<'a>(
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    now: DateTime<Utc>,
+    retention: ChronoDuration,
+    max_future_skew: ChronoDuration,
+) -> Result<SummaryQuery, Invalid> {
+    parse_query(params, now, retention, max_future_skew, true)
+}
+
+fn parse_query<'a>(
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    now: DateTime<Utc>,
+    retention: ChronoDuration,
+    max_future_skew: ChronoDuration,
+    series: bool,
+) -> Result<SummaryQuery, Invalid> {
+    let mut seen: [Vec<&str>; 6] = Default::default();
+    const NAMES: [&str; 6] = ["type", "period", "from", "to", "quantiles", "step"];
     for (name, value) in params {
         if let Some(i) = NAMES.iter().position(|n| *n == name) {
             seen[i].push(value);
@@ -215,6 +260,7 @@ pub fn parse_summary_query<'a>(
         }
     };
     let (raw_type, raw_period, raw_from, raw_to) = (single(0), single(1), single(2), single(3));
+    let (raw_quantiles, raw_step) = (single(4), if series { single(5) } else { None });
 
     let metric_type = match raw_type {
         Some(raw) => MetricType::parse(raw)
@@ -304,16 +350,44 @@ pub fn parse_summary_query<'a>(
         }
     };
 
-    match (metric_type, window) {
-        (Some(metric_type), Some(window)) if errors.is_empty() => Ok(SummaryQuery {
-            metric_type,
-            // An explicit window wins over a period given alongside it.
-            period: if raw_from.is_some() { None } else { period },
-            window,
-        }),
+    let quantiles = match raw_quantiles {
+        Some(raw) => Quantiles::parse(raw)
+            .map_err(|reason| errors.push(FieldError::new("quantiles", reason)))
+            .ok(),
+        None => Some(Quantiles::default()),
+    };
+    let step = match raw_step {
+        Some(raw) => step::parse_step(raw)
+            .map_err(|reason| errors.push(FieldError::new("step", reason)))
+            .ok(),
+        None => {
+            if series && seen[5].is_empty() {
+                errors.push(FieldError::new(
+                    "step",
+                    step::parse_step("")
+                        .unwrap_err()
+                        .replace("must be", "is required:"),
+                ));
+            }
+            None
+        }
+    };
+
+    match (metric_type, window, quantiles) {
+        (Some(metric_type), Some(window), Some(quantiles)) if errors.is_empty() => {
+            Ok(SummaryQuery {
+                metric_type,
+                // An explicit window wins over a period given alongside it.
+                period: if raw_from.is_some() { None } else { period },
+                window,
+                quantiles,
+                step,
+            })
+        }
         _ => Err(Invalid {
             detail: format!(
-                "invalid summary query: {} (periods: {})",
+                "invalid {} query: {} (periods: {})",
+                if series { "series" } else { "summary" },
                 errors
                     .iter()
                     .map(|e| format!("{} {}", e.field, e.reason))

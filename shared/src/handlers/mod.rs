@@ -1,4 +1,4 @@
-//! The request handlers of the three functions, callable in-process with a
+//! The request handlers of the four functions, callable in-process with a
 //! synthetic `lambda_http::Request` (API Gateway HTTP API v2.0 or REST v1).
 //!
 //! Each handler runs under one overall deadline (`REQUEST_DEADLINE_MS`):
@@ -8,6 +8,7 @@
 
 mod health;
 mod ingest;
+mod series;
 mod summary;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use lambda_http::{Body, Request, Response};
 
 pub use health::health;
 pub use ingest::ingest_metric;
+pub use series::metrics_series;
 pub use summary::metrics_summary;
 
 use crate::http::{respond, ApiError};

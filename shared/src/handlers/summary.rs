@@ -10,14 +10,18 @@ use super::{require_method, within_deadline};
 use crate::breaker::CallError;
 use crate::cache::{CacheStatus, CachedBody, Computed};
 use crate::http::{client_identity, ApiError, JSON};
-use crate::responses::{ExternalData, FallbackReason, Summary};
+use crate::responses::{percentiles, percentiles_note, ExternalData, FallbackReason, Summary};
 use crate::state::AppState;
 use crate::window::{parse_summary_query, SummaryQuery};
 
 /// Answers 200 with
 /// `{"type", "period", "window": {"from", "to"}, "count", "average_value",
-/// "min_value", "max_value", "sum", "external_data"}`; with no data in the
-/// window `count` and `sum` are 0 and the others `null`. `external_data` is
+/// "min_value", "max_value", "sum", "percentiles", "external_data"}`; with no
+/// data in the window `count` and `sum` are 0 and the others `null`.
+/// `percentiles` holds p50, p90, p95 and p99, or the quantiles asked with
+/// `quantiles=0.5,0.999` (named `p50`, `p99.9`), each within 1 % of the exact
+/// value; they are `null`, with a `note`, while the window holds buckets
+/// stored before percentiles were kept. `external_data` is
 /// `{"status": "fallback", "reason": "circuit_open" | "upstream_error" |
 /// "timeout"}` when the source could not be used — the summary is still a 200.
 ///
@@ -53,7 +57,7 @@ pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
 
 /// The 200 of a summary, with `X-Cache`, `Cache-Control: max-age` and, on a
 /// hit, `Age`.
-fn cached_response(cached: CachedBody) -> Response<Body> {
+pub(super) fn cached_response(cached: CachedBody) -> Response<Body> {
     match cached.status {
         CacheStatus::Hit => crate::observability::cache_hit(),
         CacheStatus::Miss => crate::observability::cache_miss(),
@@ -74,7 +78,7 @@ fn cached_response(cached: CachedBody) -> Response<Body> {
 
 /// True when the request carries `Cache-Control: no-cache` (a dashboard's
 /// "refresh now"), as a directive in any of its `Cache-Control` fields.
-fn wants_no_cache(req: &Request) -> bool {
+pub(super) fn wants_no_cache(req: &Request) -> bool {
     req.headers()
         .get_all(CACHE_CONTROL)
         .iter()
@@ -113,6 +117,8 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         min_value: aggregate.min,
         max_value: aggregate.max,
         sum: aggregate.sum(),
+        percentiles: percentiles(&aggregate, &query.quantiles),
+        note: percentiles_note(&aggregate),
         external_data,
     };
     Ok(Computed {

@@ -121,6 +121,9 @@ pub struct RateLimitSettings {
     pub window: Duration,
     /// `RATE_LIMIT_ALGORITHM`, default `sliding_log`.
     pub algorithm: RateLimitAlgorithm,
+    /// `SERIES_RATE_LIMIT_REQUESTS`, default 60 (1..=1 000 000): series
+    /// requests allowed per window per client, counted apart from ingests.
+    pub series_requests: u32,
 }
 
 impl RateLimitSettings {
@@ -133,6 +136,7 @@ impl RateLimitSettings {
             requests: env.int("RATE_LIMIT_REQUESTS", 5, 1..=1_000_000)? as u32,
             window: env.seconds("RATE_LIMIT_WINDOW_SECONDS", 60, 1..=86_400)?,
             algorithm: env.parse("RATE_LIMIT_ALGORITHM", RateLimitAlgorithm::SlidingLog)?,
+            series_requests: env.int("SERIES_RATE_LIMIT_REQUESTS", 60, 1..=1_000_000)? as u32,
         })
     }
 }
@@ -179,6 +183,8 @@ pub struct RateLimiter {
     algorithm: RateLimitAlgorithm,
     limit: u32,
     window: Duration,
+    /// Names the requests counted apart (`series_`), or empty.
+    scope: &'static str,
 }
 
 impl RateLimiter {
@@ -190,14 +196,32 @@ impl RateLimiter {
             algorithm: settings.algorithm,
             limit: settings.requests.max(1),
             window: settings.window.max(Duration::from_secs(1)),
+            scope: "",
+        }
+    }
+
+    /// The limiter of `GET /api/metrics/series`: `settings.series_requests`
+    /// per `settings.window` per client with `settings.algorithm`, counted
+    /// apart from ingests (its keys end in `series_<algorithm>`), so a
+    /// dashboard's reads never spend a client's ingest budget.
+    pub fn for_series(settings: &RateLimitSettings, keys: Keys) -> Self {
+        Self {
+            limit: settings.series_requests.max(1),
+            scope: "series_",
+            ..Self::new(settings, keys)
         }
     }
 
     /// The Redis key holding `client`'s state for the configured algorithm
     /// (see [`Keys::rate_limit`]); its hash tag is the client.
     pub fn key(&self, client: &ClientId) -> String {
-        self.keys
-            .rate_limit(client.as_str(), self.algorithm.as_str())
+        if self.scope.is_empty() {
+            self.keys
+                .rate_limit(client.as_str(), self.algorithm.as_str())
+        } else {
+            let scoped = format!("{}{}", self.scope, self.algorithm.as_str());
+            self.keys.rate_limit(client.as_str(), &scoped)
+        }
     }
 
     /// Checks one request of `client` and, if it is accepted, counts it.

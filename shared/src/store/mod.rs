@@ -14,7 +14,6 @@
 
 pub mod buckets;
 pub mod compensated;
-pub mod quantiles;
 pub mod series;
 pub mod sketch;
 pub mod stats;

@@ -11,6 +11,7 @@
 //! one script call.
 
 use super::buckets::{cover, BucketRef};
+use crate::window::step::{step_label, NAMED_STEPS};
 
 /// The most points one series answers.
 pub const MAX_POINTS: i64 = 1_500;
@@ -18,45 +19,6 @@ pub const MAX_POINTS: i64 = 1_500;
 /// The most buckets one series reads: [`MAX_POINTS`] points of the `15m`
 /// step, fifteen minute buckets each (the worst named step).
 pub const MAX_BUCKETS: usize = 22_500;
-
-/// The steps clients name, with their length in seconds.
-pub const NAMED_STEPS: [(&str, i64); 6] = [
-    ("1m", 60),
-    ("5m", 300),
-    ("15m", 900),
-    ("1h", 3_600),
-    ("6h", 21_600),
-    ("1d", 86_400),
-];
-
-/// The longest step accepted, s (a year; larger steps would be one point).
-const MAX_STEP_S: i64 = 366 * 86_400;
-
-/// Parses a step: a name of [`NAMED_STEPS`] or a number of seconds that is a
-/// positive multiple of 60 (at most a year).
-///
-/// # Errors
-/// The reason, for a 422 naming the `step` parameter.
-pub fn parse_step(raw: &str) -> Result<i64, String> {
-    if let Some((_, s)) = NAMED_STEPS.iter().find(|(name, _)| *name == raw) {
-        return Ok(*s);
-    }
-    let names = NAMED_STEPS.map(|(name, _)| name).join(", ");
-    match raw.parse::<i64>() {
-        Ok(s) if s > 0 && s % 60 == 0 && s <= MAX_STEP_S => Ok(s),
-        _ => Err(format!(
-            "must be one of {names}, or a number of seconds that is a positive multiple of 60 (at most {MAX_STEP_S})"
-        )),
-    }
-}
-
-/// Names a step for messages: `1h` for a named one, else `<n>s`.
-pub fn step_label(step_s: i64) -> String {
-    NAMED_STEPS
-        .iter()
-        .find(|(_, s)| *s == step_s)
-        .map_or_else(|| format!("{step_s}s"), |(name, _)| (*name).to_string())
-}
 
 /// Why a series cannot be planned: both say how to fix the query.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -189,6 +151,7 @@ pub fn plan(from: i64, to: i64, step: i64) -> Result<SeriesPlan, PlanError> {
 mod tests {
     use super::*;
     use crate::store::buckets::Granularity;
+    use crate::window::step::parse_step;
 
     const BASE: i64 = 1_771_372_800; // 2026-02-18T00:00:00Z
 
@@ -263,11 +226,5 @@ mod tests {
         );
         let err = plan(BASE, BASE + 30 * 86_400, 59 * 60).unwrap_err();
         assert!(matches!(err, PlanError::TooManyBuckets { .. }), "{err}");
-        assert_eq!(parse_step("90"), Err(parse_step("x").unwrap_err()));
-        for bad in ["0", "-60", "1.5", "1w", "", "31622460"] {
-            assert!(parse_step(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_step("120"), Ok(120));
-        assert_eq!(step_label(120), "120s");
     }
 }

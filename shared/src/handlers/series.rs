@@ -1,0 +1,127 @@
+//! `GET /api/metrics/series`: one point per step over a window of one metric
+//! type, rate limited per client and served through the read-through cache.
+
+use chrono::{DateTime, Utc};
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, RequestExt, Response};
+
+use super::summary::{cached_response, wants_no_cache};
+use super::{before, deadline, require_method};
+use crate::cache::Computed;
+use crate::http::{client_identity, rate_limit_fields, respond, ApiError};
+use crate::metric::Invalid;
+use crate::responses::{percentiles, percentiles_note, Series, SeriesPoint};
+use crate::state::AppState;
+use crate::store::series::{plan, SeriesPlan};
+use crate::window::step::step_label;
+use crate::window::{parse_series_query, SummaryQuery, Window};
+
+/// Answers 200 with `{"type", "period", "window": {"from", "to"}, "step",
+/// "step_seconds", "points": [{"t", "count", "sum", "average_value",
+/// "min_value", "max_value", "percentiles"}]}`: one point per step, the
+/// window (`period=` or `from`/`to`, as for summaries) aligned outward to
+/// whole steps (`step=1m|5m|15m|1h|6h|1d` or seconds, a multiple of 60).
+/// Empty steps are present with `count` 0 and `null` statistics.
+///
+/// At most 1,500 points; the buckets of every point are read in one script
+/// call, so the cost depends on the window and step, never on the number of
+/// stored metrics. Rate limited per client (`SERIES_RATE_LIMIT_REQUESTS` per
+/// `RATE_LIMIT_WINDOW_SECONDS`, apart from ingests; `RateLimit` fields on
+/// every response past the limiter) and cached like summaries (`X-Cache`,
+/// `Cache-Control: no-cache` to refresh).
+///
+/// Errors: 401 missing/unknown API key (when keys are configured), 422 for a
+/// missing or invalid query or more than 1,500 points (the detail says which
+/// step or window would fit), 429 + `Retry-After` over the rate limit, 503 +
+/// `Retry-After` when Redis is unavailable.
+pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
+    let deadline = deadline(state);
+    let admitted = before(deadline, state, async {
+        require_method(&req, Method::GET)?;
+        let client = client_identity(&req, &state.config.identity.api_key_digests)?;
+        let decision = state.series_limiter.check(&state.redis, &client).await?;
+        if !decision.allowed {
+            crate::observability::rate_limited();
+            return Err(ApiError::TooManyRequests(decision));
+        }
+        Ok(decision)
+    })
+    .await;
+    let decision = match admitted {
+        Ok(decision) => decision,
+        Err(err) => return err.into_response(),
+    };
+    let mut response = respond(before(deadline, state, serve(state, &req)).await);
+    response.headers_mut().extend(rate_limit_fields(&decision));
+    response
+}
+
+async fn serve(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
+    let params = req.query_string_parameters();
+    let query = parse_series_query(
+        params.iter(),
+        Utc::now(),
+        state.config.metrics.retention,
+        state.config.metrics.max_future_skew,
+    )?;
+    let step = query.step.unwrap_or(60);
+    let plan = plan(
+        query.window.from.timestamp(),
+        query.window.to.timestamp(),
+        step,
+    )
+    .map_err(|err| Invalid::field("step", err.to_string()))?;
+    let cached = state
+        .cache
+        .get_or_compute(&state.redis, &query, wants_no_cache(req), || {
+            compute_series(state, &query, &plan)
+        })
+        .await?;
+    Ok(cached_response(cached))
+}
+
+/// Reads the plan's buckets (one script call) and builds the body. Called
+/// by at most one request per query at a time.
+async fn compute_series(
+    state: &AppState,
+    query: &SummaryQuery,
+    plan: &SeriesPlan,
+) -> Result<Computed, ApiError> {
+    let stats = state
+        .store
+        .series(&state.redis, &query.metric_type, plan)
+        .await?;
+    let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
+    let note = stats.iter().find_map(percentiles_note);
+    let points = stats
+        .iter()
+        .enumerate()
+        .map(|(i, point)| SeriesPoint {
+            t: at(plan.point_start(i)),
+            count: point.count,
+            sum: point.sum(),
+            average_value: point.average(),
+            min_value: point.min,
+            max_value: point.max,
+            percentiles: percentiles(point, &query.quantiles),
+        })
+        .collect();
+    let series = Series {
+        metric_type: query.metric_type.clone(),
+        period: query.period_label(),
+        window: Window {
+            from: at(plan.from),
+            to: at(plan.to),
+        },
+        step: step_label(plan.step),
+        step_seconds: plan.step,
+        points,
+        note,
+    };
+    Ok(Computed {
+        degraded: false,
+        // Cannot fail (strings, integers and finite floats only); should it
+        // ever, the body is an empty object rather than a panic.
+        body: serde_json::to_string(&series).unwrap_or_else(|_| "{}".into()),
+    })
+}
