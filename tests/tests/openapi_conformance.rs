@@ -20,7 +20,7 @@ use analytics_tests::{config, http_v2, random_type, EventBuilder};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use shared::handlers::{health, ingest_metric, metrics_summary};
+use shared::handlers::{health, ingest_metric, metrics_series, metrics_summary};
 use shared::metric::format_timestamp;
 use shared::AppState;
 
@@ -240,6 +240,10 @@ fn summary(query: &str) -> Request {
     http_v2("GET", "/api/metrics/summary").query(query).build()
 }
 
+fn series(query: &str) -> Request {
+    http_v2("GET", "/api/metrics/series").query(query).build()
+}
+
 /// Every endpoint's happy and error paths, checked against the document, then
 /// coverage of every documented response.
 #[tokio::test]
@@ -418,6 +422,34 @@ async fn every_documented_response_is_produced_and_conforms() {
     let response = metrics_summary(&down, summary(&query)).await;
     assert_eq!(response.status(), 503);
     spec.check("get", summary_path, &response);
+
+    // GET /api/metrics/series: MISS, HIT with Age, 401, 422, 429, 503.
+    let series_path = "/api/metrics/series";
+    let query = format!("type={t}&period=hourly&step=5m");
+    let response = metrics_series(&up, series(&query)).await;
+    let body = spec.check("get", series_path, &response);
+    assert_eq!(header(&response, "x-cache"), "MISS");
+    assert!(
+        body["points"].as_array().is_some_and(|p| p.len() >= 12),
+        "{body}"
+    );
+    let response = metrics_series(&up, series(&query)).await;
+    spec.check("get", series_path, &response);
+    assert_eq!(header(&response, "x-cache"), "HIT");
+    let response = metrics_series(&keyed_state, series(&query)).await;
+    assert_eq!(response.status(), 401);
+    spec.check("get", series_path, &response);
+    let response = metrics_series(&up, series("type=cpu&period=monthly&step=1m")).await;
+    assert_eq!(response.status(), 422);
+    spec.check("get", series_path, &response);
+    let limited = state(&[("SERIES_RATE_LIMIT_REQUESTS", "1")]);
+    metrics_series(&limited, series(&query)).await;
+    let response = metrics_series(&limited, series(&query)).await;
+    assert_eq!(response.status(), 429);
+    spec.check("get", series_path, &response);
+    let response = metrics_series(&down, series(&query)).await;
+    assert_eq!(response.status(), 503);
+    spec.check("get", series_path, &response);
 
     hung.abort();
     let missing: Vec<_> = spec

@@ -8,6 +8,8 @@
 //! | ingest, rate-limited | 1 |
 //! | summary, cache hit | 1 |
 //! | summary, cache miss | 5 (lookup-or-lock, buckets, breaker acquire, breaker report, store-and-unlock) |
+//! | series, cache hit | 2 (its limiter, the lookup) |
+//! | series, cache miss | 4 (limiter, lookup-or-lock, the buckets of every point in one script call, store-and-unlock) |
 //! | health | 1 (`PING` and the breaker state pipelined) |
 //!
 //! The paths and budgets are defined once, in `synthetic_events::round_trips`;
@@ -27,7 +29,7 @@ async fn hot_paths_stay_within_their_round_trip_budget() {
     ]))
     .unwrap();
     let counted = hot_paths(&state, &random_type("rt")).await.unwrap();
-    assert_eq!(counted.len(), 6);
+    assert_eq!(counted.len(), 8);
     for c in counted {
         assert_eq!(
             (c.status, c.round_trips),

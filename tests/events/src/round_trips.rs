@@ -12,7 +12,7 @@ use std::future::Future;
 
 use lambda_http::{Body, Response};
 use serde_json::json;
-use shared::handlers::{health, ingest_metric, metrics_summary};
+use shared::handlers::{health, ingest_metric, metrics_series, metrics_summary};
 use shared::metric::format_timestamp;
 use shared::AppState;
 
@@ -46,7 +46,10 @@ pub async fn count(state: &AppState, response: impl Future<Output = Response<Bod
 /// ingest accepted (one metric: 2, a limiter call and a storage call; a batch
 /// of 500: still 2), ingest rate-limited (1), summary cache hit (1) and miss
 /// (5: lookup-or-lock, buckets, breaker admission, breaker report,
-/// store-and-unlock), health (1: `PING` and the breaker state pipelined).
+/// store-and-unlock), series cache hit (2: its limiter, the lookup) and miss
+/// (4: limiter, lookup-or-lock, the buckets of every point in one script
+/// call, store-and-unlock), health (1: `PING` and the breaker state
+/// pipelined).
 ///
 /// `state` must allow exactly 3 requests per client and use an external
 /// source without latency or failures.
@@ -67,6 +70,12 @@ pub async fn hot_paths(state: &AppState, metric_type: &str) -> Result<Vec<Counte
             .source_ip(&next_client_ip())
             .try_build()
     };
+    let series = |t: &str| {
+        http_v2("GET", "/api/metrics/series")
+            .query(&format!("type={t}&period=daily&step=1h"))
+            .source_ip(&next_client_ip())
+            .try_build()
+    };
     let get_health = || {
         http_v2("GET", "/health")
             .source_ip(&next_client_ip())
@@ -84,6 +93,7 @@ pub async fn hot_paths(state: &AppState, metric_type: &str) -> Result<Vec<Counte
     // Warm-up: every script loaded once.
     ingest_metric(state, ingest(&next_client_ip())?).await;
     metrics_summary(state, summary(metric_type)?).await;
+    metrics_series(state, series(metric_type)?).await;
     health(state, get_health()?).await;
 
     let mut counted = Vec::new();
@@ -115,6 +125,14 @@ pub async fn hot_paths(state: &AppState, metric_type: &str) -> Result<Vec<Counte
     )
     .await;
     record("summary, cache miss", 200, miss, 5);
+    let hit = count(state, metrics_series(state, series(metric_type)?)).await;
+    record("series, cache hit", 200, hit, 2);
+    let miss = count(
+        state,
+        metrics_series(state, series(&format!("{metric_type}_miss"))?),
+    )
+    .await;
+    record("series, cache miss", 200, miss, 4);
     let healthy = count(state, health(state, get_health()?)).await;
     record("health", 200, healthy, 1);
     Ok(counted)
