@@ -3,7 +3,7 @@
 //!
 //! A tiny in-process HTTP server on 127.0.0.1 hands every request to the
 //! real handler (`shared::openapi::docs`); headless Chromium loads `/docs`,
-//! runs its scripts and dumps the DOM, which must list the three operations.
+//! runs its scripts and dumps the DOM, which must list the four operations.
 //! The server records what the page asked for: only `/docs` (the page and its
 //! assets) and `/openapi.json`, all answered 200 — nothing comes from
 //! elsewhere (the page's Content-Security-Policy would block it anyway).
@@ -146,7 +146,7 @@ fn dump_dom(chromium: &PathBuf, url: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reference_renders_the_three_operations_in_a_real_browser() {
+async fn the_reference_renders_the_four_operations_in_a_real_browser() {
     let Some(chromium) = find_chromium() else {
         assert!(
             std::env::var_os("REQUIRE_CHROMIUM").is_none_or(|v| v != "1"),
@@ -172,13 +172,23 @@ async fn the_reference_renders_the_three_operations_in_a_real_browser() {
         dom.contains("swagger-ui"),
         "no Swagger UI in the DOM:\n{dom}"
     );
-    for path in ["/health", "/api/metrics", "/api/metrics/summary"] {
+    for path in [
+        "/health",
+        "/api/metrics",
+        "/api/metrics/summary",
+        "/api/metrics/series",
+    ] {
         assert!(
             dom.contains(&format!("data-path=\"{path}\"")),
             "operation {path} not rendered:\n{dom}"
         );
     }
-    for operation_id in ["health", "ingest_metric", "metrics_summary"] {
+    for operation_id in [
+        "health",
+        "ingest_metric",
+        "metrics_summary",
+        "metrics_series",
+    ] {
         assert!(
             dom.contains(&format!(">{operation_id}<")),
             "operation id {operation_id} not rendered:\n{dom}"

@@ -145,6 +145,23 @@ async fn e2e_default_summary_aggregates_ingested_values() {
         .as_i64()
         .expect("an integer context");
     assert!((100..=500).contains(&context), "{context}");
+    // Percentiles: rank-based, within 1 % (p50 of 10, 20, 30.5 is 20).
+    let p50 = body["percentiles"]["p50"].as_f64().expect("a p50");
+    assert!((p50 - 20.0).abs() <= 0.2, "{body}");
+    // The same values as a series of the hour in 5-minute steps.
+    let (status, _, body) = json_body(
+        stack
+            .get(&format!(
+                "/api/metrics/series?type={metric_type}&period=hourly&step=5m"
+            ))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let points = body["points"].as_array().expect("points");
+    assert!((12..=13).contains(&points.len()), "{body}");
+    let total: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 3, "{body}");
 }
 
 #[tokio::test]
