@@ -346,6 +346,36 @@ pub async fn time_aggregates(
     ))
 }
 
+/// Median µs of `samples` timed `MetricStore::series` calls for 30 days at
+/// a `1h` step (720 points, 720 hour buckets) of each type, interleaved.
+pub async fn time_series(
+    state: &AppState,
+    small: &MetricType,
+    large: &MetricType,
+    samples: usize,
+) -> Result<(f64, f64), String> {
+    let (mut a, mut b) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for _ in 0..samples {
+        for (t, out) in [(small, &mut a), (large, &mut b)] {
+            let window = Window::trailing(Period::Monthly, Utc::now());
+            let plan =
+                shared::store::series::plan(window.from.timestamp(), window.to.timestamp(), 3_600)
+                    .map_err(|e| e.to_string())?;
+            let started = Instant::now();
+            state
+                .store
+                .series(&state.redis, t, &plan)
+                .await
+                .map_err(|e| e.to_string())?;
+            out.push(micros(started));
+        }
+    }
+    Ok((
+        crate::stats::quantile_us(&mut a, 0.5),
+        crate::stats::quantile_us(&mut b, 0.5),
+    ))
+}
+
 /// Median µs of the summary handler with `Cache-Control: no-cache`, each type
 /// in turn.
 pub async fn time_handler(

@@ -508,6 +508,15 @@ async fn data_figures(
     results.data_size.aggregate_small_us.push(a);
     results.data_size.aggregate_large_us.push(b);
     results.data_size.counts_seen.push(counts);
+    let (a, b) = data_size::time_series(
+        &state,
+        &small_type,
+        &large_type,
+        plan.aggregate_samples / 4 + 1,
+    )
+    .await?;
+    results.data_size.series_small_us.push(a);
+    results.data_size.series_large_us.push(b);
     let (a, b) =
         data_size::time_handler(&state, &small_type, &large_type, plan.handler_samples).await?;
     results.data_size.handler_small_us.push(a);

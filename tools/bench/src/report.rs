@@ -324,6 +324,20 @@ impl Report {
             "≤ 1.5".into(),
             met(median(&ratio) <= 1.5),
         ]);
+        if !d.series_large_us.is_empty() {
+            let ratio = per_run(&d.series_large_us, &d.series_small_us);
+            let (large, small) = (median(&d.series_large_us), median(&d.series_small_us));
+            rows.push(vec![
+                format!(
+                    "3. series of 30 days at `1h`, {} vs {} points",
+                    thousands(d.large_points as f64),
+                    thousands(d.small_points as f64)
+                ),
+                format!("{large:.0} µs vs {small:.0} µs: **{}**", fmt(&ratio, 2)),
+                "≤ 1.5".into(),
+                met(median(&ratio) <= 1.5),
+            ]);
+        }
         if !self.e2e.is_empty() {
             let ms = |label, pick: fn(&WrkRun) -> f64| {
                 median(&each(&self.wrk(label), |w| pick(w) / 1000.0))
@@ -584,6 +598,12 @@ impl Report {
                     "`MetricStore::aggregate`, monthly (µs)",
                     &d.aggregate_small_us,
                     &d.aggregate_large_us,
+                    "**",
+                ),
+                row(
+                    "`MetricStore::series`, 30 days at `1h` (µs)",
+                    &d.series_small_us,
+                    &d.series_large_us,
                     "**",
                 ),
                 row(

@@ -190,6 +190,13 @@ pub struct DataSize {
     pub aggregate_small_us: Vec<f64>,
     /// Same, large type.
     pub aggregate_large_us: Vec<f64>,
+    /// Median `MetricStore::series` time per run (30 days at `1h`: 720
+    /// points), small type, µs.
+    #[serde(default)]
+    pub series_small_us: Vec<f64>,
+    /// Same, large type.
+    #[serde(default)]
+    pub series_large_us: Vec<f64>,
     /// Median handler time with `Cache-Control: no-cache`, small type, µs.
     pub handler_small_us: Vec<f64>,
     /// Same, large type.
