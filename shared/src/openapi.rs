@@ -517,6 +517,7 @@ mod operations {
                 description = "The length of each point: `1m`, `5m`, `15m`, `1h`, `6h`, `1d`, or a \
                     number of seconds that is a multiple of 60. The window is aligned outward to \
                     multiples of the step (UTC); at most 1,500 points.",
+                pattern = "^(1m|5m|15m|1h|6h|1d|[1-9][0-9]{1,7})$",
                 example = json!("5m")),
             ("period" = Option<Period>, Query,
                 description = "A trailing window; required unless `from` and `to` are given.",

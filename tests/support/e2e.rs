@@ -166,6 +166,7 @@ pub static SCHEMATHESIS: Group = Group::new(
     "schemathesis",
     &[
         ("RATE_LIMIT_REQUESTS", "1000000"),
+        ("SERIES_RATE_LIMIT_REQUESTS", "1000000"),
         ("EXTERNAL_SERVICE_LATENCY_MS", "5"),
     ],
     false,
