@@ -157,7 +157,7 @@ pub fn cover(from: i64, to: i64) -> Vec<BucketRef> {
 /// every double), `min`, `max` with `%.15g` when that reads back the same
 /// double, else `%.17g`. `sum` and `compensation` are the two parts of a
 /// Neumaier sum ([`super::compensated`]). The tokens are the bucket's
-/// quantile sketch ([`super::sketch`]), split in two: at most 32 recent
+/// quantile sketch ([`super::sketch`]), split in two: at most 128 recent
 /// tokens (`rbins`) in the main field, which a single ingest rewrites
 /// without copying the rest, and the folded tokens (`sbins`) in the
 /// `<start>.s` field, which exists only once a bucket has had more bins than

@@ -71,18 +71,19 @@ local MAX_STORE_BINS = 2048
 -- rewritten or appended in its recent part; a bucket receiving several (a
 -- batch), or whose recent part is full, has its tokens parsed into a table
 -- once and written back.
-local RECENT = 32
+local RECENT = 128
 
 local DIGITS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
 
 -- An integer in base 62 (digits 0-9 A-Z a-z), '-' in front when negative;
 -- one string built per call (string.char), memoised for the script call, as
 -- a batch meets the same bins again and again.
-local DIGIT_BYTES = { string.byte(DIGITS, 1, 62) } -- digit d at d + 1
+local DIGIT_BYTES -- digit d at d + 1, built on first use
 local b62_memo = {}
 local function b62(i)
   local known = b62_memo[i]
   if known then return known end
+  DIGIT_BYTES = DIGIT_BYTES or { string.byte(DIGITS, 1, 62) }
   local m = i < 0 and -i or i
   local s
   if m < 62 then
