@@ -77,8 +77,7 @@ pub struct Summary {
     /// rank ⌊q (count − 1)⌋ in sorted order. `null` when `count` is 0, or
     /// when part of the window was stored before percentiles were kept
     /// (then `note` says so).
-    #[schema(value_type = Object, examples(json!({"p50": 60.5, "p90": 91.0, "p95": 94.3, "p99": 97.2})))]
-    pub percentiles: Percentiles,
+    pub percentiles: BTreeMap<String, Option<f64>>,
     /// Why `percentiles` are `null` although `count` is not 0; absent
     /// otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,8 +162,7 @@ pub struct SeriesPoint {
     #[schema(required = true, examples(99.88))]
     pub max_value: Option<f64>,
     /// Quantiles by name, as in a summary; `null` when `count` is 0.
-    #[schema(value_type = Object, examples(json!({"p50": 49.9, "p90": 90.1, "p95": 95.0, "p99": 98.9})))]
-    pub percentiles: Percentiles,
+    pub percentiles: BTreeMap<String, Option<f64>>,
 }
 
 /// Enrichment from the external source, or why there is none.
