@@ -10,8 +10,8 @@
 //! (`cargo test -p shared --test layering` checks both from the sources).
 //!
 //! **The HTTP edge** — the only modules that know `lambda_http`:
-//! - [`handlers`]: `health`, `ingest_metric`, `metrics_summary`, each under
-//!   one request deadline.
+//! - [`handlers`]: `health`, `ingest_metric`, `metrics_summary`,
+//!   `metrics_series`, each under one request deadline.
 //! - [`openapi`]: the OpenAPI document, derived from the response types, and
 //!   the `docs` function's handler.
 //! - [`runtime`]: the Lambda runtime with EMF metrics flushed per invocation.
@@ -27,15 +27,19 @@
 //!   and the HTTP edge's own.
 //!
 //! **Components** — each returns its own typed result or error:
-//! - [`cache`]: read-through summary cache with fleet-wide single-flight.
+//! - [`cache`]: read-through cache of summaries and series with fleet-wide
+//!   single-flight.
 //! - [`breaker`]: circuit breaker persisted in Redis; runs a guarded call.
 //! - [`external`]: the unreliable external source (simulated or HTTP).
 //! - [`rate_limit`]: sliding log, sliding window counter or GCRA; a typed
 //!   decision.
 //! - [`identity`]: who the client is (API-key digest or source address).
-//! - [`store`]: metrics pre-aggregated in minute/hour/day buckets by one
-//!   atomic Lua script; a summary reads ≤ ~200 buckets whatever the data size.
-//! - [`window`]: summary queries and their time windows.
+//! - [`store`]: metrics pre-aggregated in minute/hour/day buckets (count,
+//!   compensated sum, min, max, a DDSketch) by one atomic Lua script; a
+//!   summary reads ≤ ~200 buckets whatever the data size, a series the
+//!   buckets of its steps.
+//! - [`window`]: summary and series queries (quantiles, step) and their time
+//!   windows.
 //! - [`metric`]: metrics as clients send them, and their validation.
 //!
 //! **Foundation**:

@@ -3,8 +3,11 @@
 //!
 //! Each accepted metric updates one bucket of each granularity (minute, hour,
 //! day — see [`buckets`]) in **one atomic script call** (`ingest.lua`); raw
-//! points are never kept. A summary reads the at most ~200 buckets covering
-//! its window in **one script call** (`summary.lua`) and merges them.
+//! points are never kept. A bucket holds the count, a compensated sum
+//! ([`compensated`]), min, max and a DDSketch of its values ([`sketch`]).
+//! A summary reads the at most ~200 buckets covering its window in **one
+//! script call** (`summary.lua`) and merges them ([`stats`]); a series
+//! ([`series`]) reads the buckets of all its steps in one call too.
 //! Late and out-of-order metrics land in the buckets of their own timestamp.
 //! Every container key expires at its end + `METRIC_RETENTION_DAYS` + one
 //! day, so storage is bounded.
