@@ -118,23 +118,24 @@ end
 local function load(stored, value)
   if not stored then
     return { count = 0, sum = 0, comp = 0, min = value, max = value, sbins = 0,
-             rbins = 0, src = '', from = 1, f = {}, values = {} }
-  end
-  if not string.find(stored, '|', 1, true) then
-    -- The format before sketches: its points are not in the sketch.
-    local c, s, mn, mx = string.match(stored, '^(%S+) (%S+) (%S+) (%S+)$')
-    return { count = tonumber(c), sum = tonumber(s), comp = 0,
-             min = tonumber(mn), max = tonumber(mx), sbins = 0, rbins = 0,
-             src = '', from = 1, f = { [4] = mn, [5] = mx }, values = {} }
+             rbins = 0, src = '', from = 1, values = {} }
   end
   local c, sm, k, mn, mx, sbins, rbins, floors, from =
     string.match(stored, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+) (%d+)([^|]*)|()')
+  if not c then
+    -- The format before sketches: its points are not in the sketch.
+    c, sm, mn, mx = string.match(stored, '^(%S+) (%S+) (%S+) (%S+)$')
+    return { count = tonumber(c), sum = tonumber(sm), comp = 0,
+             min = tonumber(mn), max = tonumber(mx), mint = mn, maxt = mx,
+             sbins = 0, rbins = 0, src = '', from = 1, values = {} }
+  end
   local pf, nf
   if floors ~= '' then pf, nf = string.match(floors, '^ (%S+) (%S+)$') end
   return { count = tonumber(c), sum = tonumber(sm), comp = tonumber(k),
-           min = tonumber(mn), max = tonumber(mx), sbins = tonumber(sbins),
-           rbins = tonumber(rbins), pf = tonumber(pf), nf = tonumber(nf),
-           src = stored, from = from, f = { [4] = mn, [5] = mx }, values = {} }
+           min = tonumber(mn), max = tonumber(mx), mint = mn, maxt = mx,
+           sbins = tonumber(sbins), rbins = tonumber(rbins),
+           pf = tonumber(pf), nf = tonumber(nf),
+           src = stored, from = from, values = {} }
 end
 
 -- The index a base-62 key (without its '~') stands for.
@@ -246,15 +247,15 @@ for i = 0, n - 1 do
   end
   b.sum = t
   b.count = b.count + 1
-  if value < b.min then b.min = value; b.f[4] = nil end
-  if value > b.max then b.max = value; b.f[5] = nil end
+  if value < b.min then b.min = value; b.mint = nil end
+  if value > b.max then b.max = value; b.maxt = nil end
   b.values[#b.values + 1] = ARGV[at + 4]
 end
 
 -- The main field's header, up to and with the '|'.
 local function header(b)
   local h = string.format('%d %.17g %.17g %s %s %d %d', b.count, b.sum, b.comp,
-    b.f[4] or fmt(b.min), b.f[5] or fmt(b.max), b.sbins, b.rbins)
+    b.mint or fmt(b.min), b.maxt or fmt(b.max), b.sbins, b.rbins)
   if b.pf or b.nf then
     h = h .. ' ' .. (b.pf and string.format('%d', b.pf) or 'x')
       .. ' ' .. (b.nf and string.format('%d', b.nf) or 'x')
