@@ -402,8 +402,8 @@ mod operations {
                 min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]{1,64}$",
                 example = json!("cpu_usage")),
             ("period" = Option<Period>, Query,
-                description = "A trailing window; required unless `from` and `to` are given \
-                    (an explicit window wins over a period given alongside it).",
+                description = "A trailing window; required unless `from` and `to` are given, \
+                    and refused (422) together with them.",
                 example = json!("hourly")),
             ("from" = Option<String>, Query, format = DateTime,
                 description = "Start of an explicit window (RFC 3339 with offset), inside the \

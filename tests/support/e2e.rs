@@ -229,14 +229,13 @@ pub async fn stack(group: &'static Group) -> Option<Stack> {
     })
 }
 
-/// Reports that `what` did not run because of `reason`: a `SKIPPED` line on
-/// stderr (past the test harness's output capture), or a panic when
-/// `REQUIRE_E2E=1`.
+/// Reports that `what` did not run because of `reason`
+/// ([`crate::report_skipped`]), or panics when `REQUIRE_E2E=1`.
 pub fn skip(what: &str, reason: &str) {
     if std::env::var("REQUIRE_E2E").is_ok_and(|v| v == "1") {
         panic!("{what} cannot run: {reason} (REQUIRE_E2E=1)");
     }
-    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {reason}");
+    crate::report_skipped(what, reason);
 }
 
 /// `name` on `PATH`, else in the repository's `.venv/bin` (where `make test`

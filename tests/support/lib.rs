@@ -136,6 +136,26 @@ pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
         .expect("the test Redis answers at redis_url()")
 }
 
+/// Reports that the test `what` did not run because of `reason`, so that it
+/// is never counted as passed unnoticed: a `SKIPPED` line on stderr (written
+/// to the stream itself, past the test harness's output capture) and, when
+/// `SKIPPED_TESTS_FILE` names a file (`make test` sets it), the same line
+/// appended there for the run's closing summary.
+pub fn report_skipped(what: &str, reason: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED {what}: {reason}");
+    let _ = writeln!(std::io::stderr(), "{line}");
+    if let Some(path) = std::env::var_os("SKIPPED_TESTS_FILE").filter(|p| !p.is_empty()) {
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(file, "{line}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
