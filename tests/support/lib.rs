@@ -13,6 +13,7 @@
 //! - The end-to-end suite's view of the stack `make test` started: [`e2e`].
 
 pub mod e2e;
+pub mod private_cluster;
 pub mod private_redis;
 pub mod stub;
 

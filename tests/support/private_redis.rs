@@ -157,7 +157,10 @@ impl Drop for PrivateRedis {
     }
 }
 
-fn free_port() -> u16 {
+/// A TCP port of 127.0.0.1 that was free when probed (the OS's choice of
+/// an ephemeral port). Another process may take it before it is bound, so a
+/// caller retries on another port when binding fails.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())

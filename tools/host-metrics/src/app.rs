@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::cli::Args;
 use crate::client::{ApiClient, ClientError, Delivery, SendMode};
 use crate::host::HostSampler;
-use crate::payload::{Reading, CPU_TYPE, MEMORY_TYPE};
+use crate::payload::{Metric, Reading, CPU_TYPE, MEMORY_TYPE};
 use crate::retry::RetryPolicy;
 use crate::summary::{format_table, Summary};
 
@@ -17,7 +17,8 @@ pub const SUMMARY_PERIOD: &str = "hourly";
 pub enum RunError {
     /// The API could not be used at all (unreachable, bad URL, summary failed).
     Api(ClientError),
-    /// Some samples were refused; the others were sent and summarised.
+    /// Some samples could not be read or were refused; the others were sent
+    /// and summarised.
     SamplesFailed {
         /// Samples not stored.
         failed: u32,
@@ -45,11 +46,16 @@ impl From<ClientError> for RunError {
     }
 }
 
-/// Takes `args.samples` samples `args.interval()` apart, sends each, then
-/// prints the hourly summary of both metric types as a table on stdout.
+/// Takes `args.samples` samples `args.interval()` apart, then sends them in
+/// as few requests as `args.batch_size` allows (one request for the
+/// defaults, so a run fits in the default rate limit of 5 POSTs a minute),
+/// then prints the hourly summary of both metric types, read fresh
+/// (`Cache-Control: no-cache`), next to how many metrics of each type this
+/// run stored.
 ///
-/// Errors at once when the API cannot be reached; a sample the API refuses
-/// is reported on stderr and makes the run fail after the summaries.
+/// Errors at once when the API cannot be reached; a sample that cannot be
+/// read or that the API refuses is reported on stderr and makes the run fail
+/// after the summaries.
 pub async fn run(args: &Args) -> Result<(), RunError> {
     let client = ApiClient::new(
         &args.base_url,
@@ -57,20 +63,38 @@ pub async fn run(args: &Args) -> Result<(), RunError> {
         Duration::from_millis(args.timeout_ms),
         policy(args),
     )?;
-    let mut sampler = HostSampler::new();
+    let readings = take_samples(args).await;
+    let mut failed = args.samples - readings.len() as u32;
+    let mut stored = Stored::default();
     let mut mode = SendMode::Batch;
-    let mut failed = 0;
-    for n in 1..=args.samples {
-        if n > 1 {
-            tokio::time::sleep(args.interval()).await;
-        }
-        if !send_one(&client, &mut sampler, &mut mode, n, args.samples).await? {
-            failed += 1;
+    for chunk in readings.chunks(readings_per_request(args.batch_size)) {
+        let metrics: Vec<Metric> = chunk.iter().flat_map(Reading::metrics).collect();
+        match client.send_metrics(&metrics, &mut mode).await {
+            Ok(delivery) => {
+                println!("{}", describe(chunk.len(), &metrics, &delivery));
+                stored.add(&metrics);
+            }
+            Err(err @ (ClientError::Unreachable { .. } | ClientError::InvalidBaseUrl(_))) => {
+                return Err(err.into())
+            }
+            Err(err) => {
+                eprintln!("{} samples not stored: {err}", chunk.len());
+                failed += chunk.len() as u32;
+            }
         }
     }
     let summaries = fetch_summaries(&client).await?;
-    println!("\nHourly summaries from {}:\n", args.base_url);
-    print!("{}", format_table(&summaries));
+    println!(
+        "\nHourly summaries from {} (read with Cache-Control: no-cache):\n",
+        args.base_url
+    );
+    print!("{}", format_table(&summaries, |kind| stored.of(kind)));
+    if summaries
+        .iter()
+        .any(|summary| summary.count > stored.of(&summary.kind))
+    {
+        println!("\n`count` also includes metrics of the same types stored earlier in the window.");
+    }
     match failed {
         0 => Ok(()),
         _ => Err(RunError::SamplesFailed {
@@ -89,40 +113,72 @@ fn policy(args: &Args) -> RetryPolicy {
     }
 }
 
-/// Samples once and sends it, printing one line. `Ok(false)` when the sample
-/// was not stored but the run can go on; `Err` when the API is unreachable.
-async fn send_one(
-    client: &ApiClient,
-    sampler: &mut HostSampler,
-    mode: &mut SendMode,
-    n: u32,
-    total: u32,
-) -> Result<bool, RunError> {
-    let reading = match sampler.sample().await {
-        Ok(reading) => reading,
-        Err(reason) => {
-            eprintln!("sample {n}/{total}: cannot read this machine: {reason}");
-            return Ok(false);
+/// Every reading one sample yields at most this many metrics (CPU, memory).
+const METRICS_PER_READING: usize = 2;
+
+/// How many readings fit in one request of at most `batch_size` metrics
+/// (at least one).
+pub fn readings_per_request(batch_size: usize) -> usize {
+    (batch_size / METRICS_PER_READING).max(1)
+}
+
+/// Samples `args.samples` times, `args.interval()` apart, printing one line
+/// per sample; a sample that cannot be read is reported on stderr and left out.
+async fn take_samples(args: &Args) -> Vec<Reading> {
+    let mut sampler = HostSampler::new();
+    let mut readings = Vec::with_capacity(args.samples as usize);
+    for n in 1..=args.samples {
+        if n > 1 {
+            tokio::time::sleep(args.interval()).await;
         }
-    };
-    match client.send_sample(&reading.metrics(), mode).await {
-        Ok(delivery) => {
-            println!("{}", describe(n, total, &reading, &delivery));
-            Ok(true)
+        match sampler.sample().await {
+            Ok(reading) => {
+                println!(
+                    "sample {n}/{}: {CPU_TYPE}={:.2}% {MEMORY_TYPE}={:.2}%",
+                    args.samples, reading.cpu_usage, reading.memory_used_percent
+                );
+                readings.push(reading);
+            }
+            Err(reason) => {
+                eprintln!(
+                    "sample {n}/{}: cannot read this machine: {reason}",
+                    args.samples
+                )
+            }
         }
-        Err(err @ (ClientError::Unreachable { .. } | ClientError::InvalidBaseUrl(_))) => {
-            Err(err.into())
+    }
+    readings
+}
+
+/// Metrics of each type this run stored.
+#[derive(Debug, Default)]
+struct Stored {
+    cpu: u64,
+    memory: u64,
+}
+
+impl Stored {
+    fn add(&mut self, metrics: &[Metric]) {
+        for metric in metrics {
+            match metric.kind {
+                CPU_TYPE => self.cpu += 1,
+                _ => self.memory += 1,
+            }
         }
-        Err(err) => {
-            eprintln!("sample {n}/{total}: not stored: {err}");
-            Ok(false)
+    }
+
+    fn of(&self, kind: &str) -> u64 {
+        match kind {
+            CPU_TYPE => self.cpu,
+            MEMORY_TYPE => self.memory,
+            _ => 0,
         }
     }
 }
 
-/// The line printed for a stored sample, e.g.
-/// `sample 1/5: cpu_usage=12.34% memory_used_percent=56.78% -> 201 (batch)`.
-pub fn describe(n: u32, total: u32, reading: &Reading, delivery: &Delivery) -> String {
+/// The line printed for a stored request, e.g.
+/// `sent 5 samples (10 metrics) in 1 request -> 201 (batch)`.
+pub fn describe(samples: usize, metrics: &[Metric], delivery: &Delivery) -> String {
     let statuses: Vec<String> = delivery
         .answers
         .iter()
@@ -142,14 +198,24 @@ pub fn describe(n: u32, total: u32, reading: &Reading, delivery: &Delivery) -> S
         SendMode::OneByOne => "one by one",
     };
     format!(
-        "sample {n}/{total}: {CPU_TYPE}={:.2}% {MEMORY_TYPE}={:.2}% -> {} ({how})",
-        reading.cpu_usage,
-        reading.memory_used_percent,
+        "sent {} ({}) in {} -> {} ({how})",
+        plural(samples, "sample"),
+        plural(metrics.len(), "metric"),
+        plural(delivery.answers.len(), "request"),
         statuses.join(", ")
     )
 }
 
-/// The hourly summary of both metric types.
+/// `n` and `noun`, with an `s` unless `n` is 1.
+fn plural(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
+/// The hourly summary of both metric types, bypassing the cache so it counts
+/// what this run just stored.
 async fn fetch_summaries(client: &ApiClient) -> Result<Vec<Summary>, ClientError> {
     let mut summaries = Vec::with_capacity(2);
     for kind in [CPU_TYPE, MEMORY_TYPE] {
@@ -173,12 +239,17 @@ mod tests {
         }
     }
 
-    fn reading() -> Reading {
-        Reading {
-            at: Utc::now(),
-            cpu_usage: 12.345,
-            memory_used_percent: 56.7,
-        }
+    fn metrics(samples: usize) -> Vec<Metric> {
+        (0..samples)
+            .flat_map(|_| {
+                Reading {
+                    at: Utc::now(),
+                    cpu_usage: 12.345,
+                    memory_used_percent: 56.7,
+                }
+                .metrics()
+            })
+            .collect()
     }
 
     #[test]
@@ -188,8 +259,8 @@ mod tests {
             answers: vec![answer(201, false, 2)],
         };
         assert_eq!(
-            describe(1, 5, &reading(), &delivery),
-            "sample 1/5: cpu_usage=12.35% memory_used_percent=56.70% -> 201 after 2 attempts (batch)"
+            describe(5, &metrics(5), &delivery),
+            "sent 5 samples (10 metrics) in 1 request -> 201 after 2 attempts (batch)"
         );
     }
 
@@ -200,8 +271,16 @@ mod tests {
             answers: vec![answer(201, false, 1), answer(201, true, 1)],
         };
         assert_eq!(
-            describe(2, 2, &reading(), &delivery),
-            "sample 2/2: cpu_usage=12.35% memory_used_percent=56.70% -> 201, 201 replayed (one by one)"
+            describe(1, &metrics(1), &delivery),
+            "sent 1 sample (2 metrics) in 2 requests -> 201, 201 replayed (one by one)"
         );
+    }
+
+    #[test]
+    fn a_request_holds_as_many_readings_as_the_batch_size_allows() {
+        assert_eq!(readings_per_request(500), 250);
+        assert_eq!(readings_per_request(3), 1);
+        assert_eq!(readings_per_request(1), 1);
+        assert_eq!(readings_per_request(0), 1);
     }
 }

@@ -13,7 +13,7 @@ use clap::Parser;
 #[command(
     name = "host-metrics",
     version,
-    about = "Send this machine's CPU and memory use to the analytics API, then print the hourly summaries."
+    about = "Sample this machine's CPU and memory use, send the samples to the analytics API in as few requests as possible, then print fresh hourly summaries next to what was stored."
 )]
 pub struct Args {
     /// Base URL of the API; `/api/metrics` and `/api/metrics/summary` are appended.
@@ -31,6 +31,12 @@ pub struct Args {
     /// Pause between two samples, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u64,
+
+    /// Most metrics in one request; keep it at or below the server's
+    /// `MAX_BATCH_SIZE`. The samples of a run go in as few requests as this
+    /// allows (each sample is two metrics).
+    #[arg(long, default_value_t = 500, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..=100_000), |n| n as usize))]
+    pub batch_size: usize,
 
     /// Retries of one request after 429, 503 or a timeout before giving up.
     #[arg(long, default_value_t = 5)]

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use reqwest::header::RETRY_AFTER;
+use reqwest::header::{CACHE_CONTROL, RETRY_AFTER};
 use reqwest::{Client, Method, RequestBuilder, Url};
 use serde_json::Value;
 
@@ -92,13 +92,13 @@ pub struct Answer {
 /// How samples are sent: batches until the server shows it only takes objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendMode {
-    /// One JSON array per sample.
+    /// One JSON array per call.
     Batch,
     /// One JSON object per metric.
     OneByOne,
 }
 
-/// What happened to one sample.
+/// What happened to one call of [`ApiClient::send_metrics`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// How it was finally sent.
@@ -146,11 +146,11 @@ impl ApiClient {
         })
     }
 
-    /// Sends one sample's metrics. In [`SendMode::Batch`] they go as one
-    /// array; if the server shows it does not take arrays
+    /// Sends `metrics` (at most the server's `MAX_BATCH_SIZE`). In
+    /// [`SendMode::Batch`] they go as one array; if the server shows it does not take arrays
     /// ([`arrays_unsupported`]), `mode` switches to [`SendMode::OneByOne`]
-    /// for this and every later sample.
-    pub async fn send_sample(
+    /// for this and every later call.
+    pub async fn send_metrics(
         &self,
         metrics: &[Metric],
         mode: &mut SendMode,
@@ -195,14 +195,19 @@ impl ApiClient {
     }
 
     /// Fetches the summary of `kind` over `period` (e.g. `hourly`), retrying
-    /// on 429/503 like a POST. Errors on any non-2xx answer.
+    /// on 429/503 like a POST. Sends `Cache-Control: no-cache`, so the
+    /// summary is recomputed and counts what was just stored rather than
+    /// what a cached copy saw. Errors on any non-2xx answer.
     pub async fn summary(&self, kind: &str, period: &str) -> Result<Summary, ClientError> {
         let mut url = self.summary_url.clone();
         url.query_pairs_mut()
             .append_pair("type", kind)
             .append_pair("period", period);
         let answer = self
-            .execute(|| self.request(Method::GET, url.clone()))
+            .execute(|| {
+                self.request(Method::GET, url.clone())
+                    .header(CACHE_CONTROL, "no-cache")
+            })
             .await?;
         if !is_success(answer.status) {
             return Err(rejected(answer));

@@ -30,6 +30,13 @@ struct Seen {
     body: Value,
 }
 
+/// One summary request the stub received.
+#[derive(Debug, Clone)]
+struct SummaryQuery {
+    query: HashMap<String, String>,
+    cache_control: Option<String>,
+}
+
 /// The stub's answer to the `n`-th POST (0-based) with this body.
 type Respond =
     dyn Fn(usize, &Value) -> (u16, Vec<(&'static str, &'static str)>, Value) + Send + Sync;
@@ -39,7 +46,7 @@ struct Stub {
     /// How long the first POST waits before answering (to provoke a client timeout).
     first_post_delay: Duration,
     posts: Mutex<Vec<Seen>>,
-    summaries: Mutex<Vec<HashMap<String, String>>>,
+    summaries: Mutex<Vec<SummaryQuery>>,
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -79,10 +86,14 @@ async fn post_metrics(State(stub): State<Arc<Stub>>, headers: HeaderMap, body: B
 
 async fn summary(
     State(stub): State<Arc<Stub>>,
+    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Json<Value> {
     let kind = query.get("type").cloned().unwrap_or_default();
-    stub.summaries.lock().expect("lock").push(query);
+    stub.summaries.lock().expect("lock").push(SummaryQuery {
+        query,
+        cache_control: header(&headers, "cache-control"),
+    });
     Json(json!({
         "type": kind, "period": "hourly",
         "window": {"from": "2026-02-18T11:01:00Z", "to": "2026-02-18T12:01:00Z"},
@@ -172,7 +183,7 @@ async fn retries_after_429_with_the_same_idempotency_key() {
     let mut mode = SendMode::Batch;
     let started = Instant::now();
     let delivery = client(&base, 3)
-        .send_sample(&metrics(), &mut mode)
+        .send_metrics(&metrics(), &mut mode)
         .await
         .expect("stored");
     // Retry-After: 1 is honoured: the retry does not come sooner.
@@ -213,7 +224,7 @@ async fn retries_after_503_then_succeeds() {
     .await;
     let mut mode = SendMode::Batch;
     let delivery = client(&base, 3)
-        .send_sample(&metrics(), &mut mode)
+        .send_metrics(&metrics(), &mut mode)
         .await
         .expect("stored");
     assert_eq!(delivery.answers[0].attempts, 3);
@@ -232,7 +243,7 @@ async fn retries_a_timed_out_request_with_the_same_key() {
         ApiClient::new(&base, None, Duration::from_millis(300), policy(3)).expect("client");
     let mut mode = SendMode::Batch;
     let delivery = client
-        .send_sample(&metrics(), &mut mode)
+        .send_metrics(&metrics(), &mut mode)
         .await
         .expect("stored");
     assert_eq!(delivery.answers[0].attempts, 2);
@@ -248,7 +259,7 @@ async fn gives_up_when_503_persists() {
     let (base, stub) = start_stub(|_, _| (503, vec![], json!({"status": 503}))).await;
     let mut mode = SendMode::Batch;
     let err = client(&base, 2)
-        .send_sample(&metrics(), &mut mode)
+        .send_metrics(&metrics(), &mut mode)
         .await
         .expect_err("never stored");
     assert!(
@@ -275,7 +286,7 @@ async fn falls_back_to_objects_when_arrays_are_refused() {
     let client = client(&base, 3);
     let mut mode = SendMode::Batch;
     let delivery = client
-        .send_sample(&metrics(), &mut mode)
+        .send_metrics(&metrics(), &mut mode)
         .await
         .expect("stored");
     assert_eq!(delivery.mode, SendMode::OneByOne);
@@ -294,7 +305,7 @@ async fn falls_back_to_objects_when_arrays_are_refused() {
 
     // Later samples go straight to objects.
     client
-        .send_sample(&metrics(), &mut mode)
+        .send_metrics(&metrics(), &mut mode)
         .await
         .expect("stored");
     let seen = posts(&stub);
@@ -314,7 +325,7 @@ async fn falls_back_on_400() {
     .await;
     let mut mode = SendMode::Batch;
     let delivery = client(&base, 3)
-        .send_sample(&metrics(), &mut mode)
+        .send_metrics(&metrics(), &mut mode)
         .await
         .expect("stored");
     assert_eq!(delivery.mode, SendMode::OneByOne);
@@ -333,7 +344,7 @@ async fn per_item_refusal_is_reported_not_retried() {
     .await;
     let mut mode = SendMode::Batch;
     let err = client(&base, 3)
-        .send_sample(&metrics(), &mut mode)
+        .send_metrics(&metrics(), &mut mode)
         .await
         .expect_err("refused");
     assert!(
@@ -354,7 +365,7 @@ async fn unreachable_api_is_a_clear_error() {
     let base = format!("http://127.0.0.1:{port}");
     let mut mode = SendMode::Batch;
     let err = client(&base, 3)
-        .send_sample(&metrics(), &mut mode)
+        .send_metrics(&metrics(), &mut mode)
         .await
         .expect_err("nothing listens");
     assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
@@ -375,13 +386,14 @@ fn bad_base_url_is_refused() {
 }
 
 #[tokio::test]
-async fn whole_run_sends_batches_and_reads_both_summaries() {
+async fn whole_run_sends_its_samples_in_one_request_and_reads_fresh_summaries() {
     let (base, stub) = start_stub(|_, _| created()).await;
     let args = Args {
         base_url: format!("{base}/"),
         api_key: None,
-        samples: 2,
+        samples: 3,
         interval_ms: 0,
+        batch_size: 500,
         max_retries: 1,
         max_retry_wait_s: 1,
         timeout_ms: 5000,
@@ -389,26 +401,55 @@ async fn whole_run_sends_batches_and_reads_both_summaries() {
     run(&args).await.expect("run succeeds");
 
     let seen = posts(&stub);
-    assert_eq!(seen.len(), 2);
-    for post in &seen {
-        let batch = post.body.as_array().expect("batches");
-        assert_eq!(batch.len(), 2);
-        for metric in batch {
-            let value = metric["value"].as_f64().expect("a number");
-            assert!((0.0..=100.0).contains(&value), "{metric}");
-            let stamp = metric["timestamp"].as_str().expect("a string");
-            assert!(
-                chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
-                "{stamp}"
-            );
-            assert!(stamp.ends_with('Z'), "{stamp}");
-        }
-        assert_eq!(post.api_key, None);
+    assert_eq!(seen.len(), 1, "all samples in one request");
+    let batch = seen[0].body.as_array().expect("a batch");
+    assert_eq!(batch.len(), 6);
+    for metric in batch {
+        let value = metric["value"].as_f64().expect("a number");
+        assert!((0.0..=100.0).contains(&value), "{metric}");
+        let stamp = metric["timestamp"].as_str().expect("a string");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+            "{stamp}"
+        );
+        assert!(stamp.ends_with('Z'), "{stamp}");
     }
-    assert_ne!(seen[0].idempotency_key, seen[1].idempotency_key);
+    assert_eq!(seen[0].api_key, None);
 
     let queries = stub.summaries.lock().expect("lock").clone();
-    let kinds: Vec<_> = queries.iter().map(|q| q["type"].as_str()).collect();
+    let kinds: Vec<_> = queries.iter().map(|q| q.query["type"].as_str()).collect();
     assert_eq!(kinds, ["cpu_usage", "memory_used_percent"]);
-    assert!(queries.iter().all(|q| q["period"] == "hourly"));
+    assert!(queries.iter().all(|q| q.query["period"] == "hourly"));
+    assert!(
+        queries
+            .iter()
+            .all(|q| q.cache_control.as_deref() == Some("no-cache")),
+        "summaries bypass the cache: {queries:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_small_batch_size_splits_the_samples_over_requests() {
+    let (base, stub) = start_stub(|_, _| created()).await;
+    let args = Args {
+        base_url: base,
+        api_key: None,
+        samples: 3,
+        interval_ms: 0,
+        batch_size: 4,
+        max_retries: 1,
+        max_retry_wait_s: 1,
+        timeout_ms: 5000,
+    };
+    run(&args).await.expect("run succeeds");
+    let sizes: Vec<usize> = posts(&stub)
+        .iter()
+        .map(|post| post.body.as_array().expect("a batch").len())
+        .collect();
+    assert_eq!(sizes, [4, 2]);
+    let keys: Vec<_> = posts(&stub)
+        .into_iter()
+        .map(|p| p.idempotency_key)
+        .collect();
+    assert_ne!(keys[0], keys[1], "each body its own idempotency key");
 }

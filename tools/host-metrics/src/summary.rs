@@ -78,8 +78,9 @@ fn scalar_text(value: &Value) -> String {
     }
 }
 
-const HEADERS: [&str; 7] = [
+const HEADERS: [&str; 8] = [
     "type",
+    "stored by this run",
     "count",
     "average",
     "min",
@@ -89,9 +90,10 @@ const HEADERS: [&str; 7] = [
 ];
 
 /// The cells of one table row, in [`HEADERS`] order.
-fn row_cells(summary: &Summary) -> [String; 7] {
+fn row_cells(summary: &Summary, stored: u64) -> [String; 8] {
     [
         summary.kind.clone(),
+        stored.to_string(),
         summary.count.to_string(),
         format_value(summary.average_value),
         format_value(summary.min_value),
@@ -102,9 +104,13 @@ fn row_cells(summary: &Summary) -> [String; 7] {
 }
 
 /// Renders summaries as an aligned plain-text table with a header line and a
-/// rule; numbers are right-aligned, text left-aligned. Ends with a newline.
-pub fn format_table(summaries: &[Summary]) -> String {
-    let rows: Vec<[String; 7]> = summaries.iter().map(row_cells).collect();
+/// rule, each row beside `stored(type)`, the metrics of that type the run
+/// stored; numbers are right-aligned, text left-aligned. Ends with a newline.
+pub fn format_table(summaries: &[Summary], stored: impl Fn(&str) -> u64) -> String {
+    let rows: Vec<[String; 8]> = summaries
+        .iter()
+        .map(|summary| row_cells(summary, stored(&summary.kind)))
+        .collect();
     let mut widths = HEADERS.map(|h| h.chars().count());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -121,14 +127,14 @@ pub fn format_table(summaries: &[Summary]) -> String {
     out
 }
 
-/// One aligned line; columns 1–4 (count and statistics) are right-aligned.
-fn format_row(cells: &[String; 7], widths: &[usize; 7]) -> String {
+/// One aligned line; columns 1–5 (counts and statistics) are right-aligned.
+fn format_row(cells: &[String; 8], widths: &[usize; 8]) -> String {
     let parts: Vec<String> = cells
         .iter()
         .zip(widths)
         .enumerate()
         .map(|(i, (cell, &w))| {
-            if (1..=4).contains(&i) {
+            if (1..=5).contains(&i) {
                 format!("{cell:>w$}")
             } else {
                 format!("{cell:<w$}")
@@ -187,12 +193,14 @@ mod tests {
 
     #[test]
     fn table_is_aligned() {
-        let table = format_table(&[cpu_summary(), empty_summary()]);
+        let table = format_table(&[cpu_summary(), empty_summary()], |kind| {
+            u64::from(kind == "cpu_usage") * 2
+        });
         let expected = "\
-type                 count  average    min    max  window (UTC)                                  external_data
--------------------  -----  -------  -----  -----  --------------------------------------------  -------------------------------------
-cpu_usage                3    20.17  10.00  30.50  2026-02-18T11:01:00Z .. 2026-02-18T12:01:00Z  success (external_metric_context=342)
-memory_used_percent      0        -      -      -  2026-02-18T11:01:00Z .. 2026-02-18T12:01:00Z  fallback
+type                 stored by this run  count  average    min    max  window (UTC)                                  external_data
+-------------------  ------------------  -----  -------  -----  -----  --------------------------------------------  -------------------------------------
+cpu_usage                             2      3    20.17  10.00  30.50  2026-02-18T11:01:00Z .. 2026-02-18T12:01:00Z  success (external_metric_context=342)
+memory_used_percent                   0      0        -      -      -  2026-02-18T11:01:00Z .. 2026-02-18T12:01:00Z  fallback
 ";
         assert_eq!(table, expected);
     }
