@@ -138,11 +138,11 @@ impl RateLimitSettings {
 }
 
 static SLIDING_LOG: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("sliding_log.lua")));
+    LazyLock::new(|| crate::connection::script(include_str!("sliding_log.lua")));
 static SLIDING_WINDOW_COUNTER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("sliding_window_counter.lua")));
+    LazyLock::new(|| crate::connection::script(include_str!("sliding_window_counter.lua")));
 static TOKEN_BUCKET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
+    LazyLock::new(|| crate::connection::script(include_str!("token_bucket.lua")));
 
 /// The reply shared by the three limiter scripts,
 /// `{allowed, remaining, reset_after, retry_after}`, decoded here and
