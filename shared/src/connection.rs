@@ -747,6 +747,66 @@ impl ConnectionLike for Redis {
     }
 }
 
+/// The state of a Redis Cluster as one node sees it (`GET /health` in
+/// cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterState {
+    /// `cluster_state` of `CLUSTER INFO`: `ok` when every hash slot is
+    /// served by a reachable master, else `fail`.
+    pub state: String,
+    /// Masters serving slots in `CLUSTER NODES`.
+    pub masters: u64,
+    /// Of these, the ones not flagged `fail` or `fail?`.
+    pub masters_reachable: u64,
+}
+
+impl ClusterState {
+    /// How many commands [`ClusterState::add_read`] appends.
+    pub const READ_COMMANDS: usize = 2;
+
+    /// Appends `CLUSTER INFO` and `CLUSTER NODES` to a pipeline. Keyless,
+    /// they go to the node of the pipeline's keyed commands (or any node).
+    pub fn add_read(pipe: &mut Pipeline) {
+        pipe.cmd("CLUSTER").arg("INFO");
+        pipe.cmd("CLUSTER").arg("NODES");
+    }
+
+    /// The state from the replies of [`ClusterState::add_read`]'s commands.
+    ///
+    /// # Errors
+    /// A `Parse` error when they are not the two texts, or `CLUSTER INFO`
+    /// has no `cluster_state`.
+    pub fn from_replies(info: &Value, nodes: &Value) -> Result<Self, RedisError> {
+        let info: String = redis::from_redis_value_ref(info)?;
+        let nodes: String = redis::from_redis_value_ref(nodes)?;
+        let state = info
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("cluster_state:"))
+            .ok_or_else(|| {
+                RedisError::from(ParsingError::from("CLUSTER INFO without cluster_state"))
+            })?
+            .to_string();
+        let (mut masters, mut masters_reachable) = (0, 0);
+        for line in nodes.lines() {
+            // <id> <addr> <flags> <master> <ping> <pong> <epoch> <link> <slot>...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(flags) = fields.get(2) else { continue };
+            let flags: Vec<&str> = flags.split(',').collect();
+            if flags.contains(&"master") && fields.len() > 8 {
+                masters += 1;
+                if !flags.iter().any(|f| *f == "fail" || *f == "fail?") {
+                    masters_reachable += 1;
+                }
+            }
+        }
+        Ok(Self {
+            state,
+            masters,
+            masters_reachable,
+        })
+    }
+}
+
 /// The elements of a Lua script's array reply, decoded in order: each
 /// script's reply type implements [`FromRedisValue`] with it, next to the
 /// script, so a reply is decoded in one place.

@@ -69,7 +69,7 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
     components(schemas(
         Metric, MetricBatch, MetricsBody, StoredMetric, Created, Period, PeriodLabel,
         SummaryWindow, ExternalData, ExternalSuccess, ExternalFallback, Summary, Health,
-        HealthDegraded, CircuitBreakers, BreakerState, Problem, FieldError, RetryAfterSeconds,
+        HealthDegraded, ClusterHealth, CircuitBreakers, BreakerState, Problem, FieldError, RetryAfterSeconds,
         RateLimitPolicyField, RateLimitField, CacheStatus, CacheControlMaxAge, AgeSeconds, Replayed
     )),
     modifiers(&ApiKeyScheme, &RequiredHeaders),

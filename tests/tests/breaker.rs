@@ -24,13 +24,6 @@ const TIMEOUT: CallOutcome = CallOutcome::Failure(FailureKind::Timeout);
 /// A little more than the 1 s reset timeout the tests configure.
 const PAST_RESET: Duration = Duration::from_millis(1150);
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379/0".to_string())
-}
-
 /// One deployment: a fresh prefix plus breaker settings.
 struct Deployment {
     prefix: String,
@@ -49,11 +42,12 @@ impl Deployment {
     }
 
     fn config(&self) -> Config {
-        let url = redis_url();
-        let mut all: Vec<(&str, &str)> =
-            vec![("REDIS_URL", &url), ("REDIS_KEY_PREFIX", &self.prefix)];
-        all.extend(self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        Config::from_pairs(&all).expect("valid test configuration")
+        let pairs: Vec<(&str, &str)> = self
+            .pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        analytics_tests::config_with_prefix(&self.prefix, &pairs)
     }
 
     /// A new "instance": its own configuration, connection and breaker.
@@ -615,7 +609,7 @@ async fn health_reads_the_effective_state_with_its_ping_in_one_round_trip() {
 #[tokio::test]
 async fn acquire_and_report_cost_one_round_trip_each() {
     let a = Deployment::new(&[("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "5")]).instance();
-    // The first calls may load the scripts (NOSCRIPT → SCRIPT LOAD → EVALSHA).
+    // The first calls may meet NOSCRIPT (then EVAL of the body).
     let p = a.permit().await;
     a.report(&p, FAIL).await;
 

@@ -11,8 +11,13 @@
 //! | health | 1 (`PING` and the breaker state pipelined) |
 //!
 //! Each path runs once first so the scripts are loaded: the very first call
-//! of a script on a Redis server costs two more round trips (`NOSCRIPT`, then
-//! `SCRIPT LOAD`). `make bench` counts the same paths again and reports them
+//! of a script on a Redis server costs one more round trip (`NOSCRIPT`, then
+//! `EVAL` of the body).
+//!
+//! With `REDIS_MODE=cluster` the budgets are the same for a single-type
+//! request without an `Idempotency-Key`; a keyed ingest adds the claim of its
+//! key (1), and a batch spanning k hash slots makes 2 × k storage calls
+//! (a read-only check and a write per slot), sent concurrently. `make bench` counts the same paths again and reports them
 //! in BENCHMARKS.md (figure 1).
 
 use analytics_tests::{config, http_v2, random_type};

@@ -12,8 +12,8 @@
 //!
 //! # Protocol
 //! A caller brackets each call to the dependency with two script calls, one
-//! Redis round trip each (three the first time a Redis server sees the
-//! script, when `EVALSHA` answers `NOSCRIPT` and [`redis::Script`] loads it):
+//! Redis round trip each (two the first time a Redis server sees the
+//! script: `EVALSHA` answers `NOSCRIPT`, then `EVAL` sends the body):
 //!
 //! 1. [`CircuitBreaker::acquire`] (`acquire.lua`) answers [`Admission::Allowed`]
 //!    with a [`Permit`], or [`Admission::Rejected`]: do not call, answer the

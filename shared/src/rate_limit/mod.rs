@@ -6,8 +6,8 @@
 //! one clock. A rejected request is read-only in Redis: it consumes no quota,
 //! stores nothing and cannot extend its own block. Every key written carries a
 //! TTL of at most two windows. The scripts are sent with `EVALSHA`;
-//! [`redis::Script`] reloads them transparently after `NOSCRIPT` (a restart,
-//! a failover or `SCRIPT FLUSH`).
+//! after `NOSCRIPT` (a restart, a failover or `SCRIPT FLUSH`) the connection
+//! sends the body with `EVAL` instead ([`crate::connection::script`]).
 //!
 //! `RATE_LIMIT_ALGORITHM` picks the algorithm; `limit` is
 //! `RATE_LIMIT_REQUESTS` and `window` is `RATE_LIMIT_WINDOW_SECONDS`:
@@ -218,9 +218,9 @@ impl RateLimiter {
     /// Checks one request of `client` and, if it is accepted, counts it.
     ///
     /// Exactly one script call (one round trip while the script is cached in
-    /// Redis; after `NOSCRIPT` the script is loaded and the call retried
-    /// once). The request is counted whether or not the caller goes on to
-    /// serve it successfully: the limiter protects the work of parsing too.
+    /// Redis; after `NOSCRIPT` the body is sent once with `EVAL`). The
+    /// request is counted whether or not the caller goes on to serve it
+    /// successfully: the limiter protects the work of parsing too.
     ///
     /// # Errors
     /// [`RateLimitError::Redis`] when the call fails (connection, timeout
