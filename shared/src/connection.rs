@@ -594,25 +594,41 @@ fn check<T>(renewal: &Renewal, generation: u64, result: &Result<T, RedisError>) 
     }
 }
 
+/// The server error a command was answered with, whether the connection
+/// reported it as an error (the cluster client does for redirects and
+/// cluster states) or as an error value (`NOSCRIPT`, and everything on one
+/// node).
+fn server_error(result: &RedisResult<Value>) -> Option<ServerErrorKind> {
+    match result {
+        Err(err) => match err.kind() {
+            ErrorKind::Server(kind) => Some(kind),
+            _ => None,
+        },
+        Ok(Value::ServerError(err)) => err.kind(),
+        Ok(_) => None,
+    }
+}
+
 /// The answers of a cluster that prove a command did not run, so that
 /// sending it again cannot apply a write twice: a redirect to the slot's new
 /// master, a slot being migrated or not served, a master that is down or
 /// still loading, a replica refusing a write, a refused connection, or no
 /// connection for the slot yet.
-fn did_not_run(err: &RedisError) -> bool {
-    match err.kind() {
-        ErrorKind::Server(kind) => matches!(
-            kind,
+fn did_not_run<T>(result: &RedisResult<T>, server: Option<ServerErrorKind>) -> bool {
+    let retryable = matches!(
+        server,
+        Some(
             ServerErrorKind::Moved
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
                 | ServerErrorKind::BusyLoading
                 | ServerErrorKind::ReadOnly
-        ),
-        ErrorKind::ClusterConnectionNotFound => true,
-        _ => err.is_connection_refusal(),
-    }
+        )
+    );
+    retryable
+        || matches!(result, Err(err)
+            if err.kind() == ErrorKind::ClusterConnectionNotFound || err.is_connection_refusal())
 }
 
 /// The first wait before sending again a command that [`did_not_run`]; it
@@ -639,14 +655,13 @@ impl Redis {
             Link::Cluster(connection) => {
                 let mut wait = FIRST_RETRY_WAIT;
                 loop {
-                    match connection.req_packed_command(cmd).await {
-                        Err(err) if did_not_run(&err) => {
-                            tokio::time::sleep(wait).await;
-                            wait = (wait * 2).min(MAX_RETRY_WAIT);
-                            self.round_trips.fetch_add(1, Ordering::Relaxed);
-                        }
-                        other => return other,
+                    let result = connection.req_packed_command(cmd).await;
+                    if !did_not_run(&result, server_error(&result)) {
+                        return result;
                     }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_RETRY_WAIT);
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -667,14 +682,20 @@ impl Redis {
             Link::Cluster(connection) => {
                 let mut wait = FIRST_RETRY_WAIT;
                 loop {
-                    match connection.req_packed_commands(pipe, offset, count).await {
-                        Err(err) if did_not_run(&err) => {
-                            tokio::time::sleep(wait).await;
-                            wait = (wait * 2).min(MAX_RETRY_WAIT);
-                            self.round_trips.fetch_add(1, Ordering::Relaxed);
-                        }
-                        other => return other,
+                    let result = connection.req_packed_commands(pipe, offset, count).await;
+                    let server = match &result {
+                        Err(err) => match err.kind() {
+                            ErrorKind::Server(kind) => Some(kind),
+                            _ => None,
+                        },
+                        Ok(_) => None,
+                    };
+                    if !did_not_run(&result, server) {
+                        return result;
                     }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_RETRY_WAIT);
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -695,18 +716,17 @@ impl ConnectionLike for Redis {
             // cluster mode's sends of a command that did not run.
             let result = tokio::time::timeout(timeout * 2, async {
                 let mut link = self.renewal.open(&cell).await?;
-                match self.send(&mut link, cmd).await {
-                    Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                        // This node does not know the script: EVAL its body
-                        // there (same keys, so same node), caching it.
-                        let Some(eval) = eval_of(cmd) else {
-                            return Err(err);
-                        };
-                        self.round_trips.fetch_add(1, Ordering::Relaxed);
-                        self.send(&mut link, &eval).await
-                    }
-                    other => other,
+                let result = self.send(&mut link, cmd).await;
+                if server_error(&result) != Some(ServerErrorKind::NoScript) {
+                    return result;
                 }
+                // This node does not know the script: EVAL its body there
+                // (same keys, so same node), which also caches it.
+                let Some(eval) = eval_of(cmd) else {
+                    return result;
+                };
+                self.round_trips.fetch_add(1, Ordering::Relaxed);
+                self.send(&mut link, &eval).await
             })
             .await
             .unwrap_or_else(|_| Err(timed_out()));
