@@ -240,10 +240,7 @@ fn eval_of(cmd: &Cmd) -> Option<Cmd> {
         return None;
     }
     let sha = std::str::from_utf8(args.next()?).ok()?;
-    let body = *SCRIPTS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(sha)?;
+    let body = *SCRIPTS.lock().unwrap_or_else(|e| e.into_inner()).get(sha)?;
     let mut eval = redis::cmd("EVAL");
     eval.arg(body);
     for arg in args {
@@ -726,6 +723,9 @@ impl ConnectionLike for Redis {
                     return result;
                 };
                 self.round_trips.fetch_add(1, Ordering::Relaxed);
+                if let Some(log) = &self.log {
+                    log.push(&[&eval]);
+                }
                 self.send(&mut link, &eval).await
             })
             .await
@@ -944,6 +944,65 @@ mod tests {
             err.to_string().contains("could not load AWS credentials"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn redis_mode_is_standalone_or_cluster() {
+        assert_eq!(settings(&[]).unwrap().mode, RedisMode::Standalone);
+        let cluster = settings(&[
+            ("REDIS_MODE", "cluster"),
+            ("REDIS_URL", "rediss://node.example:6379"),
+        ])
+        .unwrap();
+        assert_eq!(cluster.mode, RedisMode::Cluster);
+        assert_eq!(
+            settings(&[("REDIS_MODE", "sentinel")])
+                .unwrap_err()
+                .variable,
+            "REDIS_MODE"
+        );
+        for url in ["redis://127.0.0.1:7000/3", "unix:///tmp/redis.sock"] {
+            let err = settings(&[("REDIS_MODE", "cluster"), ("REDIS_URL", url)]).unwrap_err();
+            assert_eq!(err.variable, "REDIS_URL", "{url}");
+        }
+    }
+
+    #[test]
+    fn every_script_is_answered_after_noscript_by_its_body() {
+        let script = script("return 1");
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(script.get_hash()).arg(1).arg("{t}:a").arg("x");
+        let eval = eval_of(&evalsha).expect("a known script");
+        let args: Vec<Vec<u8>> = eval
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(bytes) => bytes.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let expected: Vec<&[u8]> = vec![b"EVAL", b"return 1", b"1", b"{t}:a", b"x"];
+        assert_eq!(args, expected);
+        assert!(eval_of(&redis::cmd("GET")).is_none());
+        assert_eq!(
+            keys_of(&evalsha),
+            Some(("EVALSHA".to_string(), vec!["{t}:a".to_string()]))
+        );
+    }
+
+    #[tokio::test]
+    async fn building_the_iam_cluster_connection_touches_no_network() {
+        let settings = settings(&[
+            ("REDIS_MODE", "cluster"),
+            ("REDIS_AUTH_MODE", "iam"),
+            ("REDIS_IAM_SERVERLESS", "true"),
+            ("REDIS_URL", "redis://cache.invalid:6379"),
+            ("REDIS_IAM_USER_ID", "analytics-app"),
+            ("REDIS_IAM_CACHE_NAME", "analytics-cache"),
+        ])
+        .unwrap();
+        let redis = Redis::from_settings(&settings).unwrap();
+        assert_eq!(redis.mode(), RedisMode::Cluster);
+        assert_eq!(redis.round_trips(), 0);
     }
 
     #[tokio::test]

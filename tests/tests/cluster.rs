@@ -57,7 +57,8 @@ fn ingest(body: &Value, key: Option<&str>, ip: &str) -> Request {
 }
 
 fn summary(t: &str, no_cache: bool) -> Request {
-    let mut event = http_v2("GET", "/api/metrics/summary").query(&format!("type={t}&period=hourly"));
+    let mut event =
+        http_v2("GET", "/api/metrics/summary").query(&format!("type={t}&period=hourly"));
     if no_cache {
         event = event.header("cache-control", "no-cache");
     }
@@ -106,23 +107,49 @@ async fn every_call_the_service_makes_touches_one_hash_slot() {
 
     // Ingest: single, keyed single, a keyed replay, batches over three slots
     // with and without a key, a reused key.
-    assert_eq!(status(&ingest_metric(&state, ingest(&metric(&a, 1.0), None, "192.0.2.1")).await), 201);
+    assert_eq!(
+        status(&ingest_metric(&state, ingest(&metric(&a, 1.0), None, "192.0.2.1")).await),
+        201
+    );
     let single = metric(&a, 2.0);
-    assert_eq!(status(&ingest_metric(&state, ingest(&single, Some("k1"), "192.0.2.1")).await), 201);
+    assert_eq!(
+        status(&ingest_metric(&state, ingest(&single, Some("k1"), "192.0.2.1")).await),
+        201
+    );
     let replay = ingest_metric(&state, ingest(&single, Some("k1"), "192.0.2.1")).await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
-    let batch = json!([metric(&a, 1.0), metric(&b, 2.0), metric(&c, 3.0), metric(&b, 4.0)]);
-    assert_eq!(status(&ingest_metric(&state, ingest(&batch, None, "192.0.2.1")).await), 201);
-    assert_eq!(status(&ingest_metric(&state, ingest(&batch, Some("k2"), "192.0.2.1")).await), 201);
+    let batch = json!([
+        metric(&a, 1.0),
+        metric(&b, 2.0),
+        metric(&c, 3.0),
+        metric(&b, 4.0)
+    ]);
+    assert_eq!(
+        status(&ingest_metric(&state, ingest(&batch, None, "192.0.2.1")).await),
+        201
+    );
+    assert_eq!(
+        status(&ingest_metric(&state, ingest(&batch, Some("k2"), "192.0.2.1")).await),
+        201
+    );
     let replay = ingest_metric(&state, ingest(&batch, Some("k2"), "192.0.2.1")).await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
-    assert_eq!(status(&ingest_metric(&state, ingest(&metric(&c, 9.0), Some("k2"), "192.0.2.1")).await), 422);
+    assert_eq!(
+        status(&ingest_metric(&state, ingest(&metric(&c, 9.0), Some("k2"), "192.0.2.1")).await),
+        422
+    );
 
     // Summaries: miss, hit, no-cache; health.
-    assert_eq!(status(&metrics_summary(&state, summary(&a, false)).await), 200);
+    assert_eq!(
+        status(&metrics_summary(&state, summary(&a, false)).await),
+        200
+    );
     let hit = metrics_summary(&state, summary(&a, false)).await;
     assert_eq!(hit.headers()["x-cache"], "HIT");
-    assert_eq!(status(&metrics_summary(&state, summary(&b, true)).await), 200);
+    assert_eq!(
+        status(&metrics_summary(&state, summary(&b, true)).await),
+        200
+    );
     let healthy = health(&state, http_v2("GET", "/health").build()).await;
     assert_eq!(status(&healthy), 200, "{}", body_json(&healthy));
     assert_eq!(body_json(&healthy)["cluster"]["cluster_state"], "ok");
@@ -145,10 +172,16 @@ async fn every_call_the_service_makes_touches_one_hash_slot() {
     );
     for _ in 0..3 {
         let t = random_type("open");
-        assert_eq!(status(&metrics_summary(&failing, summary(&t, true)).await), 200);
+        assert_eq!(
+            status(&metrics_summary(&failing, summary(&t, true)).await),
+            200
+        );
     }
     let opened = health(&failing, http_v2("GET", "/health").build()).await;
-    assert_eq!(body_json(&opened)["circuit_breaker"]["external_service"], "open");
+    assert_eq!(
+        body_json(&opened)["circuit_breaker"]["external_service"],
+        "open"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let recovered = recorded(
         cluster_config(
@@ -163,9 +196,17 @@ async fn every_call_the_service_makes_touches_one_hash_slot() {
         &mut logs,
     );
     let probe = metrics_summary(&recovered, summary(&random_type("probe"), true)).await;
-    assert_eq!(body_json(&probe)["external_data"]["status"], "success", "{}", body_json(&probe));
+    assert_eq!(
+        body_json(&probe)["external_data"]["status"],
+        "success",
+        "{}",
+        body_json(&probe)
+    );
     let closed = health(&recovered, http_v2("GET", "/health").build()).await;
-    assert_eq!(body_json(&closed)["circuit_breaker"]["external_service"], "closed");
+    assert_eq!(
+        body_json(&closed)["circuit_breaker"]["external_service"],
+        "closed"
+    );
 
     // Every rate-limit algorithm, up to a refusal.
     for algorithm in ["sliding_log", "sliding_window_counter", "token_bucket"] {
@@ -173,7 +214,10 @@ async fn every_call_the_service_makes_touches_one_hash_slot() {
             cluster_config(
                 &cluster,
                 &prefix,
-                &[("RATE_LIMIT_ALGORITHM", algorithm), ("RATE_LIMIT_REQUESTS", "2")],
+                &[
+                    ("RATE_LIMIT_ALGORITHM", algorithm),
+                    ("RATE_LIMIT_REQUESTS", "2"),
+                ],
             ),
             &mut logs,
         );
@@ -184,24 +228,41 @@ async fn every_call_the_service_makes_touches_one_hash_slot() {
         .iter()
         .map(status)
         .collect();
-        let _ = &statuses;
-        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{algorithm}: {statuses:?}");
-        // Reset for the next algorithm: each has its own key anyway.
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 429).count(),
+            1,
+            "{algorithm}: {statuses:?}"
+        );
     }
 
     // Every recorded call: all its keys in one slot (CRC16 as Redis computes
     // it, checked against CLUSTER KEYSLOT), and every script has a key.
     let calls: Vec<_> = logs.iter().flat_map(CallLog::calls).collect();
-    assert!(calls.len() > 30, "the paths above made {} calls", calls.len());
+    assert!(
+        calls.len() > 30,
+        "the paths above made {} calls",
+        calls.len()
+    );
     let mut slots_by_key: BTreeMap<String, u16> = BTreeMap::new();
-    for key in calls.iter().flat_map(|c| c.keys.iter()).collect::<BTreeSet<_>>() {
+    for key in calls
+        .iter()
+        .flat_map(|c| c.keys.iter())
+        .collect::<BTreeSet<_>>()
+    {
         slots_by_key.insert(key.clone(), cluster.keyslot(key));
     }
     for key in slots_by_key.keys() {
-        assert!(key.starts_with(&prefix), "{key} is outside the test's prefix");
+        assert!(
+            key.starts_with(&prefix),
+            "{key} is outside the test's prefix"
+        );
     }
     for call in &calls {
-        let scripts = call.commands.iter().filter(|c| c.starts_with("EVAL")).count();
+        let scripts = call
+            .commands
+            .iter()
+            .filter(|c| c.starts_with("EVAL"))
+            .count();
         assert!(
             scripts == 0 || !call.keys.is_empty(),
             "a script call without keys goes to a random node: {call:?}"
@@ -209,19 +270,30 @@ async fn every_call_the_service_makes_touches_one_hash_slot() {
         let slots: BTreeSet<u16> = call.keys.iter().map(|k| slots_by_key[k]).collect();
         assert!(slots.len() <= 1, "a call spans slots {slots:?}: {call:?}");
         let crc: std::collections::HashSet<Slot> = call.keys.iter().map(Slot::for_key).collect();
-        assert!(crc.len() <= 1, "CRC16 disagrees with CLUSTER KEYSLOT: {call:?}");
+        assert!(
+            crc.len() <= 1,
+            "CRC16 disagrees with CLUSTER KEYSLOT: {call:?}"
+        );
     }
 }
 
 /// A batch whose second type would overflow a bucket sum: refused as a whole.
 async fn overflow_in_one_slot_stores_nothing_anywhere(state: &AppState, prefix: &str) {
     let [ok, big]: [String; 2] = types_in_different_slots(prefix, 2).try_into().unwrap();
-    let batch = json!([metric(&ok, 1.0), metric(&big, 1.7e308), metric(&big, 1.7e308)]);
+    let batch = json!([
+        metric(&ok, 1.0),
+        metric(&big, 1.7e308),
+        metric(&big, 1.7e308)
+    ]);
     for key in [None, Some("overflow")] {
         let refused = ingest_metric(state, ingest(&batch, key, "192.0.2.20")).await;
         assert_eq!(status(&refused), 422, "{}", body_json(&refused));
         assert_eq!(body_json(&refused)["errors"][0]["index"], 2);
-        assert_eq!(count(state, &ok).await, 0, "no part of a refused batch is stored");
+        assert_eq!(
+            count(state, &ok).await,
+            0,
+            "no part of a refused batch is stored"
+        );
         assert_eq!(count(state, &big).await, 0);
     }
     // The key was not remembered: a corrected body may use it.
@@ -250,16 +322,29 @@ async fn a_keyed_retry_completes_a_partial_batch_exactly_once(
     let stored = ingest_metric(state, ingest(&batch, Some("partial"), "192.0.2.21")).await;
     assert_eq!(status(&stored), 201, "{}", body_json(&stored));
     let removed = remove_type(cluster, prefix, &second);
-    assert!(removed >= 4, "3 containers and the type's record: {removed} keys");
-    assert_eq!((count(state, &first).await, count(state, &second).await), (2, 0));
+    assert!(
+        removed >= 4,
+        "3 containers and the type's record: {removed} keys"
+    );
+    assert_eq!(
+        (count(state, &first).await, count(state, &second).await),
+        (2, 0)
+    );
 
     let retried = ingest_metric(state, ingest(&batch, Some("partial"), "192.0.2.21")).await;
     assert_eq!(status(&retried), 201, "{}", body_json(&retried));
-    assert_eq!(count(state, &first).await, 2, "the stored part is not stored again");
+    assert_eq!(
+        count(state, &first).await,
+        2,
+        "the stored part is not stored again"
+    );
     assert_eq!(count(state, &second).await, 1, "the missing part is stored");
     let again = ingest_metric(state, ingest(&batch, Some("partial"), "192.0.2.21")).await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
-    assert_eq!((count(state, &first).await, count(state, &second).await), (2, 1));
+    assert_eq!(
+        (count(state, &first).await, count(state, &second).await),
+        (2, 1)
+    );
     // The same key with another body is refused, even one of other types.
     let other = json!([metric(&random_type("other"), 1.0)]);
     let reused = ingest_metric(state, ingest(&other, Some("partial"), "192.0.2.21")).await;
@@ -327,5 +412,9 @@ async fn cluster_mode_is_configured_by_redis_mode() {
     let started = std::time::Instant::now();
     let response = health(&state, http_v2("GET", "/health").build()).await;
     assert_eq!(status(&response), 503);
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -23,6 +23,7 @@ use analytics_tests::{body_json, http_v2, random_prefix, random_type};
 use chrono::Utc;
 use serde_json::{json, Value};
 use shared::config::Config;
+use shared::connection::{CallLog, Redis};
 use shared::handlers::{health, ingest_metric, metrics_summary};
 use shared::keys::Keys;
 use shared::metric::format_timestamp;
@@ -80,7 +81,13 @@ struct Tally {
 /// One instance's stream: keyed single-metric ingests of `t`, each retried
 /// with its key after a 503 until it is a 201, until `stop` (the request in
 /// flight is completed).
-async fn stream(state: Arc<AppState>, id: usize, t: String, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+async fn stream(
+    state: Arc<AppState>,
+    id: usize,
+    t: String,
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+) {
     let ip = format!("198.51.100.{}", 10 + id);
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -115,8 +122,10 @@ async fn stream(state: Arc<AppState>, id: usize, t: String, stop: Arc<AtomicBool
                 other => panic!("{other} during a failover: {}", body_json(&response)),
             }
         }
-        if i % 10 == 0 {
-            let status = health(&state, http_v2("GET", "/health").build()).await.status();
+        if i.is_multiple_of(10) {
+            let status = health(&state, http_v2("GET", "/health").build())
+                .await
+                .status();
             assert!(status == 200 || status == 503, "health answered {status}");
         }
     }
@@ -140,8 +149,14 @@ where
     let prefix = random_prefix();
     let seed = cluster.seed_url();
     let (t, slot) = type_away_from_seed(&cluster, &prefix);
+    let mut logs: Vec<CallLog> = Vec::new();
     let states: Vec<Arc<AppState>> = (0..INSTANCES)
-        .map(|_| Arc::new(AppState::new(cluster_config(&seed, &prefix, &[])).unwrap()))
+        .map(|_| {
+            let config = cluster_config(&seed, &prefix, &[]);
+            let mut redis = Redis::from_settings(&config.redis).unwrap();
+            logs.push(redis.record_calls());
+            Arc::new(AppState::with_redis(config, redis).unwrap())
+        })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -178,6 +193,17 @@ where
         tally.slowest_ms.load(Ordering::Relaxed)
     );
     assert!(acknowledged > 10, "the stream ran: {acknowledged}");
+    // A node without the scripts (a promoted replica) got their bodies with
+    // EVAL, routed like the EVALSHA; nothing was sent to every node.
+    let calls: Vec<_> = logs.iter().flat_map(CallLog::calls).collect();
+    let evals = calls.iter().filter(|c| c.commands == ["EVAL"]).count();
+    eprintln!("EVAL fallbacks: {evals}");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.commands.iter().any(|n| n == "SCRIPT")),
+        "SCRIPT LOAD goes to every node and fails while one is down"
+    );
 
     // Every acknowledged metric counted exactly once, seen by every instance.
     for state in &states {
@@ -189,23 +215,37 @@ where
     // The cache: a miss then a hit.
     let reader = &states[0];
     let cached_type = random_type("cached");
-    assert_eq!(metrics_summary(reader, summary(&cached_type, false)).await.status(), 200);
+    assert_eq!(
+        metrics_summary(reader, summary(&cached_type, false))
+            .await
+            .status(),
+        200
+    );
     let hit = metrics_summary(reader, summary(&cached_type, false)).await;
     assert_eq!(hit.headers()["x-cache"], "HIT");
 
     // The rate limiter's exact limit, across the instances.
     let limited: Vec<AppState> = (0..INSTANCES)
         .map(|_| {
-            AppState::new(cluster_config(&seed, &prefix, &[("RATE_LIMIT_REQUESTS", "5")])).unwrap()
+            AppState::new(cluster_config(
+                &seed,
+                &prefix,
+                &[("RATE_LIMIT_REQUESTS", "5")],
+            ))
+            .unwrap()
         })
         .collect();
     let attempts = (0..9).map(|i| {
-        let body: Value = json!({"timestamp": format_timestamp(Utc::now()), "value": 1.0, "type": t});
+        let body: Value =
+            json!({"timestamp": format_timestamp(Utc::now()), "value": 1.0, "type": t});
         let state = &limited[i % INSTANCES];
         async move {
             ingest_metric(
                 state,
-                http_v2("POST", "/api/metrics").json(&body).source_ip("198.51.100.99").build(),
+                http_v2("POST", "/api/metrics")
+                    .json(&body)
+                    .source_ip("198.51.100.99")
+                    .build(),
             )
             .await
             .status()
@@ -213,8 +253,16 @@ where
         }
     });
     let statuses = futures::future::join_all(attempts).await;
-    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 5, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 4, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        4,
+        "{statuses:?}"
+    );
 
     // The breaker: failures open it for every instance, health shows it.
     let failing = AppState::new(cluster_config(
@@ -234,7 +282,10 @@ where
     let healthy = health(reader, http_v2("GET", "/health").build()).await;
     assert_eq!(healthy.status(), 200, "{}", body_json(&healthy));
     let body = body_json(&healthy);
-    assert_eq!(body["circuit_breaker"]["external_service"], "open", "{body}");
+    assert_eq!(
+        body["circuit_breaker"]["external_service"], "open",
+        "{body}"
+    );
     assert_eq!(body["cluster"]["cluster_state"], "ok", "{body}");
     drop(cluster);
 }

@@ -84,8 +84,10 @@ use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
 use crate::settings::{ConfigError, Env};
 
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| crate::connection::script(include_str!("acquire.lua")));
-static REPORT: LazyLock<Script> = LazyLock::new(|| crate::connection::script(include_str!("report.lua")));
+static ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| crate::connection::script(include_str!("acquire.lua")));
+static REPORT: LazyLock<Script> =
+    LazyLock::new(|| crate::connection::script(include_str!("report.lua")));
 
 /// The reply of `acquire.lua`,
 /// `{allowed, state, gen, is_probe, from, to, reason}`, decoded here and

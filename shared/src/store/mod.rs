@@ -270,7 +270,14 @@ impl MetricStore {
                 .into_iter()
                 .collect();
             let (reply, owners) = self
-                .call(redis, CallMode::Write, &[all], &records, metrics, idempotency)
+                .call(
+                    redis,
+                    CallMode::Write,
+                    &[all],
+                    &records,
+                    metrics,
+                    idempotency,
+                )
                 .await?;
             return outcome(reply, &owners);
         }
@@ -319,7 +326,14 @@ impl MetricStore {
                 metrics: Vec::new(),
             };
             let (reply, _) = self
-                .call(redis, CallMode::Write, &[empty], &claim, metrics, idempotency)
+                .call(
+                    redis,
+                    CallMode::Write,
+                    &[empty],
+                    &claim,
+                    metrics,
+                    idempotency,
+                )
                 .await?;
             match reply {
                 IngestReply::Mismatch => return Err(IngestError::KeyReused),
@@ -347,8 +361,15 @@ impl MetricStore {
             let checks = slots.iter().map(|(_, group)| {
                 let records = records(group);
                 async move {
-                    self.call(redis, CallMode::Check, group, &records, metrics, idempotency)
-                        .await
+                    self.call(
+                        redis,
+                        CallMode::Check,
+                        group,
+                        &records,
+                        metrics,
+                        idempotency,
+                    )
+                    .await
                 }
             });
             let checked = futures_util::future::join_all(checks).await;
@@ -387,8 +408,15 @@ impl MetricStore {
             let group = &slots[i].1;
             let records = records(group);
             async move {
-                self.call(redis, CallMode::Write, group, &records, metrics, idempotency)
-                    .await
+                self.call(
+                    redis,
+                    CallMode::Write,
+                    group,
+                    &records,
+                    metrics,
+                    idempotency,
+                )
+                .await
             }
         });
         let written = futures_util::future::join_all(writes).await;
@@ -396,7 +424,10 @@ impl MetricStore {
         let mut stored_any = false;
         let mut failure: Option<IngestError> = None;
         for result in written {
-            match result.map_err(IngestError::from).and_then(|(r, o)| outcome(r, &o)) {
+            match result
+                .map_err(IngestError::from)
+                .and_then(|(r, o)| outcome(r, &o))
+            {
                 Ok(IngestOutcome::Stored) => stored_any = true,
                 Ok(IngestOutcome::Replayed(body)) => {
                     replayed.get_or_insert(body);
