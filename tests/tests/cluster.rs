@@ -418,3 +418,64 @@ async fn cluster_mode_is_configured_by_redis_mode() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn health_answers_503_while_a_slot_is_not_served() {
+    let cluster = tokio::task::spawn_blocking(|| PrivateCluster::start(3, 0))
+        .await
+        .unwrap();
+    let state = AppState::new(cluster_config(&cluster, &random_prefix(), &GENEROUS)).unwrap();
+    let healthy = health(&state, http_v2("GET", "/health").build()).await;
+    assert_eq!(status(&healthy), 200, "{}", body_json(&healthy));
+    assert_eq!(body_json(&healthy)["cluster"]["masters"], 3);
+
+    // Another slot of the breaker's master is served by nobody (every node
+    // forgets it): the cluster reports itself failing.
+    let breaker_slot = cluster.keyslot(&state.keys.breaker("external_service"));
+    let master = cluster.master_for_slot(breaker_slot);
+    let other = master
+        .slots
+        .iter()
+        .flat_map(|range| range.clone())
+        .find(|slot| *slot != breaker_slot)
+        .unwrap();
+    for node in cluster.nodes() {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("DELSLOTS")
+            .arg(other)
+            .query(&mut cluster.connection(node.port))
+            .unwrap();
+    }
+    let mut degraded = None;
+    for _ in 0..50 {
+        let response = health(&state, http_v2("GET", "/health").build()).await;
+        if status(&response) == 503 {
+            degraded = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let degraded = degraded.expect("health answers 503 while a slot is not served");
+    assert!(degraded.headers().contains_key("retry-after"));
+    let body = body_json(&degraded);
+    assert_eq!(body["cluster"]["cluster_state"], "fail", "{body}");
+    assert_eq!(body["redis"], "unhealthy", "{body}");
+
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTS")
+        .arg(other)
+        .query(&mut cluster.connection(master.port))
+        .unwrap();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if status(&health(&state, http_v2("GET", "/health").build()).await) == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "health answers 200 once every slot is served again"
+    );
+}

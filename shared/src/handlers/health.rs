@@ -22,8 +22,9 @@ use crate::state::{AppState, EXTERNAL_SERVICE};
 /// In cluster mode (`REDIS_MODE=cluster`) both bodies gain
 /// `"cluster": {"cluster_state": "ok", "masters": 3, "masters_reachable": 3}`
 /// (from `CLUSTER INFO` and `CLUSTER NODES` of the breaker's node, in the
-/// same pipeline), and the answer is 503 unless `cluster_state` is `ok`:
-/// some hash slot is not served, so some requests would fail.
+/// same pipeline; when that pipeline fails, of any node, in a second round
+/// trip), and the answer is 503 unless `cluster_state` is `ok`: some hash
+/// slot is not served, so some requests would fail.
 ///
 /// One Redis round trip: `PING` and the breaker's state read are pipelined.
 /// An open breaker is a degraded dependency, not a dead service: health stays
@@ -54,6 +55,18 @@ pub async fn health(state: &AppState, req: Request) -> Response<Body> {
                     (Some(info), Some(nodes)) => Some(ClusterState::from_replies(info, nodes)),
                     _ => None,
                 }
+            }
+            // The breaker's node refused (a slot not served answers
+            // CLUSTERDOWN) or is gone: ask any node what the cluster is doing.
+            (Err(_), true) => {
+                let mut pipe = redis::pipe();
+                ClusterState::add_read(&mut pipe);
+                let read: Result<Vec<Value>, _> =
+                    pipe.query_async(&mut state.redis.clone()).await;
+                read.ok().and_then(|r| match r.as_slice() {
+                    [info, nodes] => Some(ClusterState::from_replies(info, nodes)),
+                    _ => None,
+                })
             }
             _ => None,
         };
