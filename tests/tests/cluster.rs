@@ -479,3 +479,47 @@ async fn health_answers_503_while_a_slot_is_not_served() {
         "health answers 200 once every slot is served again"
     );
 }
+
+#[tokio::test]
+async fn round_trips_in_cluster_mode() {
+    let cluster = tokio::task::spawn_blocking(|| PrivateCluster::start(3, 0))
+        .await
+        .unwrap();
+    let prefix = random_prefix();
+    let state = AppState::new(cluster_config(&cluster, &prefix, &GENEROUS)).unwrap();
+    let [a, b, c]: [String; 3] = types_in_different_slots(&prefix, 3).try_into().unwrap();
+    let rounds = |request: Request| {
+        let state = &state;
+        async move {
+            let before = state.redis.round_trips();
+            let response = ingest_metric(state, request).await;
+            assert_eq!(status(&response), 201, "{}", body_json(&response));
+            state.redis.round_trips() - before
+        }
+    };
+    // Warm-up: every node caches the script (a first call costs an EVAL more).
+    let batch = |v: f64| json!([metric(&a, v), metric(&b, v), metric(&c, v)]);
+    rounds(ingest(&batch(0.0), Some("warm"), "192.0.2.30")).await;
+    rounds(ingest(&batch(0.5), None, "192.0.2.30")).await;
+
+    // limiter + storage, as on one node
+    assert_eq!(
+        rounds(ingest(&metric(&a, 1.0), None, "192.0.2.30")).await,
+        2
+    );
+    // + the key's claim
+    assert_eq!(
+        rounds(ingest(&metric(&a, 1.0), Some("k"), "192.0.2.30")).await,
+        3
+    );
+    // limiter + a check and a write per slot
+    assert_eq!(
+        rounds(ingest(&batch(1.0), None, "192.0.2.30")).await,
+        1 + 3 + 3
+    );
+    // + the key's claim
+    assert_eq!(
+        rounds(ingest(&batch(2.0), Some("kb"), "192.0.2.30")).await,
+        1 + 1 + 3 + 3
+    );
+}
