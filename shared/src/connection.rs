@@ -1,7 +1,7 @@
 //! The Redis connection of one function instance.
 //!
 //! Built **once per cold start** and shared by every request of the instance:
-//! one [`redis::aio::MultiplexedConnection`], opened lazily by the first
+//! on a single node, one [`redis::aio::MultiplexedConnection`], opened lazily by the first
 //! command (a cold start never fails because Redis is down). After a command
 //! fails with an I/O error (refused, reset, timed out) or on a connection the
 //! server dropped, that connection is discarded and the next command opens a
@@ -19,7 +19,7 @@
 //! Every command is bounded by `REDIS_TIMEOUT_MS`, on connecting and on each
 //! response, so a silent or paused Redis turns into an error within that bound
 //! instead of a hang. The wrapper also counts **round trips** (one per command,
-//! one per pipeline): tests and benchmarks hold the hot paths to their budget
+//! one per pipeline, one per command sent again): tests and benchmarks hold the hot paths to their budget
 //! with [`Redis::round_trips`] instead of timing them.
 //!
 //! With `REDIS_AUTH_MODE=iam` the password is a short-lived token from
