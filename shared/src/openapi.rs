@@ -35,8 +35,8 @@ use crate::breaker::BreakerState;
 use crate::cache::CacheStatus;
 use crate::metric::{FieldError, Metric as StoredMetric};
 use crate::responses::{
-    CircuitBreakers, Created, ExternalData, ExternalFallback, ExternalSuccess, Health,
-    HealthDegraded, Problem, Summary,
+    CircuitBreakers, ClusterHealth, Created, ExternalData, ExternalFallback, ExternalSuccess,
+    Health, HealthDegraded, Problem, Summary,
 };
 use crate::window::{Period, PeriodLabel, Window as SummaryWindow};
 use schemas::*;
@@ -79,7 +79,7 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
     components(schemas(
         Metric, MetricBatch, MetricsBody, StoredMetric, Created, Period, PeriodLabel,
         SummaryWindow, ExternalData, ExternalSuccess, ExternalFallback, Summary, Health,
-        HealthDegraded, CircuitBreakers, BreakerState, Problem, FieldError, RetryAfterSeconds,
+        HealthDegraded, ClusterHealth, CircuitBreakers, BreakerState, Problem, FieldError, RetryAfterSeconds,
         RateLimitPolicyField, RateLimitField, CacheStatus, CacheControlMaxAge, AgeSeconds, Replayed
     )),
     modifiers(&ApiKeyScheme, &RequiredHeaders),

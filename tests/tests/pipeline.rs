@@ -375,7 +375,11 @@ async fn redis_down_is_a_fast_503_and_a_warm_instance_recovers() {
         listener.local_addr().unwrap().port()
     };
     let url = format!("redis://127.0.0.1:{port}/0");
-    let state = state(&[("REDIS_URL", &url), ("REDIS_TIMEOUT_MS", "500")]);
+    let state = state(&[
+        ("REDIS_URL", &url),
+        ("REDIS_MODE", "standalone"),
+        ("REDIS_TIMEOUT_MS", "500"),
+    ]);
     let t = random_type("down");
     let body = metric(Utc::now(), 1.0, &t);
     let query = format!("type={t}&period=hourly");
