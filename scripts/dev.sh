@@ -21,7 +21,14 @@
 #
 # Settings: PORT (default 8000), ADDRESS (default 127.0.0.1; `ADDRESS=::`
 # listens on every interface), CONCURRENCY (instances per route, default 1),
-# DEV_ENV_FILE (default .env).
+# DEV_ENV_FILE (default .env), REDIS_MODE (default: the file's).
+#
+# `REDIS_MODE=cluster make dev` (or REDIS_MODE=cluster in .env with the
+# default local REDIS_URL) serves on a local Redis Cluster of 3 masters and 3
+# replicas instead (scripts/redis-cluster.sh, started when none answers;
+# `make redis-stop` stops it). The functions then get REDIS_MODE=cluster and
+# the cluster's REDIS_URL through the file the emulator reads,
+# .local/dev-<port>.env: the settings file with those two values replaced.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -39,14 +46,42 @@ env_file_value() {
     sed -n "s/^[[:space:]]*\\(export[[:space:]]\\+\\)\\?$1=//p" "$ENV_FILE" | tail -n 1 | tr -d "\"'\r"
 }
 
-# The functions read ENV_FILE (it wins over this shell's environment), so the
-# Redis to make sure of is the one it names.
+# The functions read the settings file (it wins over this shell's
+# environment), so the Redis to make sure of is the one it names.
 env_url="$(env_file_value REDIS_URL)"
 env_url="${env_url:-redis://127.0.0.1:6379/0}"
-[[ -z "${REDIS_URL:-}" || "$REDIS_URL" == "$env_url" ]] || warn "REDIS_URL of this shell is ignored: the functions use $ENV_FILE's"
-export REDIS_URL="$env_url"
+mode="${REDIS_MODE:-$(env_file_value REDIS_MODE)}"
+mode="${mode:-standalone}"
+overrides=()
+if [[ "$mode" == cluster ]]; then
+    if [[ -n "${REDIS_MODE:-}" || "$env_url" =~ ^redis://(127\.0\.0\.1|localhost):6379(/0)?$ ]]; then
+        env_url="$(scripts/redis-cluster.sh | sed -n 's/^REDIS_URL=//p')"
+        [[ -n "$env_url" ]] || die "the local Redis Cluster did not start (see above)"
+    fi
+    overrides=("REDIS_MODE=cluster" "REDIS_URL=$env_url")
+else
+    [[ -z "${REDIS_URL:-}" || "$REDIS_URL" == "$env_url" ]] || warn "REDIS_URL of this shell is ignored: the functions use $ENV_FILE's"
+    export REDIS_URL="$env_url"
+    scripts/ensure-redis.sh
+fi
 
-scripts/ensure-redis.sh
+# The file the emulator reads: ENV_FILE, with the overrides' variables replaced.
+mkdir -p .local
+EFFECTIVE_ENV=".local/dev-$PORT.env"
+write_effective_env() {
+    local override pattern=""
+    for override in "${overrides[@]}"; do
+        pattern+="${pattern:+|}${override%%=*}"
+    done
+    if [[ -n "$pattern" ]]; then
+        grep -Ev "^[[:space:]]*(export[[:space:]]+)?($pattern)=" "$ENV_FILE" >"$EFFECTIVE_ENV" || true
+        printf '%s\n' "${overrides[@]}" >>"$EFFECTIVE_ENV"
+    else
+        cp "$ENV_FILE" "$EFFECTIVE_ENV"
+    fi
+}
+write_effective_env
+
 scripts/ensure-cargo-lambda.sh
 use_local_cargo_lambda
 # curl's exit status 7: nothing accepted the connection, so the port is free.
@@ -64,7 +99,7 @@ settings_valid() {
         line="${line#export }"
         line="${line//\"/}"
         assignments+=("${line//\'/}")
-    done <"$ENV_FILE"
+    done <"$EFFECTIVE_ENV"
     env "${assignments[@]}" "${CARGO_TARGET_DIR:-target}/debug/health" --check-config
 }
 settings_valid || die "$ENV_FILE has an invalid setting (above); fix it and run make dev again"
@@ -81,7 +116,7 @@ start_stack() {
     [[ "$deadline_ms" =~ ^[0-9]+$ ]] || deadline_ms=3000
     log "serving on http://localhost:$PORT (Ctrl-C stops; editing $ENV_FILE restarts):"
     sed -n 's/^"\(\/[^"]*\)" = \[{ method = "\([A-Z]*\)", function = "\([^"]*\)" }\]/  \2 \1 -> \3/p' Cargo.toml >&2
-    cargo lambda watch --env-file "$ENV_FILE" --invoke-address "${ADDRESS:-127.0.0.1}" \
+    cargo lambda watch --env-file "$EFFECTIVE_ENV" --invoke-address "${ADDRESS:-127.0.0.1}" \
         --invoke-port "$PORT" --concurrency "${CONCURRENCY:-1}" \
         --timeout $((deadline_ms / 1000 + 2)) &
     WATCH_PID=$!
@@ -94,6 +129,7 @@ while kill -0 "$WATCH_PID" 2>/dev/null; do
     now="$(cksum <"$ENV_FILE" 2>/dev/null)" || continue
     [[ "$now" != "$seen" ]] || continue
     seen="$now"
+    write_effective_env
     if settings_valid; then
         log "$ENV_FILE changed: restarting the functions with its settings"
         stop_stack

@@ -28,7 +28,8 @@
 //! - its Redis: `REDIS_URL` when set (`make test` sets it), else a
 //!   [`PrivateRedis`](crate::private_redis::PrivateRedis) of its own on a
 //!   free port, stopped after the emulator;
-//! - its env file: that `REDIS_URL`, a random `REDIS_KEY_PREFIX`, `RUST_LOG`
+//! - its env file: that `REDIS_URL`, the suite's `REDIS_MODE`, a random
+//!   `REDIS_KEY_PREFIX`, `RUST_LOG`
 //!   and the group's [`Group::settings`];
 //! - ready when `GET /health` answers 200 and `GET /api/metrics/summary`
 //!   answered (a 422, which warms up that function without using any quota).
@@ -297,6 +298,9 @@ async fn start(group: &'static Group, cargo_lambda: PathBuf) -> Result<Running, 
     let stub_port = crate::free_port();
     let mut settings = vec![
         ("REDIS_URL".to_string(), redis_url),
+        // The suite's mode (`REDIS_MODE=cluster` with a cluster's node as
+        // `REDIS_URL`: the end-to-end groups then run on the cluster too).
+        ("REDIS_MODE".to_string(), crate::redis_mode()),
         (
             "REDIS_KEY_PREFIX".to_string(),
             format!(

@@ -15,7 +15,7 @@ use analytics_tests::e2e::{
     find_tool, header, metric, repo_root, skip, structured_param, tail, work_dir,
 };
 use analytics_tests::process::{signal, spawn_tied};
-use analytics_tests::{free_port, random_prefix, random_type, redis_url};
+use analytics_tests::{free_port, random_prefix, random_type, redis_mode, redis_url};
 
 /// How long `make dev` may take to answer `/health`: the functions are built
 /// first (already built by the other tests in a `make test` run).
@@ -44,8 +44,9 @@ fn dev(port: u16, env_file: &Path, log: &Path) -> Child {
 
 fn write_settings(path: &Path, prefix: &str, extra: &[&str]) {
     let mut text = format!(
-        "REDIS_URL={}\nREDIS_KEY_PREFIX={prefix}\nRUST_LOG=warn\nEXTERNAL_SERVICE_FAILURE_RATE=0\n",
-        redis_url()
+        "REDIS_URL={}\nREDIS_MODE={}\nREDIS_KEY_PREFIX={prefix}\nRUST_LOG=warn\nEXTERNAL_SERVICE_FAILURE_RATE=0\n",
+        redis_url(),
+        redis_mode()
     );
     for line in extra {
         text.push_str(line);
