@@ -102,7 +102,7 @@ async fn dev_applies_an_edited_settings_file_without_a_restart_by_hand() {
     write_settings(&env_file, &prefix, &["RATE_LIMIT_REQUESTS=1000"]);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let child = dev(port, &env_file, &log);
+    let mut child = dev(port, &env_file, &log);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -112,6 +112,9 @@ async fn dev_applies_an_edited_settings_file_without_a_restart_by_hand() {
     let until = Instant::now() + STARTUP;
     let mut first = None;
     while Instant::now() < until && first.is_none() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("make dev exited with {status}: {}", tail(&log, 40));
+        }
         first = quota(&client, &base, &metric_type).await;
         if first.is_none() {
             tokio::time::sleep(Duration::from_secs(1)).await;
