@@ -10,15 +10,16 @@ SHELL := bash
 .PHONY: dev test e2e build release bench cfn-lint redis redis-stop cargo-lambda fmt lint ci help
 
 help:
-	@echo "make dev         run the API locally (PORT, ADDRESS, CONCURRENCY)"
-	@echo "make test        unit + integration + end-to-end tests"
+	@echo "make dev         run the API locally (PORT, ADDRESS, CONCURRENCY; REDIS_MODE=cluster: on a local Redis Cluster)"
+	@echo "make test        unit + integration + end-to-end tests, on one Redis node and on a local cluster (TEST_CLUSTER=0: node only)"
 	@echo "make e2e         only the end-to-end tests (E2E_GROUPS=\"default ratelimit cache breaker schemathesis\")"
 	@echo "make build       build the functions"
 	@echo "make release     arm64 Lambda binaries: target/lambda/<function>/bootstrap, with sizes"
 	@echo "make bench       benchmarks against a private Redis; writes BENCHMARKS.md (BENCH_RUNS, BENCH_QUICK)"
 	@echo "make cfn-lint    lint the SAM template (template.yaml)"
 	@echo "make redis       start Redis when none answers on REDIS_URL"
-	@echo "make redis-stop  stop the Redis that 'make redis' started"
+	@echo "make redis-stop  stop the Redis (and the local cluster) that make dev/make redis started"
+	@echo "make cargo-lambda install cargo-lambda into .venv/ (without zig; make release adds it)"
 	@echo "make fmt | lint  rustfmt | clippy with warnings as errors"
 	@echo "make ci          what CI runs (.ci/run)"
 
@@ -51,6 +52,7 @@ redis:
 
 redis-stop:
 	@scripts/ensure-redis.sh --stop
+	@scripts/redis-cluster.sh --stop
 
 cargo-lambda:
 	@scripts/ensure-cargo-lambda.sh

@@ -27,7 +27,7 @@ done
 mapfile -t functions < <(functions)
 
 if ((build)); then
-    scripts/ensure-cargo-lambda.sh
+    scripts/ensure-cargo-lambda.sh --with-zig
     use_local_cargo_lambda
     if command -v rustup >/dev/null && ! rustup target list --installed | grep -x "$TARGET" >/dev/null; then
         log "adding the Rust target $TARGET"

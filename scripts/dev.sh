@@ -1,28 +1,87 @@
 #!/usr/bin/env bash
 # `make dev`: the API on http://localhost:8000, served by `cargo lambda watch`
 # with the routes of Cargo.toml ([workspace.metadata.lambda.watch.router]);
-# a function is rebuilt when its code changes. Creates .env from .env.example
-# when missing, starts Redis and installs cargo-lambda when needed, and builds
-# the functions first, so the first request to each is fast.
+# a function is rebuilt when its code changes.
+#
+#   1. checks the prerequisites (check_prerequisites in lib.sh), creates .env
+#      from .env.example when missing, starts Redis and installs cargo-lambda
+#      when needed;
+#   2. builds the functions (cargo's own progress on the terminal), so the
+#      first request to each is fast;
+#   3. validates the settings of .env with the functions' own validation
+#      (`health --check-config`) and stops with the message naming the
+#      variable when one is invalid;
+#   4. serves them, and restarts the emulator whenever .env changes (the
+#      emulator reads it only when it starts), after validating it again: an
+#      invalid edit is reported and the running stack keeps its settings.
+#
+# A request waits at most REQUEST_DEADLINE_MS + 2 s for its function (the
+# emulator's --timeout), so a function that exited answers an error instead
+# of hanging.
 #
 # Settings: PORT (default 8000), ADDRESS (default 127.0.0.1; `ADDRESS=::`
-# listens on every interface), CONCURRENCY (instances per route, default 1).
+# listens on every interface), CONCURRENCY (instances per route, default 1),
+# DEV_ENV_FILE (default .env), REDIS_MODE (default: the file's).
+#
+# `REDIS_MODE=cluster make dev` (or REDIS_MODE=cluster in .env with the
+# default local REDIS_URL) serves on a local Redis Cluster of 3 masters and 3
+# replicas instead (scripts/redis-cluster.sh, started when none answers;
+# `make redis-stop` stops it). The functions then get REDIS_MODE=cluster and
+# the cluster's REDIS_URL through the file the emulator reads,
+# .local/dev-<port>.env: the settings file with those two values replaced.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
 PORT="${PORT:-8000}"
-if [[ ! -f .env ]]; then
-    log "creating .env from .env.example"
-    cp .env.example .env
+ENV_FILE="${DEV_ENV_FILE:-.env}"
+check_prerequisites dev
+if [[ ! -f "$ENV_FILE" ]]; then
+    log "creating $ENV_FILE from .env.example"
+    cp .env.example "$ENV_FILE"
 fi
-# The functions read .env (it wins over this shell's environment), so the
-# Redis to make sure of is the one .env names.
-env_url="$(REDIS_URL='' redis_url)"
-[[ -z "${REDIS_URL:-}" || "$REDIS_URL" == "$env_url" ]] || warn "REDIS_URL of this shell is ignored: the functions use .env's"
-export REDIS_URL="$env_url"
 
-scripts/ensure-redis.sh
+# env_file_value NAME: NAME's value in ENV_FILE (last one wins, quotes off).
+env_file_value() {
+    sed -n "s/^[[:space:]]*\\(export[[:space:]]\\+\\)\\?$1=//p" "$ENV_FILE" | tail -n 1 | tr -d "\"'\r"
+}
+
+# The functions read the settings file (it wins over this shell's
+# environment), so the Redis to make sure of is the one it names.
+env_url="$(env_file_value REDIS_URL)"
+env_url="${env_url:-redis://127.0.0.1:6379/0}"
+mode="${REDIS_MODE:-$(env_file_value REDIS_MODE)}"
+mode="${mode:-standalone}"
+overrides=()
+if [[ "$mode" == cluster ]]; then
+    if [[ -n "${REDIS_MODE:-}" || "$env_url" =~ ^redis://(127\.0\.0\.1|localhost):6379(/0)?$ ]]; then
+        env_url="$(scripts/redis-cluster.sh | sed -n 's/^REDIS_URL=//p')"
+        [[ -n "$env_url" ]] || die "the local Redis Cluster did not start (see above)"
+    fi
+    overrides=("REDIS_MODE=cluster" "REDIS_URL=$env_url")
+else
+    [[ -z "${REDIS_URL:-}" || "$REDIS_URL" == "$env_url" ]] || warn "REDIS_URL of this shell is ignored: the functions use $ENV_FILE's"
+    export REDIS_URL="$env_url"
+    scripts/ensure-redis.sh
+fi
+
+# The file the emulator reads: ENV_FILE, with the overrides' variables replaced.
+mkdir -p .local
+EFFECTIVE_ENV=".local/dev-$PORT.env"
+write_effective_env() {
+    local override pattern=""
+    for override in "${overrides[@]}"; do
+        pattern+="${pattern:+|}${override%%=*}"
+    done
+    if [[ -n "$pattern" ]]; then
+        grep -Ev "^[[:space:]]*(export[[:space:]]+)?($pattern)=" "$ENV_FILE" >"$EFFECTIVE_ENV" || true
+        printf '%s\n' "${overrides[@]}" >>"$EFFECTIVE_ENV"
+    else
+        cp "$ENV_FILE" "$EFFECTIVE_ENV"
+    fi
+}
+write_effective_env
+
 scripts/ensure-cargo-lambda.sh
 use_local_cargo_lambda
 # curl's exit status 7: nothing accepted the connection, so the port is free.
@@ -30,7 +89,53 @@ curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/" && in_use=0 || in_us
 [[ "$in_use" == 7 ]] || die "port $PORT is in use (another 'make dev'?). Stop it, or choose another: PORT=8001 make dev"
 build_functions || die "the functions do not build; see the errors above"
 
-log "serving on http://localhost:$PORT (Ctrl-C stops):"
-sed -n 's/^"\(\/[^"]*\)" = \[{ method = "\([A-Z]*\)", function = "\([^"]*\)" }\]/  \2 \1 -> \3/p' Cargo.toml >&2
-exec cargo lambda watch --env-file .env --invoke-address "${ADDRESS:-127.0.0.1}" \
-    --invoke-port "$PORT" --concurrency "${CONCURRENCY:-1}"
+# settings_valid: the functions' own validation of ENV_FILE's settings
+# (Config::from_env); prints the message naming the variable when invalid.
+settings_valid() {
+    local line assignments=()
+    while IFS= read -r line || [[ -n "$line" ]]; do
+        line="${line%$'\r'}"
+        [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
+        line="${line#export }"
+        line="${line//\"/}"
+        assignments+=("${line//\'/}")
+    done <"$EFFECTIVE_ENV"
+    env "${assignments[@]}" "${CARGO_TARGET_DIR:-target}/debug/health" --check-config
+}
+settings_valid || die "$ENV_FILE has an invalid setting (above); fix it and run make dev again"
+
+WATCH_PID=""
+trap 'stop_stack; exit 130' INT
+trap 'stop_stack; exit 143' TERM
+trap 'stop_stack' EXIT
+
+# start_stack: the emulator in the background, with ENV_FILE's settings.
+start_stack() {
+    local deadline_ms
+    deadline_ms="$(env_file_value REQUEST_DEADLINE_MS)"
+    [[ "$deadline_ms" =~ ^[0-9]+$ ]] || deadline_ms=3000
+    log "serving on http://localhost:$PORT (Ctrl-C stops; editing $ENV_FILE restarts):"
+    sed -n 's/^"\(\/[^"]*\)" = \[{ method = "\([A-Z]*\)", function = "\([^"]*\)" }\]/  \2 \1 -> \3/p' Cargo.toml >&2
+    cargo lambda watch --env-file "$EFFECTIVE_ENV" --invoke-address "${ADDRESS:-127.0.0.1}" \
+        --invoke-port "$PORT" --concurrency "${CONCURRENCY:-1}" \
+        --timeout $((deadline_ms / 1000 + 2)) &
+    WATCH_PID=$!
+}
+
+start_stack
+seen="$(cksum <"$ENV_FILE")"
+while kill -0 "$WATCH_PID" 2>/dev/null; do
+    sleep 1
+    now="$(cksum <"$ENV_FILE" 2>/dev/null)" || continue
+    [[ "$now" != "$seen" ]] || continue
+    seen="$now"
+    write_effective_env
+    if settings_valid; then
+        log "$ENV_FILE changed: restarting the functions with its settings"
+        stop_stack
+        start_stack
+    else
+        warn "$ENV_FILE changed but is invalid (above): still serving the previous settings"
+    fi
+done
+wait "$WATCH_PID"

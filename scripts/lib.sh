@@ -74,8 +74,9 @@ use_local_cargo_lambda() {
     [[ ! -x "$VENV/bin/cargo-lambda" ]] || export PATH="$VENV/bin:$PATH"
 }
 
-# venv_pin PACKAGE VERSION: pip-installs PACKAGE==VERSION into .venv/ (created
-# when missing; never the system Python) unless that version is there.
+# venv_pin PACKAGE VERSION [PIP_ARGS...]: pip-installs PACKAGE==VERSION into
+# .venv/ (created when missing; never the system Python) unless that version
+# is there.
 venv_pin() {
     "$VENV/bin/pip" show "$1" 2>/dev/null | grep -x "Version: $2" >/dev/null && return 0
     if [[ ! -x "$VENV/bin/pip" ]]; then
@@ -84,7 +85,7 @@ venv_pin() {
             die "could not create .venv/ with 'python3 -m venv' (Debian/Ubuntu: apt-get install python3-venv)"
     fi
     log "installing $1 $2 into .venv/"
-    timeout 900 "$VENV/bin/pip" install --quiet --disable-pip-version-check "$1==$2" ||
+    timeout 900 "$VENV/bin/pip" install --quiet --disable-pip-version-check "${@:3}" "$1==$2" ||
         die "pip could not install $1==$2 into .venv/"
 }
 
@@ -99,12 +100,15 @@ functions() {
 
 # build_functions: builds each function the way `cargo lambda watch` runs it
 # (`cargo build --bin NAME`: one package at a time, with its own features), so
-# that no first request waits for a build.
+# that no first request waits for a build. Cargo's own progress shows, so a
+# first build (a few minutes) is never silent.
 build_functions() {
-    local f
+    local f n=0 all
+    all="$(functions | wc -l)"
     for f in $(functions); do
-        log "building $f"
-        (cd "$REPO_ROOT" && cargo build --quiet --bin "$f") || return 1
+        n=$((n + 1))
+        log "building $f ($n/$all)"
+        (cd "$REPO_ROOT" && cargo build --bin "$f") || return 1
     done
 }
 
@@ -119,4 +123,44 @@ stop_stack() {
     kill -KILL "$WATCH_PID" 2>/dev/null || true
     wait "$WATCH_PID" 2>/dev/null || true
     WATCH_PID=""
+}
+
+# version_at_least HAVE WANT: true when version HAVE >= WANT (dotted numbers).
+version_at_least() { printf '%s\n%s\n' "$2" "$1" | sort -V -C; }
+
+# check_prerequisites dev|test: stops with what to install when a tool the
+# command needs is missing or too old (the README's Prerequisites), and warns
+# when the disk is short. Redis itself is ensure-redis.sh's business.
+check_prerequisites() {
+    local missing=() rust_min have python_min free_gb
+    rust_min="$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$REPO_ROOT/Cargo.toml")"
+    have="$(rustc --version 2>/dev/null | awk '{print $2}')"
+    if [[ -z "$have" ]] || ! command -v cargo >/dev/null; then
+        missing+=("Rust $rust_min or newer (https://rustup.rs)")
+    elif ! version_at_least "$have" "$rust_min"; then
+        missing+=("Rust $rust_min or newer (found $have: rustup update stable)")
+    fi
+    command -v cc >/dev/null || command -v gcc >/dev/null || command -v clang >/dev/null ||
+        missing+=("a C compiler, for crates that build C code (Debian/Ubuntu: apt-get install gcc; macOS: xcode-select --install)")
+    command -v curl >/dev/null || missing+=("curl (apt-get install curl)")
+    command -v redis-cli >/dev/null ||
+        missing+=("redis-cli (Debian/Ubuntu: apt-get install redis-tools, or redis-server which brings it; macOS: brew install redis)")
+    # Python installs cargo-lambda (and, for the tests, schemathesis) into .venv/.
+    python_min=3.8
+    [[ "$1" != test ]] || python_min=3.11
+    have="$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)"
+    if [[ -z "$have" ]]; then
+        missing+=("Python $python_min or newer with venv (apt-get install python3 python3-venv)")
+    elif ! version_at_least "$have" "$python_min"; then
+        missing+=("Python $python_min or newer (found $have)")
+    fi
+    if ((${#missing[@]} > 0)); then
+        printf 'error: make %s needs:\n' "$1" >&2
+        printf '  - %s\n' "${missing[@]}" >&2
+        exit 1
+    fi
+    free_gb="$(df -Pk "$REPO_ROOT" | awk 'NR == 2 {print int($4 / 1048576)}')"
+    if [[ -n "$free_gb" ]] && ((free_gb < 6)); then
+        warn "only ${free_gb} GB free on the disk of $REPO_ROOT; a first build needs about 6 GB"
+    fi
 }

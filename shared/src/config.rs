@@ -114,7 +114,7 @@ impl Config {
             rate_limit: RateLimitSettings::from_env(&env)?,
             cache: CacheSettings::from_env(&env)?,
             breaker: BreakerSettings::from_env(&env)?,
-            observability: ObservabilitySettings::from_env(&env),
+            observability: ObservabilitySettings::from_env(&env)?,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The Redis connection of one function instance.
 //!
 //! Built **once per cold start** and shared by every request of the instance:
-//! one [`redis::aio::MultiplexedConnection`], opened lazily by the first
+//! on a single node, one [`redis::aio::MultiplexedConnection`], opened lazily by the first
 //! command (a cold start never fails because Redis is down). After a command
 //! fails with an I/O error (refused, reset, timed out) or on a connection the
 //! server dropped, that connection is discarded and the next command opens a
@@ -19,25 +19,47 @@
 //! Every command is bounded by `REDIS_TIMEOUT_MS`, on connecting and on each
 //! response, so a silent or paused Redis turns into an error within that bound
 //! instead of a hang. The wrapper also counts **round trips** (one per command,
-//! one per pipeline): tests and benchmarks hold the hot paths to their budget
+//! one per pipeline, one per command sent again): tests and benchmarks hold the hot paths to their budget
 //! with [`Redis::round_trips`] instead of timing them.
 //!
 //! With `REDIS_AUTH_MODE=iam` the password is a short-lived token from
 //! [`crate::iam_auth`], and the connection is replaced when it grows older
 //! than a maximum age ([`Redis::with_credentials_provider`]).
 //!
+//! **Cluster mode** (`REDIS_MODE=cluster`): the handle holds the redis
+//! crate's async cluster client instead (`redis::cluster_async`), which
+//! discovers the shards from the one node in `REDIS_URL`, routes each command
+//! to the master of its keys' hash slot and rebuilds its slot map after a
+//! `MOVED` or a lost node. Its own retries are switched off: it would re-send
+//! a command after a timeout or a dropped connection, when a script may
+//! already have run. This handle retries instead, within the same
+//! per-command bound, only the answers that prove the command did not run
+//! (`MOVED`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`, `READONLY`,
+//! a refused connection, no connection for the slot yet).
+//!
+//! **Scripts** are sent as `EVALSHA`; a `NOSCRIPT` answer (the node
+//! restarted, was promoted from replica, or its cache was flushed: each node
+//! has its own script cache) is answered here by sending the script's body
+//! with `EVAL` to the same node, routed by the same keys, which also caches
+//! it there. Scripts made with [`script`] are known by their SHA-1; the
+//! `SCRIPT LOAD` the redis crate would otherwise send goes, in cluster mode,
+//! to every node at once and fails while any node is down.
+//!
 //! [`RedisSettings`] holds this module's variables: `REDIS_URL`,
-//! `REDIS_KEY_PREFIX`, `REDIS_TIMEOUT_MS`, `REDIS_AUTH_MODE` and, in `iam`
-//! mode, `REDIS_IAM_*`.
+//! `REDIS_MODE`, `REDIS_KEY_PREFIX`, `REDIS_TIMEOUT_MS`, `REDIS_AUTH_MODE`
+//! and, in `iam` mode, `REDIS_IAM_*`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
 use redis::{
-    AsyncConnectionConfig, Cmd, FromRedisValue, ParsingError, Pipeline, RedisError, RedisFuture,
-    RedisResult, Value,
+    AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, ParsingError,
+    Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value,
 };
 use tokio::sync::OnceCell;
 
@@ -54,11 +76,34 @@ pub enum RedisAuth {
     Iam(TokenRequest),
 }
 
+/// What kind of Redis `REDIS_URL` names (`REDIS_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode {
+    /// `standalone` (default): one primary holds every key.
+    Standalone,
+    /// `cluster`: a Redis Cluster (ElastiCache Serverless, a cluster-mode
+    /// replication group, `redis-server --cluster-enabled yes`); `REDIS_URL`
+    /// names any one node and the client discovers the others.
+    Cluster,
+}
+
+impl RedisMode {
+    /// The variable's value: `standalone` or `cluster`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Cluster => "cluster",
+        }
+    }
+}
+
 /// The Redis settings of a deployment.
 #[derive(Clone)]
 pub struct RedisSettings {
     /// `REDIS_URL`, default `redis://127.0.0.1:6379/0` (`rediss://` for TLS).
     pub url: String,
+    /// `REDIS_MODE` (`standalone` or `cluster`), default `standalone`.
+    pub mode: RedisMode,
     /// `REDIS_KEY_PREFIX`, default `analytics`: the first segment of every
     /// key written; 1 or more of `A-Z a-z 0-9 _ - . :` (no braces, which
     /// would break the keys' hash tags).
@@ -77,6 +122,7 @@ impl std::fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSettings")
             .field("url", &redact_url(&self.url))
+            .field("mode", &self.mode)
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .field("auth", &self.auth)
@@ -111,6 +157,19 @@ impl RedisSettings {
                 "expected a redis:// or rediss:// URL",
             ));
         }
+        let mode = match env.string("REDIS_MODE", "standalone").trim() {
+            "standalone" => RedisMode::Standalone,
+            "cluster" => RedisMode::Cluster,
+            other => {
+                return Err(ConfigError::new(
+                    "REDIS_MODE",
+                    format!("unknown mode {other:?}; expected standalone or cluster"),
+                ))
+            }
+        };
+        if mode == RedisMode::Cluster {
+            check_cluster_url(&url)?;
+        }
         let timeout = env.millis("REDIS_TIMEOUT_MS", 500, 1..=60_000)?;
         let auth = match env.string("REDIS_AUTH_MODE", "url").trim() {
             "url" => RedisAuth::Url,
@@ -124,6 +183,7 @@ impl RedisSettings {
         };
         Ok(Self {
             url,
+            mode,
             key_prefix,
             timeout,
             auth,
@@ -131,17 +191,135 @@ impl RedisSettings {
     }
 }
 
+/// A cluster node is reached over TCP and has only database 0.
+fn check_cluster_url(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(ConfigError::new(
+            "REDIS_URL",
+            "REDIS_MODE=cluster needs a redis:// or rediss:// URL of one node",
+        ));
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
+    if info.redis_settings().db() != 0 {
+        return Err(ConfigError::new(
+            "REDIS_URL",
+            "a Redis Cluster has only database 0: leave the database off the URL in REDIS_MODE=cluster",
+        ));
+    }
+    Ok(())
+}
+
+/// Scripts known by their SHA-1, so that a `NOSCRIPT` answer can be
+/// followed by an `EVAL` of the body on the same node.
+static SCRIPTS: LazyLock<Mutex<HashMap<String, &'static str>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// A [`redis::Script`] whose body this module remembers, so that `NOSCRIPT`
+/// on any node is answered by an `EVAL` of the body routed by the same keys
+/// (see the module's documentation). Every Lua script of the service is
+/// made with this, once (in a `LazyLock`).
+pub fn script(body: &'static str) -> Script {
+    let script = Script::new(body);
+    SCRIPTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(script.get_hash().to_string(), body);
+    script
+}
+
+/// `EVAL <body> <numkeys> <keys…> <args…>` for an `EVALSHA` of a script
+/// made with [`script`]; `None` for any other command.
+fn eval_of(cmd: &Cmd) -> Option<Cmd> {
+    let mut args = cmd.args_iter().map(|arg| match arg {
+        redis::Arg::Simple(bytes) => bytes,
+        _ => b"0",
+    });
+    if !args.next()?.eq_ignore_ascii_case(b"EVALSHA") {
+        return None;
+    }
+    let sha = std::str::from_utf8(args.next()?).ok()?;
+    let body = *SCRIPTS.lock().unwrap_or_else(|e| e.into_inner()).get(sha)?;
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(body);
+    for arg in args {
+        eval.arg(arg);
+    }
+    Some(eval)
+}
+
+/// The keys of one command as sent (scripts: their `KEYS`; other
+/// commands: the argument after the name, if any), for [`CallLog`].
+fn keys_of(cmd: &Cmd) -> Option<(String, Vec<String>)> {
+    let mut args = cmd.args_iter().map(|arg| match arg {
+        redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        _ => String::new(),
+    });
+    let name = args.next()?.to_ascii_uppercase();
+    let keys = match name.as_str() {
+        "EVALSHA" | "EVAL" | "EVALSHA_RO" | "EVAL_RO" => {
+            let _script = args.next();
+            let count: usize = args.next()?.parse().ok()?;
+            args.take(count).collect()
+        }
+        "PING" | "TIME" | "CLUSTER" | "INFO" | "SCRIPT" => Vec::new(),
+        _ => args.take(1).collect(),
+    };
+    Some((name, keys))
+}
+
+/// One command or pipeline a [`Redis`] handle sent, as [`CallLog`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The command names, upper case (one for a command, several for a
+    /// pipeline).
+    pub commands: Vec<String>,
+    /// Every key the call names: a script's `KEYS`, the first argument of a
+    /// keyed command.
+    pub keys: Vec<String>,
+}
+
+/// The calls a [`Redis`] handle (and its clones) sent since
+/// [`Redis::record_calls`], for tests that check what reaches Redis (for
+/// example that every call touches one hash slot).
+#[derive(Debug, Clone, Default)]
+pub struct CallLog(Arc<Mutex<Vec<Call>>>);
+
+impl CallLog {
+    /// The calls recorded so far, in the order they were sent.
+    pub fn calls(&self) -> Vec<Call> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn push(&self, commands: &[&Cmd]) {
+        let mut call = Call {
+            commands: Vec::new(),
+            keys: Vec::new(),
+        };
+        for cmd in commands {
+            if let Some((name, keys)) = keys_of(cmd) {
+                call.commands.push(name);
+                call.keys.extend(keys);
+            }
+        }
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(call);
+    }
+}
+
 /// A cheap-to-clone handle on the instance's Redis connection.
 ///
 /// It implements [`ConnectionLike`], so `redis` commands, pipelines and
 /// [`redis::Script`]s run on it directly (`script.invoke_async(&mut redis.clone())`);
-/// `Script` handles `NOSCRIPT` (after a restart, failover or `SCRIPT FLUSH`)
-/// by loading the script and retrying once.
+/// `NOSCRIPT` (after a restart, failover or `SCRIPT FLUSH`) is answered by
+/// an `EVAL` of the body for scripts made with [`script`]. The same handle
+/// speaks to one node or to a Redis Cluster ([`RedisMode`]).
 #[derive(Clone)]
 pub struct Redis {
     renewal: Arc<Renewal>,
     timeout: Duration,
     round_trips: Arc<AtomicU64>,
+    log: Option<CallLog>,
 }
 
 impl Redis {
@@ -157,15 +335,45 @@ impl Redis {
         let open = |url: &str| {
             redis::Client::open(url).map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))
         };
-        Ok(match &settings.auth {
-            RedisAuth::Url => Self::from_client(open(&settings.url)?, settings.timeout),
-            RedisAuth::Iam(request) => Self::with_credentials_provider(
+        let timeout = settings.timeout;
+        Ok(match (settings.mode, &settings.auth) {
+            (RedisMode::Standalone, RedisAuth::Url) => {
+                Self::from_client(open(&settings.url)?, timeout)
+            }
+            (RedisMode::Standalone, RedisAuth::Iam(request)) => Self::with_credentials_provider(
                 open(&tls_url(&settings.url)?)?,
-                settings.timeout,
+                timeout,
                 IamTokenProvider::from_default_chain(request.clone()),
                 MAX_CONNECTION_AGE,
             ),
+            (RedisMode::Cluster, RedisAuth::Url) => {
+                Self::from_cluster(cluster_builder(&settings.url, timeout), timeout, None)?
+            }
+            (RedisMode::Cluster, RedisAuth::Iam(request)) => Self::from_cluster(
+                cluster_builder(&tls_url(&settings.url)?, timeout).set_credentials_provider(
+                    IamTokenProvider::from_default_chain(request.clone()),
+                ),
+                timeout,
+                Some(MAX_CONNECTION_AGE),
+            )?,
         })
+    }
+
+    /// Creates the lazy connection to a Redis Cluster from a builder (see
+    /// [`cluster_builder`]), replaced once it is `max_age` old if given. No
+    /// network traffic happens here: the first command discovers the shards.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for `REDIS_URL` when the builder refuses its nodes.
+    pub fn from_cluster(
+        builder: ClusterClientBuilder,
+        timeout: Duration,
+        max_age: Option<Duration>,
+    ) -> Result<Self, ConfigError> {
+        let client = builder
+            .build()
+            .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
+        Ok(Self::with_client(Client::Cluster(client), timeout, max_age))
     }
 
     /// Creates the lazy connection from a ready [`redis::Client`], each
@@ -200,15 +408,35 @@ impl Redis {
         timeout: Duration,
         max_age: Option<Duration>,
     ) -> Self {
+        Self::with_client(Client::Standalone(client, config), timeout, max_age)
+    }
+
+    fn with_client(client: Client, timeout: Duration, max_age: Option<Duration>) -> Self {
         Self {
             renewal: Arc::new(Renewal {
                 client,
-                config,
                 max_age,
                 current: Mutex::new(Current::first()),
             }),
             timeout,
             round_trips: Arc::new(AtomicU64::new(0)),
+            log: None,
+        }
+    }
+
+    /// Records every command and pipeline this handle and its clones made
+    /// from now on (their names and keys) into the returned log, for tests.
+    pub fn record_calls(&mut self) -> CallLog {
+        let log = CallLog::default();
+        self.log = Some(log.clone());
+        log
+    }
+
+    /// Whether this handle speaks to a Redis Cluster.
+    pub fn mode(&self) -> RedisMode {
+        match self.renewal.client {
+            Client::Standalone(..) => RedisMode::Standalone,
+            Client::Cluster(_) => RedisMode::Cluster,
         }
     }
 
@@ -225,13 +453,40 @@ fn connection_config(timeout: Duration) -> AsyncConnectionConfig {
         .set_response_timeout(Some(timeout))
 }
 
+/// The cluster client's builder for `url` (any one node; `rediss://` for
+/// TLS, credentials inside it as in standalone mode): each node connection
+/// and each response bounded by `timeout`, and **no retries** of its own (it
+/// would re-send a command after a timeout or a dropped connection, when the
+/// command may have run; [`Redis`] retries only what surely did not run).
+/// Redirects still rebuild its slot map.
+pub fn cluster_builder(url: &str, timeout: Duration) -> ClusterClientBuilder {
+    ClusterClientBuilder::new([url])
+        .retries(0)
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+}
+
+/// How connections are made.
+enum Client {
+    Standalone(redis::Client, AsyncConnectionConfig),
+    Cluster(ClusterClient),
+}
+
+/// One open connection: to one node, or the cluster client's connections to
+/// every node.
+#[derive(Clone)]
+enum Link {
+    Standalone(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
 /// The instance's current connection and when to replace it: after an I/O
-/// error on it, and (IAM mode) once it reaches a maximum age. No other handle
-/// on an old connection is kept, so it closes once the commands still
-/// running on it are done.
+/// error on it (standalone; the cluster client repairs its node connections
+/// itself), and (IAM mode) once it reaches a maximum age. No other handle on
+/// an old connection is kept, so it closes once the commands still running
+/// on it are done.
 struct Renewal {
-    client: redis::Client,
-    config: AsyncConnectionConfig,
+    client: Client,
     max_age: Option<Duration>,
     current: Mutex<Current>,
 }
@@ -239,7 +494,7 @@ struct Renewal {
 struct Current {
     /// Opened by the first command that needs it; a failed attempt leaves it
     /// empty, so the next command tries again.
-    connection: Arc<OnceCell<MultiplexedConnection>>,
+    connection: Arc<OnceCell<Link>>,
     created: Instant,
     /// Counts replacements, so that the many commands failing together on
     /// one broken connection replace it once.
@@ -266,7 +521,7 @@ impl Renewal {
     /// The connection to send the next command on and its generation,
     /// replaced first if it is `max_age` old. A new one is empty, so its
     /// connection (and token) is made by the command about to be sent.
-    fn current(&self) -> (Arc<OnceCell<MultiplexedConnection>>, u64) {
+    fn current(&self) -> (Arc<OnceCell<Link>>, u64) {
         let mut current = self.lock();
         if self
             .max_age
@@ -296,34 +551,84 @@ impl Renewal {
 
     /// The open connection of `cell`, opening it first if needed (bounded by
     /// the connection timeout; concurrent first commands share one attempt).
-    async fn open(
-        &self,
-        cell: &OnceCell<MultiplexedConnection>,
-    ) -> RedisResult<MultiplexedConnection> {
+    async fn open(&self, cell: &OnceCell<Link>) -> RedisResult<Link> {
         if let Some(connection) = cell.get() {
             return Ok(connection.clone());
         }
         // Boxed: connecting is a large future, and it is needed once per
         // connection, not on every command's path.
-        Box::pin(cell.get_or_try_init(|| {
-            self.client
-                .get_multiplexed_async_connection_with_config(&self.config)
+        Box::pin(cell.get_or_try_init(|| async {
+            match &self.client {
+                Client::Standalone(client, config) => client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+                    .map(Link::Standalone),
+                // Asks the node of REDIS_URL for the slot map (CLUSTER
+                // SLOTS) and connects to every node.
+                Client::Cluster(client) => client.get_async_connection().await.map(Link::Cluster),
+            }
         }))
         .await
         .cloned()
     }
 }
 
-/// Discards the connection after an I/O error (refused, reset or timed out)
-/// or when the server dropped it: it is not to be trusted with the next
-/// command.
+/// Discards a standalone connection after an I/O error (refused, reset or
+/// timed out) or when the server dropped it: it is not to be trusted with
+/// the next command. The cluster client reconnects to a node by itself and
+/// rebuilds its slot map from the nodes it knows, which a fresh client
+/// (starting again from `REDIS_URL`'s one node) could not do better.
 fn check<T>(renewal: &Renewal, generation: u64, result: &Result<T, RedisError>) {
-    if let Err(err) = result {
+    if let (Err(err), Client::Standalone(..)) = (result, &renewal.client) {
         if err.is_io_error() || err.is_unrecoverable_error() {
             renewal.discard(generation);
         }
     }
 }
+
+/// The server error a command was answered with, whether the connection
+/// reported it as an error (the cluster client does for redirects and
+/// cluster states) or as an error value (`NOSCRIPT`, and everything on one
+/// node).
+fn server_error(result: &RedisResult<Value>) -> Option<ServerErrorKind> {
+    match result {
+        Err(err) => match err.kind() {
+            ErrorKind::Server(kind) => Some(kind),
+            _ => None,
+        },
+        Ok(Value::ServerError(err)) => err.kind(),
+        Ok(_) => None,
+    }
+}
+
+/// The answers of a cluster that prove a command did not run, so that
+/// sending it again cannot apply a write twice: a redirect to the slot's new
+/// master, a slot being migrated or not served, a master that is down or
+/// still loading, a replica refusing a write, a refused connection, or no
+/// connection for the slot yet.
+fn did_not_run<T>(result: &RedisResult<T>, server: Option<ServerErrorKind>) -> bool {
+    let retryable = matches!(
+        server,
+        Some(
+            ServerErrorKind::Moved
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::BusyLoading
+                | ServerErrorKind::ReadOnly
+        )
+    );
+    retryable
+        || matches!(result, Err(err)
+            if err.kind() == ErrorKind::ClusterConnectionNotFound || err.is_connection_refusal())
+}
+
+/// The first wait before sending again a command that [`did_not_run`]; it
+/// doubles up to [`MAX_RETRY_WAIT`]. The slot map is rebuilt in the
+/// background after a redirect, typically within a millisecond on a LAN.
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(5);
+/// The longest wait between two sends of one command.
+const MAX_RETRY_WAIT: Duration = Duration::from_millis(200);
 
 fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::new(
@@ -332,17 +637,91 @@ fn timed_out() -> RedisError {
     ))
 }
 
+impl Redis {
+    /// Sends one command on `link`, in cluster mode again (after a short,
+    /// growing wait) as long as the answer proves it did not run; the
+    /// caller's bound ends the attempts.
+    async fn send(&self, link: &mut Link, cmd: &Cmd) -> RedisResult<Value> {
+        match link {
+            Link::Standalone(connection) => connection.send_packed_command(cmd).await,
+            Link::Cluster(connection) => {
+                let mut wait = FIRST_RETRY_WAIT;
+                loop {
+                    let result = connection.req_packed_command(cmd).await;
+                    if !did_not_run(&result, server_error(&result)) {
+                        return result;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_RETRY_WAIT);
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// As [`Redis::send`] for a pipeline.
+    async fn send_pipeline(
+        &self,
+        link: &mut Link,
+        pipe: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        match link {
+            Link::Standalone(connection) => {
+                connection.send_packed_commands(pipe, offset, count).await
+            }
+            Link::Cluster(connection) => {
+                let mut wait = FIRST_RETRY_WAIT;
+                loop {
+                    let result = connection.req_packed_commands(pipe, offset, count).await;
+                    let server = match &result {
+                        Err(err) => match err.kind() {
+                            ErrorKind::Server(kind) => Some(kind),
+                            _ => None,
+                        },
+                        Ok(_) => None,
+                    };
+                    if !did_not_run(&result, server) {
+                        return result;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_RETRY_WAIT);
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
 impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
+        if let Some(log) = &self.log {
+            log.push(&[cmd]);
+        }
         let timeout = self.timeout;
         let (cell, generation) = self.renewal.current();
         Box::pin(async move {
             // The connect and response timeouts bound each step; this outer
-            // bound also covers a connect followed by a slow reply.
+            // bound also covers a connect followed by a slow reply, and the
+            // cluster mode's sends of a command that did not run.
             let result = tokio::time::timeout(timeout * 2, async {
-                let mut connection = self.renewal.open(&cell).await?;
-                connection.send_packed_command(cmd).await
+                let mut link = self.renewal.open(&cell).await?;
+                let result = self.send(&mut link, cmd).await;
+                if server_error(&result) != Some(ServerErrorKind::NoScript) {
+                    return result;
+                }
+                // This node does not know the script: EVAL its body there
+                // (same keys, so same node), which also caches it.
+                let Some(eval) = eval_of(cmd) else {
+                    return result;
+                };
+                self.round_trips.fetch_add(1, Ordering::Relaxed);
+                if let Some(log) = &self.log {
+                    log.push(&[&eval]);
+                }
+                self.send(&mut link, &eval).await
             })
             .await
             .unwrap_or_else(|_| Err(timed_out()));
@@ -358,12 +737,15 @@ impl ConnectionLike for Redis {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
+        if let Some(log) = &self.log {
+            log.push(&cmd.cmd_iter().collect::<Vec<_>>());
+        }
         let timeout = self.timeout;
         let (cell, generation) = self.renewal.current();
         Box::pin(async move {
             let result = tokio::time::timeout(timeout * 2, async {
-                let mut connection = self.renewal.open(&cell).await?;
-                connection.send_packed_commands(cmd, offset, count).await
+                let mut link = self.renewal.open(&cell).await?;
+                self.send_pipeline(&mut link, cmd, offset, count).await
             })
             .await
             .unwrap_or_else(|_| Err(timed_out()));
@@ -373,11 +755,70 @@ impl ConnectionLike for Redis {
     }
 
     fn get_db(&self) -> i64 {
-        self.renewal
-            .client
-            .get_connection_info()
-            .redis_settings()
-            .db()
+        match &self.renewal.client {
+            Client::Standalone(client, _) => client.get_connection_info().redis_settings().db(),
+            Client::Cluster(_) => 0,
+        }
+    }
+}
+
+/// The state of a Redis Cluster as one node sees it (`GET /health` in
+/// cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterState {
+    /// `cluster_state` of `CLUSTER INFO`: `ok` when every hash slot is
+    /// served by a reachable master, else `fail`.
+    pub state: String,
+    /// Masters serving slots in `CLUSTER NODES`.
+    pub masters: u64,
+    /// Of these, the ones not flagged `fail` or `fail?`.
+    pub masters_reachable: u64,
+}
+
+impl ClusterState {
+    /// How many commands [`ClusterState::add_read`] appends.
+    pub const READ_COMMANDS: usize = 2;
+
+    /// Appends `CLUSTER INFO` and `CLUSTER NODES` to a pipeline. Keyless,
+    /// they go to the node of the pipeline's keyed commands (or any node).
+    pub fn add_read(pipe: &mut Pipeline) {
+        pipe.cmd("CLUSTER").arg("INFO");
+        pipe.cmd("CLUSTER").arg("NODES");
+    }
+
+    /// The state from the replies of [`ClusterState::add_read`]'s commands.
+    ///
+    /// # Errors
+    /// A `Parse` error when they are not the two texts, or `CLUSTER INFO`
+    /// has no `cluster_state`.
+    pub fn from_replies(info: &Value, nodes: &Value) -> Result<Self, RedisError> {
+        let info: String = redis::from_redis_value_ref(info)?;
+        let nodes: String = redis::from_redis_value_ref(nodes)?;
+        let state = info
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("cluster_state:"))
+            .ok_or_else(|| {
+                RedisError::from(ParsingError::from("CLUSTER INFO without cluster_state"))
+            })?
+            .to_string();
+        let (mut masters, mut masters_reachable) = (0, 0);
+        for line in nodes.lines() {
+            // <id> <addr> <flags> <master> <ping> <pong> <epoch> <link> <slot>...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let Some(flags) = fields.get(2) else { continue };
+            let flags: Vec<&str> = flags.split(',').collect();
+            if flags.contains(&"master") && fields.len() > 8 {
+                masters += 1;
+                if !flags.iter().any(|f| *f == "fail" || *f == "fail?") {
+                    masters_reachable += 1;
+                }
+            }
+        }
+        Ok(Self {
+            state,
+            masters,
+            masters_reachable,
+        })
     }
 }
 
@@ -498,6 +939,65 @@ mod tests {
             err.to_string().contains("could not load AWS credentials"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn redis_mode_is_standalone_or_cluster() {
+        assert_eq!(settings(&[]).unwrap().mode, RedisMode::Standalone);
+        let cluster = settings(&[
+            ("REDIS_MODE", "cluster"),
+            ("REDIS_URL", "rediss://node.example:6379"),
+        ])
+        .unwrap();
+        assert_eq!(cluster.mode, RedisMode::Cluster);
+        assert_eq!(
+            settings(&[("REDIS_MODE", "sentinel")])
+                .unwrap_err()
+                .variable,
+            "REDIS_MODE"
+        );
+        for url in ["redis://127.0.0.1:7000/3", "unix:///tmp/redis.sock"] {
+            let err = settings(&[("REDIS_MODE", "cluster"), ("REDIS_URL", url)]).unwrap_err();
+            assert_eq!(err.variable, "REDIS_URL", "{url}");
+        }
+    }
+
+    #[test]
+    fn every_script_is_answered_after_noscript_by_its_body() {
+        let script = script("return 1");
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(script.get_hash()).arg(1).arg("{t}:a").arg("x");
+        let eval = eval_of(&evalsha).expect("a known script");
+        let args: Vec<Vec<u8>> = eval
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(bytes) => bytes.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let expected: Vec<&[u8]> = vec![b"EVAL", b"return 1", b"1", b"{t}:a", b"x"];
+        assert_eq!(args, expected);
+        assert!(eval_of(&redis::cmd("GET")).is_none());
+        assert_eq!(
+            keys_of(&evalsha),
+            Some(("EVALSHA".to_string(), vec!["{t}:a".to_string()]))
+        );
+    }
+
+    #[tokio::test]
+    async fn building_the_iam_cluster_connection_touches_no_network() {
+        let settings = settings(&[
+            ("REDIS_MODE", "cluster"),
+            ("REDIS_AUTH_MODE", "iam"),
+            ("REDIS_IAM_SERVERLESS", "true"),
+            ("REDIS_URL", "redis://cache.invalid:6379"),
+            ("REDIS_IAM_USER_ID", "analytics-app"),
+            ("REDIS_IAM_CACHE_NAME", "analytics-cache"),
+        ])
+        .unwrap();
+        let redis = Redis::from_settings(&settings).unwrap();
+        assert_eq!(redis.mode(), RedisMode::Cluster);
+        assert_eq!(redis.round_trips(), 0);
     }
 
     #[tokio::test]

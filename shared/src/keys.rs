@@ -14,7 +14,8 @@
 //! | cached summary | `{p}:cache:{<query digest>}` | hash: body (JSON), at (ms), by (owner token) |
 //! | single-flight lock | `{p}:cache:{<query digest>}:lock` | string (owner token) |
 //! | circuit breaker | `{p}:cb:{<dependency>}` | hash |
-//! | idempotency record | `{p}:idem:{<client digest>}:<key digest>` | hash: fp, body |
+//! | idempotency record (the request's claim in cluster mode) | `{p}:idem:{<client digest>}:<key digest>` | hash: fp, body |
+//! | idempotency record of one metric type (cluster mode) | `{p}:{<type>}:idem:<client digest>:<key digest>` | hash: fp, body |
 //!
 //! User-controlled parts (the metric type) are validated against
 //! `[A-Za-z0-9_.-]{1,64}` before they reach this module, and no key pattern
@@ -77,9 +78,26 @@ impl Keys {
         format!("{}:cb:{{{}}}", self.prefix, dependency)
     }
 
-    /// The idempotency record of one client's `Idempotency-Key` (both hashed).
+    /// The idempotency record of one client's `Idempotency-Key` (both
+    /// hashed), in the client's hash slot: on a single node the request's
+    /// record, in cluster mode its claim (see [`crate::store::Idempotency`]).
     pub fn idempotency(&self, client: &str, key_digest: &str) -> String {
         format!("{}:idem:{{{}}}:{}", self.prefix, client, key_digest)
+    }
+
+    /// The idempotency record of one metric type of a request (cluster
+    /// mode), in the type's hash slot beside its buckets:
+    /// `{p}:{<type>}:idem:<client digest>:<key digest>`.
+    pub fn idempotency_part(&self, metric_type: &str, client: &str, key_digest: &str) -> String {
+        concat(&[
+            &self.prefix,
+            ":{",
+            metric_type,
+            "}:idem:",
+            client,
+            ":",
+            key_digest,
+        ])
     }
 }
 

@@ -14,9 +14,11 @@
 //! installed recorder (tests, tools) the helpers cost next to nothing and
 //! record nothing.
 
+use std::str::FromStr;
+
 use metrics::{counter, describe_counter, Unit};
 
-use crate::settings::Env;
+use crate::settings::{ConfigError, Env};
 
 /// Where the metrics go.
 #[derive(Debug, Clone)]
@@ -24,13 +26,55 @@ pub struct ObservabilitySettings {
     /// `METRICS_NAMESPACE`, default `AnalyticsApi`: the CloudWatch namespace
     /// of the EMF metrics.
     pub namespace: String,
+    /// `METRICS_EMF`, default `auto`: whether EMF lines are written.
+    pub emf: EmfMode,
 }
 
 impl ObservabilitySettings {
-    /// Reads `METRICS_NAMESPACE`.
-    pub fn from_env(env: &Env) -> Self {
-        Self {
+    /// Reads `METRICS_NAMESPACE` and `METRICS_EMF`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for `METRICS_EMF` other than `auto`, `on` or `off`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
             namespace: env.string("METRICS_NAMESPACE", "AnalyticsApi"),
+            emf: env.parse("METRICS_EMF", EmfMode::Auto)?,
+        })
+    }
+
+    /// Whether EMF lines are written in this process: `auto` writes them
+    /// only inside AWS Lambda, where CloudWatch Logs turns them into metrics
+    /// (recognised by `LAMBDA_TASK_ROOT`, which Lambda sets for every runtime
+    /// and `cargo lambda watch` does not); locally they would only be noise
+    /// between the log lines.
+    pub fn emf_enabled(&self) -> bool {
+        match self.emf {
+            EmfMode::On => true,
+            EmfMode::Off => false,
+            EmfMode::Auto => std::env::var_os("LAMBDA_TASK_ROOT").is_some(),
+        }
+    }
+}
+
+/// `METRICS_EMF`: when the functions write EMF lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmfMode {
+    /// Inside AWS Lambda only (the default).
+    Auto,
+    /// Always, e.g. to see the metrics under `make dev`.
+    On,
+    /// Never.
+    Off,
+}
+
+impl FromStr for EmfMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("expected auto, on or off, got {other:?}")),
         }
     }
 }

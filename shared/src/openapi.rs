@@ -35,8 +35,8 @@ use crate::breaker::BreakerState;
 use crate::cache::CacheStatus;
 use crate::metric::{FieldError, Metric as StoredMetric};
 use crate::responses::{
-    CircuitBreakers, Created, ExternalData, ExternalFallback, ExternalSuccess, Health,
-    HealthDegraded, Problem, Series, SeriesPoint, Summary,
+    CircuitBreakers, ClusterHealth, Created, ExternalData, ExternalFallback, ExternalSuccess,
+    Health, HealthDegraded, Problem, Series, SeriesPoint, Summary,
 };
 use crate::window::{Period, PeriodLabel, Window as SummaryWindow};
 use schemas::*;
@@ -92,8 +92,8 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
     components(schemas(
         Metric, MetricBatch, MetricsBody, StoredMetric, Created, Period, PeriodLabel,
         SummaryWindow, ExternalData, ExternalSuccess, ExternalFallback, Summary, Series,
-        SeriesPoint, Health,
-        HealthDegraded, CircuitBreakers, BreakerState, Problem, FieldError, RetryAfterSeconds,
+        SeriesPoint, Health, HealthDegraded, ClusterHealth, CircuitBreakers, BreakerState,
+        Problem, FieldError, RetryAfterSeconds,
         RateLimitPolicyField, RateLimitField, CacheStatus, CacheControlMaxAge, AgeSeconds, Replayed
     )),
     modifiers(&ApiKeyScheme, &RequiredHeaders),
@@ -416,8 +416,8 @@ mod operations {
                 min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]{1,64}$",
                 example = json!("cpu_usage")),
             ("period" = Option<Period>, Query,
-                description = "A trailing window; required unless `from` and `to` are given \
-                    (an explicit window wins over a period given alongside it).",
+                description = "A trailing window; required unless `from` and `to` are given, \
+                    and refused (422) together with them.",
                 example = json!("hourly")),
             ("from" = Option<String>, Query, format = DateTime,
                 description = "Start of an explicit window (RFC 3339 with offset), inside the \

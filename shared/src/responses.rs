@@ -292,9 +292,31 @@ pub struct Health {
     pub redis_latency_ms: f64,
     /// Effective state of each circuit breaker.
     pub circuit_breaker: CircuitBreakers,
+    /// Only with `REDIS_MODE=cluster`: the cluster as its nodes see it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub cluster: Option<ClusterHealth>,
     /// The service's version.
     #[schema(examples("0.1.0"))]
     pub version: String,
+}
+
+/// The state of a Redis Cluster (`REDIS_MODE=cluster` only), from
+/// `CLUSTER INFO` and `CLUSTER NODES` of one node.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterHealth {
+    /// `cluster_state` of `CLUSTER INFO`: `ok` when every hash slot is
+    /// served, `fail` otherwise (then `/health` answers 503); `unknown` when
+    /// no node answered.
+    #[schema(examples("ok"))]
+    pub cluster_state: String,
+    /// Masters serving slots, as the node asked knows them.
+    #[schema(minimum = 0, examples(3))]
+    pub masters: u64,
+    /// Of these, the masters not marked failing (`fail` or `fail?`).
+    #[schema(minimum = 0, examples(3))]
+    pub masters_reachable: u64,
 }
 
 /// The state of each circuit breaker, by dependency.
@@ -329,6 +351,11 @@ pub struct HealthDegraded {
     pub status: DegradedStatus,
     /// Always `unhealthy`.
     pub redis: RedisUnhealthy,
+    /// Only with `REDIS_MODE=cluster`, when a node answered: the cluster as
+    /// its nodes see it (a slot not served makes `/health` answer 503).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub cluster: Option<ClusterHealth>,
     /// The service's version.
     #[schema(examples("0.1.0"))]
     pub version: String,

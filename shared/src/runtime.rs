@@ -1,7 +1,9 @@
 //! The Lambda runtime of the functions: `lambda_http::run` with CloudWatch
-//! EMF metrics ([`crate::observability`]) flushed after every invocation.
+//! EMF metrics ([`crate::observability`]) flushed after every invocation, and
+//! the process entry point ([`main`]) every function's `main.rs` calls.
 
 use std::future::Future;
+use std::process::ExitCode;
 
 use lambda_http::{IntoResponse, Request};
 
@@ -62,10 +64,71 @@ where
     F: Future<Output = Result<R, lambda_http::Error>> + Send + 'a,
     R: IntoResponse,
 {
-    match install(settings) {
+    let collector = if settings.emf_enabled() {
+        install(settings)
+    } else {
+        None
+    };
+    match collector {
         Some(collector) => {
             metrics_cloudwatch_embedded::lambda::handler::run_http(collector, handler).await
         }
         None => lambda_http::run(lambda_http::service_fn(handler)).await,
+    }
+}
+
+/// The command-line flag that makes a function validate its settings and
+/// exit instead of serving: `0` when they are valid, `78` (`EX_CONFIG`) with
+/// the message naming the variable otherwise. `make dev` runs it before
+/// starting the emulator, so a bad `.env` is reported at once.
+pub const CHECK_CONFIG_FLAG: &str = "--check-config";
+
+/// The body of every function's `main`: prepares the process, then runs
+/// `serve` on a tokio runtime. With [`CHECK_CONFIG_FLAG`] it only validates
+/// the configuration ([`crate::config::Config::from_env`]) and exits.
+///
+/// Before any thread exists it removes `AWS_LAMBDA_MAX_CONCURRENCY` when that
+/// asks for at most one request at a time (as `cargo lambda watch` sets it):
+/// `lambda_runtime` then serves sequentially, as it does anyway, but would
+/// otherwise warn on every start that its `concurrency-tokio` feature is off.
+/// A value above 1 (Lambda Managed Instances) is kept, and so is the warning.
+pub fn main<F, Fut>(serve: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), lambda_http::Error>>,
+{
+    if std::env::args().skip(1).any(|arg| arg == CHECK_CONFIG_FLAG) {
+        return match crate::config::Config::from_env() {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("configuration error: {err}");
+                ExitCode::from(78)
+            }
+        };
+    }
+    let sequential = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|n| n <= 1);
+    if sequential {
+        // Sound: no other thread exists yet to read the environment.
+        std::env::remove_var("AWS_LAMBDA_MAX_CONCURRENCY");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("the Lambda runtime stopped: {err}");
+            ExitCode::FAILURE
+        }
     }
 }

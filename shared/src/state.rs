@@ -50,11 +50,21 @@ impl AppState {
     /// A [`ConfigError`] when `REDIS_URL` or `EXTERNAL_SERVICE_URL` cannot be used.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         let redis = Redis::from_settings(&config.redis)?;
-        Self::with_redis(config, redis)
+        Self::around(config, redis)
+    }
+
+    /// Builds the state around a connection made beforehand, e.g. one whose
+    /// calls a test records ([`Redis::record_calls`]).
+    ///
+    /// # Errors
+    /// As [`AppState::new`].
+    #[cfg(feature = "test-support")]
+    pub fn with_redis(config: Config, redis: Redis) -> Result<Self, ConfigError> {
+        Self::around(config, redis)
     }
 
     /// Builds the state around its connection.
-    fn with_redis(config: Config, redis: Redis) -> Result<Self, ConfigError> {
+    fn around(config: Config, redis: Redis) -> Result<Self, ConfigError> {
         let keys = Keys::new(config.redis.key_prefix.clone());
         let call_timeout = config.external.timeout;
         Ok(Self {

@@ -206,9 +206,10 @@ fn allowed_periods() -> String {
 /// # Errors
 /// [`Invalid`] listing every problem: a missing or
 /// invalid `type`, a missing or unknown `period` (the allowed periods are
-/// named), an unparsable `from`/`to`, `from ≥ to`, a `from` outside the
-/// retention, a `to` beyond the allowed future skew, or any of these
-/// parameters given twice.
+/// named), an unparsable `from`/`to`, only one of `from` and `to`, `period`
+/// together with `from`/`to`, `from ≥ to`, a `from` outside the retention, a
+/// `to` beyond the allowed future skew, or any of these parameters given
+/// twice. `detail` joins exactly these problems, each as `<field> <reason>`.
 /// `quantiles` too (comma-separated, each in (0, 1), at most 10).
 pub fn parse_summary_query<'a>(
     params: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -329,11 +330,12 @@ fn parse_query<'a>(
             }
             _ => None,
         },
-        (Some(_), None) | (None, Some(_)) => {
-            errors.push(FieldError::new(
-                if raw_from.is_some() { "to" } else { "from" },
-                "from and to must be given together",
-            ));
+        (Some(_), None) => {
+            errors.push(FieldError::new("to", "is required when from is given"));
+            None
+        }
+        (None, Some(_)) => {
+            errors.push(FieldError::new("from", "is required when to is given"));
             None
         }
         (None, None) => {
@@ -349,6 +351,15 @@ fn parse_query<'a>(
             period.map(|p| Window::trailing(p, now))
         }
     };
+
+    if !seen[1].is_empty() && (raw_from.is_some() || raw_to.is_some()) {
+        // Two windows asked at once: which one the client meant is a guess,
+        // so neither is taken.
+        errors.push(FieldError::new(
+            "period",
+            "cannot be combined with from and to; give either period, or from and to",
+        ));
+    }
 
     let quantiles = match raw_quantiles {
         Some(raw) => Quantiles::parse(raw)
@@ -386,14 +397,13 @@ fn parse_query<'a>(
         }
         _ => Err(Invalid {
             detail: format!(
-                "invalid {} query: {} (periods: {})",
+                "invalid {} query: {}",
                 if series { "series" } else { "summary" },
                 errors
                     .iter()
                     .map(|e| format!("{} {}", e.field, e.reason))
                     .collect::<Vec<_>>()
-                    .join("; "),
-                allowed_periods()
+                    .join("; ")
             ),
             errors,
         }),
@@ -507,6 +517,53 @@ mod tests {
             Err(e) => assert!(e.to_string().contains("hourly, daily, weekly, monthly")),
             Ok(q) => panic!("{q:?}"),
         }
+        assert_eq!(
+            fields(&[
+                ("type", "cpu"),
+                ("period", "daily"),
+                ("from", "2026-02-18T10:00:00Z"),
+                ("to", "2026-02-18T11:00:00Z")
+            ]),
+            ["period"]
+        );
+        assert_eq!(
+            fields(&[
+                ("type", "cpu"),
+                ("period", "daily"),
+                ("to", "2026-02-18T11:00:00Z")
+            ]),
+            ["from", "period"]
+        );
+    }
+
+    #[test]
+    fn details_name_exactly_what_is_wrong() {
+        let detail = |params: &[(&str, &str)]| parse(params).unwrap_err().detail;
+        assert_eq!(
+            detail(&[("period", "daily")]),
+            "invalid summary query: type is required"
+        );
+        assert_eq!(
+            detail(&[("type", "cpu"), ("from", "2026-02-18T10:00:00Z")]),
+            "invalid summary query: to is required when from is given"
+        );
+        assert_eq!(
+            detail(&[("type", "cpu"), ("to", "2026-02-18T10:00:00Z")]),
+            "invalid summary query: from is required when to is given"
+        );
+        assert_eq!(
+            detail(&[
+                ("type", "cpu"),
+                ("period", "daily"),
+                ("from", "2026-02-18T10:00:00Z"),
+                ("to", "2026-02-18T11:00:00Z")
+            ]),
+            "invalid summary query: period cannot be combined with from and to; \
+             give either period, or from and to"
+        );
+        // The allowed periods are named only where a period is the problem.
+        assert!(!detail(&[("period", "daily")]).contains("hourly"));
+        assert!(detail(&[("type", "cpu"), ("period", "yearly")]).contains("hourly"));
     }
 
     #[test]

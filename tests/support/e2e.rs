@@ -28,7 +28,8 @@
 //! - its Redis: `REDIS_URL` when set (`make test` sets it), else a
 //!   [`PrivateRedis`](crate::private_redis::PrivateRedis) of its own on a
 //!   free port, stopped after the emulator;
-//! - its env file: that `REDIS_URL`, a random `REDIS_KEY_PREFIX`, `RUST_LOG`
+//! - its env file: that `REDIS_URL`, the suite's `REDIS_MODE`, a random
+//!   `REDIS_KEY_PREFIX`, `RUST_LOG`
 //!   and the group's [`Group::settings`];
 //! - ready when `GET /health` answers 200 and `GET /api/metrics/summary`
 //!   answered (a 422, which warms up that function without using any quota).
@@ -230,14 +231,13 @@ pub async fn stack(group: &'static Group) -> Option<Stack> {
     })
 }
 
-/// Reports that `what` did not run because of `reason`: a `SKIPPED` line on
-/// stderr (past the test harness's output capture), or a panic when
-/// `REQUIRE_E2E=1`.
+/// Reports that `what` did not run because of `reason`
+/// ([`crate::report_skipped`]), or panics when `REQUIRE_E2E=1`.
 pub fn skip(what: &str, reason: &str) {
     if std::env::var("REQUIRE_E2E").is_ok_and(|v| v == "1") {
         panic!("{what} cannot run: {reason} (REQUIRE_E2E=1)");
     }
-    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {reason}");
+    crate::report_skipped(what, reason);
 }
 
 /// `name` on `PATH`, else in the repository's `.venv/bin` (where `make test`
@@ -299,6 +299,9 @@ async fn start(group: &'static Group, cargo_lambda: PathBuf) -> Result<Running, 
     let stub_port = crate::free_port();
     let mut settings = vec![
         ("REDIS_URL".to_string(), redis_url),
+        // The suite's mode (`REDIS_MODE=cluster` with a cluster's node as
+        // `REDIS_URL`: the end-to-end groups then run on the cluster too).
+        ("REDIS_MODE".to_string(), crate::redis_mode()),
         (
             "REDIS_KEY_PREFIX".to_string(),
             format!(

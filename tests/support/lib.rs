@@ -40,7 +40,10 @@ const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 /// 3. else a [`PrivateRedis`](private_redis::PrivateRedis) started for this
 ///    test binary on a free port and stopped when it exits.
 ///
-/// Panics in case 3 when no `redis-server` can be started.
+/// Panics in case 3 when no `redis-server` can be started. With
+/// `REDIS_MODE=cluster`, `REDIS_URL` names any one node of a Redis Cluster
+/// (`redis://127.0.0.1:7000` for `scripts/redis-cluster.sh`'s): the whole
+/// in-process suite then runs against the cluster.
 pub fn redis_url() -> String {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
@@ -80,6 +83,22 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
+/// `REDIS_MODE` from the environment (`standalone` or `cluster`), else
+/// `standalone`: how [`config`] and [`redis_connection`] reach
+/// [`redis_url`].
+pub fn redis_mode() -> String {
+    std::env::var("REDIS_MODE")
+        .ok()
+        .map(|mode| mode.trim().to_string())
+        .filter(|mode| !mode.is_empty())
+        .unwrap_or_else(|| "standalone".to_string())
+}
+
+/// Whether the suite runs against a Redis Cluster (`REDIS_MODE=cluster`).
+pub fn cluster_mode() -> bool {
+    redis_mode() == "cluster"
+}
+
 /// A fresh key prefix, `test-<32 hex digits>`, valid for `REDIS_KEY_PREFIX`.
 pub fn random_prefix() -> String {
     format!("test-{}", uuid::Uuid::new_v4().simple())
@@ -94,7 +113,8 @@ pub fn random_type(label: &str) -> String {
     format!("{label}_{}", &id[..12])
 }
 
-/// A [`Config`] for one test: `REDIS_URL` = [`redis_url`], a fresh
+/// A [`Config`] for one test: `REDIS_URL` = [`redis_url`], `REDIS_MODE` =
+/// [`redis_mode`], a fresh
 /// [`random_prefix`], the defaults for everything else, then `pairs`
 /// (`("VARIABLE", "value")`, as in `.env`), which override both.
 ///
@@ -106,8 +126,12 @@ pub fn config(pairs: &[(&str, &str)]) -> Config {
 /// Like [`config`] with a given prefix, for several handler states ("Lambda
 /// instances") that must share one deployment's keys.
 pub fn config_with_prefix(prefix: &str, pairs: &[(&str, &str)]) -> Config {
-    let url = redis_url();
-    let mut all: Vec<(&str, &str)> = vec![("REDIS_URL", &url), ("REDIS_KEY_PREFIX", prefix)];
+    let (url, mode) = (redis_url(), redis_mode());
+    let mut all: Vec<(&str, &str)> = vec![
+        ("REDIS_URL", &url),
+        ("REDIS_MODE", &mode),
+        ("REDIS_KEY_PREFIX", prefix),
+    ];
     all.extend_from_slice(pairs);
     Config::from_pairs(&all).unwrap_or_else(|e| panic!("test configuration: {e}"))
 }
@@ -126,14 +150,39 @@ pub fn body_json(response: &lambda_http::Response<lambda_http::Body>) -> serde_j
     serde_json::from_slice(body_bytes(response)).unwrap_or(serde_json::Value::Null)
 }
 
-/// A plain connection to the test Redis, for looking at what the service
-/// wrote (TTLs, key shapes). Only ever touch keys under your own prefix.
-pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(redis_url()).expect("REDIS_URL is a valid Redis URL");
-    client
-        .get_multiplexed_async_connection()
+/// A connection to the test Redis (one node or, with `REDIS_MODE=cluster`,
+/// the cluster, each command routed by its key), for looking at what the
+/// service wrote (TTLs, key shapes). Only ever touch keys under your own
+/// prefix, and one hash slot per command.
+pub async fn redis_connection() -> shared::connection::Redis {
+    let config = config(&[]);
+    let redis = shared::connection::Redis::from_settings(&config.redis)
+        .expect("REDIS_URL is a valid Redis URL");
+    let _: String = redis::cmd("PING")
+        .query_async(&mut redis.clone())
         .await
-        .expect("the test Redis answers at redis_url()")
+        .expect("the test Redis answers at redis_url()");
+    redis
+}
+
+/// Reports that the test `what` did not run because of `reason`, so that it
+/// is never counted as passed unnoticed: a `SKIPPED` line on stderr (written
+/// to the stream itself, past the test harness's output capture) and, when
+/// `SKIPPED_TESTS_FILE` names a file (`make test` sets it), the same line
+/// appended there for the run's closing summary.
+pub fn report_skipped(what: &str, reason: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED {what}: {reason}");
+    let _ = writeln!(std::io::stderr(), "{line}");
+    if let Some(path) = std::env::var_os("SKIPPED_TESTS_FILE").filter(|p| !p.is_empty()) {
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(file, "{line}");
+        }
+    }
 }
 
 #[cfg(test)]

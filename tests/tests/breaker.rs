@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use analytics_tests::redis_url;
 use shared::breaker::{
     Admission, BreakerState, CallOutcome, CircuitBreaker, FailureKind, Permit, TransitionReason,
     STATE_READ_COMMANDS,
@@ -43,11 +42,12 @@ impl Deployment {
     }
 
     fn config(&self) -> Config {
-        let url = redis_url();
-        let mut all: Vec<(&str, &str)> =
-            vec![("REDIS_URL", &url), ("REDIS_KEY_PREFIX", &self.prefix)];
-        all.extend(self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        Config::from_pairs(&all).expect("valid test configuration")
+        let pairs: Vec<(&str, &str)> = self
+            .pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        analytics_tests::config_with_prefix(&self.prefix, &pairs)
     }
 
     /// A new "instance": its own configuration, connection and breaker.
@@ -609,7 +609,7 @@ async fn health_reads_the_effective_state_with_its_ping_in_one_round_trip() {
 #[tokio::test]
 async fn acquire_and_report_cost_one_round_trip_each() {
     let a = Deployment::new(&[("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "5")]).instance();
-    // The first calls may load the scripts (NOSCRIPT → SCRIPT LOAD → EVALSHA).
+    // The first calls may meet NOSCRIPT (then EVAL of the body).
     let p = a.permit().await;
     a.report(&p, FAIL).await;
 

@@ -152,9 +152,10 @@ async fn the_reference_renders_the_four_operations_in_a_real_browser() {
             std::env::var_os("REQUIRE_CHROMIUM").is_none_or(|v| v != "1"),
             "REQUIRE_CHROMIUM=1 but no Chromium binary was found (apt-get install chromium, or set CHROMIUM_BIN)"
         );
-        println!(
-            "SKIPPED: no Chromium binary found (set CHROMIUM_BIN or install Debian's \
-             `chromium`); the API reference was not rendered in a browser"
+        analytics_tests::report_skipped(
+            "the_reference_renders_the_three_operations_in_a_real_browser",
+            "no Chromium binary found (set CHROMIUM_BIN or install Debian's `chromium`); \
+             the API reference was not rendered in a browser",
         );
         return;
     };

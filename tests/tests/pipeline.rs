@@ -131,26 +131,41 @@ async fn a_type_without_data_has_count_zero_and_nulls() {
 }
 
 #[tokio::test]
-async fn bad_queries_are_422_problems_naming_the_periods() {
+async fn bad_queries_are_422_problems_naming_what_is_wrong() {
     let state = state(&[]);
-    for query in [
-        "",
-        "type=cpu",
-        "type=cpu&period=yearly",
-        "type=a%20b&period=daily",
-        "type=cpu&period=daily&period=hourly",
+    let from = format_timestamp(Utc::now() - chrono::Duration::hours(2));
+    let to = format_timestamp(Utc::now() - chrono::Duration::hours(1));
+    let both = format!("type=cpu&period=daily&from={from}&to={to}");
+    let only_from = format!("type=cpu&from={from}");
+    // (query, the fields listed, whether the allowed periods are named)
+    for (query, fields, names_periods) in [
+        ("", &["type", "period"][..], true),
+        ("type=cpu", &["period"], true),
+        ("type=cpu&period=yearly", &["period"], true),
+        ("type=a%20b&period=daily", &["type"], false),
+        ("type=cpu&period=daily&period=hourly", &["period"], false),
+        (both.as_str(), &["period"], false),
+        (only_from.as_str(), &["to"], false),
     ] {
         let (status, body) = summary(&state, query).await;
         assert_eq!(status, 422, "{query}: {body}");
         assert_eq!(body["status"], 422);
-        assert!(
-            body["errors"].as_array().is_some_and(|e| !e.is_empty()),
-            "{body}"
+        let listed: Vec<&str> = body["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert_eq!(listed, fields, "{query}: {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert_eq!(
+            detail.contains("hourly, daily, weekly, monthly"),
+            names_periods,
+            "{query}: {detail}"
         );
-        assert!(body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("hourly, daily, weekly, monthly"));
+        for field in fields {
+            assert!(detail.contains(field), "{query}: {detail}");
+        }
     }
 }
 
@@ -360,7 +375,11 @@ async fn redis_down_is_a_fast_503_and_a_warm_instance_recovers() {
         listener.local_addr().unwrap().port()
     };
     let url = format!("redis://127.0.0.1:{port}/0");
-    let state = state(&[("REDIS_URL", &url), ("REDIS_TIMEOUT_MS", "500")]);
+    let state = state(&[
+        ("REDIS_URL", &url),
+        ("REDIS_MODE", "standalone"),
+        ("REDIS_TIMEOUT_MS", "500"),
+    ]);
     let t = random_type("down");
     let body = metric(Utc::now(), 1.0, &t);
     let query = format!("type={t}&period=hourly");

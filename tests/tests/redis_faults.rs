@@ -49,10 +49,12 @@ fn unavailable_bound() -> Duration {
 }
 
 /// One "Lambda instance" of a deployment whose keys live under `prefix`, on
-/// the private server at `url`.
+/// the private (single-node) server at `url`, whatever the suite's
+/// `REDIS_MODE` (the cluster counterparts are in `cluster_failover.rs`).
 fn instance(url: &str, prefix: &str, pairs: &[(&str, &str)]) -> AppState {
     let mut all: Vec<(&str, &str)> = GENEROUS.to_vec();
     all.push(("REDIS_URL", url));
+    all.push(("REDIS_MODE", "standalone"));
     all.extend_from_slice(pairs);
     AppState::new(config_with_prefix(prefix, &all)).unwrap()
 }

@@ -12,6 +12,11 @@
 //! | series, cache miss | 4 (limiter, lookup-or-lock, the buckets of every point in one script call, store-and-unlock) |
 //! | health | 1 (`PING` and the breaker state pipelined) |
 //!
+//! With `REDIS_MODE=cluster` the budgets are the same for these paths (one
+//! metric type, no `Idempotency-Key`); a keyed ingest adds the claim of its
+//! key (1), and a batch spanning k hash slots makes 2 × k storage calls (a
+//! read-only check and a write per slot), sent concurrently.
+//!
 //! The paths and budgets are defined once, in `synthetic_events::round_trips`;
 //! `make bench` counts the same paths again and reports them in
 //! BENCHMARKS.md (figure 1).

@@ -75,11 +75,14 @@ impl Buckets {
             }
         }
         let mut call = INGEST.prepare_invoke();
-        call.arg("0")
+        // A write without idempotency records: one part of every update.
+        call.key(keys)
+            .arg("write")
+            .arg(0)
             .arg("")
             .arg("")
             .arg(0)
-            .key(keys)
+            .arg(1)
             .arg(updates.len());
         for (i, start, value, expire, key) in updates {
             call.arg(i).arg(start).arg(value).arg(expire).arg(key);

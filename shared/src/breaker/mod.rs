@@ -12,9 +12,9 @@
 //!
 //! # Protocol
 //! [`CircuitBreaker::call`] runs the whole protocol around one call to the
-//! dependency, with two script calls, one Redis round trip each (three the
-//! first time a Redis server sees the script, when `EVALSHA` answers
-//! `NOSCRIPT` and [`redis::Script`] loads it):
+//! dependency, with two script calls, one Redis round trip each (two the
+//! first time a Redis server sees the script: `EVALSHA` answers `NOSCRIPT`,
+//! then `EVAL` sends the body):
 //!
 //! 1. [`CircuitBreaker::acquire`] (`acquire.lua`) answers [`Admission::Allowed`]
 //!    with a [`Permit`], or [`Admission::Rejected`]: the dependency is not
@@ -93,8 +93,10 @@ use crate::connection::{Redis, ReplyFields};
 use crate::keys::Keys;
 use crate::settings::{ConfigError, Env};
 
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
-static REPORT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("report.lua")));
+static ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| crate::connection::script(include_str!("acquire.lua")));
+static REPORT: LazyLock<Script> =
+    LazyLock::new(|| crate::connection::script(include_str!("report.lua")));
 
 /// The reply of `acquire.lua`,
 /// `{allowed, state, gen, is_probe, from, to, reason}`, decoded here and

@@ -40,9 +40,9 @@ use crate::settings::{ConfigError, Env};
 use crate::window::SummaryQuery;
 
 static GET_OR_LOCK: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("get_or_lock.lua")));
+    LazyLock::new(|| crate::connection::script(include_str!("get_or_lock.lua")));
 static STORE_AND_UNLOCK: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("store_and_unlock.lua")));
+    LazyLock::new(|| crate::connection::script(include_str!("store_and_unlock.lua")));
 
 /// The cache's settings.
 #[derive(Debug, Clone)]

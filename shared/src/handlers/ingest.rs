@@ -92,10 +92,8 @@ async fn store(
     // ever, the body is an empty object rather than a panic.
     let created = serde_json::to_string(&created).unwrap_or_else(|_| "{}".into());
     let record = idempotency_key.map(|key| Idempotency {
-        key: state.keys.idempotency(
-            &short_digest(client.as_str()),
-            &hex::encode(Sha256::digest(key)),
-        ),
+        client: short_digest(client.as_str()),
+        key_digest: hex::encode(Sha256::digest(key)),
         fingerprint: parsed.fingerprint(),
         response_body: &created,
         ttl_s: state.config.request.idempotency_ttl.as_secs(),

@@ -6,8 +6,8 @@
 //! one clock. A rejected request is read-only in Redis: it consumes no quota,
 //! stores nothing and cannot extend its own block. Every key written carries a
 //! TTL of at most two windows. The scripts are sent with `EVALSHA`;
-//! [`redis::Script`] reloads them transparently after `NOSCRIPT` (a restart,
-//! a failover or `SCRIPT FLUSH`).
+//! after `NOSCRIPT` (a restart, a failover or `SCRIPT FLUSH`) the connection
+//! sends the body with `EVAL` instead ([`crate::connection::script`]).
 //!
 //! `RATE_LIMIT_ALGORITHM` picks the algorithm; `limit` is
 //! `RATE_LIMIT_REQUESTS` and `window` is `RATE_LIMIT_WINDOW_SECONDS`:
@@ -142,11 +142,11 @@ impl RateLimitSettings {
 }
 
 static SLIDING_LOG: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("sliding_log.lua")));
+    LazyLock::new(|| crate::connection::script(include_str!("sliding_log.lua")));
 static SLIDING_WINDOW_COUNTER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("sliding_window_counter.lua")));
+    LazyLock::new(|| crate::connection::script(include_str!("sliding_window_counter.lua")));
 static TOKEN_BUCKET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("token_bucket.lua")));
+    LazyLock::new(|| crate::connection::script(include_str!("token_bucket.lua")));
 
 /// The reply shared by the three limiter scripts,
 /// `{allowed, remaining, reset_after, retry_after}`, decoded here and
@@ -227,9 +227,9 @@ impl RateLimiter {
     /// Checks one request of `client` and, if it is accepted, counts it.
     ///
     /// Exactly one script call (one round trip while the script is cached in
-    /// Redis; after `NOSCRIPT` the script is loaded and the call retried
-    /// once). The request is counted whether or not the caller goes on to
-    /// serve it successfully: the limiter protects the work of parsing too.
+    /// Redis; after `NOSCRIPT` the body is sent once with `EVAL`). The
+    /// request is counted whether or not the caller goes on to serve it
+    /// successfully: the limiter protects the work of parsing too.
     ///
     /// # Errors
     /// [`RateLimitError::Redis`] when the call fails (connection, timeout

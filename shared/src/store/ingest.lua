@@ -1,25 +1,32 @@
 -- Atomically adds metrics to their pre-aggregated time buckets, optionally
--- under an idempotency record, so that the key check and the write are one
--- indivisible step.
+-- under idempotency records, so that the key check and the write are one
+-- indivisible step. Every key of one call lies in one hash slot in cluster
+-- mode (the caller groups the metric types by slot); on a single node one
+-- call may hold every type of a batch.
 --
--- KEYS[1]   the idempotency record (a hash {fp, body}) when ARGV[1] == "1";
---           otherwise KEYS starts directly with the containers
--- KEYS[...] container hashes (`{p}:{<type>}:<m|h|d>:<container start>`), each
---           listed once. A batch spanning several metric types, or one with
---           an idempotency record, touches keys of several hash tags: a
---           single Redis node accepts that, Redis Cluster refuses it
---           (CROSSSLOT), which is why cluster mode is not supported.
--- ARGV[1]   "1" when an Idempotency-Key was given, else "0"
--- ARGV[2]   fingerprint of the request (hex SHA-256 of its canonical metrics)
--- ARGV[3]   the 201 body to remember for replays
--- ARGV[4]   TTL of the idempotency record, s
--- ARGV[5]   n, the number of bucket updates that follow
--- ARGV[...] n groups of 5: key index (1-based into KEYS), field (bucket start,
---           unix s), value (a finite float as text), expire-at (unix s: the
---           container's end + retention, so storage stays bounded), and the
---           value's sketch key (below; computed by the caller,
---           `sketch::bin_key` in store/sketch.rs, so that the script takes no
---           logarithm)
+-- KEYS[1..r]  idempotency records (hashes {fp, body}), one per part (r == p),
+--             or none (r == 0, no Idempotency-Key)
+-- KEYS[r+1..] container hashes (`{p}:{<type>}:<m|h|d>:<container start>`),
+--             each listed once
+-- ARGV[1]     "write", or "check": decide as "write" would, write nothing
+-- ARGV[2]     r, the number of records
+-- ARGV[3]     fingerprint of the whole request (hex SHA-256 of its canonical
+--             metrics)
+-- ARGV[4]     the 201 body to remember for replays
+-- ARGV[5]     TTL of the records, s
+-- ARGV[6]     p, the number of parts (a part: the updates one record covers)
+-- ARGV[7..6+p] the number of updates of each part, in order
+-- ARGV[...]   the updates, part after part, in groups of 5: key index (1-based
+--             into KEYS), field (bucket start, unix s), value (a finite float
+--             as text), expire-at (unix s: the container's end + retention,
+--             so storage stays bounded), and the value's sketch key (below;
+--             computed by the caller, `sketch::bin_key` in store/sketch.rs,
+--             so that the script takes no logarithm)
+--
+-- A part whose record already holds this fingerprint was stored by an
+-- earlier attempt of the same request: its updates are skipped (a retry after
+-- a partial failure stores only what is missing). A record holding another
+-- fingerprint refuses the whole call.
 --
 -- Each bucket is stored in the bucket format defined by `StoredBucket` in
 -- store/buckets.rs: one or two fields of its container,
@@ -47,22 +54,17 @@
 -- report as "no percentiles".
 --
 -- Every new bucket value is computed first; only if all of them are finite
--- is anything written, so a batch is all or nothing.
+-- is anything written, so a call is all or nothing.
 --
 -- Returns one of (decoded by `IngestReply` in store/mod.rs):
---   {"stored"}           the metrics were added (and the record written)
---   {"replay", body}     the same key and fingerprint were seen: nothing written
---   {"mismatch"}         the key was used with another body: nothing written
---   {"overflow", u}      the bucket sum of update u (0-based) would overflow a
---                        double: nothing written
-if ARGV[1] == '1' then
-  local seen = redis.call('HMGET', KEYS[1], 'fp', 'body')
-  if seen[1] then
-    if seen[1] == ARGV[2] then return { 'replay', seen[2] } end
-    return { 'mismatch' }
-  end
-end
-
+--   {"stored"}           the metrics of the parts not yet recorded were added
+--                        and their records written
+--   {"checked"}          ("check") "write" would have stored
+--   {"replay", body}     every part's record holds this fingerprint: nothing
+--                        written; the body of the first
+--   {"mismatch"}         a record holds another fingerprint: nothing written
+--   {"overflow", u}      the bucket sum of update u (0-based, over all parts)
+--                        would overflow a double: nothing written
 -- A bucket's sketch is collapsed when it holds more than MAX_BINS tokens,
 -- each store to its MAX_STORE_BINS highest bins.
 local MAX_BINS = 4096
@@ -221,37 +223,6 @@ local function collapse(t, b)
   one(neg, 'nf')
 end
 
-local n = tonumber(ARGV[5])
-local buckets = {}
-local order = {}
-for i = 0, n - 1 do
-  local at = 6 + i * 5
-  local key_index = tonumber(ARGV[at])
-  local field = ARGV[at + 1]
-  local value = tonumber(ARGV[at + 2])
-  local id = key_index .. '|' .. field
-  local b = buckets[id]
-  if not b then
-    b = load(redis.call('HGET', KEYS[key_index], field), value)
-    buckets[id] = b
-    order[#order + 1] = { key_index, field, ARGV[at + 3], id }
-  end
-  local t = b.sum + value
-  if t ~= t or t == math.huge or t == -math.huge then
-    return { 'overflow', i }
-  end
-  if math.abs(b.sum) >= math.abs(value) then
-    b.comp = b.comp + ((b.sum - t) + value)
-  else
-    b.comp = b.comp + ((value - t) + b.sum)
-  end
-  b.sum = t
-  b.count = b.count + 1
-  if value < b.min then b.min = value; b.mint = nil end
-  if value > b.max then b.max = value; b.maxt = nil end
-  b.values[#b.values + 1] = ARGV[at + 4]
-end
-
 -- The main field's header, up to and with the '|'.
 local function header(b)
   local h = string.format('%d %.17g %.17g %s %s %d %d', b.count, b.sum, b.comp,
@@ -270,6 +241,68 @@ local function serialize(t)
   end
   return #parts > 0 and (' ' .. table.concat(parts, ' ')) or '', #parts
 end
+
+local check_only = ARGV[1] == 'check'
+local r = tonumber(ARGV[2])
+local fingerprint = ARGV[3]
+local p = tonumber(ARGV[6])
+
+local done = {}
+local replay_body = nil
+local fresh = 0
+for j = 1, r do
+  local seen = redis.call('HMGET', KEYS[j], 'fp', 'body')
+  if seen[1] then
+    if seen[1] ~= fingerprint then return { 'mismatch' } end
+    done[j] = true
+    if not replay_body then replay_body = seen[2] end
+  else
+    fresh = fresh + 1
+  end
+end
+if r > 0 and fresh == 0 then return { 'replay', replay_body } end
+
+local buckets = {}
+local order = {}
+local at = 7 + p
+local u = 0
+for j = 1, p do
+  local count = tonumber(ARGV[6 + j])
+  if done[j] then
+    at = at + 5 * count
+    u = u + count
+  else
+    for _ = 1, count do
+      local key_index = tonumber(ARGV[at])
+      local field = ARGV[at + 1]
+      local value = tonumber(ARGV[at + 2])
+      local id = key_index .. '|' .. field
+      local b = buckets[id]
+      if not b then
+        b = load(redis.call('HGET', KEYS[key_index], field), value)
+        buckets[id] = b
+        order[#order + 1] = { key_index, field, ARGV[at + 3], id }
+      end
+      local t = b.sum + value
+      if t ~= t or t == math.huge or t == -math.huge then
+        return { 'overflow', u }
+      end
+      if math.abs(b.sum) >= math.abs(value) then
+        b.comp = b.comp + ((b.sum - t) + value)
+      else
+        b.comp = b.comp + ((value - t) + b.sum)
+      end
+      b.sum = t
+      b.count = b.count + 1
+      if value < b.min then b.min = value; b.mint = nil end
+      if value > b.max then b.max = value; b.maxt = nil end
+      b.values[#b.values + 1] = ARGV[at + 4]
+      at = at + 5
+      u = u + 1
+    end
+  end
+end
+if check_only then return { 'checked' } end
 
 local expiring = {}
 for _, u in ipairs(order) do
@@ -316,8 +349,10 @@ for _, u in ipairs(order) do
     expiring[u[1]] = true
   end
 end
-if ARGV[1] == '1' then
-  redis.call('HSET', KEYS[1], 'fp', ARGV[2], 'body', ARGV[3])
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
+for j = 1, r do
+  if not done[j] then
+    redis.call('HSET', KEYS[j], 'fp', fingerprint, 'body', ARGV[4])
+    redis.call('EXPIRE', KEYS[j], ARGV[5])
+  end
 end
 return { 'stored' }

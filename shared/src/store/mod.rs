@@ -12,8 +12,10 @@
 //! Every container key expires at its end + `METRIC_RETENTION_DAYS` + one
 //! day, so storage is bounded.
 //!
-//! All keys of one metric type share the hash tag `{<type>}`, so both scripts
-//! stay within one Redis Cluster slot.
+//! All keys of one metric type share the hash tag `{<type>}`, so every
+//! script call stays within one Redis Cluster slot. A batch holding several
+//! metric types is stored in one call per hash slot in cluster mode (see
+//! [`MetricStore::ingest`]), in one call on a single node.
 
 pub mod buckets;
 pub mod compensated;
@@ -23,9 +25,10 @@ pub mod stats;
 
 use std::collections::BTreeMap;
 
+use redis::cluster_routing::Slot;
 use redis::{FromRedisValue, ParsingError, RedisError, Script, Value};
 
-use crate::connection::{Redis, ReplyFields};
+use crate::connection::{Redis, RedisMode, ReplyFields};
 use crate::keys::Keys;
 use crate::metric::{Metric, MetricType};
 use crate::window::Window;
@@ -34,19 +37,23 @@ use series::SeriesPlan;
 use stats::WindowStats;
 
 static INGEST: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("ingest.lua")));
+    std::sync::LazyLock::new(|| crate::connection::script(include_str!("ingest.lua")));
 
 /// The reply of `ingest.lua`, decoded here and nowhere else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum IngestReply {
-    /// `{"stored"}`: the metrics were added (and the record written).
+    /// `{"stored"}`: the parts not yet recorded were added (and their
+    /// records written).
     Stored,
-    /// `{"replay", body}`: a retry; nothing written; the original 201 body.
+    /// `{"checked"}`: a `check` call found that a write would store.
+    Checked,
+    /// `{"replay", body}`: every part was recorded by an earlier attempt;
+    /// nothing written; the original 201 body.
     Replay(String),
     /// `{"mismatch"}`: the idempotency key was used with another body.
     Mismatch,
-    /// `{"overflow", u}`: update `u` (0-based; each metric makes one update
-    /// per granularity, in order) would overflow its bucket's sum.
+    /// `{"overflow", u}`: update `u` (0-based over the call's updates) would
+    /// overflow its bucket's sum.
     Overflow {
         /// The update's index.
         update: usize,
@@ -59,6 +66,7 @@ impl FromRedisValue for IngestReply {
         let tag: String = fields.take()?;
         match tag.as_str() {
             "stored" => Ok(Self::Stored),
+            "checked" => Ok(Self::Checked),
             "replay" => Ok(Self::Replay(fields.take()?)),
             "mismatch" => Ok(Self::Mismatch),
             "overflow" => Ok(Self::Overflow {
@@ -70,7 +78,7 @@ impl FromRedisValue for IngestReply {
 }
 
 static SUMMARY: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("summary.lua")));
+    std::sync::LazyLock::new(|| crate::connection::script(include_str!("summary.lua")));
 
 /// The reply of `summary.lua`, decoded here and nowhere else: for each
 /// bucket asked, in the order asked, the bucket (`None` when empty) — the
@@ -109,6 +117,37 @@ impl FromRedisValue for SummaryReply {
     }
 }
 
+/// The metrics grouped by type, types in the order they first appear.
+fn parts_by_type(metrics: &[Metric]) -> Vec<Part<'_>> {
+    let mut parts: Vec<Part<'_>> = Vec::new();
+    for (i, metric) in metrics.iter().enumerate() {
+        match parts
+            .iter_mut()
+            .find(|p| p.metric_type == &metric.metric_type)
+        {
+            Some(part) => part.metrics.push(i),
+            None => parts.push(Part {
+                metric_type: &metric.metric_type,
+                metrics: vec![i],
+            }),
+        }
+    }
+    parts
+}
+
+/// What one write call's reply means for the request; `owners` maps the
+/// call's updates to metric positions.
+fn outcome(reply: IngestReply, owners: &[usize]) -> Result<IngestOutcome, IngestError> {
+    match reply {
+        IngestReply::Stored | IngestReply::Checked => Ok(IngestOutcome::Stored),
+        IngestReply::Replay(body) => Ok(IngestOutcome::Replayed(body)),
+        IngestReply::Mismatch => Err(IngestError::KeyReused),
+        IngestReply::Overflow { update } => Err(IngestError::Overflow {
+            metric_index: owners.get(update).copied().unwrap_or(0),
+        }),
+    }
+}
+
 /// Seconds a container outlives the retention, so a container is never
 /// deleted while a window inside the retention can still read it.
 const EXPIRY_SLACK_S: i64 = 86_400;
@@ -140,28 +179,52 @@ pub enum StoreError {
     Redis(#[from] RedisError),
 }
 
-/// An idempotency record to check and write in the same atomic step as the
-/// metrics (IETF draft "The Idempotency-Key HTTP Header Field").
+/// The idempotency records to check and write in the same atomic step as
+/// the metrics (IETF draft "The Idempotency-Key HTTP Header Field").
+///
+/// On a single node, one record per request: [`Keys::idempotency`]. In
+/// cluster mode, that record claims the key for the request's fingerprint
+/// first (so a reused key is refused before anything is written, whatever
+/// types the bodies hold), and each metric type of the request has its own
+/// record in its hash slot, [`Keys::idempotency_part`], written by the same
+/// script call as that type's buckets.
 #[derive(Debug, Clone)]
 pub struct Idempotency<'a> {
-    /// The record's Redis key (client and key hashed, see [`Keys::idempotency`]).
-    pub key: String,
+    /// 32 hex characters identifying the client (a digest of its identity).
+    pub client: String,
+    /// Hex SHA-256 of the `Idempotency-Key`.
+    pub key_digest: String,
     /// Hex SHA-256 of the request's canonical metrics
     /// ([`crate::metric::MetricsBody::fingerprint`]).
     pub fingerprint: String,
     /// The 201 body to replay for a retry.
     pub response_body: &'a str,
-    /// How long the record lives (`IDEMPOTENCY_TTL_SECONDS`), s.
+    /// How long the records live (`IDEMPOTENCY_TTL_SECONDS`), s.
     pub ttl_s: u64,
 }
 
 /// What an ingest did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
-    /// The metrics were stored (and the idempotency record written).
+    /// The metrics were stored (and the idempotency records written); after
+    /// a partial failure, the parts still missing were.
     Stored,
     /// A retry of an earlier request: nothing stored; its original 201 body.
     Replayed(String),
+}
+
+/// The metrics of one type: the unit of the idempotency records.
+struct Part<'m> {
+    metric_type: &'m MetricType,
+    /// Positions in the ingested slice.
+    metrics: Vec<usize>,
+}
+
+/// Whether a call decides only or also writes.
+#[derive(Clone, Copy)]
+enum CallMode {
+    Write,
+    Check,
 }
 
 /// Reads and writes the buckets of every metric type under one key prefix.
@@ -188,59 +251,302 @@ impl MetricStore {
         )
     }
 
-    /// Stores `metrics` (already validated) atomically: all of them or none,
-    /// in one Redis round trip. With `idempotency`, the record is checked and
-    /// written by the same script: a retry (same key, same fingerprint) stores
-    /// nothing and returns the original body; concurrent requests with one key
-    /// store once.
+    /// Stores `metrics` (already validated). With `idempotency`, the
+    /// records are checked and written by the same script calls as the
+    /// metrics: a retry (same key, same fingerprint) stores nothing and
+    /// returns the original body; concurrent requests with one key store
+    /// once.
+    ///
+    /// **Standalone**: one script call, one round trip: all of the metrics
+    /// or none.
+    ///
+    /// **Cluster**: every script call touches one hash slot. The metric types
+    /// are grouped by slot; with one slot (every single-type request) it is
+    /// one call as on a single node. With an Idempotency-Key, the request's
+    /// claim record (the client's slot) is written first and refuses a key
+    /// used with another body before anything is stored. With several slots,
+    /// each slot's call runs first in `check` mode (read-only: the records
+    /// and every bucket sum), so a batch that would overflow any bucket or
+    /// reuses a key stores nothing; then each slot's call writes its part
+    /// atomically with its per-type records. Between the two, a concurrent
+    /// request can still push a bucket of this batch to overflow: that part
+    /// is then refused and the others stay stored. A failure between the
+    /// writes leaves some parts stored: a keyed retry stores exactly the
+    /// missing parts (the others replay).
     ///
     /// # Errors
     /// [`IngestError::Overflow`] when a bucket sum would stop being finite;
     /// [`IngestError::KeyReused`] when the key was used with another body;
-    /// [`IngestError::Redis`] when Redis fails (the script is atomic, so a
-    /// failure before it ran stored nothing).
+    /// [`IngestError::Redis`] when Redis fails (each call is atomic; in
+    /// cluster mode the calls of other slots may have stored their parts).
     pub async fn ingest(
         &self,
         redis: &Redis,
         metrics: &[Metric],
         idempotency: Option<&Idempotency<'_>>,
     ) -> Result<IngestOutcome, IngestError> {
-        // KEYS[1] is the idempotency record when there is one; the containers
-        // follow in the order the metrics first touch them, each once.
-        let first = usize::from(idempotency.is_some()) + 1;
+        if metrics.is_empty() {
+            return Ok(IngestOutcome::Stored);
+        }
+        let parts = parts_by_type(metrics);
+        if redis.mode() == RedisMode::Standalone {
+            // One part (one record) for the whole request, in one call.
+            let all = Part {
+                metric_type: &metrics[0].metric_type,
+                metrics: parts.into_iter().flat_map(|p| p.metrics).collect(),
+            };
+            let records: Vec<String> = idempotency
+                .map(|i| self.keys.idempotency(&i.client, &i.key_digest))
+                .into_iter()
+                .collect();
+            let (reply, owners) = self
+                .call(
+                    redis,
+                    CallMode::Write,
+                    &[all],
+                    &records,
+                    metrics,
+                    idempotency,
+                )
+                .await?;
+            return outcome(reply, &owners);
+        }
+        self.ingest_per_slot(redis, metrics, parts, idempotency)
+            .await
+    }
+
+    /// The cluster mode of [`MetricStore::ingest`].
+    async fn ingest_per_slot(
+        &self,
+        redis: &Redis,
+        metrics: &[Metric],
+        parts: Vec<Part<'_>>,
+        idempotency: Option<&Idempotency<'_>>,
+    ) -> Result<IngestOutcome, IngestError> {
+        let mut slots: Vec<(Slot, Vec<Part<'_>>)> = Vec::new();
+        for part in parts {
+            let slot = Slot::for_key(self.keys.metric_base(part.metric_type.as_str()));
+            match slots.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, group)) => group.push(part),
+                None => slots.push((slot, vec![part])),
+            }
+        }
+        let records = |group: &[Part<'_>]| -> Vec<String> {
+            idempotency
+                .map(|i| {
+                    group
+                        .iter()
+                        .map(|p| {
+                            self.keys.idempotency_part(
+                                p.metric_type.as_str(),
+                                &i.client,
+                                &i.key_digest,
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+
+        let mut claimed_now = false;
+        if let Some(record) = idempotency {
+            let claim = [self.keys.idempotency(&record.client, &record.key_digest)];
+            let empty = Part {
+                metric_type: &metrics[0].metric_type,
+                metrics: Vec::new(),
+            };
+            let (reply, _) = self
+                .call(
+                    redis,
+                    CallMode::Write,
+                    &[empty],
+                    &claim,
+                    metrics,
+                    idempotency,
+                )
+                .await?;
+            match reply {
+                IngestReply::Mismatch => return Err(IngestError::KeyReused),
+                IngestReply::Stored => claimed_now = true,
+                _ => {}
+            }
+        }
+        let release = |claimed_now: bool| async move {
+            if let (true, Some(record)) = (claimed_now, idempotency) {
+                // The request is refused: as on a single node, the key is
+                // not remembered, so a corrected body may use it. Best
+                // effort; a failure leaves the claim to expire.
+                let key = self.keys.idempotency(&record.client, &record.key_digest);
+                let _ignored: Result<(), RedisError> = redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut redis.clone())
+                    .await;
+            }
+        };
+
+        // Parts already stored by an earlier attempt are left out of the writes.
+        let mut pending: Vec<usize> = (0..slots.len()).collect();
+        let mut replayed: Option<String> = None;
+        if slots.len() > 1 {
+            let checks = slots.iter().map(|(_, group)| {
+                let records = records(group);
+                async move {
+                    self.call(
+                        redis,
+                        CallMode::Check,
+                        group,
+                        &records,
+                        metrics,
+                        idempotency,
+                    )
+                    .await
+                }
+            });
+            let checked = futures_util::future::join_all(checks).await;
+            let mut decided = Vec::with_capacity(checked.len());
+            for result in checked {
+                decided.push(result?);
+            }
+            let mut first_overflow: Option<usize> = None;
+            for (reply, owners) in &decided {
+                match reply {
+                    IngestReply::Mismatch => return Err(IngestError::KeyReused),
+                    IngestReply::Overflow { update } => {
+                        let metric = owners.get(*update).copied().unwrap_or(0);
+                        first_overflow = Some(first_overflow.map_or(metric, |m| m.min(metric)));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(metric_index) = first_overflow {
+                release(claimed_now).await;
+                return Err(IngestError::Overflow { metric_index });
+            }
+            pending.retain(|&i| match &decided[i].0 {
+                IngestReply::Replay(body) => {
+                    replayed.get_or_insert_with(|| body.clone());
+                    false
+                }
+                _ => true,
+            });
+            if pending.is_empty() {
+                return Ok(IngestOutcome::Replayed(replayed.unwrap_or_default()));
+            }
+        }
+
+        let writes = pending.iter().map(|&i| {
+            let group = &slots[i].1;
+            let records = records(group);
+            async move {
+                self.call(
+                    redis,
+                    CallMode::Write,
+                    group,
+                    &records,
+                    metrics,
+                    idempotency,
+                )
+                .await
+            }
+        });
+        let written = futures_util::future::join_all(writes).await;
+        let single = slots.len() == 1;
+        let mut stored_any = false;
+        let mut failure: Option<IngestError> = None;
+        for result in written {
+            match result
+                .map_err(IngestError::from)
+                .and_then(|(r, o)| outcome(r, &o))
+            {
+                Ok(IngestOutcome::Stored) => stored_any = true,
+                Ok(IngestOutcome::Replayed(body)) => {
+                    replayed.get_or_insert(body);
+                }
+                Err(err) => {
+                    // Report the first of several failures; an overflow or
+                    // mismatch before a Redis failure, being definite.
+                    if failure
+                        .as_ref()
+                        .is_none_or(|f| matches!(f, IngestError::Redis(_)))
+                    {
+                        failure = Some(err);
+                    }
+                }
+            }
+        }
+        if let Some(err) = failure {
+            if single && matches!(err, IngestError::Overflow { .. }) {
+                release(claimed_now).await;
+            }
+            return Err(err);
+        }
+        Ok(match (stored_any, replayed) {
+            (false, Some(body)) => IngestOutcome::Replayed(body),
+            _ => IngestOutcome::Stored,
+        })
+    }
+
+    /// One `ingest.lua` call over `parts` (all in one hash slot in cluster
+    /// mode), with one record per part in `records` (or none). Returns the
+    /// reply and, for each update of the call, the position of its metric.
+    async fn call(
+        &self,
+        redis: &Redis,
+        mode: CallMode,
+        parts: &[Part<'_>],
+        records: &[String],
+        metrics: &[Metric],
+        idempotency: Option<&Idempotency<'_>>,
+    ) -> Result<(IngestReply, Vec<usize>), RedisError> {
+        // KEYS: the records, then the containers in the order the metrics
+        // first touch them, each once.
+        let first = records.len() + 1;
         let mut containers: BTreeMap<(&str, Granularity, i64), usize> = BTreeMap::new();
         let mut keys: Vec<String> = Vec::new();
+        let mut counts: Vec<usize> = Vec::with_capacity(parts.len());
+        let total: usize = parts.iter().map(|p| p.metrics.len()).sum();
         let mut updates: Vec<(usize, i64, f64, i64, std::sync::Arc<str>)> =
-            Vec::with_capacity(metrics.len() * 3);
-        for metric in metrics {
-            let t = metric.timestamp.timestamp();
-            let key = std::sync::Arc::<str>::from(sketch::bin_key(metric.value));
-            for granularity in Granularity::ALL {
-                let bucket = BucketRef::containing(granularity, t);
-                let container = (
-                    metric.metric_type.as_str(),
-                    granularity,
-                    bucket.container_start(),
-                );
-                let index = *containers.entry(container).or_insert_with(|| {
-                    keys.push(self.container_key(&metric.metric_type, bucket));
-                    first + keys.len() - 1
-                });
-                let expire_at = bucket.container_end() + self.retention_s + EXPIRY_SLACK_S;
-                updates.push((index, bucket.start, metric.value, expire_at, key.clone()));
+            Vec::with_capacity(total * 3);
+        let mut owners: Vec<usize> = Vec::with_capacity(total * 3);
+        for part in parts {
+            counts.push(part.metrics.len() * Granularity::ALL.len());
+            for &m in &part.metrics {
+                let metric = &metrics[m];
+                let t = metric.timestamp.timestamp();
+                // The value's sketch key, the same in its three buckets.
+                let key = std::sync::Arc::<str>::from(sketch::bin_key(metric.value));
+                for granularity in Granularity::ALL {
+                    let bucket = BucketRef::containing(granularity, t);
+                    let container = (
+                        metric.metric_type.as_str(),
+                        granularity,
+                        bucket.container_start(),
+                    );
+                    let index = *containers.entry(container).or_insert_with(|| {
+                        keys.push(self.container_key(&metric.metric_type, bucket));
+                        first + keys.len() - 1
+                    });
+                    let expire_at = bucket.container_end() + self.retention_s + EXPIRY_SLACK_S;
+                    updates.push((index, bucket.start, metric.value, expire_at, key.clone()));
+                    owners.push(m);
+                }
             }
         }
         let mut invocation = INGEST.prepare_invoke();
+        invocation.key(records).key(keys);
+        invocation.arg(match mode {
+            CallMode::Write => "write",
+            CallMode::Check => "check",
+        });
+        invocation.arg(records.len());
         match idempotency {
             Some(record) => invocation
-                .key(&record.key)
-                .arg("1")
                 .arg(&record.fingerprint)
                 .arg(record.response_body)
                 .arg(record.ttl_s),
-            None => invocation.arg("0").arg("").arg("").arg(0),
+            None => invocation.arg("").arg("").arg(0),
         };
-        invocation.key(keys).arg(updates.len());
+        invocation.arg(parts.len()).arg(&counts);
         for (index, start, value, expire_at, key) in &updates {
             // The redis crate writes an f64 with `ryu`: the shortest text that
             // parses back to the same double (`85.5`, `1e300`), which is what
@@ -253,14 +559,7 @@ impl MetricStore {
                 .arg(&**key);
         }
         let reply: IngestReply = invocation.invoke_async(&mut redis.clone()).await?;
-        match reply {
-            IngestReply::Stored => Ok(IngestOutcome::Stored),
-            IngestReply::Replay(body) => Ok(IngestOutcome::Replayed(body)),
-            IngestReply::Mismatch => Err(IngestError::KeyReused),
-            IngestReply::Overflow { update } => Err(IngestError::Overflow {
-                metric_index: update / Granularity::ALL.len(),
-            }),
-        }
+        Ok((reply, owners))
     }
 
     /// The statistics of `metric_type` over `window` (count, compensated
