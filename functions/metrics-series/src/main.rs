@@ -1,6 +1,8 @@
 //! `GET /api/metrics/series` as an AWS Lambda function. Everything testable lives in the
 //! `shared` crate; this only bootstraps the instance.
 
+use std::process::ExitCode;
+
 use lambda_http::Error;
 use shared::{handlers::metrics_series, runtime, telemetry, AppState};
 
@@ -8,8 +10,11 @@ use shared::{handlers::metrics_series, runtime, telemetry, AppState};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> ExitCode {
+    runtime::main(serve)
+}
+
+async fn serve() -> Result<(), Error> {
     telemetry::init();
     // Built once per cold start; connects to Redis lazily on the first request.
     let state = AppState::from_env_or_exit();
