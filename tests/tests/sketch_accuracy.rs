@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use analytics_tests::{random_prefix, random_type, redis_url};
+use analytics_tests::{random_prefix, random_type, redis_connection};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use redis::aio::MultiplexedConnection;
 use redis::{Script, Value};
+use shared::connection::Redis;
 use shared::keys::Keys;
 use shared::store::buckets::{cover, BucketRef, Granularity};
 use shared::store::series::plan;
@@ -26,18 +26,19 @@ static READ: std::sync::LazyLock<Script> =
 const DAY: i64 = 86_400;
 const QUANTILES: [f64; 10] = [0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
 
-/// The buckets of one metric type under a fresh key prefix.
+/// The buckets of one metric type under a fresh key prefix. Every call
+/// touches one type's keys (one hash slot), so this runs on a single node or
+/// a Redis Cluster alike (`REDIS_MODE`).
 struct Buckets {
-    redis: MultiplexedConnection,
+    redis: Redis,
     keys: Keys,
     metric_type: String,
 }
 
 impl Buckets {
     async fn new(label: &str) -> Self {
-        let client = redis::Client::open(redis_url()).unwrap();
         Self {
-            redis: client.get_multiplexed_async_connection().await.unwrap(),
+            redis: redis_connection().await,
             keys: Keys::new(random_prefix()),
             metric_type: random_type(label),
         }
@@ -87,7 +88,7 @@ impl Buckets {
         for (i, start, value, expire, key) in updates {
             call.arg(i).arg(start).arg(value).arg(expire).arg(key);
         }
-        let reply: Vec<String> = call.invoke_async(&mut self.redis).await.unwrap();
+        let reply: Vec<String> = call.invoke_async(&mut self.redis.clone()).await.unwrap();
         match reply.first().map(String::as_str) {
             Some("stored") => Ok(()),
             _ => Err(reply),
@@ -114,7 +115,7 @@ impl Buckets {
                 call.arg(start).arg(format!("{start}.s"));
             }
         }
-        let reply: Vec<Value> = call.invoke_async(&mut self.redis).await.unwrap();
+        let reply: Vec<Value> = call.invoke_async(&mut self.redis.clone()).await.unwrap();
         let text = |value: Value| match value {
             Value::BulkString(bytes) => Some(String::from_utf8(bytes).unwrap()),
             _ => None,
@@ -437,13 +438,13 @@ async fn buckets_of_the_older_format_read_without_percentiles() {
         .arg(&key)
         .arg(minute.start)
         .arg("2 30.5 10 20.5")
-        .query_async(&mut buckets.redis)
+        .query_async(&mut buckets.redis.clone())
         .await
         .unwrap();
     let _: () = redis::cmd("EXPIRE")
         .arg(&key)
         .arg(600)
-        .query_async(&mut buckets.redis)
+        .query_async(&mut buckets.redis.clone())
         .await
         .unwrap();
     let old = buckets.window(base + 60, base + 120).await;
