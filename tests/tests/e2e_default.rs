@@ -205,3 +205,36 @@ async fn e2e_default_summary_with_missing_or_invalid_parameters_is_422() {
         }
     }
 }
+
+/// A normal start is quiet: the Lambda runtime does not warn about its
+/// concurrency feature, and no EMF metric lines are written outside AWS
+/// Lambda (`METRICS_EMF=auto`), although an ingest and a summary record
+/// metrics.
+#[tokio::test]
+async fn e2e_default_functions_start_quietly_without_emf_lines() {
+    let Some(stack) = e2e::stack(&e2e::DEFAULT).await else {
+        return;
+    };
+    let metric_type = random_type("e2e_quiet");
+    let created = stack
+        .post_json("/api/metrics", &metric(&metric_type, 1.0))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let summary = stack
+        .get(&format!(
+            "/api/metrics/summary?type={metric_type}&period=hourly"
+        ))
+        .await;
+    assert_eq!(summary.status(), StatusCode::OK);
+    let log = std::fs::read_to_string(e2e::work_dir().join("default.log"))
+        .expect("the default stack's log");
+    assert!(
+        !log.contains("AWS_LAMBDA_MAX_CONCURRENCY"),
+        "the runtime warned on start:\n{log}"
+    );
+    // Every EMF document carries the `_aws` metadata member.
+    assert!(
+        !log.contains("\"_aws\""),
+        "EMF lines outside Lambda:\n{log}"
+    );
+}
