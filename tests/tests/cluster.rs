@@ -17,7 +17,7 @@ use redis::cluster_routing::Slot;
 use serde_json::{json, Value};
 use shared::config::Config;
 use shared::connection::{CallLog, Redis};
-use shared::handlers::{health, ingest_metric, metrics_summary};
+use shared::handlers::{health, ingest_metric, metrics_series, metrics_summary};
 use shared::keys::Keys;
 use shared::metric::format_timestamp;
 use shared::AppState;
@@ -150,6 +150,14 @@ async fn every_call_the_service_makes_touches_one_hash_slot() {
         status(&metrics_summary(&state, summary(&b, true)).await),
         200
     );
+    // A series: its limiter, the cache, every step's buckets in one call.
+    for _ in 0..2 {
+        let series = http_v2("GET", "/api/metrics/series")
+            .query(&format!("type={a}&period=daily&step=1h"))
+            .build();
+        let response = metrics_series(&state, series).await;
+        assert_eq!(status(&response), 200, "{}", body_json(&response));
+    }
     let healthy = health(&state, http_v2("GET", "/health").build()).await;
     assert_eq!(status(&healthy), 200, "{}", body_json(&healthy));
     assert_eq!(body_json(&healthy)["cluster"]["cluster_state"], "ok");
