@@ -19,7 +19,7 @@ help:
 	@echo "make cfn-lint    lint the SAM template (template.yaml)"
 	@echo "make redis       start Redis when none answers on REDIS_URL"
 	@echo "make redis-stop  stop the Redis (and the local cluster) that make dev/make redis started"
-	@echo "make cargo-lambda install cargo-lambda into .venv/ (without zig; make release adds it)"
+	@echo "make cargo-lambda  install cargo-lambda into .venv/ (without zig; make release adds it)"
 	@echo "make fmt | lint  rustfmt | clippy with warnings as errors"
 	@echo "make ci          what CI runs (.ci/run)"
 

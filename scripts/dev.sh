@@ -15,9 +15,10 @@
 #      emulator reads it only when it starts), after validating it again: an
 #      invalid edit is reported and the running stack keeps its settings.
 #
-# A request waits at most REQUEST_DEADLINE_MS + 2 s for its function (the
-# emulator's --timeout), so a function that exited answers an error instead
-# of hanging.
+# The emulator's --timeout is not set: in cargo-lambda 1.9 it also bounds a
+# function's wait for its next request, so an idle function would die after
+# it. Settings are validated before the functions start, so none exits on
+# them.
 #
 # Settings: PORT (default 8000), ADDRESS (default 127.0.0.1; `ADDRESS=::`
 # listens on every interface), CONCURRENCY (instances per route, default 1),
@@ -57,6 +58,7 @@ if [[ "$mode" == cluster ]]; then
     if [[ -n "${REDIS_MODE:-}" || "$env_url" =~ ^redis://(127\.0\.0\.1|localhost):6379(/0)?$ ]]; then
         env_url="$(scripts/redis-cluster.sh | sed -n 's/^REDIS_URL=//p')"
         [[ -n "$env_url" ]] || die "the local Redis Cluster did not start (see above)"
+        log "serving on the local Redis Cluster at $env_url (make redis-stop stops it)"
     fi
     overrides=("REDIS_MODE=cluster" "REDIS_URL=$env_url")
 else
@@ -65,19 +67,22 @@ else
     scripts/ensure-redis.sh
 fi
 
-# The file the emulator reads: ENV_FILE, with the overrides' variables replaced.
+# The file the emulator reads: ENV_FILE, with the overrides' variables
+# replaced. An edit is written to CANDIDATE_ENV first and replaces it only
+# once valid.
 mkdir -p .local
 EFFECTIVE_ENV=".local/dev-$PORT.env"
+CANDIDATE_ENV=".local/dev-$PORT.env.new"
 write_effective_env() {
     local override pattern=""
     for override in "${overrides[@]}"; do
         pattern+="${pattern:+|}${override%%=*}"
     done
     if [[ -n "$pattern" ]]; then
-        grep -Ev "^[[:space:]]*(export[[:space:]]+)?($pattern)=" "$ENV_FILE" >"$EFFECTIVE_ENV" || true
-        printf '%s\n' "${overrides[@]}" >>"$EFFECTIVE_ENV"
+        grep -Ev "^[[:space:]]*(export[[:space:]]+)?($pattern)=" "$ENV_FILE" >"$CANDIDATE_ENV" || true
+        printf '%s\n' "${overrides[@]}" >>"$CANDIDATE_ENV"
     else
-        cp "$ENV_FILE" "$EFFECTIVE_ENV"
+        cp "$ENV_FILE" "$CANDIDATE_ENV"
     fi
 }
 write_effective_env
@@ -89,7 +94,7 @@ curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/" && in_use=0 || in_us
 [[ "$in_use" == 7 ]] || die "port $PORT is in use (another 'make dev'?). Stop it, or choose another: PORT=8001 make dev"
 build_functions || die "the functions do not build; see the errors above"
 
-# settings_valid: the functions' own validation of ENV_FILE's settings
+# settings_valid: the functions' own validation of the candidate settings
 # (Config::from_env); prints the message naming the variable when invalid.
 settings_valid() {
     local line assignments=()
@@ -99,10 +104,11 @@ settings_valid() {
         line="${line#export }"
         line="${line//\"/}"
         assignments+=("${line//\'/}")
-    done <"$EFFECTIVE_ENV"
+    done <"$CANDIDATE_ENV"
     env "${assignments[@]}" "${CARGO_TARGET_DIR:-target}/debug/health" --check-config
 }
 settings_valid || die "$ENV_FILE has an invalid setting (above); fix it and run make dev again"
+mv "$CANDIDATE_ENV" "$EFFECTIVE_ENV"
 
 WATCH_PID=""
 trap 'stop_stack; exit 130' INT
@@ -111,14 +117,10 @@ trap 'stop_stack' EXIT
 
 # start_stack: the emulator in the background, with ENV_FILE's settings.
 start_stack() {
-    local deadline_ms
-    deadline_ms="$(env_file_value REQUEST_DEADLINE_MS)"
-    [[ "$deadline_ms" =~ ^[0-9]+$ ]] || deadline_ms=3000
     log "serving on http://localhost:$PORT (Ctrl-C stops; editing $ENV_FILE restarts):"
     sed -n 's/^"\(\/[^"]*\)" = \[{ method = "\([A-Z]*\)", function = "\([^"]*\)" }\]/  \2 \1 -> \3/p' Cargo.toml >&2
     cargo lambda watch --env-file "$EFFECTIVE_ENV" --invoke-address "${ADDRESS:-127.0.0.1}" \
-        --invoke-port "$PORT" --concurrency "${CONCURRENCY:-1}" \
-        --timeout $((deadline_ms / 1000 + 2)) &
+        --invoke-port "$PORT" --concurrency "${CONCURRENCY:-1}" &
     WATCH_PID=$!
 }
 
@@ -131,6 +133,7 @@ while kill -0 "$WATCH_PID" 2>/dev/null; do
     seen="$now"
     write_effective_env
     if settings_valid; then
+        mv "$CANDIDATE_ENV" "$EFFECTIVE_ENV"
         log "$ENV_FILE changed: restarting the functions with its settings"
         stop_stack
         start_stack

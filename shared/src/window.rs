@@ -307,7 +307,7 @@ fn parse_query<'a>(
                     from: floor_minute(from),
                     to: ceil_minute(to),
                 };
-                if from >= to {
+                if from > to || window.from >= window.to {
                     errors.push(FieldError::new("from", "must be earlier than to"));
                 } else if window.from < floor_minute(now - retention) {
                     errors.push(FieldError::new(
@@ -357,7 +357,7 @@ fn parse_query<'a>(
         // so neither is taken.
         errors.push(FieldError::new(
             "period",
-            "cannot be combined with from and to; give either period, or from and to",
+            "cannot be combined with from or to; give either period, or from and to",
         ));
     }
 
@@ -537,6 +537,26 @@ mod tests {
     }
 
     #[test]
+    fn an_instant_is_the_minute_around_it() {
+        let q = parse(&[
+            ("type", "cpu"),
+            ("from", "2026-02-18T11:17:45Z"),
+            ("to", "2026-02-18T11:17:45Z"),
+        ])
+        .unwrap();
+        assert_eq!(q.window.to - q.window.from, ChronoDuration::minutes(1));
+        // On a minute boundary the rounded window is empty: refused.
+        assert_eq!(
+            fields(&[
+                ("type", "cpu"),
+                ("from", "2026-02-18T11:17:00Z"),
+                ("to", "2026-02-18T11:17:00Z")
+            ]),
+            ["from"]
+        );
+    }
+
+    #[test]
     fn details_name_exactly_what_is_wrong() {
         let detail = |params: &[(&str, &str)]| parse(params).unwrap_err().detail;
         assert_eq!(
@@ -558,7 +578,7 @@ mod tests {
                 ("from", "2026-02-18T10:00:00Z"),
                 ("to", "2026-02-18T11:00:00Z")
             ]),
-            "invalid summary query: period cannot be combined with from and to; \
+            "invalid summary query: period cannot be combined with from or to; \
              give either period, or from and to"
         );
         // The allowed periods are named only where a period is the problem.

@@ -122,6 +122,16 @@ async fn dev_applies_an_edited_settings_file_without_a_restart_by_hand() {
     }
     assert_eq!(first, Some(1000), "make dev serves: {}", tail(&log, 40));
 
+    // An idle stack keeps serving: nothing may end a function that waits
+    // for its next request (the emulator's --timeout did, after 5 s).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let health = client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(health.ok(), Some(200), "after 8 s idle: {}", tail(&log, 40));
+
     write_settings(&env_file, &prefix, &["RATE_LIMIT_REQUESTS=1001"]);
     let until = Instant::now() + Duration::from_secs(180);
     let mut seen = first;

@@ -43,8 +43,9 @@ pub struct Args {
     pub max_retries: u32,
 
     /// Upper bound of a single wait before a retry, in seconds, whatever
-    /// `Retry-After` asks for.
-    #[arg(long, default_value_t = 30)]
+    /// `Retry-After` asks for (the default covers a full rate-limit window of
+    /// the API's default 60 s, so a 429 is retried when it can succeed).
+    #[arg(long, default_value_t = 90)]
     pub max_retry_wait_s: u64,
 
     /// Timeout of one HTTP request, in milliseconds.
