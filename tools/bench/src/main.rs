@@ -9,6 +9,8 @@
 //! bench report  --dir target/bench --out BENCHMARKS.md [--readme README.md]
 //!               [--command "make bench"] [--build-seconds S] …
 //! bench clear   --port <redis port> --pattern <glob>
+//! bench cluster --port <redis port> --cluster-port <cluster node port>
+//!               --results results.json [--client-threads 1]
 //! ```
 //!
 //! Every figure is measured `--runs` times, runs interleaved so that a slow
@@ -17,10 +19,12 @@
 //! sets, every child process under a time limit, only 127.0.0.1.
 //!
 //! Modules, each depending only on those listed after it: `report` (the
-//! tables, from `results`), the figures' measurements (`figure2` over
+//! tables, from `results`), the figures' measurements (`cluster` and
+//! `figure2` over
 //! `throughput` and `redis_side`, `data_size`, `cold_start`), then `results`,
 //! `events`, `process` and `stats`.
 
+mod cluster;
 mod cold_start;
 mod data_size;
 mod events;
@@ -92,6 +96,13 @@ fn main() -> ExitCode {
             };
             runtime(threads)?.block_on(measure(&opts, threads))
         }),
+        Some("cluster") => options(&args[1..]).and_then(|opts| {
+            let threads: usize = match opts.get("client-threads") {
+                Some(n) => n.parse().map_err(|_| "--client-threads: not a number")?,
+                None => 1,
+            };
+            runtime(threads)?.block_on(cluster::measure(&opts))
+        }),
         Some("report") => options(&args[1..]).and_then(|opts| report::write(&opts)),
         Some("clear") => {
             options(&args[1..]).and_then(|opts| runtime(1)?.block_on(clear(&opts)).map(|_| ()))
@@ -102,7 +113,9 @@ fn main() -> ExitCode {
                   [--sizes-file BUILD_SIZES.md [--sizes-sources TEXT]]\n       \
                   bench report --dir <results dir> --out BENCHMARKS.md [--readme README.md] \
                   [--name value ...]\n       \
-                  bench clear --port <redis port> --pattern <glob>"
+                  bench clear --port <redis port> --pattern <glob>\n       \
+                  bench cluster --port <redis port> --cluster-port <cluster node port> \
+                  --results <results.json> [--client-threads N]"
                 .to_string(),
         ),
     };
