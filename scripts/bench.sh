@@ -143,14 +143,17 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))')"
         die "redis-cli --cluster create failed"
     }
     cluster_ready() {
-        local port info
+        local port info nodes
         for port in "${ports[@]:0:6}"; do
             info="$(redis-cli -p "$port" cluster info 2>/dev/null | tr -d '\r')"
             [[ "$info" == *cluster_state:ok* && "$info" == *cluster_slots_ok:16384* &&
                 "$info" == *cluster_known_nodes:6* ]] || return 1
-            # Three masters serving slots in this node's view (a node just
-            # made a replica can look like a master for a moment).
-            (($(redis-cli -p "$port" cluster nodes 2>/dev/null | awk '$3 ~ /master/ && NF > 8' | wc -l) == 3)) || return 1
+            # Three masters serving slots and three replicas in this node's
+            # view (a node just made a replica looks like a master without
+            # slots to the others until gossip tells them).
+            nodes="$(redis-cli -p "$port" cluster nodes 2>/dev/null)"
+            (($(awk '$3 ~ /master/ && NF > 8' <<<"$nodes" | wc -l) == 3)) || return 1
+            (($(awk '$3 ~ /slave/' <<<"$nodes" | wc -l) == 3)) || return 1
             info="$(redis-cli -p "$port" info replication 2>/dev/null | tr -d '\r')"
             [[ "$info" != *role:slave* || "$info" == *master_link_status:up* ]] || return 1
         done

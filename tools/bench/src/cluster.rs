@@ -57,7 +57,8 @@ pub const EXTRA_PATHS: [(&str, u64); 3] = [
     ),
 ];
 
-/// Requests from fresh clients, and summaries of fresh types, sent before
+/// Requests from fresh clients (with and without an `Idempotency-Key`), and
+/// summaries of fresh types, sent before
 /// counting: each lands on the master of a random slot, so that every
 /// master has every script cached (a master missed by all of them: 3 × (2/3)^30,
 /// about 1 in 60,000).
@@ -312,6 +313,10 @@ async fn round_trips(
     let metric_type = format!("rt_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     for i in 0..WARM_UPS {
         ingest_metric(&state, events::ingest(&metric_type, 1.0)?).await;
+        // A keyed request's claim lives in its client's slot.
+        let keyed = events::ingest_event(&metric_type, 1.0, &next_client_ip())
+            .header("Idempotency-Key", &uuid::Uuid::new_v4().to_string());
+        ingest_metric(&state, keyed.try_build()?).await;
         let fresh = format!("{metric_type}_w{i}");
         shared::handlers::metrics_summary(&state, events::summary(&fresh, "daily", false)?).await;
     }
