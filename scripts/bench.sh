@@ -6,16 +6,19 @@
 #   1. tools: redis-server, redis-cli and redis-benchmark (required), wrk
 #      (installed with apt-get when missing and possible) and cargo-lambda
 #      (scripts/ensure-cargo-lambda.sh); figure 4 is skipped without them;
-#   2. builds the three API functions and the bench in release mode;
+#   2. builds the four API functions and the bench in release mode;
 #   3. starts a private redis-server on a free port of 127.0.0.1 (no
 #      persistence, its own directory), so that INFO and MEMORY USAGE see only
 #      the benchmark's data and nobody else's work disturbs the numbers;
-#   4. `bench measure`: figures 1, 2, 3, 5 and 6 in-process;
+#   4. `bench measure`: figures 1, 2, 3, 5 and 6 in-process; then a private
+#      Redis Cluster (3 masters, 3 replicas, free ports, its own directory)
+#      and `bench cluster`: figures 1 and 2 on it, with REDIS_MODE=cluster,
+#      added to the same results; the cluster is stopped right after;
 #   5. figure 4: `cargo lambda watch --release` on a free port, loaded by wrk
 #      for a fixed time per run (tools/bench/wrk.lua);
 #   6. `bench report`: fills the marked tables of BENCHMARKS.md and of the
 #      README's Performance section; the text around them is written by hand.
-# Everything it started (Redis, the emulator and its functions) is stopped at
+# Everything it started (Redis, the cluster, the emulator and its functions) is stopped at
 # the end, whatever happens. Only 127.0.0.1 is ever sent traffic; every load is
 # bounded in count or time. The raw results stay in target/bench/
 # (results.json, e2e.jsonl, run.json), so the tables can be filled again
@@ -73,6 +76,7 @@ mkdir -p "$RESULTS_DIR"
 rm -f "$RESULTS_DIR/run.json" "$RESULTS_DIR/e2e.jsonl"
 REDIS_PID=""
 WATCH_PID=""
+CLUSTER_PIDS=()
 
 cleanup() {
     local status=$?
@@ -81,9 +85,85 @@ cleanup() {
         kill "$REDIS_PID" 2>/dev/null || true
         wait "$REDIS_PID" 2>/dev/null || true
     fi
+    stop_cluster
     rm -rf "$WORK_DIR"
     exit "$status"
 }
+# stop_cluster: stops the nodes of the private cluster, if any.
+stop_cluster() {
+    local pid
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    CLUSTER_PIDS=()
+}
+
+# start_cluster: a private Redis Cluster of 3 masters and 3 replicas on free
+# ports of 127.0.0.1 (the cluster bus of each node on a free port of its own,
+# `--cluster-port`, Redis 7 or later), files in the run's directory, joined by
+# `redis-cli --cluster create`; waits (bounded) until every node serves all
+# 16384 slots and every replica's link is up. Sets CLUSTER_PORT (a node's
+# port: the client discovers the others from it). The same shape as
+# `scripts/redis-cluster.sh`, which serves `make dev` on fixed ports and
+# directory, so the bench never touches a development cluster.
+start_cluster() {
+    local ports port bus dir i addresses=() deadline
+    read -r -a ports <<<"$(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(12)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+    for i in 0 1 2 3 4 5; do
+        port="${ports[$i]}"
+        bus="${ports[$((i + 6))]}"
+        dir="$WORK_DIR/cluster/$port"
+        mkdir -p "$dir"
+        redis-server --port "$port" --cluster-port "$bus" --bind 127.0.0.1 --save "" --appendonly no \
+            --cluster-enabled yes --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 5000 \
+            --cluster-announce-ip 127.0.0.1 --repl-diskless-sync-delay 0 \
+            --dir "$dir" --logfile "$dir/redis.log" </dev/null &
+        CLUSTER_PIDS+=($!)
+        addresses+=("127.0.0.1:$port")
+    done
+    CLUSTER_PORT="${ports[0]}"
+    deadline=$((SECONDS + 60))
+    for port in "${ports[@]:0:6}"; do
+        until [[ "$(redis-cli -p "$port" ping 2>/dev/null)" == PONG ]]; do
+            ((SECONDS < deadline)) || die "the cluster node on port $port did not start"
+            sleep 0.1
+        done
+    done
+    timeout 60 redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes \
+        >"$WORK_DIR/cluster/create.log" 2>&1 || {
+        tail -n 20 "$WORK_DIR/cluster/create.log" >&2
+        die "redis-cli --cluster create failed"
+    }
+    cluster_ready() {
+        local port info nodes
+        for port in "${ports[@]:0:6}"; do
+            info="$(redis-cli -p "$port" cluster info 2>/dev/null | tr -d '\r')"
+            [[ "$info" == *cluster_state:ok* && "$info" == *cluster_slots_ok:16384* &&
+                "$info" == *cluster_known_nodes:6* ]] || return 1
+            # Three masters serving slots and three replicas in this node's
+            # view (a node just made a replica looks like a master without
+            # slots to the others until gossip tells them).
+            nodes="$(redis-cli -p "$port" cluster nodes 2>/dev/null)"
+            (($(awk '$3 ~ /master/ && NF > 8' <<<"$nodes" | wc -l) == 3)) || return 1
+            (($(awk '$3 ~ /slave/' <<<"$nodes" | wc -l) == 3)) || return 1
+            info="$(redis-cli -p "$port" info replication 2>/dev/null | tr -d '\r')"
+            [[ "$info" != *role:slave* || "$info" == *master_link_status:up* ]] || return 1
+        done
+    }
+    until cluster_ready; do
+        ((SECONDS < deadline)) || die "the private cluster was not ready within 60 s (logs in $WORK_DIR/cluster)"
+        sleep 0.2
+    done
+}
+
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -120,7 +200,7 @@ fi
 build_started=$SECONDS
 build_kind="from scratch"
 [[ -e "$BENCH" ]] && build_kind="incremental: an earlier build was there"
-bins=(--bin health --bin ingest-metric --bin metrics-summary --bin bench)
+bins=(--bin health --bin ingest-metric --bin metrics-summary --bin metrics-series --bin bench)
 log "cargo build --release ${bins[*]}"
 cargo build --release "${bins[@]}" || die "the release build failed"
 build_seconds=$((SECONDS - build_started))
@@ -177,6 +257,14 @@ fi
 measure_args+=(--sizes-sources "$sizes_sources")
 log "bench ${measure_args[*]}"
 timeout 1800 "$BENCH" "${measure_args[@]}" || die "bench measure failed"
+
+log "starting a private Redis Cluster (3 masters, 3 replicas) on free ports of 127.0.0.1"
+start_cluster
+cluster_args=(cluster --port "$REDIS_PORT" --cluster-port "$CLUSTER_PORT"
+    --results "$RESULTS_DIR/results.json" --client-threads "${BENCH_CLIENT_THREADS:-1}")
+log "bench ${cluster_args[*]}"
+timeout 900 "$BENCH" "${cluster_args[@]}" || die "bench cluster failed"
+stop_cluster
 
 # --- 5. end to end -----------------------------------------------------------
 report_args=()

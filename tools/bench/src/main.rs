@@ -9,6 +9,8 @@
 //! bench report  --dir target/bench --out BENCHMARKS.md [--readme README.md]
 //!               [--command "make bench"] [--build-seconds S] …
 //! bench clear   --port <redis port> --pattern <glob>
+//! bench cluster --port <redis port> --cluster-port <cluster node port>
+//!               --results results.json [--client-threads 1]
 //! ```
 //!
 //! Every figure is measured `--runs` times, runs interleaved so that a slow
@@ -17,10 +19,12 @@
 //! sets, every child process under a time limit, only 127.0.0.1.
 //!
 //! Modules, each depending only on those listed after it: `report` (the
-//! tables, from `results`), the figures' measurements (`figure2` over
+//! tables, from `results`), the figures' measurements (`cluster` and
+//! `figure2` over
 //! `throughput` and `redis_side`, `data_size`, `cold_start`), then `results`,
 //! `events`, `process` and `stats`.
 
+mod cluster;
 mod cold_start;
 mod data_size;
 mod events;
@@ -46,14 +50,18 @@ use results::{BinarySize, ColdStartRow, Machine, Results, RoundTrips, Throughput
 
 /// The concurrencies of figure 2.
 const CONCURRENCIES: [usize; 3] = [1, 16, 64];
-/// The functions whose cold start is measured (the three endpoints of the
+/// The functions whose cold start is measured (the four endpoints of the
 /// API; `docs` only serves static documents), with their first request.
-const FUNCTIONS: [(&str, &str); 3] = [
+const FUNCTIONS: [(&str, &str); 4] = [
     ("health", "GET /health"),
     ("ingest-metric", "POST /api/metrics (one metric)"),
     (
         "metrics-summary",
         "GET /api/metrics/summary?period=daily (cache miss)",
+    ),
+    (
+        "metrics-series",
+        "GET /api/metrics/series?period=daily&step=1h (cache miss)",
     ),
 ];
 /// `bench clear`: deletes the keys of the private Redis on `--port` that
@@ -75,7 +83,13 @@ async fn clear(opts: &Options) -> Result<u64, String> {
 }
 
 /// Every function the release build produces a `bootstrap` for.
-const RELEASED: [&str; 4] = ["health", "ingest-metric", "metrics-summary", "docs"];
+const RELEASED: [&str; 5] = [
+    "health",
+    "ingest-metric",
+    "metrics-summary",
+    "metrics-series",
+    "docs",
+];
 
 /// The functions' allocator (see `functions/health/src/main.rs`): the
 /// in-process figures run the same handlers and must allocate the same way.
@@ -92,6 +106,13 @@ fn main() -> ExitCode {
             };
             runtime(threads)?.block_on(measure(&opts, threads))
         }),
+        Some("cluster") => options(&args[1..]).and_then(|opts| {
+            let threads: usize = match opts.get("client-threads") {
+                Some(n) => n.parse().map_err(|_| "--client-threads: not a number")?,
+                None => 1,
+            };
+            runtime(threads)?.block_on(cluster::measure(&opts))
+        }),
         Some("report") => options(&args[1..]).and_then(|opts| report::write(&opts)),
         Some("clear") => {
             options(&args[1..]).and_then(|opts| runtime(1)?.block_on(clear(&opts)).map(|_| ()))
@@ -102,7 +123,9 @@ fn main() -> ExitCode {
                   [--sizes-file BUILD_SIZES.md [--sizes-sources TEXT]]\n       \
                   bench report --dir <results dir> --out BENCHMARKS.md [--readme README.md] \
                   [--name value ...]\n       \
-                  bench clear --port <redis port> --pattern <glob>"
+                  bench clear --port <redis port> --pattern <glob>\n       \
+                  bench cluster --port <redis port> --cluster-port <cluster node port> \
+                  --results <results.json> [--client-threads N]"
                 .to_string(),
         ),
     };
@@ -542,6 +565,12 @@ fn cold_start_event(function: &str, run: usize) -> Result<serde_json::Value, Str
         "metrics-summary" => events::http_v2("GET", "/api/metrics/summary")
             .query(&format!(
                 "type=bench_cold_{run}_{}&period=daily",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ))
+            .source_ip(&ip),
+        "metrics-series" => events::http_v2("GET", "/api/metrics/series")
+            .query(&format!(
+                "type=bench_cold_{run}_{}&period=daily&step=1h",
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             ))
             .source_ip(&ip),

@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::results::{ColdStartRow, MemorySample, Results, RoundTrips, ThroughputRow, WrkRun};
+use crate::results::{
+    ClusterThroughputRow, ColdStartRow, MemorySample, Results, RoundTrips, ThroughputRow, WrkRun,
+};
 use crate::stats::{pair_rate, Spread};
 use crate::Options;
 
@@ -256,6 +258,8 @@ impl Report {
             "cold-start" => self.cold_start(),
             "arm64" => self.arm64(),
             "memory" => self.memory(),
+            "cluster-round-trips" => self.cluster_round_trips(),
+            "cluster" => self.cluster(),
             other => return Err(format!("no table named {other:?}")),
         })
     }
@@ -399,6 +403,7 @@ impl Report {
                 String::new(),
             ]);
         }
+        rows.push(self.cluster_headline());
         table("figure | result | target | ", rows)
     }
 
@@ -418,7 +423,7 @@ impl Report {
             0 | 1 => "a current-thread tokio runtime (one thread)".to_string(),
             n => format!("a multi-threaded tokio runtime, {n} worker threads"),
         };
-        let bins = "--bin health --bin ingest-metric --bin metrics-summary --bin bench";
+        let bins = "--bin health --bin ingest-metric --bin metrics-summary --bin metrics-series --bin bench";
         let (build, kind) = (self.run("build-seconds"), self.run("build-kind"));
         pairs([
             ("command", format!("`{}`", self.run("command"))),
@@ -805,6 +810,204 @@ impl Report {
             "\nEncodings of the one-type data set's hashes (`OBJECT ENCODING`): {}.",
             encodings.join(", ")
         );
+        md
+    }
+}
+
+/// Figures 1 and 2 on a Redis Cluster (`bench cluster`), beside the single
+/// node; every cell is `–` until it has run.
+impl Report {
+    /// The cluster's counts of `path` (`None`: not measured).
+    fn cluster_trips(&self, path: &str) -> Option<u64> {
+        let rows = &self.r.cluster.round_trips_cluster;
+        let row = rows.iter().find(|row| row.path.starts_with(path))?;
+        row.counts.iter().max().copied()
+    }
+
+    /// The concurrencies figure 2 ran at (or will: `CONCURRENCIES`).
+    fn cluster_rows(&self) -> Vec<ClusterThroughputRow> {
+        let c = &self.r.cluster;
+        if !c.throughput.is_empty() {
+            return c.throughput.clone();
+        }
+        let requests = &self.r.throughput.requests;
+        let concurrencies: Vec<(usize, usize)> = if requests.is_empty() {
+            crate::CONCURRENCIES.iter().map(|&c| (c, 0)).collect()
+        } else {
+            requests.clone()
+        };
+        concurrencies
+            .into_iter()
+            .map(|(concurrency, requests)| ClusterThroughputRow {
+                concurrency,
+                requests,
+                ..ClusterThroughputRow::default()
+            })
+            .collect()
+    }
+
+    fn cluster_headline(&self) -> Vec<String> {
+        let trips = |path: &str| {
+            self.cluster_trips(path)
+                .map_or("–".into(), |n| n.to_string())
+        };
+        let (single, keyed) = (
+            trips("ingest, accepted (one"),
+            trips("ingest, accepted, with `Idempotency-Key` (one"),
+        );
+        let (batch, keyed_batch) = (
+            trips("ingest, accepted (batch over"),
+            trips("ingest, accepted, with `Idempotency-Key` (batch over"),
+        );
+        let top = self
+            .cluster_rows()
+            .into_iter()
+            .max_by_key(|row| row.concurrency);
+        let cpu = top.map_or("–".into(), |row| {
+            let one_node = self
+                .r
+                .throughput
+                .rows
+                .iter()
+                .find(|r| r.concurrency == row.concurrency)
+                .map_or("–".into(), |r| fmt(&r.server_cpu_us, 1));
+            format!(
+                "Redis CPU per ingest at concurrency {}: {} µs over the masters vs {one_node} µs on one node",
+                row.concurrency,
+                fmt(&row.server_cpu_us, 1)
+            )
+        });
+        vec![
+            "1–2. on a local Redis Cluster (3 masters, 3 replicas)".into(),
+            format!(
+                "round trips: ingest {single}, with `Idempotency-Key` {keyed}, batch over {n} slots {batch} ({keyed_batch} with a key); {cpu}",
+                n = crate::cluster::SLOTS_PER_BATCH
+            ),
+            "reported".into(),
+            String::new(),
+        ]
+    }
+
+    fn cluster_round_trips(&self) -> String {
+        let c = &self.r.cluster;
+        let mut paths: Vec<String> = if c.round_trips_cluster.is_empty() {
+            let figure1 = self.r.round_trips.iter().map(|row| row.path.clone());
+            let extra = crate::cluster::EXTRA_PATHS
+                .iter()
+                .map(|(p, _)| p.to_string());
+            figure1.chain(extra).collect()
+        } else {
+            c.round_trips_cluster
+                .iter()
+                .map(|row| row.path.clone())
+                .collect()
+        };
+        paths.dedup();
+        let find = |rows: &[RoundTrips], path: &str| rows.iter().find(|r| r.path == path).cloned();
+        let counts = |row: Option<RoundTrips>| match row {
+            None => "–".to_string(),
+            Some(row) => match row.counts.as_slice() {
+                [first, rest @ ..] if !rest.is_empty() && rest.iter().all(|c| c == first) => {
+                    format!("{first} (all {} runs)", row.counts.len())
+                }
+                all => all
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+        };
+        let rows = paths.iter().map(|path| {
+            let single = find(&c.round_trips_single, path);
+            let cluster = find(&c.round_trips_cluster, path);
+            let status = match (&single, &cluster) {
+                (Some(a), Some(b)) if a.status != b.status => {
+                    format!("{} / {}", a.status, b.status)
+                }
+                (_, Some(b)) => b.status.to_string(),
+                (Some(a), None) => a.status.to_string(),
+                (None, None) => "–".into(),
+            };
+            vec![path.clone(), status, counts(single), counts(cluster)]
+        });
+        table(
+            "path | status | single node (each run) | Redis Cluster (each run)",
+            rows,
+        )
+    }
+
+    fn cluster(&self) -> String {
+        let c = &self.r.cluster;
+        let single = |row: &ClusterThroughputRow| {
+            self.r
+                .throughput
+                .rows
+                .iter()
+                .find(|r| r.concurrency == row.concurrency)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut md = columns(
+            &self.cluster_rows(),
+            &[
+                ("C", &|row| row.concurrency.to_string()),
+                ("requests per run", &|row| {
+                    if row.requests == 0 {
+                        "–".into()
+                    } else {
+                        thousands(row.requests as f64)
+                    }
+                }),
+                ("ours, single node (req/s)", &|row| {
+                    fmt_rate(&single(row).instances_rps)
+                }),
+                ("ours, cluster (req/s)", &|row| fmt_rate(&row.instances_rps)),
+                ("p50, cluster (µs)", &|row| fmt(&row.p50_us, 0)),
+                ("p99, cluster (µs)", &|row| fmt(&row.p99_us, 0)),
+                ("Redis CPU per ingest, single node (µs)", &|row| {
+                    fmt(&single(row).server_cpu_us, 1)
+                }),
+                (
+                    "**Redis CPU per ingest, cluster: masters added (µs)**",
+                    &|row| match fmt(&row.server_cpu_us, 1).as_str() {
+                        "–" => "–".into(),
+                        cell => format!("**{cell}**"),
+                    },
+                ),
+                ("in the scripts, single node (µs)", &|row| {
+                    fmt(&single(row).server_script_us, 1)
+                }),
+                ("in the scripts, cluster (µs)", &|row| {
+                    fmt(&row.server_script_us, 1)
+                }),
+            ],
+        );
+        let errors: u64 = c.throughput.iter().map(|row| row.errors).sum();
+        let calls: Vec<f64> = c
+            .throughput
+            .iter()
+            .flat_map(|row| row.evalsha_per_ingest.clone())
+            .collect();
+        let measured = !c.throughput.is_empty();
+        let or_dash = |text: String| if measured { text } else { "–".into() };
+        md.push('\n');
+        md += &pairs([
+            (
+                "cluster",
+                or_dash(format!(
+                    "{} masters, {} replicas, Redis {}, keys under the prefix `{}`",
+                    c.masters, c.replicas, c.redis_version, c.prefix
+                )),
+            ),
+            (
+                "answers other than 201 on the cluster",
+                or_dash(errors.to_string()),
+            ),
+            (
+                "`EVALSHA` calls per ingest, masters added (each run, every C)",
+                fmt(&calls, 2),
+            ),
+        ]);
         md
     }
 }

@@ -32,6 +32,10 @@ pub struct Results {
     pub memory: Memory,
     /// Figure 5.
     pub cold_start: ColdStart,
+    /// Figures 1 and 2 on a local Redis Cluster (`bench cluster`; empty
+    /// until it has run).
+    #[serde(default)]
+    pub cluster: Cluster,
 }
 
 /// The machine a run measured on, read when it started.
@@ -309,4 +313,51 @@ pub struct WrkRun {
     pub connections: u64,
     /// GET responses whose `X-Cache` header was not `HIT` (0 for POSTs).
     pub not_hit: u64,
+}
+
+/// Figures 1 and 2 on a local Redis Cluster, beside the single node
+/// (`bench cluster`, `crate::cluster`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Masters that served the slots (their counters are added together).
+    pub masters: usize,
+    /// Replicas, all masters together (not counted in the CPU figures).
+    pub replicas: usize,
+    /// `redis_version` of the cluster's nodes.
+    pub redis_version: String,
+    /// The key prefix the cluster measurements wrote under.
+    pub prefix: String,
+    /// Figure 1's paths and the cluster's own ones, counted on the single
+    /// node (`REDIS_MODE=standalone`); `budget` is the single node's.
+    pub round_trips_single: Vec<RoundTrips>,
+    /// The same paths counted on the cluster (`REDIS_MODE=cluster`);
+    /// `budget` is what `tests/tests/cluster.rs` holds, or the single node's.
+    pub round_trips_cluster: Vec<RoundTrips>,
+    /// Figure 2's *instances* case on the cluster, one row per concurrency.
+    pub throughput: Vec<ClusterThroughputRow>,
+}
+
+/// Figure 2's *instances* case on the cluster at one concurrency; each
+/// vector holds one sample per run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterThroughputRow {
+    /// Requests in flight (one `AppState` each).
+    pub concurrency: usize,
+    /// Requests per measurement.
+    pub requests: usize,
+    /// Ingest requests/s.
+    pub instances_rps: Vec<f64>,
+    /// p50 latency, µs.
+    pub p50_us: Vec<f64>,
+    /// p99 latency, µs.
+    pub p99_us: Vec<f64>,
+    /// CPU of the masters per ingest (`INFO cpu`, added over the masters), µs.
+    pub server_cpu_us: Vec<f64>,
+    /// Time the masters spent executing scripts per ingest
+    /// (`cmdstat_evalsha` `usec`, added over the masters), µs.
+    pub server_script_us: Vec<f64>,
+    /// `EVALSHA` calls the masters executed per ingest (a check: 2).
+    pub evalsha_per_ingest: Vec<f64>,
+    /// Answers other than 201, all runs (should be 0).
+    pub errors: u64,
 }

@@ -166,17 +166,33 @@ impl Template {
     }
 }
 
+/// Where [`measure`] reads the server's counters around the timed part: one
+/// node (a connection of the bench's own), or the masters of a cluster
+/// added together (`crate::cluster::Masters`).
+pub trait Counters {
+    /// The counters now.
+    ///
+    /// # Errors
+    /// The connection's error, as text.
+    fn read(&mut self) -> impl std::future::Future<Output = Result<ServerStats, String>>;
+}
+
+impl Counters for redis::aio::MultiplexedConnection {
+    async fn read(&mut self) -> Result<ServerStats, String> {
+        ServerStats::read(self).await
+    }
+}
+
 /// `n` requests through `concurrency` independent states (instances) when
-/// `shared` is false, or through one state when it is true. `stats` is a
-/// connection of the bench's own for reading the server's counters around
-/// the timed part.
+/// `shared` is false, or through one state when it is true. `stats` reads
+/// the server's counters around the timed part.
 pub async fn measure(
     config: &Config,
     metric_type: &str,
     concurrency: usize,
     n: usize,
     shared: bool,
-    stats: &mut redis::aio::MultiplexedConnection,
+    stats: &mut impl Counters,
 ) -> Result<Measured, String> {
     let states: Vec<Arc<AppState>> = if shared {
         vec![Arc::new(
@@ -207,7 +223,7 @@ pub async fn measure(
     for i in 0..n {
         chunks[i % concurrency].push((i, events::next_client_ip()));
     }
-    let server_before = ServerStats::read(stats).await?;
+    let server_before = stats.read().await?;
     let cpu_before = process_cpu_ns();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
@@ -236,7 +252,7 @@ pub async fn measure(
     }
     let elapsed_s = started.elapsed().as_secs_f64();
     let client_cpu_ns = process_cpu_ns().saturating_sub(cpu_before);
-    let redis = ServerStats::read(stats).await?.since(&server_before);
+    let redis = stats.read().await?.since(&server_before);
     Ok(Measured {
         requests: n,
         elapsed_s,
