@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::process::ExitCode;
 
-use lambda_http::{IntoResponse, Request};
+use lambda_http::{Body, IntoResponse, Request, Response};
 
 use crate::observability::{self, ObservabilitySettings, COLD_START};
 
@@ -75,6 +75,30 @@ where
         }
         None => lambda_http::run(lambda_http::service_fn(handler)).await,
     }
+}
+
+/// The body of every Redis-backed function: logging, the instance's
+/// [`AppState`](crate::state::AppState) built once per cold start (it connects to
+/// Redis lazily, on the first request), then `handler` for each request
+/// under [`run`]. A configuration error exits the process with the message
+/// naming the variable ([`AppState::from_env_or_exit`](crate::state::AppState::from_env_or_exit)).
+///
+/// # Errors
+/// What [`run`] returns.
+pub async fn serve_api<H, Fut>(handler: H) -> Result<(), lambda_http::Error>
+where
+    H: Fn(&'static crate::state::AppState, Request) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    crate::telemetry::init();
+    // Leaked on purpose: the state lives as long as the process (one Lambda
+    // instance), and a 'static borrow lets every request's future hold it.
+    let state: &'static crate::state::AppState =
+        Box::leak(Box::new(crate::state::AppState::from_env_or_exit()));
+    run(&state.config.observability, move |req| async move {
+        Ok::<_, lambda_http::Error>(handler(state, req).await)
+    })
+    .await
 }
 
 /// The command-line flag that makes a function validate its settings and

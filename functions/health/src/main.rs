@@ -3,8 +3,7 @@
 
 use std::process::ExitCode;
 
-use lambda_http::Error;
-use shared::{handlers::health, runtime, telemetry, AppState};
+use shared::{handlers::health, runtime};
 
 /// The allocator: mimalloc (Leijen, Zorn and de Moura, "Mimalloc: Free List
 /// Sharding in Action", 2019). Each Redis command boxes a future of about
@@ -17,17 +16,5 @@ use shared::{handlers::health, runtime, telemetry, AppState};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    runtime::main(serve)
-}
-
-async fn serve() -> Result<(), Error> {
-    telemetry::init();
-    // Built once per cold start; connects to Redis lazily on the first request.
-    let state = AppState::from_env_or_exit();
-    let state = &state;
-    // Like lambda_http::run, plus EMF metrics flushed after each invocation.
-    runtime::run(&state.config.observability, move |req| async move {
-        Ok::<_, Error>(health(state, req).await)
-    })
-    .await
+    runtime::main(|| runtime::serve_api(health))
 }
