@@ -59,15 +59,23 @@ where
 }
 
 /// `RUST_LOG` (`info` when unset or invalid), and whatever it says, nothing
-/// from `aws_sigv4` below `info`: its `trace` lines print the canonical
-/// request, session token included.
+/// from `aws_sigv4` below `info` (its `trace` lines print the canonical
+/// request, session token included), and nothing from the Lambda runtime
+/// below `debug` (its `trace` line "raw JSON event received from Lambda"
+/// prints every event whole: API keys, idempotency keys, bodies).
 fn filters<S: Subscriber>(rust_log: Option<&str>) -> impl tracing_subscriber::layer::Filter<S> {
     let env = rust_log
         .and_then(|directives| EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let no_signer_internals =
-        filter_fn(|meta| !(meta.target().starts_with("aws_sigv4") && *meta.level() > Level::INFO));
-    env.and(no_signer_internals)
+    let no_secrets = filter_fn(|meta| {
+        let target = meta.target();
+        let signer = target.starts_with("aws_sigv4") && *meta.level() > Level::INFO;
+        let raw_events = (target.starts_with("lambda_runtime")
+            || target.starts_with("lambda_http"))
+            && *meta.level() > Level::DEBUG;
+        !(signer || raw_events)
+    });
+    env.and(no_secrets)
 }
 
 #[cfg(test)]
@@ -130,6 +138,31 @@ mod tests {
         assert_eq!(lines[1]["message"], "inside a nested span");
         assert_eq!(lines[1]["detail"], 3);
         assert_eq!(lines[1]["spans"][1]["name"], "load_credentials");
+    }
+
+    #[test]
+    fn the_runtimes_raw_events_stay_off_whatever_rust_log_says() {
+        for rust_log in ["trace", "info,lambda_runtime=trace", "lambda_http=trace"] {
+            let captured = Captured::default();
+            let subscriber = json_subscriber(Some(rust_log), captured.clone());
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::trace!(
+                    target: "lambda_runtime::layers::api_response",
+                    body = r#"{"headers":{"x-api-key":"secret-key"}}"#,
+                    "raw JSON event received from Lambda"
+                );
+                tracing::trace!(target: "lambda_http::request", "an event, whole");
+                tracing::debug!(target: "lambda_runtime::runtime", "a debug line");
+                tracing::trace!(target: "shared::cache", "ours");
+            });
+            let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            assert!(!text.contains("secret-key"), "{rust_log}: {text}");
+            assert!(!text.contains("an event, whole"), "{rust_log}: {text}");
+            if rust_log == "trace" {
+                assert!(text.contains("a debug line"), "{rust_log}: {text}");
+                assert!(text.contains("ours"), "{rust_log}: {text}");
+            }
+        }
     }
 
     #[test]
