@@ -58,7 +58,7 @@ if [[ "$mode" == cluster ]]; then
     if [[ -n "${REDIS_MODE:-}" || "$env_url" =~ ^redis://(127\.0\.0\.1|localhost):6379(/0)?$ ]]; then
         env_url="$(scripts/redis-cluster.sh | sed -n 's/^REDIS_URL=//p')"
         [[ -n "$env_url" ]] || die "the local Redis Cluster did not start (see above)"
-        log "serving on the local Redis Cluster at $env_url (make redis-stop stops it)"
+        log "using the local Redis Cluster at $env_url (make redis-stop stops it)"
     fi
     overrides=("REDIS_MODE=cluster" "REDIS_URL=$env_url")
 else

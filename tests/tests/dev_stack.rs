@@ -169,5 +169,5 @@ fn dev_refuses_an_invalid_setting_naming_the_variable() {
     let output = tail(&log, 40);
     assert!(!status.success(), "{output}");
     assert!(output.contains("RATE_LIMIT_ALGORITHM"), "{output}");
-    assert!(!output.contains("serving on"), "{output}");
+    assert!(!output.contains("serving on http"), "{output}");
 }
