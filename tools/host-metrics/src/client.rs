@@ -203,21 +203,12 @@ impl ApiClient {
     /// summary is recomputed and counts what was just stored rather than
     /// what a cached copy saw. Errors on any non-2xx answer.
     pub async fn summary(&self, kind: &str, period: &str) -> Result<Summary, ClientError> {
-        let mut url = self.summary_url.clone();
-        url.query_pairs_mut()
-            .append_pair("type", kind)
-            .append_pair("period", period);
-        let answer = self
-            .execute(|| {
-                self.request(Method::GET, url.clone())
-                    .header(CACHE_CONTROL, "no-cache")
-            })
-            .await?;
-        if !is_success(answer.status) {
-            return Err(rejected(answer));
-        }
-        serde_json::from_str(&answer.body)
-            .map_err(|e| ClientError::BadResponse(format!("summary of {kind}: {e}")))
+        self.fresh_json(
+            &self.summary_url,
+            "summary",
+            &[("type", kind), ("period", period)],
+        )
+        .await
     }
 
     /// Fetches the series of `kind` over `period` at `step` (e.g. `hourly`,
@@ -229,11 +220,25 @@ impl ApiClient {
         period: &str,
         step: &str,
     ) -> Result<Series, ClientError> {
-        let mut url = self.series_url.clone();
-        url.query_pairs_mut()
-            .append_pair("type", kind)
-            .append_pair("period", period)
-            .append_pair("step", step);
+        self.fresh_json(
+            &self.series_url,
+            "series",
+            &[("type", kind), ("period", period), ("step", step)],
+        )
+        .await
+    }
+
+    /// GETs `endpoint` with `query`, bypassing the server's cache
+    /// (`Cache-Control: no-cache`) and retrying like a POST, and decodes the
+    /// 2xx body as `T`; `what` names it in errors.
+    async fn fresh_json<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &Url,
+        what: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        let mut url = endpoint.clone();
+        url.query_pairs_mut().extend_pairs(query);
         let answer = self
             .execute(|| {
                 self.request(Method::GET, url.clone())
@@ -243,8 +248,9 @@ impl ApiClient {
         if !is_success(answer.status) {
             return Err(rejected(answer));
         }
+        let kind = query.first().map_or("", |(_, v)| v);
         serde_json::from_str(&answer.body)
-            .map_err(|e| ClientError::BadResponse(format!("series of {kind}: {e}")))
+            .map_err(|e| ClientError::BadResponse(format!("{what} of {kind}: {e}")))
     }
 
     /// A request with the headers every call carries.
