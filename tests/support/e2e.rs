@@ -174,11 +174,31 @@ pub static SCHEMATHESIS: Group = Group::new(
     true,
 );
 
+/// Secrets in every place a request can carry them (`x-api-key`,
+/// `Authorization`, cookies, `Idempotency-Key`, bodies), with the functions
+/// logging at their most verbose, dependencies included.
+pub static SECRETS: Group = Group::new(
+    "secrets",
+    &[
+        ("RATE_LIMIT_REQUESTS", "100000"),
+        ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
+        ("RUST_LOG", "trace"),
+        // SHA-256 of `e2e-secret-api-key-7f3a`, the key the group's test sends.
+        (
+            "API_KEYS_SHA256",
+            "f61701c81b094719eb08d44e12e37e9aa2974fac475aa0dd5ef42b826f0ec3d2",
+        ),
+    ],
+    false,
+    true,
+);
+
 /// A group's running stack, shared by its tests.
 struct Running {
     base_url: String,
     stub_port: u16,
     settings: Vec<(String, String)>,
+    log_path: PathBuf,
 }
 
 /// One test's view of its group's stack, with an HTTP client of its own (a
@@ -192,6 +212,9 @@ pub struct Stack {
     pub client: reqwest::Client,
     stub_port: u16,
     settings: Vec<(String, String)>,
+    /// The emulator's log: its own lines and every function process'
+    /// output.
+    pub log_path: PathBuf,
     _turn: Option<MutexGuard<'static, ()>>,
 }
 
@@ -227,6 +250,7 @@ pub async fn stack(group: &'static Group) -> Option<Stack> {
             .expect("an HTTP client"),
         stub_port: running.stub_port,
         settings: running.settings.clone(),
+        log_path: running.log_path.clone(),
         _turn: turn,
     })
 }
@@ -321,12 +345,13 @@ async fn start(group: &'static Group, cargo_lambda: PathBuf) -> Result<Running, 
             format!("http://127.0.0.1:{stub_port}/external"),
         ));
     }
-    settings.extend(
-        group
-            .settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
+    // A group's own value of a variable replaces the default above (one
+    // line per variable in the env file, so no reader's precedence rule
+    // matters).
+    for (name, value) in group.settings {
+        settings.retain(|(k, _)| k != name);
+        settings.push((name.to_string(), value.to_string()));
+    }
     let env_text: String = settings.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     std::fs::write(&env_path, env_text).map_err(|e| format!("{}: {e}", env_path.display()))?;
 
@@ -373,6 +398,7 @@ async fn start(group: &'static Group, cargo_lambda: PathBuf) -> Result<Running, 
         base_url,
         stub_port,
         settings,
+        log_path,
     })
 }
 
