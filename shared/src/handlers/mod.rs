@@ -27,12 +27,19 @@ use crate::http::{respond, ApiError};
 use crate::state::AppState;
 
 /// Runs `work` under the request deadline and turns its error into a
-/// problem response.
+/// problem response. The first request of an instance also reads the Redis
+/// server's eviction policy and memory
+/// ([`ServerWatch::on_first_use`](crate::redis_server::ServerWatch::on_first_use)),
+/// concurrently with `work` and under the same deadline, so that an
+/// evicting policy is logged even where nobody polls `/health`.
 async fn within_deadline(
     state: &AppState,
     work: impl Future<Output = Result<Response<Body>, ApiError>>,
 ) -> Response<Body> {
-    respond(before(deadline(state), state, work).await)
+    let deadline = deadline(state);
+    let first_use = tokio::time::timeout_at(deadline, state.server.on_first_use(&state.redis));
+    let (response, _) = tokio::join!(before(deadline, state, work), first_use);
+    respond(response)
 }
 
 /// The instant by which the current request must be answered.
