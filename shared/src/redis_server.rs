@@ -49,6 +49,12 @@ static PROBE: LazyLock<Script> = LazyLock::new(|| script(PROBE_BODY));
 /// The only policy under which Redis never evicts a key.
 pub const NO_EVICTION: &str = "noeviction";
 
+/// The share of `maxmemory` from which memory counts as nearly full under
+/// `noeviction` ([`Condition::MemoryNearlyFull`]). A Redis at rest a few
+/// tens of KiB below its limit already refuses a write whose own buffers
+/// push it over.
+pub const NEARLY_FULL_PERCENT: u64 = 90;
+
 /// How long an instance waits before reading the policy again after a
 /// reading that failed for want of an answer (Redis down, a timeout).
 const RETRY_FIRST_USE_AFTER: Duration = Duration::from_secs(30);
@@ -263,6 +269,17 @@ pub enum Condition {
     /// `REDIS_URL` reaches a replica (`role:slave`, or the probe answered
     /// `READONLY`): writes are refused.
     ReadOnlyReplica,
+    /// Under `noeviction`, the counted memory is at least
+    /// [`NEARLY_FULL_PERCENT`] % of `maxmemory`: writes still succeed, but
+    /// will be refused once it is full. (Under an evicting policy a full
+    /// memory is the steady state, and [`Condition::EvictingPolicy`] says
+    /// what it costs.)
+    MemoryNearlyFull {
+        /// Bytes Redis counts against `maxmemory`.
+        used: u64,
+        /// `maxmemory` in bytes.
+        maxmemory: u64,
+    },
     /// A `maxmemory-policy` that may evict keys, on this many of the nodes
     /// read.
     EvictingPolicy {
@@ -280,12 +297,14 @@ pub enum Condition {
 
 impl Condition {
     /// Its name in `/health`'s body: `scripts_refused`, `out_of_memory`,
-    /// `read_only_replica`, `evicting_policy`, `eviction_policy_unknown`.
+    /// `read_only_replica`, `memory_nearly_full`, `evicting_policy`,
+    /// `eviction_policy_unknown`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::ScriptsRefused { .. } => "scripts_refused",
             Self::OutOfMemory { .. } => "out_of_memory",
             Self::ReadOnlyReplica => "read_only_replica",
+            Self::MemoryNearlyFull { .. } => "memory_nearly_full",
             Self::EvictingPolicy { .. } => "evicting_policy",
             Self::PolicyUnknown { .. } => "eviction_policy_unknown",
         }
@@ -337,6 +356,12 @@ impl Condition {
             Self::ReadOnlyReplica => "REDIS_URL reaches a read-only replica, which refuses \
                 writes: point it at the primary (or configuration) endpoint"
                 .to_string(),
+            Self::MemoryNearlyFull { used, maxmemory } => format!(
+                "Redis memory is {}% of maxmemory ({used} of {maxmemory} bytes) under \
+                 noeviction: writes will be refused (OOM) once it is full; add memory, or \
+                 let fewer keys live (METRIC_RETENTION_DAYS, IDEMPOTENCY_TTL_SECONDS)",
+                used * 100 / maxmemory.max(&1)
+            ),
             Self::EvictingPolicy {
                 policies,
                 maxmemory,
@@ -450,6 +475,24 @@ pub fn assess(probe: Option<&Probe>, nodes: Result<&[NodeInfo], &str>) -> Assess
             Some(existing) => *existing = condition,
             None => conditions.push(condition),
         }
+    } else if !conditions
+        .iter()
+        .any(|c| matches!(c, Condition::OutOfMemory { .. }))
+    {
+        let nearly_full = nodes
+            .iter()
+            .find_map(|n| match (n.used_for_eviction(), n.maxmemory) {
+                (Some(used), Some(max))
+                    if max > 0 && !n.evicts() && used * 100 >= max * NEARLY_FULL_PERCENT =>
+                {
+                    Some(Condition::MemoryNearlyFull {
+                        used,
+                        maxmemory: max,
+                    })
+                }
+                _ => None,
+            });
+        conditions.extend(nearly_full);
     }
     let evicting: BTreeSet<&str> = nodes
         .iter()
@@ -732,6 +775,12 @@ mod tests {
         assert_eq!(lru.conditions[0].name(), "evicting_policy");
         assert!(!lru.blocks_requests(), "an evicting policy degrades");
         assert_eq!(lru.memory.unwrap().policy.as_deref(), Some("volatile-lru"));
+
+        let nearly = assess(Some(&Probe::Ran), Ok(&[node("noeviction", 95, 100)]));
+        assert_eq!(nearly.conditions[0].name(), "memory_nearly_full");
+        assert!(!nearly.blocks_requests());
+        let cache_like = assess(Some(&Probe::Ran), Ok(&[node("allkeys-lru", 99, 100)]));
+        assert_eq!(cache_like.conditions.len(), 1, "{cache_like:?}");
 
         let unknown = assess(None, Err("NOPERM"));
         assert_eq!(unknown.conditions[0].name(), "eviction_policy_unknown");

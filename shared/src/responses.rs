@@ -279,8 +279,9 @@ impl From<FailureKind> for FallbackReason {
 }
 
 /// `200 OK`: requests can succeed. `status` is `degraded` when some
-/// condition puts data at risk without stopping requests (an evicting
-/// `maxmemory-policy`, or one that cannot be read); `conditions` names it.
+/// condition puts data or requests at risk without stopping them (an
+/// evicting `maxmemory-policy`, one that cannot be read, memory nearly
+/// full); `conditions` names it.
 /// An open circuit breaker is a degraded dependency, not a dead service:
 /// health stays 200 `ok`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -342,7 +343,7 @@ pub struct HealthCondition {
     /// What holds.
     pub name: HealthConditionName,
     /// `unavailable`: requests cannot succeed (`/health` answers 503);
-    /// `degraded`: they can, but data is at risk (200).
+    /// `degraded`: they can, but data or later requests are at risk (200).
     pub effect: ConditionEffect,
     /// What holds and what to do, for people.
     #[schema(examples(
@@ -369,6 +370,9 @@ pub enum HealthConditionName {
     OutOfMemory,
     /// Unavailable: `REDIS_URL` reaches a read-only replica.
     ReadOnlyReplica,
+    /// Degraded: under `noeviction`, memory is at least 90 % of
+    /// `maxmemory`; writes will be refused once it is full.
+    MemoryNearlyFull,
     /// Degraded: a `maxmemory-policy` other than `noeviction`; acknowledged
     /// data may be evicted when memory is full.
     EvictingPolicy,
@@ -384,6 +388,7 @@ impl HealthConditionName {
             Condition::ScriptsRefused { .. } => Self::ScriptsRefused,
             Condition::OutOfMemory { .. } => Self::OutOfMemory,
             Condition::ReadOnlyReplica => Self::ReadOnlyReplica,
+            Condition::MemoryNearlyFull { .. } => Self::MemoryNearlyFull,
             Condition::EvictingPolicy { .. } => Self::EvictingPolicy,
             Condition::PolicyUnknown { .. } => Self::EvictionPolicyUnknown,
         }

@@ -8,7 +8,7 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use redis::{RedisError, Value};
 
-use super::{before, deadline, require_method};
+use super::{bounded, deadline, require_method};
 use crate::breaker::STATE_READ_COMMANDS;
 use crate::connection::{ClusterState, RedisMode};
 use crate::http::{json_response, respond, ApiError};
@@ -33,9 +33,9 @@ use crate::state::{AppState, EXTERNAL_SERVICE};
 /// 200 `{"status": "ok", "redis": "healthy", "redis_latency_ms": 0.21,
 ///   "circuit_breaker": {"external_service": "closed" | "open" | "half_open"},
 ///   "memory": {…}, "conditions": [], "version": …}`; `status` is `degraded`
-/// with each condition named in `conditions` when data is at risk but
-/// requests succeed (an evicting `maxmemory-policy`, or one that cannot be
-/// read). 503 `{"status": "unavailable", "redis": "unhealthy",
+/// with each condition named in `conditions` when data or later requests
+/// are at risk but requests succeed (an evicting `maxmemory-policy`, one
+/// that cannot be read, memory nearly full under `noeviction`). 503 `{"status": "unavailable", "redis": "unhealthy",
 /// "conditions": [{"name": …, "effect": "unavailable", "detail": …}], …}`
 /// when requests cannot succeed: Redis does not answer (within about 2 ×
 /// `REDIS_TIMEOUT_MS`), scripts are refused, memory is full under
@@ -57,7 +57,8 @@ use crate::state::{AppState, EXTERNAL_SERVICE};
 /// 200 `ok`. The breaker state shown is the *effective* one (`half_open` once
 /// the reset timeout has passed, even before a probe).
 pub async fn health(state: &AppState, req: Request) -> Response<Body> {
-    respond(before(deadline(state), state, check(state, req)).await)
+    // Not `before`: this check reads the server on every call already.
+    respond(bounded(deadline(state), state, check(state, req)).await)
 }
 
 async fn check(state: &AppState, req: Request) -> Result<Response<Body>, ApiError> {
