@@ -35,8 +35,9 @@ use crate::state::{AppState, EXTERNAL_SERVICE};
 ///   "memory": {…}, "conditions": [], "version": …}`; `status` is `degraded`
 /// with each condition named in `conditions` when data or later requests
 /// are at risk but requests succeed (an evicting `maxmemory-policy`, one
-/// that cannot be read, memory nearly full under `noeviction`). 503 `{"status": "unavailable", "redis": "unhealthy",
-/// "conditions": [{"name": …, "effect": "unavailable", "detail": …}], …}`
+/// that cannot be read, memory nearly full under `noeviction`). 503
+/// `{"status": "unavailable", "redis": "unhealthy", "conditions":
+/// [{"name": …, "effect": "unavailable", "detail": …}], …}`
 /// when requests cannot succeed: Redis does not answer (within about 2 ×
 /// `REDIS_TIMEOUT_MS`), scripts are refused, memory is full under
 /// `noeviction`, `REDIS_URL` reaches a read-only replica, or (cluster mode)
