@@ -340,6 +340,10 @@ impl Condition {
             Self::ScriptsRefused { code } if code == "BUSY" => "Redis is busy running a slow \
                 script (BUSY) and refuses other scripts until it ends"
                 .to_string(),
+            Self::ScriptsRefused { code } if code == "ERR" => "Redis refused a script call \
+                (ERR), and every request runs Lua scripts; script flags (#!lua) need Redis 7.0 \
+                or later"
+                .to_string(),
             Self::ScriptsRefused { code } => {
                 format!("Redis refused a script call ({code}); every request runs Lua scripts")
             }
@@ -593,7 +597,7 @@ impl ServerWatch {
     /// trip; in cluster mode every master) and reports what it finds
     /// ([`ServerWatch::observe`]). Does nothing on later requests, nor while
     /// another request of the instance is reading. A reading that got no
-    /// answer is tried again by a request [`RETRY_FIRST_USE_AFTER`] later;
+    /// answer is tried again by a request 30 s later;
     /// an error answer (e.g. `NOPERM` for `INFO`) is reported as
     /// [`Condition::PolicyUnknown`] and not tried again.
     ///
