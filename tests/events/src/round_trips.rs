@@ -5,8 +5,10 @@
 //! Round trips are counted, not timed, on the handler state's own connection
 //! (`Redis::round_trips`: one per command or pipeline sent). Each path runs
 //! once first so that the scripts are loaded: the very first call of a script
-//! on a Redis server costs two more round trips (`NOSCRIPT`, then
-//! `SCRIPT LOAD`).
+//! on a Redis server costs one more round trip (`NOSCRIPT`, then `EVAL` of
+//! its body). The first request of an instance also reads the server's
+//! eviction policy (`INFO`, one round trip, concurrent with the request's
+//! own), which the warm-up absorbs too.
 
 use std::future::Future;
 
@@ -91,7 +93,8 @@ pub async fn hot_paths(state: &AppState, metric_type: &str) -> Result<Vec<Counte
         .source_ip(&next_client_ip())
         .try_build()?;
 
-    // Warm-up: every script loaded once.
+    // Warm-up: every script loaded once, and the instance's one reading of
+    // the server's eviction policy (at its first request) done.
     ingest_metric(state, ingest(&next_client_ip())?).await;
     metrics_summary(state, summary(metric_type)?).await;
     metrics_series(state, series(metric_type)?).await;
