@@ -280,7 +280,7 @@ pub enum Condition {
         /// `maxmemory` in bytes.
         maxmemory: u64,
     },
-    /// A `maxmemory-policy` that may evict keys, on this many of the nodes
+    /// A `maxmemory-policy` that may evict keys, on one or more of the nodes
     /// read.
     EvictingPolicy {
         /// The evicting policies found, e.g. `["volatile-lru"]`.
