@@ -45,6 +45,8 @@
 //! **Foundation**:
 //! - [`observability`]: CloudWatch EMF counters.
 //! - [`keys`]: the one place that names Redis keys (prefix, hash tags).
+//! - [`redis_server`]: what the Redis server will do with the service's
+//!   data: its eviction policy, memory, role, and whether scripts may run.
 //! - [`connection`]: the instance's lazy, self-reconnecting Redis connection,
 //!   each command bounded by `REDIS_TIMEOUT_MS`, round trips counted; the
 //!   reader of the scripts' replies.
@@ -69,6 +71,7 @@ pub mod metric;
 pub mod observability;
 pub mod openapi;
 pub mod rate_limit;
+pub mod redis_server;
 pub mod responses;
 pub mod runtime;
 pub mod settings;

@@ -97,6 +97,14 @@ pub const BREAKER_TRANSITIONS: &str = "CircuitBreakerTransitions";
 pub const REDIS_ERRORS: &str = "RedisErrors";
 /// One per execution environment, on its first invocation.
 pub const COLD_START: &str = "ColdStart";
+/// One per reading of Redis' `maxmemory-policy` that found a policy that
+/// may evict keys (every key of this service has a TTL, so every one is a
+/// candidate): at an instance's first request, and on every `/health`.
+/// Alarm on any.
+pub const REDIS_EVICTING_POLICY: &str = "RedisEvictingPolicy";
+/// Keys Redis evicted (growth of `INFO stats` `evicted_keys`, summed over
+/// the masters) between two readings of one instance.
+pub const REDIS_EVICTED_KEYS: &str = "RedisEvictedKeys";
 
 /// Counts `count` accepted metrics.
 pub fn accepted_metrics(count: usize) {
@@ -134,8 +142,18 @@ pub fn redis_error() {
     counter!(REDIS_ERRORS).increment(1);
 }
 
+/// Counts one reading that found an evicting `maxmemory-policy`.
+pub fn redis_evicting_policy() {
+    counter!(REDIS_EVICTING_POLICY).increment(1);
+}
+
+/// Counts `count` keys Redis evicted since the previous reading.
+pub fn redis_evicted_keys(count: u64) {
+    counter!(REDIS_EVICTED_KEYS).increment(count);
+}
+
 /// Every counter this module records, for the recorder to describe.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 9] = [
     ACCEPTED_METRICS,
     RATE_LIMITED_REQUESTS,
     CACHE_HITS,
@@ -143,6 +161,8 @@ pub const ALL: [&str; 7] = [
     EXTERNAL_CALL_FAILURES,
     BREAKER_TRANSITIONS,
     REDIS_ERRORS,
+    REDIS_EVICTING_POLICY,
+    REDIS_EVICTED_KEYS,
 ];
 
 /// Describes every counter (unit `Count`) to the installed recorder.

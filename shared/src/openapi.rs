@@ -36,7 +36,7 @@ use crate::cache::CacheStatus;
 use crate::metric::{FieldError, Metric as StoredMetric};
 use crate::responses::{
     CircuitBreakers, ClusterHealth, Created, ExternalData, ExternalFallback, ExternalSuccess,
-    Health, HealthDegraded, Problem, Series, SeriesPoint, Summary,
+    Health, HealthCondition, HealthUnavailable, Problem, RedisMemory, Series, SeriesPoint, Summary,
 };
 use crate::window::{Period, PeriodLabel, Window as SummaryWindow};
 use schemas::*;
@@ -59,6 +59,9 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
     // A 503 from the limiter's own Redis call has no limiter state.
     ("/api/metrics/series", "503", "RateLimit-Policy"),
     ("/api/metrics/series", "503", "RateLimit"),
+    // Not when every condition needs an operator (scripts refused for want
+    // of permission, memory full): retrying soon cannot help.
+    ("/health", "503", "Retry-After"),
 ];
 
 /// The OpenAPI document of the service.
@@ -77,7 +80,9 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
             * `GET /api/metrics/series` gives one point per step (`1m` to `1d`, at most 1,500) \
             over such a window, cached, and rate-limited per client \
             (`SERIES_RATE_LIMIT_REQUESTS`, default 60, per `RATE_LIMIT_WINDOW_SECONDS`).\n\
-            * `GET /health` reports Redis reachability and the circuit breaker state.\n\n\
+            * `GET /health` reports whether requests can succeed (Redis reachable, scripts \
+            allowed, memory not full, not a read-only replica), whether acknowledged data is \
+            at risk (an evicting `maxmemory-policy`), and the circuit breaker state.\n\n\
             Errors are RFC 9457 problem details (`application/problem+json`). \
             When Redis is unavailable every endpoint answers 503 with `Retry-After` \
             within about 2 s, never a hang.",
@@ -92,7 +97,8 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
     components(schemas(
         Metric, MetricBatch, MetricsBody, StoredMetric, Created, Period, PeriodLabel,
         SummaryWindow, ExternalData, ExternalSuccess, ExternalFallback, Summary, Series,
-        SeriesPoint, Health, HealthDegraded, ClusterHealth, CircuitBreakers, BreakerState,
+        SeriesPoint, Health, HealthUnavailable, HealthCondition, RedisMemory, ClusterHealth,
+        CircuitBreakers, BreakerState,
         Problem, FieldError, RetryAfterSeconds,
         RateLimitPolicyField, RateLimitField, CacheStatus, CacheControlMaxAge, AgeSeconds, Replayed
     )),
@@ -177,36 +183,56 @@ mod operations {
     use super::schemas::*;
     use super::PROBLEM;
     use crate::cache::CacheStatus;
-    use crate::responses::{Created, Health, HealthDegraded, Problem, Series, Summary};
+    use crate::responses::{Created, Health, HealthUnavailable, Problem, Series, Summary};
     use crate::window::Period;
 
     /// Service health
     ///
-    /// Is Redis reachable, and what is the circuit breaker doing? One Redis
-    /// round trip (`PING` and the breaker state read, pipelined). An open
-    /// breaker keeps health at 200: it is a degraded dependency, not a dead
-    /// service.
+    /// Can requests succeed, and is acknowledged data at risk? Checks what
+    /// requests need of Redis: it answers, scripts may run (a harmless
+    /// script call), memory is not full, it is not a read-only replica, and
+    /// reads its `maxmemory-policy` (`INFO`): any policy but `noeviction`
+    /// may evict acknowledged data, which makes the answer a 200 whose
+    /// `status` is `degraded`. Every condition is named in `conditions`.
+    /// One Redis round trip on one node (two, concurrent, in cluster mode).
+    /// An open breaker keeps health at 200: it is a degraded dependency,
+    /// not a dead service.
     #[utoipa::path(
         get,
         path = "/health",
         operation_id = "health",
         tag = "health",
         responses(
-            (status = 200, description = "Redis answers.", body = Health,
+            (status = 200, description = "Requests can succeed; `degraded` when a condition \
+                puts acknowledged data at risk.", body = Health,
                 example = json!({
                     "status": "ok",
                     "redis": "healthy",
                     "redis_latency_ms": 0.213,
                     "circuit_breaker": {"external_service": "closed"},
+                    "memory": {"used_bytes": 1048576, "maxmemory_bytes": 2147483648u64,
+                        "maxmemory_policy": "noeviction", "evicted_keys": 0},
+                    "conditions": [],
                     "version": "0.1.0"
                 })),
-            (status = 503, description = "Redis does not answer (within about 2 × \
-                `REDIS_TIMEOUT_MS`). A request that runs out of `REQUEST_DEADLINE_MS` \
-                gets a problem body instead.",
+            (status = 503, description = "Requests cannot succeed: Redis does not answer \
+                (within about 2 × `REDIS_TIMEOUT_MS`), refuses scripts, is out of memory, \
+                is a read-only replica, or (cluster mode) does not serve every slot; \
+                `conditions` names each. `Retry-After` unless every condition needs an \
+                operator. A request that runs out of `REQUEST_DEADLINE_MS` gets a problem \
+                body instead.",
                 headers(("Retry-After" = RetryAfterSeconds, description = "Seconds to wait before retrying.")),
                 content(
-                    (HealthDegraded = "application/json",
-                        example = json!({"status": "degraded", "redis": "unhealthy", "version": "0.1.0"})),
+                    (HealthUnavailable = "application/json",
+                        example = json!({
+                            "status": "unavailable",
+                            "redis": "unhealthy",
+                            "conditions": [{"name": "scripts_refused", "effect": "unavailable",
+                                "detail": "the Redis user may not run scripts (NOPERM), and every request runs Lua scripts: grant it +@scripting"}],
+                            "memory": {"used_bytes": 1048576, "maxmemory_bytes": 2147483648u64,
+                                "maxmemory_policy": "noeviction", "evicted_keys": 0},
+                            "version": "0.1.0"
+                        })),
                     (Problem = "application/problem+json",
                         example = json!({
                             "type": "urn:analytics-api:problem:service-unavailable",

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 
 use crate::breaker::{BreakerState, FailureKind};
 use crate::metric::{serialize_timestamp, FieldError, Metric, MetricType};
+use crate::redis_server::{Condition, Memory};
 use crate::store::stats::WindowStats;
 use crate::window::quantiles::{label as quantile_label, Quantiles};
 use crate::window::{PeriodLabel, Window};
@@ -277,21 +278,32 @@ impl From<FailureKind> for FallbackReason {
     }
 }
 
-/// `200 OK`: Redis answers. An open circuit breaker is a degraded
-/// dependency, not a dead service: health stays 200.
+/// `200 OK`: requests can succeed. `status` is `degraded` when some
+/// condition puts data or requests at risk without stopping them (an
+/// evicting `maxmemory-policy`, one that cannot be read, memory nearly
+/// full); `conditions` names it.
+/// An open circuit breaker is a degraded dependency, not a dead service:
+/// health stays 200 `ok`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
-    /// Always `ok`.
-    pub status: HealthyStatus,
+    /// `ok`, or `degraded` when `conditions` is not empty.
+    pub status: HealthStatus,
     /// Always `healthy`.
     pub redis: RedisHealthy,
-    /// Round trip of `PING` and the breaker state read (one pipeline), ms,
+    /// Round trip of the health check's Redis calls (one pipeline; in
+    /// cluster mode with the masters' `INFO`, sent concurrently), ms,
     /// rounded to µs.
     #[schema(minimum = 0, examples(0.213))]
     pub redis_latency_ms: f64,
     /// Effective state of each circuit breaker.
     pub circuit_breaker: CircuitBreakers,
+    /// Redis' memory and eviction policy, when `INFO` answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub memory: Option<RedisMemory>,
+    /// Every condition that degrades the service; empty when `ok`.
+    pub conditions: Vec<HealthCondition>,
     /// Only with `REDIS_MODE=cluster`: the cluster as its nodes see it.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -299,6 +311,123 @@ pub struct Health {
     /// The service's version.
     #[schema(examples("0.1.0"))]
     pub version: String,
+}
+
+/// Redis' memory as the health check read it (`INFO memory stats`); in
+/// cluster mode the fullest master's figures and every master's evictions.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisMemory {
+    /// Bytes Redis counts against `maxmemory` (`used_memory` without
+    /// replication and AOF buffers).
+    #[schema(minimum = 0, examples(1048576))]
+    pub used_bytes: u64,
+    /// `maxmemory` in bytes; 0 is no limit.
+    #[schema(minimum = 0, examples(2147483648u64))]
+    pub maxmemory_bytes: u64,
+    /// `maxmemory-policy`; anything but `noeviction` may evict
+    /// acknowledged data (condition `evicting_policy`). `null` when `INFO`
+    /// does not report it.
+    #[schema(examples("noeviction"))]
+    pub maxmemory_policy: Option<String>,
+    /// Keys evicted since the server started (`evicted_keys`), summed over
+    /// the masters.
+    #[schema(minimum = 0, examples(0))]
+    pub evicted_keys: u64,
+}
+
+/// One named condition of `/health`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCondition {
+    /// What holds.
+    pub name: HealthConditionName,
+    /// `unavailable`: requests cannot succeed (`/health` answers 503);
+    /// `degraded`: they can, but data or later requests are at risk (200).
+    pub effect: ConditionEffect,
+    /// What holds and what to do, for people.
+    #[schema(examples(
+        "maxmemory-policy is volatile-lru: every key of this service has a TTL, so when memory is full Redis may evict acknowledged metrics, idempotency records and rate-limit and breaker state (maxmemory 2147483648 bytes); set noeviction"
+    ))]
+    pub detail: String,
+}
+
+/// `name` of a [`HealthCondition`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthConditionName {
+    /// Unavailable: Redis did not answer (in time), or answered the health
+    /// check's reads with an error.
+    RedisUnavailable,
+    /// Unavailable (cluster mode): `cluster_state` is not `ok`, some hash
+    /// slot is not served.
+    ClusterDown,
+    /// Unavailable: Redis refused a script call (`NOPERM`: the user may not
+    /// run scripts; `BUSY`; another error code).
+    ScriptsRefused,
+    /// Unavailable: memory is full and nothing may be evicted; writes are
+    /// refused (`OOM`).
+    OutOfMemory,
+    /// Unavailable: `REDIS_URL` reaches a read-only replica.
+    ReadOnlyReplica,
+    /// Degraded: under `noeviction`, memory is at least 90 % of
+    /// `maxmemory`; writes will be refused once it is full.
+    MemoryNearlyFull,
+    /// Degraded: a `maxmemory-policy` other than `noeviction`; acknowledged
+    /// data may be evicted when memory is full.
+    EvictingPolicy,
+    /// Degraded: the policy could not be read (`INFO` refused or without
+    /// it).
+    EvictionPolicyUnknown,
+}
+
+impl HealthConditionName {
+    /// The name of a condition of the Redis server.
+    pub fn of(condition: &Condition) -> Self {
+        match condition {
+            Condition::ScriptsRefused { .. } => Self::ScriptsRefused,
+            Condition::OutOfMemory { .. } => Self::OutOfMemory,
+            Condition::ReadOnlyReplica => Self::ReadOnlyReplica,
+            Condition::MemoryNearlyFull { .. } => Self::MemoryNearlyFull,
+            Condition::EvictingPolicy { .. } => Self::EvictingPolicy,
+            Condition::PolicyUnknown { .. } => Self::EvictionPolicyUnknown,
+        }
+    }
+}
+
+impl From<&Condition> for HealthCondition {
+    fn from(condition: &Condition) -> Self {
+        Self {
+            name: HealthConditionName::of(condition),
+            effect: if condition.blocks_requests() {
+                ConditionEffect::Unavailable
+            } else {
+                ConditionEffect::Degraded
+            },
+            detail: condition.detail(),
+        }
+    }
+}
+
+impl From<&Memory> for RedisMemory {
+    fn from(memory: &Memory) -> Self {
+        Self {
+            used_bytes: memory.used_bytes,
+            maxmemory_bytes: memory.maxmemory_bytes,
+            maxmemory_policy: memory.policy.clone(),
+            evicted_keys: memory.evicted_keys,
+        }
+    }
+}
+
+/// `effect` of a [`HealthCondition`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionEffect {
+    /// Requests cannot succeed: `/health` answers 503.
+    Unavailable,
+    /// Requests succeed, but acknowledged data is at risk: 200 `degraded`.
+    Degraded,
 }
 
 /// The state of a Redis Cluster (`REDIS_MODE=cluster` only), from
@@ -330,27 +459,37 @@ pub struct CircuitBreakers {
 /// `status` of a `Health` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum HealthyStatus {
-    /// Redis answers.
+pub enum HealthStatus {
+    /// Redis answers and nothing puts data at risk.
     Ok,
+    /// Requests succeed, but a condition (see `conditions`) puts
+    /// acknowledged data at risk.
+    Degraded,
 }
 
 /// `redis` of a `Health` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RedisHealthy {
-    /// Redis answered `PING`.
+    /// Redis answered the health check's reads and its script.
     Healthy,
 }
 
-/// `503`: Redis does not answer.
+/// `503`: requests cannot succeed; `conditions` names why.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct HealthDegraded {
-    /// Always `degraded`.
-    pub status: DegradedStatus,
+pub struct HealthUnavailable {
+    /// Always `unavailable`.
+    pub status: UnavailableStatus,
     /// Always `unhealthy`.
     pub redis: RedisUnhealthy,
+    /// Every condition that holds, those that make requests fail first
+    /// (never empty).
+    pub conditions: Vec<HealthCondition>,
+    /// Redis' memory and eviction policy, when `INFO` answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub memory: Option<RedisMemory>,
     /// Only with `REDIS_MODE=cluster`, when a node answered: the cluster as
     /// its nodes see it (a slot not served makes `/health` answer 503).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -361,19 +500,20 @@ pub struct HealthDegraded {
     pub version: String,
 }
 
-/// `status` of a `HealthDegraded` body.
+/// `status` of a `HealthUnavailable` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum DegradedStatus {
-    /// Redis does not answer.
-    Degraded,
+pub enum UnavailableStatus {
+    /// Requests cannot succeed.
+    Unavailable,
 }
 
-/// `redis` of a `HealthDegraded` body.
+/// `redis` of a `HealthUnavailable` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RedisUnhealthy {
-    /// Redis did not answer within about 2 × `REDIS_TIMEOUT_MS`.
+    /// Redis did not answer within about 2 × `REDIS_TIMEOUT_MS`, or cannot
+    /// serve requests (see `conditions`).
     Unhealthy,
 }
 

@@ -14,6 +14,7 @@ use crate::connection::Redis;
 use crate::external::ExternalSource;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
+use crate::redis_server::ServerWatch;
 use crate::store::MetricStore;
 
 /// The name of the external source's circuit breaker, as shown by `/health`.
@@ -40,6 +41,10 @@ pub struct AppState {
     /// The per-client rate limiter of `GET /api/metrics/series`
     /// (`SERIES_RATE_LIMIT_REQUESTS`, counted apart from ingests).
     pub series_limiter: RateLimiter,
+    /// What this instance read and reported of the Redis server's eviction
+    /// policy, memory and role (read at its first request; `/health` reads
+    /// it on every call).
+    pub server: ServerWatch,
 }
 
 impl AppState {
@@ -79,6 +84,7 @@ impl AppState {
             limiter: RateLimiter::new(&config.rate_limit, keys.clone()),
             series_limiter: RateLimiter::for_series(&config.rate_limit, keys.clone()),
             external: ExternalSource::from_settings(&config.external)?,
+            server: ServerWatch::new(),
             keys,
             redis,
             config: Arc::new(config),

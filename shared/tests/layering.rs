@@ -47,6 +47,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "observability",
             "keys",
+            "redis_server",
             "connection",
             "iam_auth",
             "settings",

@@ -489,6 +489,47 @@ async fn health_answers_503_while_a_slot_is_not_served() {
 }
 
 #[tokio::test]
+async fn health_reads_the_eviction_policy_of_every_master() {
+    let cluster = tokio::task::spawn_blocking(|| PrivateCluster::start(3, 0))
+        .await
+        .unwrap();
+    let state = AppState::new(cluster_config(&cluster, &random_prefix(), &GENEROUS)).unwrap();
+    let get = || async {
+        let before = state.redis.round_trips();
+        let response = health(&state, http_v2("GET", "/health").build()).await;
+        (
+            status(&response),
+            body_json(&response),
+            state.redis.round_trips() - before,
+        )
+    };
+    let (code, body, _) = get().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(body["memory"]["maxmemory_policy"], "noeviction", "{body}");
+    // The pipeline to the breaker's master and INFO to every master.
+    assert_eq!(get().await.2, 2);
+
+    // One master other than the breaker's may evict: health says so.
+    let breaker_slot = cluster.keyslot(&state.keys.breaker("external_service"));
+    let other = cluster
+        .masters()
+        .into_iter()
+        .find(|m| !m.serves(breaker_slot))
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "volatile-lru"])
+        .query(&mut cluster.connection(other.port))
+        .unwrap();
+    let (code, body, _) = get().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["conditions"][0]["name"], "evicting_policy", "{body}");
+    assert_eq!(body["memory"]["maxmemory_policy"], "volatile-lru", "{body}");
+    assert_eq!(body["cluster"]["cluster_state"], "ok", "{body}");
+}
+
+#[tokio::test]
 async fn round_trips_in_cluster_mode() {
     let cluster = tokio::task::spawn_blocking(|| PrivateCluster::start(3, 0))
         .await

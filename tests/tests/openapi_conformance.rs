@@ -266,7 +266,7 @@ async fn every_documented_response_is_produced_and_conforms() {
         "/health",
         &health(&down, http_v2("GET", "/health").build()).await,
     );
-    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["status"], "unavailable");
     let (hung_url, hung) = black_hole().await;
     let hung_state = state(&[
         ("REDIS_URL", &hung_url),

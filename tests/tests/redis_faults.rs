@@ -107,8 +107,12 @@ fn assert_unavailable(what: &str, response: &Response<Body>, elapsed: Duration) 
         .unwrap_or_else(|| panic!("{what}: no numeric Retry-After"));
     assert!(retry_after >= 1, "{what}");
     if what.contains("health") {
-        assert_eq!(body["status"], "degraded", "{what}: {body}");
+        assert_eq!(body["status"], "unavailable", "{what}: {body}");
         assert_eq!(body["redis"], "unhealthy", "{what}: {body}");
+        assert_eq!(
+            body["conditions"][0]["name"], "redis_unavailable",
+            "{what}: {body}"
+        );
     } else {
         assert_eq!(
             response.headers()["content-type"],

@@ -10,10 +10,12 @@
 //! | summary, cache miss | 5 (lookup-or-lock, buckets, breaker acquire, breaker report, store-and-unlock) |
 //! | series, cache hit | 2 (its limiter, the lookup) |
 //! | series, cache miss | 4 (limiter, lookup-or-lock, the buckets of every point in one script call, store-and-unlock) |
-//! | health | 1 (`PING` and the breaker state pipelined) |
+//! | health | 1 (`PING`, the breaker state, a probe script and `INFO` pipelined) |
 //!
 //! With `REDIS_MODE=cluster` the budgets are the same for these paths (one
-//! metric type, no `Idempotency-Key`); a keyed ingest adds the claim of its
+//! metric type, no `Idempotency-Key`), except health: 2, sent concurrently
+//! (the pipeline to the breaker's master, `INFO` to every master). A
+//! keyed ingest adds the claim of its
 //! key (1), and a batch spanning k hash slots makes 2 × k storage calls (a
 //! read-only check and a write per slot), sent concurrently.
 //!

@@ -40,8 +40,25 @@ fn deadline(state: &AppState) -> Instant {
     Instant::now() + state.config.request.deadline
 }
 
-/// Runs one step of a request, giving up at `deadline` with a 503.
+/// Runs one step of a request, giving up at `deadline` with a 503. The
+/// first step of an instance's first request also reads the Redis server's
+/// eviction policy and memory
+/// ([`ServerWatch::on_first_use`](crate::redis_server::ServerWatch::on_first_use);
+/// one round trip, once per instance), concurrently with `work` and under
+/// the same deadline, so that an evicting policy is logged and counted even
+/// where nobody polls `/health`. Later steps and requests find it done.
 async fn before<T>(
+    deadline: Instant,
+    state: &AppState,
+    work: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let first_use = tokio::time::timeout_at(deadline, state.server.on_first_use(&state.redis));
+    let (result, _) = tokio::join!(bounded(deadline, state, work), first_use);
+    result
+}
+
+/// Runs `work`, giving up at `deadline` with a 503.
+async fn bounded<T>(
     deadline: Instant,
     state: &AppState,
     work: impl Future<Output = Result<T, ApiError>>,
