@@ -6,10 +6,10 @@
 //! |---|---|
 //! | ingest, accepted | 2 (limiter script on the client's key + storage script on the type's keys), for one metric or a batch of 500 |
 //! | ingest, rate-limited | 1 |
-//! | summary, cache hit | 1 |
-//! | summary, cache miss | 5 (lookup-or-lock, buckets, breaker acquire, breaker report, store-and-unlock) |
-//! | series, cache hit | 2 (its limiter, the lookup) |
-//! | series, cache miss | 4 (limiter, lookup-or-lock, the buckets of every point in one script call, store-and-unlock) |
+//! | summary, cache hit | 1 (one `GET`, no script) |
+//! | summary, cache miss | 6 (the `GET`, lookup-or-lock, buckets, breaker acquire, breaker report, store-and-unlock) |
+//! | series, cache hit | 2 (its limiter, the `GET`) |
+//! | series, cache miss | 5 (limiter, the `GET`, lookup-or-lock, the buckets of every point in one script call, store-and-unlock) |
 //! | health | 1 (`PING` and the breaker state pipelined) |
 //!
 //! With `REDIS_MODE=cluster` the budgets are the same for these paths (one

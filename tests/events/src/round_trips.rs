@@ -44,11 +44,11 @@ pub async fn count(state: &AppState, response: impl Future<Output = Response<Bod
 
 /// Every hot path once, on a fresh metric type derived from `metric_type`:
 /// ingest accepted (one metric: 2, a limiter call and a storage call; a batch
-/// of 500: still 2), ingest rate-limited (1), summary cache hit (1) and miss
-/// (5: lookup-or-lock, buckets, breaker admission, breaker report,
-/// store-and-unlock), series cache hit (2: its limiter, the lookup) and miss
-/// (4: limiter, lookup-or-lock, the buckets of every point in one script
-/// call, store-and-unlock), health (1: `PING` and the breaker state
+/// of 500: still 2), ingest rate-limited (1), summary cache hit (1: one
+/// `GET`) and miss (6: the `GET`, lookup-or-lock, buckets, breaker
+/// admission, breaker report, store-and-unlock), series cache hit (2: its
+/// limiter, the `GET`) and miss (5: limiter, the `GET`, lookup-or-lock, the
+/// buckets of every point in one script call, store-and-unlock), health (1: `PING` and the breaker state
 /// pipelined).
 ///
 /// `state` must allow exactly 3 requests per client and use an external
@@ -124,7 +124,7 @@ pub async fn hot_paths(state: &AppState, metric_type: &str) -> Result<Vec<Counte
         metrics_summary(state, summary(&format!("{metric_type}_miss"))?),
     )
     .await;
-    record("summary, cache miss", 200, miss, 5);
+    record("summary, cache miss", 200, miss, 6);
     let hit = count(state, metrics_series(state, series(metric_type)?)).await;
     record("series, cache hit", 200, hit, 2);
     let miss = count(
@@ -132,7 +132,7 @@ pub async fn hot_paths(state: &AppState, metric_type: &str) -> Result<Vec<Counte
         metrics_series(state, series(&format!("{metric_type}_miss"))?),
     )
     .await;
-    record("series, cache miss", 200, miss, 4);
+    record("series, cache miss", 200, miss, 5);
     let healthy = count(state, health(state, get_health()?)).await;
     record("health", 200, healthy, 1);
     Ok(counted)
