@@ -50,7 +50,7 @@ pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
     let admitted = before(deadline, state, async {
         require_method(&req, Method::POST)?;
-        let client = client_identity(&req, &state.config.identity.api_key_digests)?;
+        let client = client_identity(&req, &state.config.identity)?;
         let decision = state.limiter.check(&state.redis, &client).await?;
         if !decision.allowed {
             crate::observability::rate_limited();

@@ -38,7 +38,7 @@ pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
     let admitted = before(deadline, state, async {
         require_method(&req, Method::GET)?;
-        let client = client_identity(&req, &state.config.identity.api_key_digests)?;
+        let client = client_identity(&req, &state.config.identity)?;
         let decision = state.series_limiter.check(&state.redis, &client).await?;
         if !decision.allowed {
             crate::observability::rate_limited();

@@ -36,7 +36,7 @@ use crate::window::{parse_summary_query, SummaryQuery};
 pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
     within_deadline(state, async {
         require_method(&req, Method::GET)?;
-        client_identity(&req, &state.config.identity.api_key_digests)?;
+        client_identity(&req, &state.config.identity)?;
         let params = req.query_string_parameters();
         let query = parse_summary_query(
             params.iter(),
