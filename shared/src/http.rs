@@ -25,7 +25,7 @@ use crate::identity::{
     API_KEY_HEADER, FORWARDED_FOR_HEADER,
 };
 use crate::metric::{FieldError, Invalid, MetricError};
-use crate::rate_limit::{RateLimitDecision, RateLimitError, POLICY_NAME};
+use crate::rate_limit::{RateLimitDecision, RateLimitError};
 use crate::responses::Problem;
 use crate::store::StoreError;
 
@@ -251,20 +251,32 @@ pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-pol
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The `RateLimit-Policy` and `RateLimit` fields of a limiter decision
-/// (draft-ietf-httpapi-ratelimit-headers-10), e.g.
-/// `RateLimit-Policy: "default";q=5;w=60` and `RateLimit: "default";r=0;t=37`.
-/// Sent on every response of a limited route that reached the limiter,
-/// accepted or not. `Retry-After` is not included: the 429
-/// ([`ApiError::TooManyRequests`]) adds it.
+/// (draft-ietf-httpapi-ratelimit-headers-10), named after its policy, e.g.
+/// `RateLimit-Policy: "default";q=5;w=60` and `RateLimit: "default";r=0;t=37`
+/// (`"summary"` and `"series"` for the reads). Sent on every response of a
+/// limited route that reached the limiter, accepted or not. `Retry-After`
+/// is not included: the 429 ([`ApiError::TooManyRequests`]) adds it.
 pub fn rate_limit_fields(decision: &RateLimitDecision) -> Vec<(HeaderName, HeaderValue)> {
     [
         (
             &RATELIMIT_POLICY,
-            field("q", decision.limit.into(), "w", decision.window_s),
+            field(
+                decision.policy,
+                "q",
+                decision.limit.into(),
+                "w",
+                decision.window_s,
+            ),
         ),
         (
             &RATELIMIT,
-            field("r", decision.remaining.into(), "t", decision.reset_after_s),
+            field(
+                decision.policy,
+                "r",
+                decision.remaining.into(),
+                "t",
+                decision.reset_after_s,
+            ),
         ),
     ]
     .into_iter()
@@ -272,15 +284,15 @@ pub fn rate_limit_fields(decision: &RateLimitDecision) -> Vec<(HeaderName, Heade
     .collect()
 }
 
-/// `"default";<a>=<x>;<b>=<y>`, e.g. `"default";q=5;w=60`: one structured
+/// `"<policy>";<a>=<x>;<b>=<y>`, e.g. `"default";q=5;w=60`: one structured
 /// field item with two integer parameters, built without `format!` (it is on
 /// every ingest). Plain ASCII, so the conversion cannot fail; a failure
 /// would drop the field rather than panic.
-fn field(a: &str, x: u64, b: &str, y: u64) -> Option<HeaderValue> {
+fn field(policy: &str, a: &str, x: u64, b: &str, y: u64) -> Option<HeaderValue> {
     let (mut x_digits, mut y_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
     let text = [
         "\"",
-        POLICY_NAME,
+        policy,
         "\";",
         a,
         "=",
