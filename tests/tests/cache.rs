@@ -35,7 +35,8 @@ struct Deployment {
 impl Deployment {
     /// A fresh prefix and stub. The breaker threshold is raised so that tests
     /// with a failing source are not cut short by an open circuit, and the
-    /// rate limit so that ingests are never refused; `pairs` override both.
+    /// rate limits so that ingests and summaries are never refused; `pairs`
+    /// override them.
     async fn start(pairs: &[(&str, &str)]) -> Self {
         let stub = Stub::start().await;
         let mut all = vec![
@@ -45,6 +46,10 @@ impl Deployment {
                 "1000".to_string(),
             ),
             ("RATE_LIMIT_REQUESTS".to_string(), "1000000".to_string()),
+            (
+                "SUMMARY_RATE_LIMIT_REQUESTS".to_string(),
+                "1000000".to_string(),
+            ),
         ];
         all.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Self {

@@ -17,6 +17,7 @@ fn state(pairs: &[(&str, &str)]) -> AppState {
         ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
         ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
         ("RATE_LIMIT_REQUESTS", "1000000"),
+        ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
         ("SERIES_RATE_LIMIT_REQUESTS", "1000000"),
     ];
     all.extend_from_slice(pairs);
