@@ -42,8 +42,9 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// client and hashed before they reach Redis. Only successful requests are
 /// remembered: a rejected request can be corrected and retried.
 ///
-/// Errors: 400 malformed JSON, 401 missing/unknown API key (when keys are
-/// configured), 413 body over `MAX_BODY_BYTES`, 422 invalid metrics (every
+/// Errors: 400 malformed JSON, or a client that cannot be identified (no
+/// usable address where `TRUSTED_PROXY_HOPS` says; before the limiter), 401
+/// missing/unknown API key (when keys are configured), 413 body over `MAX_BODY_BYTES`, 422 invalid metrics (every
 /// offending field listed) or a reused key, 429 + `Retry-After` over the rate
 /// limit, 503 + `Retry-After` when Redis is unavailable (nothing acknowledged).
 pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {

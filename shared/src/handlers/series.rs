@@ -33,8 +33,9 @@ use crate::window::{parse_series_query, SummaryQuery, Window};
 /// counts for nothing, a miss or a refresh once
 /// ([`super::summary::serve_cached`]).
 ///
-/// Errors: 401 missing/unknown API key (when keys are configured), 422 for a
-/// missing or invalid query or more than 1,500 points (the detail says which
+/// Errors: 400 for a client that cannot be identified, 401 missing/unknown
+/// API key (when keys are configured), 422 for a missing or invalid query or
+/// more than 1,500 points (the detail says which
 /// step or window would fit), 429 + `Retry-After` over the rate limit, 503 +
 /// `Retry-After` when Redis is unavailable.
 pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {

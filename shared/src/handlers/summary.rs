@@ -42,8 +42,10 @@ use crate::window::{parse_summary_query, SummaryQuery};
 /// a `no-cache` refresh counts once, and its response carries the
 /// `RateLimit` fields ([`serve_cached`]).
 ///
-/// Errors: 401 missing/unknown API key (when keys are configured), 422 for a
-/// missing or invalid query (the allowed periods are listed), 429 +
+/// Errors: 400 for a client that cannot be identified (no usable address
+/// where `TRUSTED_PROXY_HOPS` says), 401 missing/unknown API key (when keys
+/// are configured), 422 for a missing or invalid query (the allowed periods
+/// are listed), 429 +
 /// `Retry-After` over the rate limit, 503 + `Retry-After` when Redis is
 /// unavailable.
 pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
