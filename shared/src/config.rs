@@ -32,7 +32,7 @@ pub struct Config {
     pub request: RequestSettings,
     /// `METRIC_RETENTION_DAYS`, `MAX_FUTURE_SKEW_SECONDS`, `MAX_BATCH_SIZE`.
     pub metrics: MetricLimits,
-    /// `API_KEYS_SHA256`.
+    /// `API_KEYS_SHA256`, `TRUSTED_PROXY_HOPS`.
     pub identity: IdentitySettings,
     /// `RATE_LIMIT_*`.
     pub rate_limit: RateLimitSettings,
@@ -134,6 +134,9 @@ mod tests {
         assert_eq!(c.request.max_body_bytes, 1_048_576);
         assert_eq!(c.metrics.retention_days(), 35);
         assert_eq!(c.rate_limit.requests, 5);
+        assert_eq!(c.rate_limit.summary_requests, 120);
+        assert_eq!(c.rate_limit.series_requests, 60);
+        assert_eq!(c.identity.trusted_proxy_hops, 0);
         assert_eq!(c.rate_limit.algorithm, RateLimitAlgorithm::SlidingLog);
         assert_eq!(c.cache.ttl, Duration::from_secs(60));
         assert_eq!(c.breaker.failure_threshold, 3);
@@ -150,6 +153,8 @@ mod tests {
             ("RATE_LIMIT_ALGORITHM", "leaky"),
             ("EXTERNAL_SERVICE_FAILURE_RATE", "1.5"),
             ("API_KEYS_SHA256", "abc"),
+            ("TRUSTED_PROXY_HOPS", "11"),
+            ("SUMMARY_RATE_LIMIT_REQUESTS", "0"),
             ("CACHE_FALLBACK_TTL_SECONDS", "61"),
             ("METRIC_RETENTION_DAYS", "0"),
             ("REQUEST_DEADLINE_MS", "99"),

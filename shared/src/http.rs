@@ -10,7 +10,6 @@
 //! `application/problem+json` body with the right status and headers, so no
 //! handler builds an error response by hand.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use lambda_http::http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
@@ -21,9 +20,12 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 
 use crate::cache::CacheError;
-use crate::identity::{identify, ClientId, IdentityError, API_KEY_HEADER};
+use crate::identity::{
+    client_address, identify, ClientId, IdentityError, IdentitySettings, Unidentified,
+    API_KEY_HEADER, FORWARDED_FOR_HEADER,
+};
 use crate::metric::{FieldError, Invalid, MetricError};
-use crate::rate_limit::{RateLimitDecision, RateLimitError, POLICY_NAME};
+use crate::rate_limit::{RateLimitDecision, RateLimitError};
 use crate::responses::Problem;
 use crate::store::StoreError;
 
@@ -43,6 +45,10 @@ pub enum ApiError {
     /// 401: an API key is required and the request's is missing or unknown.
     #[error("a valid x-api-key header is required")]
     Unauthorized,
+    /// 400: no API keys are configured and the client's address could not
+    /// be determined; the detail names `TRUSTED_PROXY_HOPS`.
+    #[error("the client could not be identified: {0}")]
+    Unidentified(Unidentified),
     /// 404: no such route (only reachable when a function is invoked on a path it does not serve).
     #[error("no route for {0}")]
     NotFound(String),
@@ -120,7 +126,7 @@ impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::Unidentified(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -137,6 +143,7 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => "urn:analytics-api:problem:malformed-json",
             Self::Unauthorized => "urn:analytics-api:problem:unauthorized",
+            Self::Unidentified(_) => "urn:analytics-api:problem:client-unidentified",
             Self::NotFound(_) => "urn:analytics-api:problem:not-found",
             Self::MethodNotAllowed(_) => "urn:analytics-api:problem:method-not-allowed",
             Self::PayloadTooLarge(_) => "urn:analytics-api:problem:payload-too-large",
@@ -205,6 +212,7 @@ impl From<IdentityError> for ApiError {
     fn from(err: IdentityError) -> Self {
         match err {
             IdentityError::Unauthorized => Self::Unauthorized,
+            IdentityError::Unidentified(reason) => Self::Unidentified(reason),
         }
     }
 }
@@ -243,20 +251,32 @@ pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-pol
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The `RateLimit-Policy` and `RateLimit` fields of a limiter decision
-/// (draft-ietf-httpapi-ratelimit-headers-10), e.g.
-/// `RateLimit-Policy: "default";q=5;w=60` and `RateLimit: "default";r=0;t=37`.
-/// Sent on every response of a limited route that reached the limiter,
-/// accepted or not. `Retry-After` is not included: the 429
-/// ([`ApiError::TooManyRequests`]) adds it.
+/// (draft-ietf-httpapi-ratelimit-headers-10), named after its policy, e.g.
+/// `RateLimit-Policy: "default";q=5;w=60` and `RateLimit: "default";r=0;t=37`
+/// (`"summary"` and `"series"` for the reads). Sent on every response of a
+/// limited route that reached the limiter, accepted or not. `Retry-After`
+/// is not included: the 429 ([`ApiError::TooManyRequests`]) adds it.
 pub fn rate_limit_fields(decision: &RateLimitDecision) -> Vec<(HeaderName, HeaderValue)> {
     [
         (
             &RATELIMIT_POLICY,
-            field("q", decision.limit.into(), "w", decision.window_s),
+            field(
+                decision.policy,
+                "q",
+                decision.limit.into(),
+                "w",
+                decision.window_s,
+            ),
         ),
         (
             &RATELIMIT,
-            field("r", decision.remaining.into(), "t", decision.reset_after_s),
+            field(
+                decision.policy,
+                "r",
+                decision.remaining.into(),
+                "t",
+                decision.reset_after_s,
+            ),
         ),
     ]
     .into_iter()
@@ -264,15 +284,15 @@ pub fn rate_limit_fields(decision: &RateLimitDecision) -> Vec<(HeaderName, Heade
     .collect()
 }
 
-/// `"default";<a>=<x>;<b>=<y>`, e.g. `"default";q=5;w=60`: one structured
+/// `"<policy>";<a>=<x>;<b>=<y>`, e.g. `"default";q=5;w=60`: one structured
 /// field item with two integer parameters, built without `format!` (it is on
 /// every ingest). Plain ASCII, so the conversion cannot fail; a failure
 /// would drop the field rather than panic.
-fn field(a: &str, x: u64, b: &str, y: u64) -> Option<HeaderValue> {
+fn field(policy: &str, a: &str, x: u64, b: &str, y: u64) -> Option<HeaderValue> {
     let (mut x_digits, mut y_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
     let text = [
         "\"",
-        POLICY_NAME,
+        policy,
         "\";",
         a,
         "=",
@@ -333,29 +353,50 @@ pub fn request_id(req: &Request) -> String {
 }
 
 /// Who sent `req`: [`identify`] with its `x-api-key` header
-/// ([`API_KEY_HEADER`]) and the source address API Gateway put in the
-/// request context (`requestContext.http.sourceIp` in payload v2,
-/// `requestContext.identity.sourceIp` in v1). No other header is read.
+/// ([`API_KEY_HEADER`]) and, only when no API keys are configured, the
+/// client's address as `TRUSTED_PROXY_HOPS` says ([`client_address`]): the
+/// source address AWS put in the request context
+/// (`requestContext.http.sourceIp` of an HTTP API or a Function URL, payload
+/// v2; `requestContext.identity.sourceIp` of a REST API, v1; an Application
+/// Load Balancer's event has none), or an entry of `X-Forwarded-For`
+/// appended by a trusted proxy. No other header is read.
 ///
 /// # Errors
 /// [`ApiError::Unauthorized`] when API keys are configured and the request's
-/// is missing or unknown.
-pub fn client_identity(req: &Request, api_key_digests: &[[u8; 32]]) -> Result<ClientId, ApiError> {
+/// is missing or unknown; [`ApiError::Unidentified`] when none are and the
+/// client's address cannot be determined.
+pub fn client_identity(req: &Request, settings: &IdentitySettings) -> Result<ClientId, ApiError> {
     let key = req
         .headers()
         .get(API_KEY_HEADER)
         .map(|value| value.as_bytes());
-    Ok(identify(key, source_ip(req), api_key_digests)?)
+    let address = || {
+        let forwarded_for: Vec<&[u8]> = if settings.trusted_proxy_hops == 0 {
+            Vec::new()
+        } else {
+            req.headers()
+                .get_all(FORWARDED_FOR_HEADER)
+                .iter()
+                .map(|value| value.as_bytes())
+                .collect()
+        };
+        client_address(
+            source_address(req),
+            &forwarded_for,
+            settings.trusted_proxy_hops,
+        )
+    };
+    Ok(identify(key, address, &settings.api_key_digests)?)
 }
 
-/// The address API Gateway observed, from the request context only.
-fn source_ip(req: &Request) -> Option<IpAddr> {
-    let raw = match req.request_context_ref() {
+/// The source address AWS's entry point observed, from the request context
+/// only, as the event wrote it.
+fn source_address(req: &Request) -> Option<&str> {
+    match req.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.as_deref(),
         Some(RequestContext::ApiGatewayV1(ctx)) => ctx.identity.source_ip.as_deref(),
         _ => None,
-    }?;
-    raw.trim().parse().ok()
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +469,52 @@ mod identity_tests {
         Sha256::digest(key.as_bytes()).into()
     }
 
+    /// No API keys, `TRUSTED_PROXY_HOPS=hops`.
+    fn by_address(hops: u8) -> IdentitySettings {
+        IdentitySettings {
+            api_key_digests: Vec::new(),
+            trusted_proxy_hops: hops,
+        }
+    }
+
+    fn keyed(digests: &[[u8; 32]]) -> IdentitySettings {
+        IdentitySettings {
+            api_key_digests: digests.to_vec(),
+            trusted_proxy_hops: 0,
+        }
+    }
+
+    fn unidentified(result: Result<ClientId, ApiError>) -> Unidentified {
+        match result {
+            Err(ApiError::Unidentified(reason)) => reason,
+            other => panic!("expected an unidentified client, got {other:?}"),
+        }
+    }
+
+    /// An Application Load Balancer's event (multi-value headers off):
+    /// no source address anywhere but `X-Forwarded-For`.
+    fn alb_event(xff: Option<&str>) -> Request {
+        let mut headers = serde_json::json!({
+            "host": "lb-123.eu-west-1.elb.amazonaws.com",
+            "x-forwarded-port": "443",
+            "x-forwarded-proto": "https"
+        });
+        if let Some(xff) = xff {
+            headers["x-forwarded-for"] = xff.into();
+        }
+        let event = serde_json::json!({
+            "requestContext": {"elb": {"targetGroupArn":
+                "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/api/6d0ecf831eec9f09"}},
+            "httpMethod": "POST",
+            "path": "/api/metrics",
+            "queryStringParameters": {},
+            "headers": headers,
+            "isBase64Encoded": false,
+            "body": "{}"
+        });
+        lambda_http::request::from_str(&event.to_string()).expect("a valid ALB event")
+    }
+
     #[test]
     fn payload_v2_uses_the_source_ip_of_the_request_context() {
         let req = v2_event(Some("203.0.113.7"), serde_json::json!({}));
@@ -436,7 +523,7 @@ mod identity_tests {
             Some(RequestContext::ApiGatewayV2(_))
         ));
         assert_eq!(
-            client_identity(&req, &[]).unwrap().as_str(),
+            client_identity(&req, &by_address(0)).unwrap().as_str(),
             "ip:203.0.113.7"
         );
     }
@@ -449,13 +536,13 @@ mod identity_tests {
             Some(RequestContext::ApiGatewayV1(_))
         ));
         assert_eq!(
-            client_identity(&req, &[]).unwrap().as_str(),
+            client_identity(&req, &by_address(0)).unwrap().as_str(),
             "ip:198.51.100.23"
         );
     }
 
     #[test]
-    fn forwarding_headers_are_ignored() {
+    fn forwarding_headers_are_ignored_without_trusted_proxies() {
         let spoofing = serde_json::json!({
             "x-forwarded-for": "192.0.2.1, 192.0.2.2",
             "x-real-ip": "192.0.2.3",
@@ -463,12 +550,12 @@ mod identity_tests {
         });
         let v2 = v2_event(Some("203.0.113.7"), spoofing.clone());
         assert_eq!(
-            client_identity(&v2, &[]).unwrap().as_str(),
+            client_identity(&v2, &by_address(0)).unwrap().as_str(),
             "ip:203.0.113.7"
         );
         let v1 = v1_event("198.51.100.23", spoofing.clone());
         assert_eq!(
-            client_identity(&v1, &[]).unwrap().as_str(),
+            client_identity(&v1, &by_address(0)).unwrap().as_str(),
             "ip:198.51.100.23"
         );
         // Even without a context, the headers are not a fallback.
@@ -477,19 +564,112 @@ mod identity_tests {
             .header("x-real-ip", "192.0.2.3")
             .body(Body::Empty)
             .unwrap();
-        assert_eq!(client_identity(&bare, &[]).unwrap(), ClientId::unknown());
+        assert_eq!(
+            unidentified(client_identity(&bare, &by_address(0))),
+            Unidentified::NoSourceAddress
+        );
     }
 
     #[test]
-    fn a_request_without_a_source_ip_is_unknown() {
+    fn a_request_without_a_usable_source_address_is_refused_with_a_400_naming_the_setting() {
         let bare = lambda_http::http::Request::builder()
             .body(Body::Empty)
             .unwrap();
-        assert_eq!(client_identity(&bare, &[]).unwrap().as_str(), "unknown");
         let no_ip = v2_event(None, serde_json::json!({}));
-        assert_eq!(client_identity(&no_ip, &[]).unwrap(), ClientId::unknown());
         let garbage = v2_event(Some("not an address"), serde_json::json!({}));
-        assert_eq!(client_identity(&garbage, &[]).unwrap(), ClientId::unknown());
+        for (req, reason) in [
+            (&bare, Unidentified::NoSourceAddress),
+            (&no_ip, Unidentified::NoSourceAddress),
+            (&garbage, Unidentified::InvalidSourceAddress),
+        ] {
+            let err = client_identity(req, &by_address(0)).unwrap_err();
+            assert!(
+                matches!(err, ApiError::Unidentified(r) if r == reason),
+                "{err:?}"
+            );
+            let response = err.into_response();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            let body: serde_json::Value = serde_json::from_slice(body_bytes_of(&response)).unwrap();
+            assert_eq!(
+                body["type"],
+                "urn:analytics-api:problem:client-unidentified"
+            );
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("TRUSTED_PROXY_HOPS"),
+                "{body}"
+            );
+        }
+    }
+
+    fn body_bytes_of(response: &Response<Body>) -> &[u8] {
+        match response.body() {
+            Body::Text(text) => text.as_bytes(),
+            Body::Binary(bytes) => bytes,
+            _ => &[],
+        }
+    }
+
+    #[test]
+    fn behind_an_alb_the_client_is_the_entry_it_appended() {
+        let req = alb_event(Some("192.0.2.250, 203.0.113.7"));
+        assert!(matches!(
+            req.request_context_ref(),
+            Some(RequestContext::Alb(_))
+        ));
+        assert_eq!(
+            client_identity(&req, &by_address(1)).unwrap().as_str(),
+            "ip:203.0.113.7",
+            "the right-most entry, never the left-most the client wrote"
+        );
+        // With client port preservation and IPv6.
+        let req = alb_event(Some("[2001:db8:7:8::1]:50321"));
+        assert_eq!(
+            client_identity(&req, &by_address(1)).unwrap().as_str(),
+            "ip:2001:db8:7:8::/64"
+        );
+        // TRUSTED_PROXY_HOPS=0 behind an ALB: refused, not pooled.
+        assert_eq!(
+            unidentified(client_identity(
+                &alb_event(Some("203.0.113.7")),
+                &by_address(0)
+            )),
+            Unidentified::NoSourceAddress
+        );
+        assert_eq!(
+            unidentified(client_identity(&alb_event(None), &by_address(1))),
+            Unidentified::TooFewForwarded { found: 0, hops: 1 }
+        );
+        assert_eq!(
+            unidentified(client_identity(
+                &alb_event(Some("203.0.113.7")),
+                &by_address(2)
+            )),
+            Unidentified::TooFewForwarded { found: 1, hops: 2 }
+        );
+        assert_eq!(
+            unidentified(client_identity(
+                &alb_event(Some("192.0.2.1, garbage")),
+                &by_address(1)
+            )),
+            Unidentified::InvalidForwarded { hops: 1 }
+        );
+    }
+
+    #[test]
+    fn a_known_api_key_identifies_a_request_without_any_address() {
+        let digests = [digest_of("alpha-key")];
+        let req = alb_event(None);
+        let mut with_key = req;
+        with_key
+            .headers_mut()
+            .insert(API_KEY_HEADER, HeaderValue::from_static("alpha-key"));
+        assert_eq!(
+            client_identity(&with_key, &keyed(&digests)).unwrap(),
+            ClientId::api_key(&digests[0])
+        );
     }
 
     #[test]
@@ -501,7 +681,7 @@ mod identity_tests {
             .unwrap()
             .with_request_context(RequestContext::ApiGatewayV2(v2));
         assert_eq!(
-            client_identity(&req, &[]).unwrap().as_str(),
+            client_identity(&req, &by_address(0)).unwrap().as_str(),
             "ip:203.0.113.9"
         );
 
@@ -512,7 +692,7 @@ mod identity_tests {
             .unwrap()
             .with_request_context(RequestContext::ApiGatewayV1(v1));
         assert_eq!(
-            client_identity(&req, &[]).unwrap().as_str(),
+            client_identity(&req, &by_address(0)).unwrap().as_str(),
             "ip:2001:db8:1:2::/64"
         );
     }
@@ -525,7 +705,7 @@ mod identity_tests {
                 Some(k) => serde_json::json!({ "x-api-key": k }),
                 None => serde_json::json!({}),
             };
-            client_identity(&v2_event(Some("203.0.113.7"), headers), &digests)
+            client_identity(&v2_event(Some("203.0.113.7"), headers), &keyed(&digests))
         };
         assert!(matches!(with_key(None), Err(ApiError::Unauthorized)));
         assert!(matches!(with_key(Some("")), Err(ApiError::Unauthorized)));
@@ -554,7 +734,7 @@ mod identity_tests {
         let digests = [digest_of("alpha-key")];
         let from = |ip: &str| {
             let headers = serde_json::json!({ "x-api-key": "alpha-key", "x-forwarded-for": ip });
-            client_identity(&v2_event(Some(ip), headers), &digests).unwrap()
+            client_identity(&v2_event(Some(ip), headers), &keyed(&digests)).unwrap()
         };
         assert_eq!(from("203.0.113.7"), from("198.51.100.1"));
     }

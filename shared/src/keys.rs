@@ -11,8 +11,8 @@
 //! | hour buckets of one day | `{p}:{<type>}:h:<day start, unix s>` | hash: hour start → bucket |
 //! | day buckets of one 32-day era | `{p}:{<type>}:d:<era start, unix s>` | hash: day start → bucket |
 //! | rate limit of one client | `{p}:rl:{<client>}:<algorithm>` | zset, hash or string |
-//! | cached summary | `{p}:cache:{<query digest>}` | hash: body (JSON), at (ms), by (owner token) |
-//! | single-flight lock | `{p}:cache:{<query digest>}:lock` | string (owner token) |
+//! | cached summary | `{p}:cache:{<query digest>}:v2` | string: body (JSON), then `\n<stored at, ms> <expires at, ms> <owner token>` |
+//! | single-flight lock | `{p}:cache:{<query digest>}:v2:lock` | string (owner token) |
 //! | circuit breaker | `{p}:cb:{<dependency>}` | hash |
 //! | idempotency record (the request's claim in cluster mode) | `{p}:idem:{<client digest>}:<key digest>` | hash: fp, body |
 //! | idempotency record of one metric type (cluster mode) | `{p}:{<type>}:idem:<client digest>:<key digest>` | hash: fp, body |
@@ -63,14 +63,19 @@ impl Keys {
         concat(&[&self.prefix, ":rl:{", client, "}:", algorithm])
     }
 
-    /// The cached summary for one parsed query; `query_digest` is a hex digest.
+    /// The cached summary for one parsed query; `query_digest` is a hex
+    /// digest. `v2` names the entry's format (a string, see
+    /// [`crate::cache`]): an instance of an earlier release, whose entries
+    /// were hashes under the name without it, never meets a value of the
+    /// other type while a deployment replaces it.
     pub fn cache(&self, query_digest: &str) -> String {
-        format!("{}:cache:{{{}}}", self.prefix, query_digest)
+        format!("{}:cache:{{{}}}:v2", self.prefix, query_digest)
     }
 
-    /// The single-flight lock of one cached summary (same hash slot as the entry).
+    /// The single-flight lock of one cached summary: its entry's key plus
+    /// `:lock` (same hash slot).
     pub fn cache_lock(&self, query_digest: &str) -> String {
-        format!("{}:cache:{{{}}}:lock", self.prefix, query_digest)
+        format!("{}:lock", self.cache(query_digest))
     }
 
     /// The circuit breaker state of one dependency, e.g. `external_service`.

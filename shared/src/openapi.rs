@@ -7,7 +7,7 @@
 //! - The operations below (`#[utoipa::path]` on documentation-only
 //!   functions, so the handlers stay free of documentation macros): every
 //!   parameter, status code, header and example of `GET /health`,
-//!   `POST /api/metrics` and `GET /api/metrics/summary`.
+//!   `POST /api/metrics`, `GET /api/metrics/summary` and `GET /api/metrics/series`.
 //! - [`document`] / [`document_json`]: the document. The pretty-printed
 //!   JSON is committed as `openapi.json` at the repository root; a test fails
 //!   when it is out of date (`UPDATE_OPENAPI=1 cargo test -p shared openapi`
@@ -53,10 +53,22 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
     // a 503 while storing (after the limiter passed) has it.
     ("/api/metrics", "503", "RateLimit-Policy"),
     ("/api/metrics", "503", "RateLimit"),
+    // A client that cannot be identified is refused before the limiter; a
+    // malformed body after it.
+    ("/api/metrics", "400", "RateLimit-Policy"),
+    ("/api/metrics", "400", "RateLimit"),
     // Only on a cache hit.
     ("/api/metrics/summary", "200", "Age"),
     ("/api/metrics/series", "200", "Age"),
-    // A 503 from the limiter's own Redis call has no limiter state.
+    // Only on a request the cache's read did not answer (a miss or a
+    // refresh): a hit is not counted.
+    ("/api/metrics/summary", "200", "RateLimit-Policy"),
+    ("/api/metrics/summary", "200", "RateLimit"),
+    ("/api/metrics/series", "200", "RateLimit-Policy"),
+    ("/api/metrics/series", "200", "RateLimit"),
+    // A 503 before the limiter answered has no limiter state.
+    ("/api/metrics/summary", "503", "RateLimit-Policy"),
+    ("/api/metrics/summary", "503", "RateLimit"),
     ("/api/metrics/series", "503", "RateLimit-Policy"),
     ("/api/metrics/series", "503", "RateLimit"),
     // Not when every condition needs an operator (scripts refused for want
@@ -76,14 +88,18 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
             * `GET /api/metrics/summary` aggregates one metric type over a trailing period \
             or an explicit window (count, sum, average, min, max and percentiles within 1 %), \
             enriched by an external source behind a circuit breaker and served through a \
-            shared cache.\n\
+            shared cache; what costs work (cache misses, `no-cache` refreshes) is rate-limited \
+            per client (`SUMMARY_RATE_LIMIT_REQUESTS`, default 120, per \
+            `RATE_LIMIT_WINDOW_SECONDS`), cache hits are not counted.\n\
             * `GET /api/metrics/series` gives one point per step (`1m` to `1d`, at most 1,500) \
-            over such a window, cached, and rate-limited per client \
-            (`SERIES_RATE_LIMIT_REQUESTS`, default 60, per `RATE_LIMIT_WINDOW_SECONDS`).\n\
+            over such a window, cached and limited the same way \
+            (`SERIES_RATE_LIMIT_REQUESTS`, default 60).\n\
             * `GET /health` reports whether requests can succeed (Redis reachable, scripts \
             allowed, memory not full, not a read-only replica), whether acknowledged data is \
             at risk (an evicting `maxmemory-policy`), and the circuit breaker state.\n\n\
             Errors are RFC 9457 problem details (`application/problem+json`). \
+            Clients are told apart by API key, or by address (`TRUSTED_PROXY_HOPS` says \
+            where it is read); a request whose client cannot be identified is a 400. \
             When Redis is unavailable every endpoint answers 503 with `Retry-After` \
             within about 2 s, never a hang.",
         license(name = "MIT", identifier = "MIT"),
@@ -253,9 +269,12 @@ mod operations {
     /// **Rate limit.** Checked per client before the body is read, so every
     /// POST counts: valid or not, single or batch (a batch is one request),
     /// replay or not. The client is its API key when keys are configured,
-    /// else the source address API Gateway saw. Every response that passed
-    /// or was refused by the limiter carries `RateLimit-Policy` and
-    /// `RateLimit`.
+    /// else its address: the source address API Gateway or a Function URL
+    /// saw, or, behind `TRUSTED_PROXY_HOPS` proxies (1 behind an Application
+    /// Load Balancer), the `X-Forwarded-For` entry the outermost one
+    /// appended; a request whose client cannot be told is a 400. Every
+    /// response that passed or was refused by the limiter (policy `default`)
+    /// carries `RateLimit-Policy` and `RateLimit`.
     ///
     /// **Retries.** With an `Idempotency-Key`, a retry with the same metrics
     /// (compared after validation and normalisation) within
@@ -316,18 +335,28 @@ mod operations {
                         "stored": 2
                     }))),
                 )),
-            (status = 400, description = "The body is not UTF-8 JSON, or neither an object nor an array.",
+            (status = 400, description = "The body is not UTF-8 JSON, or neither an object nor an array \
+                (after the rate limiter); or, before it, the client could not be identified \
+                (`client-unidentified`: no usable address where `TRUSTED_PROXY_HOPS` says to read it).",
                 body = Problem, content_type = PROBLEM,
                 headers(
-                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
-                    ("RateLimit" = RateLimitField, description = "What is left of it."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
                 ),
-                example = json!({
-                    "type": "urn:analytics-api:problem:malformed-json",
+                examples(
+                    ("malformed_json" = (summary = "A body that is not JSON", value = json!({
+                        "type": "urn:analytics-api:problem:malformed-json",
+                        "title": "Bad Request",
+                        "status": 400,
+                        "detail": "the body is not valid JSON: EOF while parsing an object at line 1 column 1"
+                    }))),
+                    ("client_unidentified" = (summary = "No usable client address", value = json!({
+                    "type": "urn:analytics-api:problem:client-unidentified",
                     "title": "Bad Request",
                     "status": 400,
-                    "detail": "the body is not valid JSON: EOF while parsing an object at line 1 column 1"
-                })),
+                    "detail": "the client could not be identified: the request carries no source address in its request context (an Application Load Balancer reports the client only in X-Forwarded-For); set TRUSTED_PROXY_HOPS to the number of proxies in front of the function that append to X-Forwarded-For (1 behind an Application Load Balancer)"
+                }))),
+                )),
             (status = 401, description = "API keys are configured and `x-api-key` is missing or unknown. \
                 Checked before the rate limiter.",
                 body = Problem, content_type = PROBLEM,
@@ -429,7 +458,14 @@ mod operations {
     /// (`X-Cache: MISS`). `Cache-Control: no-cache` on the request forces a
     /// recomputation. When the external source fails or its circuit breaker
     /// is open, the summary is still a 200 with `external_data.status =
-    /// fallback`. Not rate-limited.
+    /// fallback`.
+    ///
+    /// **Rate limit** (policy `summary`, `SUMMARY_RATE_LIMIT_REQUESTS` per
+    /// `RATE_LIMIT_WINDOW_SECONDS`, counted apart from ingests and series):
+    /// only what costs work counts — a cache miss or a `no-cache` refresh,
+    /// whose responses carry `RateLimit-Policy` and `RateLimit`. A cache hit
+    /// is one Redis read, is not counted and carries neither field; it is
+    /// served even to a client over its limit.
     #[utoipa::path(
         get,
         path = "/api/metrics/summary",
@@ -468,6 +504,8 @@ mod operations {
                     ("X-Cache" = CacheStatus, description = "`HIT` when served from the shared cache, else `MISS`."),
                     ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds."),
                     ("Age" = AgeSeconds, description = "Seconds since the cached summary was computed; only with `X-Cache: HIT`."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's summary quota; only when the request was counted (not on a hit)."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it; only when the request was counted."),
                 ),
                 examples(
                     ("with_data" = (summary = "Data in the window", value = json!({
@@ -495,6 +533,14 @@ mod operations {
                         "external_data": {"status": "fallback", "reason": "circuit_open"}
                     }))),
                 )),
+            (status = 400, description = "The client could not be identified: no usable address where \
+                `TRUSTED_PROXY_HOPS` says to read it (and no API keys are configured).",
+                body = Problem, content_type = PROBLEM, example = json!({
+                    "type": "urn:analytics-api:problem:client-unidentified",
+                    "title": "Bad Request",
+                    "status": 400,
+                    "detail": "the client could not be identified: the request carries no source address in its request context (an Application Load Balancer reports the client only in X-Forwarded-For); set TRUSTED_PROXY_HOPS to the number of proxies in front of the function that append to X-Forwarded-For (1 behind an Application Load Balancer)"
+                })),
             (status = 401, description = "API keys are configured and `x-api-key` is missing or unknown.",
                 body = Problem, content_type = PROBLEM,
                 example = json!({
@@ -515,9 +561,27 @@ mod operations {
                         {"field": "period", "reason": "must be one of hourly, daily, weekly, monthly (got \"yearly\")"}
                     ]
                 })),
+            (status = 429, description = "The client's summary rate limit is exhausted and the summary \
+                was not in the cache; nothing was computed. Cached summaries are still served.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("Retry-After" = RetryAfterSeconds, description = "Seconds until a request will be accepted."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's summary quota."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it (`r=0`)."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:rate-limited",
+                    "title": "Too Many Requests",
+                    "status": 429,
+                    "detail": "rate limit exceeded; retry after 37 s"
+                })),
             (status = 503, description = "Redis is unavailable or the request ran out of `REQUEST_DEADLINE_MS`.",
                 body = Problem, content_type = PROBLEM,
-                headers(("Retry-After" = RetryAfterSeconds, description = "Seconds to wait before retrying.")),
+                headers(
+                    ("Retry-After" = RetryAfterSeconds, description = "Seconds to wait before retrying."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's summary quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
+                ),
                 example = json!({
                     "type": "urn:analytics-api:problem:service-unavailable",
                     "title": "Service Unavailable",
@@ -528,6 +592,16 @@ mod operations {
     )]
     fn metrics_summary() {}
 
+    /// A series of one metric type
+    ///
+    /// One point per step (count, sum, average, minimum, maximum and
+    /// percentiles) over a trailing `period` or an explicit window, aligned
+    /// outward to whole steps; cached like summaries.
+    ///
+    /// **Rate limit** (policy `series`, `SERIES_RATE_LIMIT_REQUESTS` per
+    /// `RATE_LIMIT_WINDOW_SECONDS`, counted apart from ingests and
+    /// summaries): only a cache miss or a `no-cache` refresh counts; a
+    /// cache hit is not counted and carries no `RateLimit` fields.
     #[utoipa::path(
         get,
         path = "/api/metrics/series",
@@ -568,8 +642,8 @@ mod operations {
                     ("X-Cache" = CacheStatus, description = "`HIT` when served from the shared cache, else `MISS`."),
                     ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds."),
                     ("Age" = AgeSeconds, description = "Seconds since the cached series was computed; only with `X-Cache: HIT`."),
-                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota."),
-                    ("RateLimit" = RateLimitField, description = "What is left of it."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota; only when the request was counted (not on a hit)."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it; only when the request was counted."),
                 ),
                 example = json!({
                     "type": "cpu_usage",
@@ -586,6 +660,14 @@ mod operations {
                          "percentiles": {"p50": null, "p90": null, "p95": null, "p99": null}}
                     ]
                 })),
+            (status = 400, description = "The client could not be identified: no usable address where \
+                `TRUSTED_PROXY_HOPS` says to read it (and no API keys are configured).",
+                body = Problem, content_type = PROBLEM, example = json!({
+                    "type": "urn:analytics-api:problem:client-unidentified",
+                    "title": "Bad Request",
+                    "status": 400,
+                    "detail": "the client could not be identified: the request carries no source address in its request context (an Application Load Balancer reports the client only in X-Forwarded-For); set TRUSTED_PROXY_HOPS to the number of proxies in front of the function that append to X-Forwarded-For (1 behind an Application Load Balancer)"
+                })),
             (status = 401, description = "API keys are configured and `x-api-key` is missing or unknown.",
                 body = Problem, content_type = PROBLEM,
                 example = json!({
@@ -595,12 +677,8 @@ mod operations {
                     "detail": "a valid x-api-key header is required"
                 })),
             (status = 422, description = "A missing or invalid query, or more than 1,500 points (the \
-                detail says which step or window would fit).",
+                detail says which step or window would fit). Checked before the rate limiter.",
                 body = Problem, content_type = PROBLEM,
-                headers(
-                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota."),
-                    ("RateLimit" = RateLimitField, description = "What is left of it."),
-                ),
                 example = json!({
                     "type": "urn:analytics-api:problem:validation-failed",
                     "title": "Unprocessable Entity",
@@ -610,7 +688,8 @@ mod operations {
                         {"field": "step", "reason": "43200 points of 1m each; at most 1500 per series: use a step of at least 1h, or a window of at most 90000 s at this step"}
                     ]
                 })),
-            (status = 429, description = "The client's series rate limit is exhausted; nothing was read.",
+            (status = 429, description = "The client's series rate limit is exhausted and the series was \
+                not in the cache; nothing was computed. Cached series are still served.",
                 body = Problem, content_type = PROBLEM,
                 headers(
                     ("Retry-After" = RetryAfterSeconds, description = "Seconds until a request will be accepted."),
@@ -753,7 +832,11 @@ mod tests {
         );
         assert_eq!(
             statuses("/api/metrics/summary", "get"),
-            ["200", "401", "422", "503"]
+            ["200", "400", "401", "422", "429", "503"]
+        );
+        assert_eq!(
+            statuses("/api/metrics/series", "get"),
+            ["200", "400", "401", "422", "429", "503"]
         );
     }
 
@@ -773,6 +856,13 @@ mod tests {
         assert_eq!(summary("X-Cache")["required"], true);
         assert_eq!(summary("Age")["required"], Value::Null);
         assert!(summary("Age").is_object());
+        // A hit is not counted: the limiter's fields are conditional there,
+        // required on the 429.
+        assert_eq!(summary("RateLimit")["required"], Value::Null);
+        assert_eq!(
+            header("/api/metrics/summary", "get", "429", "RateLimit")["required"],
+            true
+        );
         // Every conditional header listed is really documented.
         for &(path, status, name) in CONDITIONAL_HEADERS {
             let method = if path == "/api/metrics" {

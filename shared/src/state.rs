@@ -38,8 +38,11 @@ pub struct AppState {
     pub cache: SummaryCache,
     /// The per-client rate limiter of `POST /api/metrics`.
     pub limiter: RateLimiter,
-    /// The per-client rate limiter of `GET /api/metrics/series`
-    /// (`SERIES_RATE_LIMIT_REQUESTS`, counted apart from ingests).
+    /// The per-client rate limiter of the summaries that cost work
+    /// (`SUMMARY_RATE_LIMIT_REQUESTS`, policy `summary`).
+    pub summary_limiter: RateLimiter,
+    /// The per-client rate limiter of the series that cost work
+    /// (`SERIES_RATE_LIMIT_REQUESTS`, policy `series`).
     pub series_limiter: RateLimiter,
     /// What this instance read and reported of the Redis server's eviction
     /// policy, memory and role (read at its first request; `/health` reads
@@ -82,6 +85,7 @@ impl AppState {
                 keys.clone(),
             ),
             limiter: RateLimiter::new(&config.rate_limit, keys.clone()),
+            summary_limiter: RateLimiter::for_summary(&config.rate_limit, keys.clone()),
             series_limiter: RateLimiter::for_series(&config.rate_limit, keys.clone()),
             external: ExternalSource::from_settings(&config.external)?,
             server: ServerWatch::new(),

@@ -109,6 +109,7 @@ pub static DEFAULT: Group = Group::new(
     "default",
     &[
         ("RATE_LIMIT_REQUESTS", "100000"),
+        ("SUMMARY_RATE_LIMIT_REQUESTS", "100000"),
         ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
         ("EXTERNAL_SERVICE_LATENCY_MS", "5"),
     ],
@@ -134,6 +135,7 @@ pub static CACHE: Group = Group::new(
     "cache",
     &[
         ("RATE_LIMIT_REQUESTS", "100000"),
+        ("SUMMARY_RATE_LIMIT_REQUESTS", "100000"),
         ("EXTERNAL_SERVICE_TIMEOUT_MS", "2000"),
         ("REQUEST_DEADLINE_MS", "6000"),
         ("CACHE_TTL_SECONDS", "60"),
@@ -150,6 +152,7 @@ pub static BREAKER: Group = Group::new(
     "breaker",
     &[
         ("RATE_LIMIT_REQUESTS", "100000"),
+        ("SUMMARY_RATE_LIMIT_REQUESTS", "100000"),
         ("EXTERNAL_SERVICE_TIMEOUT_MS", "500"),
         ("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "3"),
         ("CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS", "3"),
@@ -167,6 +170,7 @@ pub static SCHEMATHESIS: Group = Group::new(
     "schemathesis",
     &[
         ("RATE_LIMIT_REQUESTS", "1000000"),
+        ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
         ("SERIES_RATE_LIMIT_REQUESTS", "1000000"),
         ("EXTERNAL_SERVICE_LATENCY_MS", "5"),
     ],

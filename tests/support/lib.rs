@@ -28,7 +28,7 @@ use shared::config::Config;
 
 pub use stub::{Stub, StubReply};
 pub use synthetic_events as events;
-pub use synthetic_events::{http_v2, rest_v1, EventBuilder};
+pub use synthetic_events::{alb, alb_multi_value, function_url, http_v2, rest_v1, EventBuilder};
 
 /// The service's default `REDIS_URL`.
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";

@@ -17,6 +17,7 @@ use analytics_tests::{
 use chrono::Utc;
 use lambda_http::{Body, Response};
 use serde_json::{json, Value};
+use shared::cache::SummaryCache;
 use shared::handlers::{ingest_metric, metrics_summary};
 use shared::metric::format_timestamp;
 use shared::state::EXTERNAL_SERVICE;
@@ -34,7 +35,8 @@ struct Deployment {
 impl Deployment {
     /// A fresh prefix and stub. The breaker threshold is raised so that tests
     /// with a failing source are not cut short by an open circuit, and the
-    /// rate limit so that ingests are never refused; `pairs` override both.
+    /// rate limits so that ingests and summaries are never refused; `pairs`
+    /// override them.
     async fn start(pairs: &[(&str, &str)]) -> Self {
         let stub = Stub::start().await;
         let mut all = vec![
@@ -44,6 +46,10 @@ impl Deployment {
                 "1000".to_string(),
             ),
             ("RATE_LIMIT_REQUESTS".to_string(), "1000000".to_string()),
+            (
+                "SUMMARY_RATE_LIMIT_REQUESTS".to_string(),
+                "1000000".to_string(),
+            ),
         ];
         all.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Self {
@@ -236,6 +242,11 @@ async fn exists(key: &str) -> bool {
     n == 1
 }
 
+/// This machine's clock, unix ms.
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
 /// Leaves a lock behind as an owner that vanished would: someone else's
 /// token, expiring after `ttl`.
 async fn abandon_lock(lock: &str, ttl: Duration) {
@@ -288,6 +299,84 @@ async fn a_repeated_query_is_a_hit_in_one_round_trip_without_calling_the_source(
     assert!((1..=60).contains(&max_age), "{hit:?}");
     let age = hit.age.expect("Age on a hit");
     assert!(age <= 60, "{hit:?}");
+}
+
+/// A hit is one plain `GET` of the entry: no script, no second command, on
+/// the handler's own connection.
+#[tokio::test]
+async fn a_hit_is_one_plain_get() {
+    let deployment = Deployment::start(&[]).await;
+    let mut redis = shared::connection::Redis::from_settings(
+        &config_with_prefix(&deployment.prefix, &[]).redis,
+    )
+    .expect("a Redis handle");
+    let calls = redis.record_calls();
+    let pairs: Vec<(&str, &str)> = deployment
+        .pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let state = AppState::with_redis(config_with_prefix(&deployment.prefix, &pairs), redis)
+        .expect("a valid test state");
+    let t = random_type("plain");
+    let query = format!("type={t}&period=daily");
+    assert!(get(&state, &query).await.is_miss());
+
+    let before = calls.calls().len();
+    let hit = get(&state, &query).await;
+    assert!(hit.is_hit(), "{hit:?}");
+    let sent = &calls.calls()[before..];
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].commands, ["GET"], "{sent:?}");
+    assert_eq!(sent[0].keys, [state.cache.entry_key(&parsed(&t, "daily"))]);
+}
+
+/// `Age` and `max-age` on a hit come from the entry's stored-at and expiry
+/// (Redis' clock when it was stored) against the instance's clock.
+#[tokio::test]
+async fn a_hit_tells_its_age_and_what_is_left_of_its_ttl() {
+    let deployment = Deployment::start(&[("CACHE_TTL_SECONDS", "60")]).await;
+    let state = deployment.instance();
+    let t = random_type("age");
+    let entry = state.cache.entry_key(&parsed(&t, "daily"));
+    let stored_at = now_ms() - 15_000;
+    let _: () = redis::cmd("SET")
+        .arg(&entry)
+        .arg(SummaryCache::entry_value(
+            r#"{"planted":true}"#,
+            stored_at,
+            stored_at + 60_000,
+            "planted",
+        ))
+        .arg("PX")
+        .arg(45_000)
+        .query_async(&mut redis_connection().await)
+        .await
+        .expect("SET entry");
+
+    let hit = get(&state, &format!("type={t}&period=daily")).await;
+    assert!(hit.is_hit(), "{hit:?}");
+    assert_eq!(
+        hit.body, r#"{"planted":true}"#,
+        "the trailing line is not served"
+    );
+    let age = hit.age.expect("Age on a hit");
+    assert!((15..=17).contains(&age), "{hit:?}");
+    let max_age = hit.max_age.expect("max-age on a hit");
+    assert!((43..=45).contains(&max_age), "{hit:?}");
+    assert_eq!(deployment.stub.calls(), 0);
+
+    // What the service stores itself reads back the same way.
+    let miss = get(&state, &format!("type={t}&period=hourly")).await;
+    assert!(miss.is_miss());
+    let again = get(&state, &format!("type={t}&period=hourly")).await;
+    assert!(again.is_hit(), "{again:?}");
+    assert_eq!(again.body, miss.body);
+    assert!(again.age.is_some_and(|a| a <= 1), "{again:?}");
+    assert!(
+        again.max_age.is_some_and(|m| (59..=60).contains(&m)),
+        "{again:?}"
+    );
 }
 
 #[tokio::test]
@@ -707,15 +796,20 @@ async fn a_no_cache_waiter_is_served_by_the_next_computation_even_if_the_lock_is
     // again at once (as the next queued request of a busy instance would).
     let fresh =
         json!({"type": t, "external_data": {"status": "success", "external_metric_context": 2}});
-    let _: () = redis::cmd("HSET")
+    let now = now_ms();
+    let _: () = redis::cmd("SET")
         .arg(&entry)
-        .arg("body")
-        .arg(fresh.to_string())
-        .arg("by")
-        .arg("another-computation")
+        .arg(SummaryCache::entry_value(
+            &fresh.to_string(),
+            now,
+            now + 60_000,
+            "anothercomputation",
+        ))
+        .arg("PX")
+        .arg(60_000)
         .query_async(&mut redis_connection().await)
         .await
-        .expect("HSET entry");
+        .expect("SET entry");
     abandon_lock(&lock, Duration::from_secs(5)).await;
 
     let reply = tokio::time::timeout(Duration::from_secs(3), waiter)

@@ -22,8 +22,9 @@ use shared::keys::Keys;
 use shared::metric::format_timestamp;
 use shared::AppState;
 
-const GENEROUS: [(&str, &str); 3] = [
+const GENEROUS: [(&str, &str); 4] = [
     ("RATE_LIMIT_REQUESTS", "1000000"),
+    ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
     ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
     ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
 ];

@@ -47,6 +47,7 @@ fn cluster_config(seed: &str, prefix: &str, pairs: &[(&str, &str)]) -> Config {
         ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
         ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
         ("RATE_LIMIT_REQUESTS", "1000000"),
+        ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
     ];
     all.extend_from_slice(pairs);
     Config::from_pairs(&all).expect("a valid cluster configuration")

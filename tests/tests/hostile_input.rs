@@ -65,6 +65,7 @@ static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
     let state = runtime.block_on(async {
         AppState::new(config(&[
             ("RATE_LIMIT_REQUESTS", "1000000"),
+            ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
             ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
             ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
         ]))

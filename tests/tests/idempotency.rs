@@ -8,8 +8,9 @@ use shared::handlers::{ingest_metric, metrics_summary};
 use shared::metric::format_timestamp;
 use shared::AppState;
 
-const GENEROUS: [(&str, &str); 3] = [
+const GENEROUS: [(&str, &str); 4] = [
     ("RATE_LIMIT_REQUESTS", "1000000"),
+    ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
     ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
     ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
 ];
@@ -147,6 +148,7 @@ async fn concurrent_requests_with_one_key_store_once() {
 async fn a_batch_is_stored_whole_or_not_at_all() {
     let state = AppState::new(config(&[
         ("RATE_LIMIT_REQUESTS", "1000000"),
+        ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
         ("MAX_BATCH_SIZE", "500"),
     ]))
     .unwrap();

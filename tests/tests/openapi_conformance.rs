@@ -195,6 +195,7 @@ fn state(pairs: &[(&str, &str)]) -> AppState {
         ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
         ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
         ("RATE_LIMIT_REQUESTS", "1000000"),
+        ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
     ];
     all.extend_from_slice(pairs);
     AppState::new(config(&all)).expect("a valid test configuration")
@@ -242,6 +243,14 @@ fn summary(query: &str) -> Request {
 
 fn series(query: &str) -> Request {
     http_v2("GET", "/api/metrics/series").query(query).build()
+}
+
+/// A `no-cache` GET of `path`: what a cache hit would not count.
+fn refresh(path: &str, query: &str) -> Request {
+    http_v2("GET", path)
+        .query(query)
+        .header("cache-control", "no-cache")
+        .build()
 }
 
 /// Every endpoint's happy and error paths, checked against the document, then
@@ -373,6 +382,11 @@ async fn every_documented_response_is_produced_and_conforms() {
     assert_eq!(response.status(), 201);
     spec.check("post", ingest_path, &response);
 
+    // 400 for a client that cannot be identified (no source address).
+    let response = ingest_metric(&up, post(&single).no_source_ip().build()).await;
+    assert_eq!(response.status(), 400);
+    spec.check("post", ingest_path, &response);
+
     // 503 when Redis is unreachable.
     let response = ingest_metric(&down, post(&single).build()).await;
     assert_eq!(response.status(), 503);
@@ -409,7 +423,23 @@ async fn every_documented_response_is_produced_and_conforms() {
     );
     assert_eq!(body["period"], "custom");
 
-    // 401, 422, 503.
+    // 400, 401, 422, 429, 503.
+    let anonymous = http_v2("GET", summary_path)
+        .query(&query)
+        .no_source_ip()
+        .build();
+    let response = metrics_summary(&up, anonymous).await;
+    assert_eq!(response.status(), 400);
+    spec.check("get", summary_path, &response);
+    let limited = state(&[("SUMMARY_RATE_LIMIT_REQUESTS", "1")]);
+    spec.check(
+        "get",
+        summary_path,
+        &metrics_summary(&limited, summary(&query)).await,
+    );
+    let response = metrics_summary(&limited, refresh(summary_path, &query)).await;
+    assert_eq!(response.status(), 429);
+    spec.check("get", summary_path, &response);
     let response = metrics_summary(&keyed_state, summary(&query)).await;
     assert_eq!(response.status(), 401);
     spec.check("get", summary_path, &response);
@@ -423,7 +453,7 @@ async fn every_documented_response_is_produced_and_conforms() {
     assert_eq!(response.status(), 503);
     spec.check("get", summary_path, &response);
 
-    // GET /api/metrics/series: MISS, HIT with Age, 401, 422, 429, 503.
+    // GET /api/metrics/series: MISS, HIT with Age, 400, 401, 422, 429, 503.
     let series_path = "/api/metrics/series";
     let query = format!("type={t}&period=hourly&step=5m");
     let response = metrics_series(&up, series(&query)).await;
@@ -436,6 +466,13 @@ async fn every_documented_response_is_produced_and_conforms() {
     let response = metrics_series(&up, series(&query)).await;
     spec.check("get", series_path, &response);
     assert_eq!(header(&response, "x-cache"), "HIT");
+    let anonymous = http_v2("GET", series_path)
+        .query(&query)
+        .no_source_ip()
+        .build();
+    let response = metrics_series(&up, anonymous).await;
+    assert_eq!(response.status(), 400);
+    spec.check("get", series_path, &response);
     let response = metrics_series(&keyed_state, series(&query)).await;
     assert_eq!(response.status(), 401);
     spec.check("get", series_path, &response);
@@ -444,7 +481,7 @@ async fn every_documented_response_is_produced_and_conforms() {
     spec.check("get", series_path, &response);
     let limited = state(&[("SERIES_RATE_LIMIT_REQUESTS", "1")]);
     metrics_series(&limited, series(&query)).await;
-    let response = metrics_series(&limited, series(&query)).await;
+    let response = metrics_series(&limited, refresh(series_path, &query)).await;
     assert_eq!(response.status(), 429);
     spec.check("get", series_path, &response);
     let response = metrics_series(&down, series(&query)).await;

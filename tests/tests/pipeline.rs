@@ -21,6 +21,7 @@ fn state(pairs: &[(&str, &str)]) -> AppState {
         ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
         ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
         ("RATE_LIMIT_REQUESTS", "1000000"),
+        ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
     ];
     all.extend_from_slice(pairs);
     AppState::new(config(&all)).unwrap()
@@ -319,6 +320,7 @@ async fn concurrent_ingests_from_several_instances_are_all_counted() {
                     ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
                     ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
                     ("RATE_LIMIT_REQUESTS", "1000000"),
+                    ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
                 ],
             ))
             .unwrap()

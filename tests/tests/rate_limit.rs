@@ -207,7 +207,11 @@ async fn every_key_written_expires() {
         let prefix = random_prefix();
         let config = limiter_config(&prefix, algorithm, 3, 2);
         let (redis, limiter) = instance(&config);
-        let clients = [ip("203.0.113.1"), ip("2001:db8::1"), ClientId::unknown()];
+        let clients = [
+            ip("203.0.113.1"),
+            ip("2001:db8::1"),
+            ClientId::api_key(&[7; 32]),
+        ];
         for client in &clients {
             for _ in 0..5 {
                 limiter.check(&redis, client).await.unwrap();
@@ -251,7 +255,7 @@ async fn source_ips_from_the_request_context_are_the_clients() {
     let check = |req: lambda_http::Request| {
         let (redis, limiter) = (redis.clone(), limiter.clone());
         async move {
-            let client = client_identity(&req, &[]).unwrap();
+            let client = client_identity(&req, &Default::default()).unwrap();
             limiter.check(&redis, &client).await.unwrap()
         }
     };
@@ -309,7 +313,7 @@ async fn api_keys_are_required_and_each_key_has_its_own_quota() {
         if let Some(key) = key {
             event = event.header("x-api-key", key);
         }
-        client_identity(&event.build(), &config.identity.api_key_digests)
+        client_identity(&event.build(), &config.identity)
     };
 
     assert!(matches!(identify(None), Err(ApiError::Unauthorized)));

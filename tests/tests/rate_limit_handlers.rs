@@ -328,9 +328,10 @@ async fn idempotent_replays_count_against_the_quota() {
 }
 
 /// `/health` and `GET /api/metrics/summary` neither consume the POST quota
-/// nor are refused once it is exhausted.
+/// nor are refused once it is exhausted (summaries have a quota of their
+/// own, which cache hits do not spend).
 #[tokio::test]
-async fn health_and_summary_are_never_rate_limited() {
+async fn health_and_summary_do_not_spend_the_ingest_quota() {
     let state = state(&[
         ("RATE_LIMIT_REQUESTS", "2"),
         ("RATE_LIMIT_WINDOW_SECONDS", "600"),
@@ -438,11 +439,12 @@ async fn source_ips_have_independent_quotas_and_forwarding_headers_do_not_bypass
     assert_eq!(stored(&state, &t, None).await, (9, 3.0 + 6.0 + 12.0));
 }
 
-/// An IPv6 client is its /64 network (one subscriber's allocation), and
-/// requests without any source address share the one `unknown` bucket, which
-/// forwarding headers do not split either.
+/// An IPv6 client is its /64 network (one subscriber's allocation), and a
+/// request without any source address is refused (400, naming
+/// `TRUSTED_PROXY_HOPS`) instead of sharing a bucket with every other such
+/// request; forwarding headers do not stand in for the address.
 #[tokio::test]
-async fn ipv6_networks_and_requests_without_an_address_are_one_client_each() {
+async fn ipv6_networks_are_one_client_and_requests_without_an_address_are_refused() {
     let state = state(&[
         ("RATE_LIMIT_REQUESTS", "2"),
         ("RATE_LIMIT_WINDOW_SECONDS", "600"),
@@ -473,19 +475,37 @@ async fn ipv6_networks_and_requests_without_an_address_are_one_client_each() {
             .no_source_ip()
             .header("x-forwarded-for", &format!("192.0.2.{n}"))
     };
-    for n in 0..2 {
-        assert_eq!(send(&state, anonymous(n)).await.status(), 201);
+    for event in [
+        anonymous(0),
+        anonymous(1),
+        rest_v1("POST", "/api/metrics")
+            .json(&metric(&t, 1.0))
+            .no_source_ip(),
+        http_v2("POST", "/api/metrics")
+            .json(&metric(&t, 1.0))
+            .source_ip("not-an-address"),
+    ] {
+        let response = send(&state, event).await;
+        assert_eq!(response.status(), 400);
+        assert_eq!(single_header(&response, "content-type"), Some(PROBLEM_JSON));
+        let body = body_json(&response);
+        assert_eq!(
+            body["type"],
+            "urn:analytics-api:problem:client-unidentified"
+        );
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("TRUSTED_PROXY_HOPS"),
+            "{body}"
+        );
+        assert!(!has_limit_fields(&response), "refused before the limiter");
     }
-    assert_limited(&send(&state, anonymous(9)).await, policy_value);
-    assert_limited(
-        &send(
-            &state,
-            rest_v1("POST", "/api/metrics")
-                .json(&metric(&t, 1.0))
-                .no_source_ip(),
-        )
-        .await,
-        policy_value,
+    assert_eq!(
+        stored(&state, &t, None).await,
+        (3, 3.0),
+        "nothing was stored"
     );
 }
 

@@ -31,8 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Keeps the limiter and the external source out of the way: these tests are
 /// about Redis.
-const GENEROUS: [(&str, &str); 3] = [
+const GENEROUS: [(&str, &str); 4] = [
     ("RATE_LIMIT_REQUESTS", "1000000"),
+    ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
     ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
     ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
 ];

@@ -17,6 +17,7 @@ fn state(pairs: &[(&str, &str)]) -> AppState {
         ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
         ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
         ("RATE_LIMIT_REQUESTS", "1000000"),
+        ("SUMMARY_RATE_LIMIT_REQUESTS", "1000000"),
         ("SERIES_RATE_LIMIT_REQUESTS", "1000000"),
     ];
     all.extend_from_slice(pairs);
@@ -278,12 +279,28 @@ async fn series_are_rate_limited_apart_from_ingests() {
             .source_ip(&client)
             .build()
     };
-    for _ in 0..2 {
-        assert_eq!(metrics_series(&state, series()).await.status(), 200);
+    // The first computes (counted); the hits that follow cost one GET and
+    // are not counted; a no-cache refresh computes again (counted).
+    assert_eq!(metrics_series(&state, series()).await.status(), 200);
+    for _ in 0..3 {
+        let hit = metrics_series(&state, series()).await;
+        assert_eq!(hit.status(), 200);
+        assert_eq!(hit.headers()["x-cache"], "HIT");
     }
-    let refused = metrics_series(&state, series()).await;
+    let refresh = || {
+        http_v2("GET", "/api/metrics/series")
+            .query(&format!("type={t}&period=hourly&step=5m"))
+            .header("cache-control", "no-cache")
+            .source_ip(&client)
+            .build()
+    };
+    let second = metrics_series(&state, refresh()).await;
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["ratelimit"], "\"series\";r=0;t=60");
+    let refused = metrics_series(&state, refresh()).await;
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(refused.headers()["ratelimit-policy"], "\"series\";q=2;w=60");
     // The client's ingest budget is untouched.
     let ingest = http_v2("POST", "/api/metrics")
         .json(&metric(Utc::now(), 1.0, &t))

@@ -1,8 +1,11 @@
--- Read-through cache lookup with single-flight: returns the cached summary,
--- or takes the recompute lock, or says someone else holds it — in one call.
+-- Single-flight after a cache miss: serves the entry if one appeared
+-- meanwhile, or takes the recompute lock, or says someone else holds it — in
+-- one call. A hit never runs this script: it is one plain GET of the entry.
 --
--- KEYS[1]  the cache entry, a hash {body = JSON text, at = stored at (unix ms),
---          by = token of the computation that stored it}
+-- KEYS[1]  the cache entry, a string: the body (JSON text), then one line
+--          "\n<stored_at_ms> <expires_at_ms> <by>" written by
+--          store_and_unlock.lua (unix ms from Redis TIME; `by` the token of
+--          the computation that stored it)
 -- KEYS[2]  its lock, a string holding the owner's random token
 -- ARGV[1]  this request's token (random, unique)
 -- ARGV[2]  lock TTL, ms (covers the slowest permitted recomputation)
@@ -18,26 +21,27 @@
 --          there was none); an entry with this `by` is the stale copy
 --
 -- Returns one of (decoded by `Lookup` in cache/mod.rs):
---   {"hit", body, ttl_left_ms, age_ms}   a hit (age from redis TIME)
---   {"locked"}                           the lock is ours: recompute and store
---   {"busy"}                             another request is recomputing: wait
---   {"busy", by}                         "refresh" only: as {"busy"}, with the
---                                        `by` of the entry being skipped (""
---                                        if none), to pass as ARGV[4] while
---                                        awaiting
+--   {"hit", entry}   the stored entry, body and trailing line as stored
+--   {"locked"}       the lock is ours: recompute and store
+--   {"busy"}         another request is recomputing: wait
+--   {"busy", by}     "refresh" only: as {"busy"}, with the `by` of the entry
+--                    being skipped ("" if none), to pass as ARGV[4] while
+--                    awaiting
 local entry, lock = KEYS[1], KEYS[2]
 local mode = ARGV[3]
 
+-- The `by` of the stored entry, or nil when there is none. Only the entry's
+-- last bytes are read (the trailing line is at most 75): a body can be long.
+local function stored_by()
+  local tail = redis.call('GETRANGE', entry, -96, -1)
+  return string.match(tail, '\n%d+ %d+ (%w*)$')
+end
+
 -- skip: a `by` that marks the entry as the copy a no-cache request skipped.
 local function hit(skip)
-  local stored = redis.call('HMGET', entry, 'body', 'at', 'by')
-  if not stored[1] then return nil end
-  if skip and (stored[3] or '') == skip then return nil end
-  local now = redis.call('TIME')
-  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  local age = now_ms - (tonumber(stored[2]) or now_ms)
-  if age < 0 then age = 0 end
-  return { 'hit', stored[1], redis.call('PTTL', entry), age }
+  local by = stored_by()
+  if not by or (skip and by == skip) then return nil end
+  return { 'hit', redis.call('GET', entry) }
 end
 
 if mode == 'read' then
@@ -59,6 +63,6 @@ if redis.call('SET', lock, ARGV[1], 'NX', 'PX', ARGV[2]) then
   return { 'locked' }
 end
 if mode == 'refresh' then
-  return { 'busy', redis.call('HGET', entry, 'by') or '' }
+  return { 'busy', stored_by() or '' }
 end
 return { 'busy' }

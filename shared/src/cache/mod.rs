@@ -3,20 +3,33 @@
 //!
 //! A summary is looked up by a digest of its **parsed** query
 //! ([`SummaryQuery::cache_identity`]): parameter order and unknown parameters
-//! never create new entries. A hit costs one Redis round trip
-//! (`get_or_lock.lua`) and never calls the external source.
+//! never create new entries.
 //!
-//! On a miss, the same script call takes a lock (`SET NX PX`, a random owner
-//! token) so that one request in the whole fleet recomputes; the others poll
-//! for the fresh value for as long as the lock may legitimately be held, then
-//! take over if its owner vanished (the lock expires on its own). The owner
-//! stores the result and releases the lock only if it still owns it
-//! (`store_and_unlock.lua`). `Cache-Control: no-cache` skips the stored value
-//! but still goes through the lock, so a crowd of "refresh now" clicks causes
-//! one recomputation. Each entry records which computation stored it (the
-//! owner's token), so a no-cache request waiting behind a lock serves only a
-//! value stored after the one it skipped; if the owner vanished without
-//! storing, it takes the computation over like any waiter.
+//! **A hit is one plain `GET`** of the entry, no script: the cheapest read
+//! Redis has, and the one a cache shared by a whole fleet is read with most
+//! ([`SummaryCache::lookup`]). The entry is a string, the body followed by
+//! one line `\n<stored_at_ms> <expires_at_ms> <by>` written by the storing
+//! script with Redis' `TIME`, so the `GET` alone tells the entry's age and
+//! what is left of its TTL: `Age` and `max-age` on a hit are computed against
+//! the instance's own clock (see [`CachedBody`]).
+//!
+//! On a miss ([`Flight::run`]), one script call takes a lock (`SET NX PX`, a
+//! random owner token) so that one request in the whole fleet recomputes, or
+//! serves an entry stored since the `GET`; the others poll for the fresh
+//! value for as long as the lock may legitimately be held, then take over if
+//! its owner vanished (the lock expires on its own). The owner stores the
+//! result and releases the lock only if it still owns it
+//! (`store_and_unlock.lua`). `Cache-Control: no-cache` skips the `GET` and
+//! the stored value but still goes through the lock, so a crowd of "refresh
+//! now" clicks causes one recomputation. Each entry records which
+//! computation stored it (the owner's token, `by`), so a no-cache request
+//! waiting behind a lock serves only a value stored after the one it
+//! skipped; if the owner vanished without storing, it takes the computation
+//! over like any waiter.
+//!
+//! Between the lookup and the flight the caller may refuse the request
+//! (the per-client limits of summaries and series count only requests that
+//! reach the flight), so a hit never pays for more than its `GET`.
 //!
 //! TTLs: `CACHE_TTL_SECONDS` for a normal summary, the shorter
 //! `CACHE_FALLBACK_TTL_SECONDS` when its external data is a fallback, so
@@ -113,10 +126,17 @@ pub struct CachedBody {
     pub body: String,
     /// Hit or miss.
     pub status: CacheStatus,
-    /// Whole seconds the body stays cached: what is left of the entry's TTL
-    /// on a hit, the TTL it was stored with on a miss (`max-age`).
+    /// Whole seconds the body stays cached (`max-age`): on a miss, the TTL it
+    /// was stored with; on a hit, the entry's expiry (Redis' clock, when it
+    /// was stored) minus the instance's clock now, rounded up, within 0 and
+    /// the TTL.
     pub max_age_s: u64,
-    /// Whole seconds since the entry was stored, on a hit (`Age`).
+    /// On a hit, whole seconds since the entry was stored (`Age`): the
+    /// instance's clock now minus the entry's stored-at (Redis' clock),
+    /// rounded down, within 0 and the TTL. A difference between the two
+    /// clocks shifts `Age` and `max-age` by as much (Lambda hosts keep
+    /// theirs synchronised to within milliseconds); the entry itself expires
+    /// on Redis' clock alone. `None` on a miss.
     pub age_s: Option<u64>,
 }
 
@@ -158,15 +178,73 @@ fn lock_ttl_for(compute_timeout: Duration) -> Duration {
 const POLL_START: Duration = Duration::from_millis(10);
 const POLL_MAX: Duration = Duration::from_millis(80);
 
+/// A stored entry, decoded: what a `GET` of it answers, split into the body
+/// and its trailing line `\n<stored_at_ms> <expires_at_ms> <by>`
+/// (`store_and_unlock.lua` writes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    body: String,
+    /// Unix ms, Redis' `TIME` when the entry was stored.
+    stored_at_ms: i64,
+    /// Unix ms, `stored_at_ms` + the TTL it was stored with.
+    expires_at_ms: i64,
+}
+
+impl Entry {
+    /// Splits a stored value; `None` when it does not end with a well-formed
+    /// line (the same rule as `get_or_lock.lua`'s pattern
+    /// `\n%d+ %d+ %w*$`). The body is cut in place, never copied.
+    fn decode(mut value: String) -> Option<Self> {
+        let newline = value.rfind('\n')?;
+        let mut fields = value[newline + 1..].split(' ');
+        let stored_at_ms = unsigned(fields.next()?)?;
+        let expires_at_ms = unsigned(fields.next()?)?;
+        let by = fields.next()?;
+        if fields.next().is_some() || !by.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        value.truncate(newline);
+        Some(Self {
+            body: value,
+            stored_at_ms,
+            expires_at_ms,
+        })
+    }
+
+    /// The entry served as a hit at `now_ms` (the instance's clock, unix ms).
+    fn served_at(self, now_ms: i64) -> CachedBody {
+        let lifetime = (self.expires_at_ms - self.stored_at_ms).max(0);
+        let age_ms = (now_ms - self.stored_at_ms).clamp(0, lifetime);
+        let left_ms = (self.expires_at_ms - now_ms).clamp(0, lifetime);
+        CachedBody {
+            body: self.body,
+            status: CacheStatus::Hit,
+            max_age_s: u64::try_from(left_ms).unwrap_or(0).div_ceil(1000),
+            age_s: Some(u64::try_from(age_ms).unwrap_or(0) / 1000),
+        }
+    }
+}
+
+/// A non-empty run of ASCII digits as a number (what Lua's `%d+` matches).
+fn unsigned(text: &str) -> Option<i64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// The instance's clock, unix ms.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The reply of `get_or_lock.lua`, decoded here and nowhere else.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Lookup {
-    /// `{"hit", body, ttl_left_ms, age_ms}`: the entry.
-    Hit {
-        body: String,
-        ttl_left_ms: i64,
-        age_ms: i64,
-    },
+enum Step {
+    /// `{"hit", entry}`: an entry stored since the request's `GET`.
+    Hit(Entry),
     /// `{"locked"}`: the lock is ours; compute and store.
     Locked,
     /// `{"busy"}` or `{"busy", by}`: someone else holds the lock. In
@@ -175,15 +253,13 @@ enum Lookup {
     Busy(String),
 }
 
-impl FromRedisValue for Lookup {
+impl FromRedisValue for Step {
     fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
         let mut fields = ReplyFields::new("get_or_lock.lua", reply)?;
         let tag: String = fields.take()?;
         match tag.as_str() {
-            "hit" => Ok(Self::Hit {
-                body: fields.take()?,
-                ttl_left_ms: fields.take()?,
-                age_ms: fields.take()?,
+            "hit" => Entry::decode(fields.take()?).map(Self::Hit).ok_or_else(|| {
+                "get_or_lock.lua answered an entry without its stored-at line".into()
             }),
             "locked" => Ok(Self::Locked),
             "busy" => Ok(Self::Busy(fields.take().unwrap_or_default())),
@@ -211,6 +287,26 @@ impl Mode {
             Self::Await => "await",
         }
     }
+}
+
+/// What [`SummaryCache::lookup`] found.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// The stored body (`X-Cache: HIT`), from one `GET`.
+    Hit(CachedBody),
+    /// No usable entry, or `no-cache`: the request must go through the
+    /// single-flight ([`Flight::run`]) to be answered.
+    Miss(Flight<'a>),
+}
+
+/// A request that found no entry (or skips it), about to take part in the
+/// fleet-wide single-flight of its query.
+#[derive(Debug)]
+pub struct Flight<'a> {
+    cache: &'a SummaryCache,
+    entry: String,
+    lock: String,
+    no_cache: bool,
 }
 
 impl SummaryCache {
@@ -260,16 +356,52 @@ impl SummaryCache {
         self.keys.cache(&digest(query))
     }
 
-    /// Serves `query` from the cache, or computes it with `compute` under the
-    /// fleet-wide single-flight lock and stores it.
-    ///
-    /// `no_cache` (the request's `Cache-Control: no-cache`) skips a stored
-    /// value but not the lock. The caller bounds the whole call with the
-    /// request deadline.
+    /// An entry's stored value, exactly as `store_and_unlock.lua` writes it:
+    /// `body`, then `\n<stored_at_ms> <expires_at_ms> <by>` (`by`: letters
+    /// and digits), for tests that plant entries.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn entry_value(body: &str, stored_at_ms: i64, expires_at_ms: i64, by: &str) -> String {
+        format!("{body}\n{stored_at_ms} {expires_at_ms} {by}")
+    }
+
+    /// Looks `query` up: one `GET` of its entry, or none at all with
+    /// `no_cache` (the request's `Cache-Control: no-cache`, which skips the
+    /// stored value). A [`Lookup::Miss`] is answered by [`Flight::run`].
     ///
     /// # Errors
-    /// [`CacheError::Compute`] with `compute`'s error (never cached), or
-    /// [`CacheError::Redis`] when Redis fails.
+    /// The [`RedisError`] of the `GET`.
+    pub async fn lookup(
+        &self,
+        redis: &Redis,
+        query: &SummaryQuery,
+        no_cache: bool,
+    ) -> Result<Lookup<'_>, RedisError> {
+        let id = digest(query);
+        let entry = self.keys.cache(&id);
+        if !no_cache {
+            let stored: Option<String> = redis::cmd("GET")
+                .arg(&entry)
+                .query_async(&mut redis.clone())
+                .await?;
+            // A value that is not an entry is a miss: the flight overwrites it.
+            if let Some(found) = stored.and_then(Entry::decode) {
+                return Ok(Lookup::Hit(found.served_at(now_ms())));
+            }
+        }
+        Ok(Lookup::Miss(Flight {
+            cache: self,
+            lock: self.keys.cache_lock(&id),
+            entry,
+            no_cache,
+        }))
+    }
+
+    /// Serves `query` from the cache, or computes it with `compute` under the
+    /// fleet-wide single-flight lock and stores it: [`SummaryCache::lookup`]
+    /// then, on a miss, [`Flight::run`].
+    ///
+    /// # Errors
+    /// As [`Flight::run`].
     pub async fn get_or_compute<F, Fut, E>(
         &self,
         redis: &Redis,
@@ -281,38 +413,50 @@ impl SummaryCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Computed, E>>,
     {
-        let id = digest(query);
-        let entry = self.keys.cache(&id);
-        let lock = self.keys.cache_lock(&id);
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        match self.lookup(redis, query, no_cache).await? {
+            Lookup::Hit(hit) => Ok(hit),
+            Lookup::Miss(flight) => flight.run(redis, compute).await,
+        }
+    }
+}
 
-        let mut mode = if no_cache { Mode::Refresh } else { Mode::Read };
+impl Flight<'_> {
+    /// Answers the request through the single-flight: serves an entry stored
+    /// since the lookup, or computes it with `compute` under the lock and
+    /// stores it, or waits for the request holding the lock (and takes over
+    /// when that one vanished). With `no_cache` only a value stored after
+    /// the skipped one is served. The caller bounds the whole call with the
+    /// request deadline.
+    ///
+    /// # Errors
+    /// [`CacheError::Compute`] with `compute`'s error (never cached), or
+    /// [`CacheError::Redis`] when Redis fails.
+    pub async fn run<F, Fut, E>(
+        self,
+        redis: &Redis,
+        compute: F,
+    ) -> Result<CachedBody, CacheError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Computed, E>>,
+    {
+        let cache = self.cache;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut mode = if self.no_cache {
+            Mode::Refresh
+        } else {
+            Mode::Read
+        };
         // Which computation wrote the entry a no-cache request skips: while
         // awaiting, that entry is never served (if the owner vanishes without
         // storing, the request takes over instead).
         let mut skipped = String::new();
         let mut poll = POLL_START;
         loop {
-            match self
-                .lookup(redis, &entry, &lock, &token, mode, &skipped)
-                .await?
-            {
-                Lookup::Hit {
-                    body,
-                    ttl_left_ms,
-                    age_ms,
-                } => {
-                    return Ok(CachedBody {
-                        body,
-                        status: CacheStatus::Hit,
-                        max_age_s: u64::try_from(ttl_left_ms.max(0))
-                            .unwrap_or(0)
-                            .div_ceil(1000),
-                        age_s: Some(u64::try_from(age_ms.max(0)).unwrap_or(0) / 1000),
-                    })
-                }
-                Lookup::Locked => break,
-                Lookup::Busy(by) => {
+            match self.step(redis, &token, mode, &skipped).await? {
+                Step::Hit(entry) => return Ok(entry.served_at(now_ms())),
+                Step::Locked => break,
+                Step::Busy(by) => {
                     // A no-cache request waits for the owner's *new* value,
                     // not the entry it asked to skip.
                     if mode == Mode::Refresh {
@@ -320,7 +464,7 @@ impl SummaryCache {
                         skipped = by;
                     }
                     // The lock expires by itself after lock_ttl if its owner
-                    // vanished; the next lookup then takes it over. The
+                    // vanished; the next step then takes it over. The
                     // request deadline bounds the wait in any case.
                     tokio::time::sleep(poll).await;
                     poll = (poll * 2).min(POLL_MAX);
@@ -333,16 +477,16 @@ impl SummaryCache {
             Ok(c) => (
                 c.body.as_str(),
                 if c.degraded {
-                    self.fallback_ttl
+                    cache.fallback_ttl
                 } else {
-                    self.ttl
+                    cache.ttl
                 },
             ),
-            Err(_) => ("", self.ttl),
+            Err(_) => ("", cache.ttl),
         };
         let released: Result<bool, RedisError> = STORE_AND_UNLOCK
-            .key(&entry)
-            .key(&lock)
+            .key(&self.entry)
+            .key(&self.lock)
             .arg(&token)
             .arg(body)
             .arg(ttl.as_millis() as u64)
@@ -365,20 +509,18 @@ impl SummaryCache {
         })
     }
 
-    async fn lookup(
+    async fn step(
         &self,
         redis: &Redis,
-        entry: &str,
-        lock: &str,
         token: &str,
         mode: Mode,
         skipped: &str,
-    ) -> Result<Lookup, RedisError> {
+    ) -> Result<Step, RedisError> {
         GET_OR_LOCK
-            .key(entry)
-            .key(lock)
+            .key(&self.entry)
+            .key(&self.lock)
             .arg(token)
-            .arg(self.lock_ttl.as_millis() as u64)
+            .arg(self.cache.lock_ttl.as_millis() as u64)
             .arg(mode.as_str())
             .arg(skipped)
             .invoke_async(&mut redis.clone())
@@ -391,4 +533,62 @@ impl SummaryCache {
 fn digest(query: &SummaryQuery) -> String {
     let hash = Sha256::digest(query.cache_identity().as_bytes());
     hex::encode(&hash[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(value: &str) -> Option<Entry> {
+        Entry::decode(value.to_string())
+    }
+
+    #[test]
+    fn an_entry_is_its_body_and_a_trailing_line() {
+        let stored = SummaryCache::entry_value(r#"{"count":1}"#, 1_000, 61_000, "ab12");
+        assert_eq!(stored, "{\"count\":1}\n1000 61000 ab12");
+        let decoded = entry(&stored).unwrap();
+        assert_eq!(decoded.body, r#"{"count":1}"#);
+        assert_eq!(
+            (decoded.stored_at_ms, decoded.expires_at_ms),
+            (1_000, 61_000)
+        );
+        // The last line is the trailer, whatever the body holds.
+        let multiline = entry("a\nb\n5 6 x").unwrap();
+        assert_eq!(multiline.body, "a\nb");
+        assert_eq!(entry("{}\n5 6 ").unwrap().body, "{}");
+    }
+
+    #[test]
+    fn a_value_without_a_well_formed_trailer_is_not_an_entry() {
+        for value in [
+            "{}",
+            "{}\n",
+            "{}\n5 6",
+            "{}\n5 6 x y",
+            "{}\n-5 6 x",
+            "{}\n+5 6 x",
+            "{}\n5 6 x-y",
+            "{}\n5  6 x",
+            "{}\na 6 x",
+        ] {
+            assert_eq!(entry(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn age_and_max_age_use_the_given_clock_within_the_ttl() {
+        let stored = || entry("{}\n100000 160000 t").unwrap();
+        let at = |now| {
+            let served = stored().served_at(now);
+            (served.age_s, served.max_age_s)
+        };
+        assert_eq!(at(100_000), (Some(0), 60));
+        assert_eq!(at(112_500), (Some(12), 48));
+        assert_eq!(at(159_999), (Some(59), 1));
+        // A clock behind the stored-at, or past the expiry, is clamped.
+        assert_eq!(at(90_000), (Some(0), 60));
+        assert_eq!(at(170_000), (Some(60), 0));
+        assert_eq!(stored().served_at(0).status, CacheStatus::Hit);
+    }
 }

@@ -42,15 +42,16 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// client and hashed before they reach Redis. Only successful requests are
 /// remembered: a rejected request can be corrected and retried.
 ///
-/// Errors: 400 malformed JSON, 401 missing/unknown API key (when keys are
-/// configured), 413 body over `MAX_BODY_BYTES`, 422 invalid metrics (every
+/// Errors: 400 malformed JSON, or a client that cannot be identified (no
+/// usable address where `TRUSTED_PROXY_HOPS` says; before the limiter), 401
+/// missing/unknown API key (when keys are configured), 413 body over `MAX_BODY_BYTES`, 422 invalid metrics (every
 /// offending field listed) or a reused key, 429 + `Retry-After` over the rate
 /// limit, 503 + `Retry-After` when Redis is unavailable (nothing acknowledged).
 pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
     let admitted = before(deadline, state, async {
         require_method(&req, Method::POST)?;
-        let client = client_identity(&req, &state.config.identity.api_key_digests)?;
+        let client = client_identity(&req, &state.config.identity)?;
         let decision = state.limiter.check(&state.redis, &client).await?;
         if !decision.allowed {
             crate::observability::rate_limited();

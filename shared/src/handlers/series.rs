@@ -1,14 +1,15 @@
 //! `GET /api/metrics/series`: one point per step over a window of one metric
-//! type, rate limited per client and served through the read-through cache.
+//! type, served through the read-through cache and rate limited per client
+//! where it costs.
 
 use chrono::{DateTime, Utc};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, RequestExt, Response};
 
-use super::summary::{cached_response, wants_no_cache};
-use super::{before, deadline, require_method};
+use super::summary::{serve_cached, wants_no_cache};
+use super::{deadline, require_method};
 use crate::cache::Computed;
-use crate::http::{client_identity, rate_limit_fields, respond, ApiError};
+use crate::http::{client_identity, ApiError};
 use crate::metric::Invalid;
 use crate::responses::{percentiles, percentiles_note, Series, SeriesPoint};
 use crate::state::AppState;
@@ -25,59 +26,53 @@ use crate::window::{parse_series_query, SummaryQuery, Window};
 ///
 /// At most 1,500 points; the buckets of every point are read in one script
 /// call, so the cost depends on the window and step, never on the number of
-/// stored metrics. Rate limited per client (`SERIES_RATE_LIMIT_REQUESTS` per
-/// `RATE_LIMIT_WINDOW_SECONDS`, apart from ingests; `RateLimit` fields on
-/// every response past the limiter) and cached like summaries (`X-Cache`,
-/// `Cache-Control: no-cache` to refresh).
+/// stored metrics. Cached like summaries (`X-Cache`, `Cache-Control:
+/// no-cache` to refresh) and rate limited the same way where it costs
+/// (policy `series`, `SERIES_RATE_LIMIT_REQUESTS` per
+/// `RATE_LIMIT_WINDOW_SECONDS`, apart from ingests and summaries): a hit
+/// counts for nothing, a miss or a refresh once
+/// ([`super::summary::serve_cached`]).
 ///
-/// Errors: 401 missing/unknown API key (when keys are configured), 422 for a
-/// missing or invalid query or more than 1,500 points (the detail says which
+/// Errors: 400 for a client that cannot be identified, 401 missing/unknown
+/// API key (when keys are configured), 422 for a missing or invalid query or
+/// more than 1,500 points (the detail says which
 /// step or window would fit), 429 + `Retry-After` over the rate limit, 503 +
 /// `Retry-After` when Redis is unavailable.
 pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
-    let admitted = before(deadline, state, async {
+    let asked = || -> Result<_, ApiError> {
         require_method(&req, Method::GET)?;
-        let client = client_identity(&req, &state.config.identity.api_key_digests)?;
-        let decision = state.series_limiter.check(&state.redis, &client).await?;
-        if !decision.allowed {
-            crate::observability::rate_limited();
-            return Err(ApiError::TooManyRequests(decision));
-        }
-        Ok(decision)
-    })
-    .await;
-    let decision = match admitted {
-        Ok(decision) => decision,
+        let client = client_identity(&req, &state.config.identity)?;
+        let params = req.query_string_parameters();
+        let query = parse_series_query(
+            params.iter(),
+            Utc::now(),
+            state.config.metrics.retention,
+            state.config.metrics.max_future_skew,
+        )?;
+        let step = query.step.unwrap_or(60);
+        let plan = plan(
+            query.window.from.timestamp(),
+            query.window.to.timestamp(),
+            step,
+        )
+        .map_err(|err| Invalid::field("step", err.to_string()))?;
+        Ok((client, query, plan))
+    };
+    let (client, query, plan) = match asked() {
+        Ok(asked) => asked,
         Err(err) => return err.into_response(),
     };
-    let mut response = respond(before(deadline, state, serve(state, &req)).await);
-    response.headers_mut().extend(rate_limit_fields(&decision));
-    response
-}
-
-async fn serve(state: &AppState, req: &Request) -> Result<Response<Body>, ApiError> {
-    let params = req.query_string_parameters();
-    let query = parse_series_query(
-        params.iter(),
-        Utc::now(),
-        state.config.metrics.retention,
-        state.config.metrics.max_future_skew,
-    )?;
-    let step = query.step.unwrap_or(60);
-    let plan = plan(
-        query.window.from.timestamp(),
-        query.window.to.timestamp(),
-        step,
+    serve_cached(
+        state,
+        deadline,
+        &state.series_limiter,
+        &client,
+        &query,
+        wants_no_cache(&req),
+        || compute_series(state, &query, &plan),
     )
-    .map_err(|err| Invalid::field("step", err.to_string()))?;
-    let cached = state
-        .cache
-        .get_or_compute(&state.redis, &query, wants_no_cache(req), || {
-            compute_series(state, &query, &plan)
-        })
-        .await?;
-    Ok(cached_response(cached))
+    .await
 }
 
 /// Reads the plan's buckets (one script call) and builds the body. Called

@@ -1,15 +1,21 @@
 //! `GET /api/metrics/summary`: aggregates of one metric type over a window,
-//! enriched by the external source, served through the read-through cache.
+//! enriched by the external source, served through the read-through cache
+//! and rate limited where it costs (the helper the series share).
+
+use std::future::Future;
 
 use chrono::Utc;
 use lambda_http::http::header::{HeaderValue, AGE, CACHE_CONTROL};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
+use tokio::time::Instant;
 
-use super::{require_method, within_deadline};
+use super::{before, deadline, require_method};
 use crate::breaker::CallError;
-use crate::cache::{CacheStatus, CachedBody, Computed};
-use crate::http::{client_identity, ApiError, JSON};
+use crate::cache::{CacheStatus, CachedBody, Computed, Lookup};
+use crate::http::{client_identity, rate_limit_fields, respond, ApiError, JSON};
+use crate::identity::ClientId;
+use crate::rate_limit::RateLimiter;
 use crate::responses::{percentiles, percentiles_note, ExternalData, FallbackReason, Summary};
 use crate::state::AppState;
 use crate::window::{parse_summary_query, SummaryQuery};
@@ -30,13 +36,23 @@ use crate::window::{parse_summary_query, SummaryQuery};
 /// says how long the answer stays cached. `Cache-Control: no-cache` on the
 /// request forces a recomputation.
 ///
-/// Errors: 401 missing/unknown API key (when keys are configured), 422 for a
-/// missing or invalid query (the allowed periods are listed), 503 +
-/// `Retry-After` when Redis is unavailable.
+/// Rate limited per client where it costs (policy `summary`,
+/// `SUMMARY_RATE_LIMIT_REQUESTS` per `RATE_LIMIT_WINDOW_SECONDS`, apart from
+/// ingests and series): a hit is one `GET` and counts for nothing; a miss or
+/// a `no-cache` refresh counts once, and its response carries the
+/// `RateLimit` fields ([`serve_cached`]).
+///
+/// Errors: 400 for a client that cannot be identified (no usable address
+/// where `TRUSTED_PROXY_HOPS` says), 401 missing/unknown API key (when keys
+/// are configured), 422 for a missing or invalid query (the allowed periods
+/// are listed), 429 +
+/// `Retry-After` over the rate limit, 503 + `Retry-After` when Redis is
+/// unavailable.
 pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
-    within_deadline(state, async {
+    let deadline = deadline(state);
+    let asked = || -> Result<_, ApiError> {
         require_method(&req, Method::GET)?;
-        client_identity(&req, &state.config.identity.api_key_digests)?;
+        let client = client_identity(&req, &state.config.identity)?;
         let params = req.query_string_parameters();
         let query = parse_summary_query(
             params.iter(),
@@ -44,15 +60,78 @@ pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
             state.config.metrics.retention,
             state.config.metrics.max_future_skew,
         )?;
-        let cached = state
-            .cache
-            .get_or_compute(&state.redis, &query, wants_no_cache(&req), || {
-                compute_summary(state, &query)
-            })
-            .await?;
-        Ok(cached_response(cached))
-    })
+        Ok((client, query))
+    };
+    let (client, query) = match asked() {
+        Ok(asked) => asked,
+        Err(err) => return err.into_response(),
+    };
+    serve_cached(
+        state,
+        deadline,
+        &state.summary_limiter,
+        &client,
+        &query,
+        wants_no_cache(&req),
+        || compute_summary(state, &query),
+    )
     .await
+}
+
+/// Answers a summary or series `query` of `client` through the cache, by
+/// `deadline`.
+///
+/// A hit is answered by the cache's one `GET` and is not counted: it costs
+/// Redis no more than the plainest read, and no script call is added to it.
+/// A request the `GET` does not answer (a miss, a `no-cache` refresh) is
+/// what costs: Redis scripts, the buckets, perhaps an external call. It
+/// passes `limiter` first (one script call): refused, it is a 429 with
+/// `Retry-After` and nothing else happens; admitted, its response carries
+/// the limiter's `RateLimit` fields whatever happens next (even a 503).
+/// Such a request counts once, also when it ends up served by another
+/// request's computation (`X-Cache: HIT` after waiting on the lock).
+pub(super) async fn serve_cached<F, Fut>(
+    state: &AppState,
+    deadline: Instant,
+    limiter: &RateLimiter,
+    client: &ClientId,
+    query: &SummaryQuery,
+    no_cache: bool,
+    compute: F,
+) -> Response<Body>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Computed, ApiError>>,
+{
+    let looked_up = before(deadline, state, async {
+        Ok(state.cache.lookup(&state.redis, query, no_cache).await?)
+    })
+    .await;
+    let flight = match looked_up {
+        Ok(Lookup::Hit(hit)) => return cached_response(hit),
+        Ok(Lookup::Miss(flight)) => flight,
+        Err(err) => return err.into_response(),
+    };
+    let admitted = before(deadline, state, async {
+        let decision = limiter.check(&state.redis, client).await?;
+        if !decision.allowed {
+            crate::observability::rate_limited();
+            return Err(ApiError::TooManyRequests(decision));
+        }
+        Ok(decision)
+    })
+    .await;
+    let decision = match admitted {
+        Ok(decision) => decision,
+        Err(err) => return err.into_response(),
+    };
+    let served = before(deadline, state, async {
+        Ok(cached_response(flight.run(&state.redis, compute).await?))
+    })
+    .await;
+    let mut response = respond(served);
+    response.headers_mut().extend(rate_limit_fields(&decision));
+    response
 }
 
 /// The 200 of a summary, with `X-Cache`, `Cache-Control: max-age` and, on a

@@ -67,20 +67,22 @@ pub enum MetricsBody {
 pub struct RetryAfterSeconds(pub u64);
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-10 §2): the
-/// quota `q` (requests) per window `w` (seconds) of the `default` policy.
+/// quota `q` (requests) per window `w` (seconds) of the route's policy:
+/// `default` (`POST /api/metrics`), `summary` or `series`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(
-    pattern = r#"^"default";q=[0-9]+;w=[0-9]+$"#,
-    examples(r#""default";q=5;w=60"#)
+    pattern = r#"^"(default|summary|series)";q=[0-9]+;w=[0-9]+$"#,
+    examples(r#""default";q=5;w=60"#, r#""summary";q=120;w=60"#)
 )]
 pub struct RateLimitPolicyField(pub String);
 
 /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10 §3): `r` requests
-/// remaining now, `t` seconds until `r` next increases.
+/// remaining now, `t` seconds until `r` next increases, under the route's
+/// policy.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(
-    pattern = r#"^"default";r=[0-9]+;t=[0-9]+$"#,
-    examples(r#""default";r=4;t=60"#)
+    pattern = r#"^"(default|summary|series)";r=[0-9]+;t=[0-9]+$"#,
+    examples(r#""default";r=4;t=60"#, r#""summary";r=119;t=60"#)
 )]
 pub struct RateLimitField(pub String);
 

@@ -33,8 +33,15 @@
 //!   storing one theoretical arrival time per client, as redis-cell (Brandur
 //!   Leach), go-redis/redis_rate and Brandur Leach's `throttled` do.
 //!
+//! Three policies share the algorithm and the window, each counted on keys
+//! of its own so that no route spends another's budget: `default`
+//! (`POST /api/metrics`, `RATE_LIMIT_REQUESTS`), `summary` (the summaries
+//! that cost work, `SUMMARY_RATE_LIMIT_REQUESTS`) and `series` (likewise,
+//! `SERIES_RATE_LIMIT_REQUESTS`). What a read counts for is the HTTP edge's
+//! decision: only requests the cache's plain read did not answer.
+//!
 //! The result is a typed [`RateLimitDecision`]: accepted or refused, the
-//! policy (limit per window), what remains, when it resets and, when refused,
+//! policy (its name, limit per window), what remains, when it resets and, when refused,
 //! when to retry (at least one second, computed from the state: when the next
 //! slot frees), so a client that waits that long and retries is accepted. The
 //! HTTP edge turns it into the `RateLimit-Policy` and `RateLimit` fields of
@@ -62,8 +69,12 @@ pub enum RateLimitError {
     Redis(#[from] RedisError),
 }
 
-/// The name of the service's one quota policy in the `RateLimit` fields.
+/// The name of the ingest policy in the `RateLimit` fields (`POST /api/metrics`).
 pub const POLICY_NAME: &str = "default";
+/// The name of the summaries' policy (`GET /api/metrics/summary`).
+pub const SUMMARY_POLICY_NAME: &str = "summary";
+/// The name of the series' policy (`GET /api/metrics/series`).
+pub const SERIES_POLICY_NAME: &str = "series";
 
 /// Which rate-limiting algorithm guards `POST /api/metrics`
 /// (`RATE_LIMIT_ALGORITHM`).
@@ -121,8 +132,14 @@ pub struct RateLimitSettings {
     pub window: Duration,
     /// `RATE_LIMIT_ALGORITHM`, default `sliding_log`.
     pub algorithm: RateLimitAlgorithm,
+    /// `SUMMARY_RATE_LIMIT_REQUESTS`, default 120 (1..=1 000 000): summary
+    /// requests that cost work (cache misses and `no-cache` refreshes)
+    /// allowed per window per client, counted apart from ingests and series.
+    pub summary_requests: u32,
     /// `SERIES_RATE_LIMIT_REQUESTS`, default 60 (1..=1 000 000): series
-    /// requests allowed per window per client, counted apart from ingests.
+    /// requests that cost work (cache misses and `no-cache` refreshes)
+    /// allowed per window per client, counted apart from ingests and
+    /// summaries.
     pub series_requests: u32,
 }
 
@@ -136,6 +153,7 @@ impl RateLimitSettings {
             requests: env.int("RATE_LIMIT_REQUESTS", 5, 1..=1_000_000)? as u32,
             window: env.seconds("RATE_LIMIT_WINDOW_SECONDS", 60, 1..=86_400)?,
             algorithm: env.parse("RATE_LIMIT_ALGORITHM", RateLimitAlgorithm::SlidingLog)?,
+            summary_requests: env.int("SUMMARY_RATE_LIMIT_REQUESTS", 120, 1..=1_000_000)? as u32,
             series_requests: env.int("SERIES_RATE_LIMIT_REQUESTS", 60, 1..=1_000_000)? as u32,
         })
     }
@@ -183,8 +201,10 @@ pub struct RateLimiter {
     algorithm: RateLimitAlgorithm,
     limit: u32,
     window: Duration,
-    /// Names the requests counted apart (`series_`), or empty.
+    /// Names the requests counted apart (`summary_`, `series_`), or empty.
     scope: &'static str,
+    /// The policy's name in the `RateLimit` fields.
+    policy: &'static str,
 }
 
 impl RateLimiter {
@@ -197,19 +217,40 @@ impl RateLimiter {
             limit: settings.requests.max(1),
             window: settings.window.max(Duration::from_secs(1)),
             scope: "",
+            policy: POLICY_NAME,
         }
     }
 
-    /// The limiter of `GET /api/metrics/series`: `settings.series_requests`
-    /// per `settings.window` per client with `settings.algorithm`, counted
-    /// apart from ingests (its keys end in `series_<algorithm>`), so a
-    /// dashboard's reads never spend a client's ingest budget.
+    /// The limiter of `GET /api/metrics/summary` (policy `summary`):
+    /// `settings.summary_requests` per `settings.window` per client with
+    /// `settings.algorithm`, counted apart (its keys end in
+    /// `summary_<algorithm>`), so a dashboard's reads never spend a client's
+    /// ingest budget.
+    pub fn for_summary(settings: &RateLimitSettings, keys: Keys) -> Self {
+        Self {
+            limit: settings.summary_requests.max(1),
+            scope: "summary_",
+            policy: SUMMARY_POLICY_NAME,
+            ..Self::new(settings, keys)
+        }
+    }
+
+    /// The limiter of `GET /api/metrics/series` (policy `series`):
+    /// `settings.series_requests` per `settings.window` per client with
+    /// `settings.algorithm`, counted apart (its keys end in
+    /// `series_<algorithm>`).
     pub fn for_series(settings: &RateLimitSettings, keys: Keys) -> Self {
         Self {
             limit: settings.series_requests.max(1),
             scope: "series_",
+            policy: SERIES_POLICY_NAME,
             ..Self::new(settings, keys)
         }
+    }
+
+    /// The name of this limiter's policy in the `RateLimit` fields.
+    pub fn policy(&self) -> &'static str {
+        self.policy
     }
 
     /// The Redis key holding `client`'s state for the configured algorithm
@@ -252,6 +293,7 @@ impl RateLimiter {
             .invoke_async(&mut redis.clone())
             .await?;
         Ok(RateLimitDecision::from_reply(
+            self.policy,
             self.limit,
             self.window,
             reply,
@@ -266,6 +308,9 @@ impl RateLimiter {
 pub struct RateLimitDecision {
     /// Whether the request was accepted (and counted).
     pub allowed: bool,
+    /// The policy's name (`default`, `summary`, `series`), the item name of
+    /// both `RateLimit` fields.
+    pub policy: &'static str,
     /// The quota: requests per window (`q` of `RateLimit-Policy`).
     pub limit: u32,
     /// The window, seconds (`w` of `RateLimit-Policy`).
@@ -283,7 +328,7 @@ pub struct RateLimitDecision {
 
 impl RateLimitDecision {
     /// From a script's reply.
-    fn from_reply(limit: u32, window: Duration, reply: LimiterReply) -> Self {
+    fn from_reply(policy: &'static str, limit: u32, window: Duration, reply: LimiterReply) -> Self {
         let LimiterReply {
             allowed,
             remaining,
@@ -293,6 +338,7 @@ impl RateLimitDecision {
         let reset_after_s = ceil_seconds(reset_after_us);
         Self {
             allowed,
+            policy,
             limit,
             window_s: window.as_secs(),
             remaining: if allowed {
@@ -326,7 +372,7 @@ pub(crate) mod tests {
             reset_after_us,
             retry_after_us,
         };
-        RateLimitDecision::from_reply(5, Duration::from_secs(60), reply)
+        RateLimitDecision::from_reply(POLICY_NAME, 5, Duration::from_secs(60), reply)
     }
 
     #[test]

@@ -1,16 +1,23 @@
-//! Synthetic API Gateway events as `lambda_http::Request`s.
+//! Synthetic API Gateway, Function URL and Application Load Balancer events
+//! as `lambda_http::Request`s.
 //!
-//! The builder writes the JSON event API Gateway would send (HTTP API payload
-//! format 2.0, or REST API v1 "proxy" events) and turns it into a request with
+//! The builder writes the JSON event AWS would send (HTTP API payload
+//! format 2.0, REST API v1 "proxy" events, a Lambda Function URL's 2.0
+//! events, an ALB target group's events) and turns it into a request with
 //! `lambda_http::request::from_str`, the deserialiser the Lambda runtime uses.
 //! So the request carries the same URI, headers, body and `RequestContext`
 //! extension (with `sourceIp`) as in AWS, and handlers that read the client's
 //! IP from the request context can be tested with several clients.
 //!
-//! Shapes follow the AWS documentation of the two payload formats: in v2,
+//! Shapes follow the AWS documentation of the payload formats: in v2,
 //! repeated query parameters and headers are joined with commas and the raw
 //! query string is kept in `rawQueryString`; in v1 the single-value maps keep
-//! the last value and `multiValue*` maps keep all of them.
+//! the last value and `multiValue*` maps keep all of them. A Function URL
+//! reports the address it observed as `sourceIp` **and** appends it to
+//! `X-Forwarded-For`; an ALB has no source address in its event and only
+//! appends the address it observed to `X-Forwarded-For` (its default
+//! `append` mode), with single-value headers (the last value of a repeated
+//! header) unless multi-value headers are enabled on the target group.
 //!
 //! ```
 //! use synthetic_events::http_v2;
@@ -42,13 +49,21 @@ pub fn next_client_ip() -> String {
     format!("198.{}.{}.{}", 18 + (n >> 16), (n >> 8) & 0xff, n & 0xff)
 }
 
-/// Which API Gateway payload format to produce.
+/// Which event format to produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// HTTP API, payload format version 2.0.
     HttpV2,
     /// REST API (payload format 1.0).
     RestV1,
+    /// A Lambda Function URL (payload format 2.0, `routeKey` `$default`).
+    FunctionUrl,
+    /// An Application Load Balancer target group; `multi_value` when the
+    /// target group sends `multiValueHeaders`.
+    Alb {
+        /// Headers (and query parameters) as lists of all their values.
+        multi_value: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +94,24 @@ pub fn http_v2(method: &str, path: &str) -> EventBuilder {
 /// A REST API (v1) event for `method` on `path`.
 pub fn rest_v1(method: &str, path: &str) -> EventBuilder {
     EventBuilder::new(Format::RestV1, method, path)
+}
+
+/// A Lambda Function URL event for `method` on `path`: its source IP is in
+/// the request context and appended to `X-Forwarded-For`.
+pub fn function_url(method: &str, path: &str) -> EventBuilder {
+    EventBuilder::new(Format::FunctionUrl, method, path)
+}
+
+/// An Application Load Balancer event for `method` on `path`, single-value
+/// headers: the source IP ([`EventBuilder::source_ip`], the address the ALB
+/// observed) is appended to `X-Forwarded-For` and is nowhere else.
+pub fn alb(method: &str, path: &str) -> EventBuilder {
+    EventBuilder::new(Format::Alb { multi_value: false }, method, path)
+}
+
+/// [`alb`] with the target group's multi-value headers enabled.
+pub fn alb_multi_value(method: &str, path: &str) -> EventBuilder {
+    EventBuilder::new(Format::Alb { multi_value: true }, method, path)
 }
 
 impl EventBuilder {
@@ -128,8 +161,10 @@ impl EventBuilder {
         self
     }
 
-    /// The caller's IP as API Gateway reports it (`requestContext.http.sourceIp`
-    /// in v2, `requestContext.identity.sourceIp` in v1).
+    /// The caller's IP as AWS observed it: as API Gateway reports it
+    /// (`requestContext.http.sourceIp` in v2, `requestContext.identity.sourceIp`
+    /// in v1); a Function URL reports it there too and appends it to
+    /// `X-Forwarded-For`; an ALB only appends it to `X-Forwarded-For`.
     pub fn source_ip(mut self, ip: &str) -> Self {
         self.source_ip = Some(ip.to_string());
         self
@@ -146,6 +181,8 @@ impl EventBuilder {
         match self.format {
             Format::HttpV2 => self.v2_json(),
             Format::RestV1 => self.v1_json(),
+            Format::FunctionUrl => self.function_url_json(),
+            Format::Alb { multi_value } => self.alb_json(multi_value),
         }
     }
 
@@ -308,6 +345,80 @@ impl EventBuilder {
     }
 }
 
+impl EventBuilder {
+    /// The headers with the source IP appended to `X-Forwarded-For`, as a
+    /// Function URL or an ALB in `append` mode forwards them (a new field
+    /// when the client sent none, else appended to the last one).
+    fn headers_with_appended_source(&self) -> Vec<(String, String)> {
+        let mut headers = self.headers.clone();
+        if let Some(ip) = &self.source_ip {
+            match headers
+                .iter_mut()
+                .rev()
+                .find(|(name, _)| name == "x-forwarded-for")
+            {
+                Some((_, value)) => {
+                    value.push_str(", ");
+                    value.push_str(ip);
+                }
+                None => headers.push(("x-forwarded-for".to_string(), ip.clone())),
+            }
+        }
+        headers
+    }
+
+    fn function_url_json(&self) -> Value {
+        let mut url = Self {
+            headers: self.headers_with_appended_source(),
+            ..self.clone()
+        };
+        url.format = Format::HttpV2;
+        let mut event = url.v2_json();
+        event["routeKey"] = json!("$default");
+        event["requestContext"]["routeKey"] = json!("$default");
+        event["requestContext"]["domainName"] = json!("abcdefghij.lambda-url.eu-west-1.on.aws");
+        event["requestContext"]["domainPrefix"] = json!("abcdefghij");
+        event["requestContext"]["apiId"] = json!("abcdefghij");
+        event["headers"]["host"] = json!("abcdefghij.lambda-url.eu-west-1.on.aws");
+        event
+    }
+
+    fn alb_json(&self, multi_value: bool) -> Value {
+        let mut headers = Map::new();
+        let mut multi_headers = Map::new();
+        for (name, value) in self.headers_with_appended_source() {
+            headers.insert(name.clone(), json!(value));
+            push_into(&mut multi_headers, &name, &value);
+        }
+        let host = "internal-api-123456.eu-west-1.elb.amazonaws.com";
+        headers.entry("host").or_insert_with(|| json!(host));
+        multi_headers.entry("host").or_insert_with(|| json!([host]));
+        let mut params = Map::new();
+        let mut multi_params = Map::new();
+        for (k, v) in self.query_pairs() {
+            params.insert(k.clone(), json!(v));
+            push_into(&mut multi_params, &k, &v);
+        }
+        let (body, is_base64) = self.body_fields();
+        let mut event = json!({
+            "requestContext": {"elb": {"targetGroupArn":
+                "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/api/6d0ecf831eec9f09"}},
+            "httpMethod": self.method,
+            "path": self.path,
+            "isBase64Encoded": is_base64,
+            "body": if body.is_null() { json!("") } else { body },
+        });
+        if multi_value {
+            event["multiValueHeaders"] = Value::Object(multi_headers);
+            event["multiValueQueryStringParameters"] = Value::Object(multi_params);
+        } else {
+            event["headers"] = Value::Object(headers);
+            event["queryStringParameters"] = Value::Object(params);
+        }
+        event
+    }
+}
+
 fn join_into(map: &mut Map<String, Value>, key: &str, value: &str) {
     match map.get_mut(key) {
         Some(Value::String(existing)) => {
@@ -432,6 +543,60 @@ mod tests {
             assert_eq!(req.body().as_ref(), b"\x00\xffraw");
             assert_eq!(source_ip(&req), None);
         }
+    }
+
+    fn forwarded_for(req: &lambda_http::Request) -> Vec<String> {
+        req.headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn function_url_events_report_and_append_the_source_ip() {
+        let req = function_url("GET", "/api/metrics/summary")
+            .query("type=cpu&period=hourly")
+            .header("x-forwarded-for", "192.0.2.1")
+            .source_ip("198.51.100.9")
+            .build();
+        assert_eq!(req.uri().path(), "/api/metrics/summary");
+        assert_eq!(req.query_string_parameters().first("type"), Some("cpu"));
+        assert_eq!(source_ip(&req).as_deref(), Some("198.51.100.9"));
+        assert_eq!(forwarded_for(&req), ["192.0.2.1, 198.51.100.9"]);
+        assert!(matches!(
+            req.request_context_ref(),
+            Some(RequestContext::ApiGatewayV2(_))
+        ));
+    }
+
+    #[test]
+    fn alb_events_carry_the_source_ip_only_in_x_forwarded_for() {
+        for (builder, multi_value) in [
+            (alb("POST", "/api/metrics"), false),
+            (alb_multi_value("POST", "/api/metrics"), true),
+        ] {
+            let req = builder
+                .json(&json!({"value": 1}))
+                .header("x-forwarded-for", "192.0.2.1")
+                .source_ip("198.51.100.9")
+                .build();
+            assert_eq!(req.method(), "POST", "multi-value {multi_value}");
+            assert_eq!(req.uri().path(), "/api/metrics");
+            assert!(matches!(req.body(), Body::Text(t) if t == r#"{"value":1}"#));
+            assert_eq!(forwarded_for(&req), ["192.0.2.1, 198.51.100.9"]);
+            assert_eq!(source_ip(&req), None);
+            assert!(matches!(
+                req.request_context_ref(),
+                Some(RequestContext::Alb(_))
+            ));
+        }
+        let req = alb("GET", "/api/metrics/summary")
+            .query("type=cpu&period=daily")
+            .source_ip("198.51.100.9")
+            .build();
+        assert_eq!(req.query_string_parameters().first("period"), Some("daily"));
+        assert_eq!(forwarded_for(&req), ["198.51.100.9"]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::future::Future;
 use lambda_http::{Body, Response};
 use serde_json::json;
 use shared::handlers::{health, ingest_metric, metrics_series, metrics_summary};
+use shared::identity::ClientId;
 use shared::metric::format_timestamp;
 use shared::AppState;
 
@@ -46,15 +47,17 @@ pub async fn count(state: &AppState, response: impl Future<Output = Response<Bod
 
 /// Every hot path once, on a fresh metric type derived from `metric_type`:
 /// ingest accepted (one metric: 2, a limiter call and a storage call; a batch
-/// of 500: still 2), ingest rate-limited (1), summary cache hit (1) and miss
-/// (5: lookup-or-lock, buckets, breaker admission, breaker report,
-/// store-and-unlock), series cache hit (2: its limiter, the lookup) and miss
-/// (4: limiter, lookup-or-lock, the buckets of every point in one script
+/// of 500: still 2), ingest rate-limited (1), summary cache hit (1: one
+/// `GET`, no limiter) and miss (7: the `GET`, the summary limiter,
+/// lookup-or-lock, buckets, breaker admission, breaker report,
+/// store-and-unlock), a summary miss over the client's limit (2: the `GET`
+/// and the limiter), series cache hit (1: the `GET`) and miss (5: the `GET`,
+/// its limiter, lookup-or-lock, the buckets of every point in one script
 /// call, store-and-unlock), health (1: `PING`, the breaker state, the probe
 /// script and `INFO` pipelined; in cluster mode 2, sent concurrently: that
 /// pipeline to the breaker's master, `INFO` to every master).
 ///
-/// `state` must allow exactly 3 requests per client and use an external
+/// `state` must allow exactly 3 ingests per client and use an external
 /// source without latency or failures.
 ///
 /// # Errors
@@ -128,15 +131,32 @@ pub async fn hot_paths(state: &AppState, metric_type: &str) -> Result<Vec<Counte
         metrics_summary(state, summary(&format!("{metric_type}_miss"))?),
     )
     .await;
-    record("summary, cache miss", 200, miss, 5);
+    record("summary, cache miss", 200, miss, 7);
+    // One client that spent its summary budget: its next miss is refused
+    // after the `GET` and the limiter, before any lock or computation.
+    let spender = next_client_ip();
+    let spender_id = ClientId::ip(spender.parse().map_err(|e| format!("{spender}: {e}"))?);
+    for _ in 0..state.config.rate_limit.summary_requests {
+        state
+            .summary_limiter
+            .check(&state.redis, &spender_id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let over = http_v2("GET", "/api/metrics/summary")
+        .query(&format!("type={metric_type}_over&period=daily"))
+        .source_ip(&spender)
+        .try_build()?;
+    let refused = count(state, metrics_summary(state, over)).await;
+    record("summary, rate-limited (cache miss)", 429, refused, 2);
     let hit = count(state, metrics_series(state, series(metric_type)?)).await;
-    record("series, cache hit", 200, hit, 2);
+    record("series, cache hit", 200, hit, 1);
     let miss = count(
         state,
         metrics_series(state, series(&format!("{metric_type}_miss"))?),
     )
     .await;
-    record("series, cache miss", 200, miss, 4);
+    record("series, cache miss", 200, miss, 5);
     let healthy = count(state, health(state, get_health()?)).await;
     let cluster = state.redis.mode() == shared::connection::RedisMode::Cluster;
     record("health", 200, healthy, if cluster { 2 } else { 1 });
