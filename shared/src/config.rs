@@ -137,8 +137,8 @@ mod tests {
         assert_eq!(c.request.deadline, Duration::from_millis(3000));
         assert_eq!(c.request.max_body_bytes, 1_048_576);
         assert_eq!(c.metrics.retention_days(), 35);
-        assert_eq!(c.types.max_types, 10_000);
-        assert_eq!(c.types.max_new_per_client_per_hour, 1_000);
+        assert_eq!(c.types.max_types, 1_000);
+        assert_eq!(c.types.max_new_per_client_per_hour, 200);
         assert_eq!(c.rate_limit.requests, 5);
         assert_eq!(c.rate_limit.algorithm, RateLimitAlgorithm::SlidingLog);
         assert_eq!(c.cache.ttl, Duration::from_secs(60));

@@ -240,8 +240,8 @@ mod operations {
     /// be corrected and retried with the same key.
     ///
     /// **Metric types.** A deployment holds at most `MAX_METRIC_TYPES`
-    /// (default 10000) metric types at once, and a client may create at most
-    /// `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR` (default 1000) new ones per
+    /// (default 1000) metric types at once, and a client may create at most
+    /// `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR` (default 200) new ones per
     /// hour: a body holding new types beyond either is refused whole (409,
     /// 429), while metrics of existing types are still accepted.
     ///
@@ -318,7 +318,7 @@ mod operations {
                     "detail": "a valid x-api-key header is required"
                 })),
             (status = 409, description = "The body holds metric types new to this deployment, \
-                and storing them would take it past `MAX_METRIC_TYPES` (default 10000) live types. \
+                and storing them would take it past `MAX_METRIC_TYPES` (default 1000) live types. \
                 Nothing was stored, whatever else the body held. Metrics of types already stored are \
                 accepted; a type stops counting when its data expires. Retrying the same body does \
                 not help until types expire or the limit is raised.",
@@ -331,8 +331,8 @@ mod operations {
                     "type": "urn:analytics-api:problem:metric-type-limit",
                     "title": "Conflict",
                     "status": 409,
-                    "detail": "this request holds 500 metric type(s) new to this deployment, which holds \
-                        9800 of its limit of MAX_METRIC_TYPES = 10000; nothing was stored. Metrics of \
+                    "detail": "this request holds 3 metric type(s) new to this deployment, which holds \
+                        999 of its limit of MAX_METRIC_TYPES = 1000; nothing was stored. Metrics of \
                         types already stored are accepted; a type stops counting when its data expires \
                         (METRIC_RETENTION_DAYS after its last metric)"
                 })),
@@ -349,8 +349,10 @@ mod operations {
                     "detail": "the body exceeds the limit of 1048576 bytes"
                 })),
             (status = 422, description = "Invalid metrics (every offending field is listed, with its \
-                `index` in a batch; nothing is stored), an invalid `Idempotency-Key`, or a key \
-                already used with a different body.",
+                `index` in a batch; nothing is stored), an invalid `Idempotency-Key`, a key \
+                already used with a different body, or more metric types new to the deployment \
+                than a client may create in an hour (`MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR`), \
+                which no retry of the same body can fit.",
                 body = Problem, content_type = PROBLEM,
                 headers(
                     ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
@@ -386,7 +388,7 @@ mod operations {
             (status = 429, description = "The client's rate limit is exhausted (nothing was read or \
                 stored; a retry after `Retry-After` seconds is accepted if nothing else is sent \
                 meanwhile), or the body holds metric types new to this deployment and the client \
-                has created `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR` (default 1000) new types in \
+                has created `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR` (default 200) new types in \
                 the last hour (nothing was stored; the same body fits after `Retry-After` seconds \
                 unless the client creates other types meanwhile).",
                 body = Problem, content_type = PROBLEM,
@@ -406,7 +408,7 @@ mod operations {
                         "type": "urn:analytics-api:problem:new-metric-types-rate-limited",
                         "title": "Too Many Requests",
                         "status": 429,
-                        "detail": "this client may create MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR = 1000 new \
+                        "detail": "this client may create MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR = 200 new \
                             metric types per hour; nothing was stored. Retry after 1712 s, or send metrics \
                             of types already stored"
                     }))),

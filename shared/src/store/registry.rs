@@ -74,18 +74,19 @@ const KNOWN_CAPACITY: usize = 65_536;
 /// confirm lie within one request deadline of each other.
 const RESERVATION_MARGIN_S: u64 = 60;
 
-/// The window of the per-client budget, s.
-pub const BUDGET_WINDOW_S: u64 = 3_600;
-
 /// The settings of the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TypeLimits {
-    /// `MAX_METRIC_TYPES`, default 10 000 (1..=10 000 000): the most metric
-    /// types one deployment holds data of at once.
+    /// `MAX_METRIC_TYPES`, default 1 000 (1..=10 000 000): the most metric
+    /// types one deployment holds data of at once. A type written every
+    /// minute through the whole default retention holds 4.6 MiB (one value
+    /// a minute) to 10.7 MiB (23 a minute) of Redis memory (BENCHMARKS.md),
+    /// so the default bounds that case to about 5–11 GiB.
     pub max_types: u64,
-    /// `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR`, default 1 000
+    /// `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR`, default 200
     /// (1..=10 000 000): the most types new to the deployment one client may
-    /// create in any rolling hour.
+    /// create in any rolling hour, so that one client needs hours, not one
+    /// request, to take the whole of `MAX_METRIC_TYPES`.
     pub max_new_per_client_per_hour: u64,
 }
 
@@ -97,10 +98,10 @@ impl TypeLimits {
     /// A [`ConfigError`] naming the first unusable variable.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            max_types: env.int("MAX_METRIC_TYPES", 10_000, 1..=10_000_000)?,
+            max_types: env.int("MAX_METRIC_TYPES", 1_000, 1..=10_000_000)?,
             max_new_per_client_per_hour: env.int(
                 "MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR",
-                1_000,
+                200,
                 1..=10_000_000,
             )?,
         })
@@ -525,8 +526,8 @@ mod tests {
     fn defaults_and_ranges() {
         let none = |_: &str| None;
         let limits = TypeLimits::from_env(&Env::new(&none)).unwrap();
-        assert_eq!(limits.max_types, 10_000);
-        assert_eq!(limits.max_new_per_client_per_hour, 1_000);
+        assert_eq!(limits.max_types, 1_000);
+        assert_eq!(limits.max_new_per_client_per_hour, 200);
         let zero = |name: &str| (name == "MAX_METRIC_TYPES").then(|| "0".to_string());
         let err = TypeLimits::from_env(&Env::new(&zero)).unwrap_err();
         assert_eq!(err.variable, "MAX_METRIC_TYPES");
