@@ -21,6 +21,7 @@ use crate::observability::ObservabilitySettings;
 use crate::rate_limit::RateLimitSettings;
 pub use crate::settings::ConfigError;
 use crate::settings::Env;
+use crate::store::registry::TypeLimits;
 
 /// Every setting of the service, grouped by the component that uses it.
 /// `Debug` never shows a password or an API key digest.
@@ -32,6 +33,8 @@ pub struct Config {
     pub request: RequestSettings,
     /// `METRIC_RETENTION_DAYS`, `MAX_FUTURE_SKEW_SECONDS`, `MAX_BATCH_SIZE`.
     pub metrics: MetricLimits,
+    /// `MAX_METRIC_TYPES`, `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR`.
+    pub types: TypeLimits,
     /// `API_KEYS_SHA256`, `TRUSTED_PROXY_HOPS`.
     pub identity: IdentitySettings,
     /// `RATE_LIMIT_*`.
@@ -110,6 +113,7 @@ impl Config {
             identity: IdentitySettings::from_env(&env)?,
             request: RequestSettings::from_env(&env)?,
             metrics: MetricLimits::from_env(&env)?,
+            types: TypeLimits::from_env(&env)?,
             external: ExternalSettings::from_env(&env)?,
             rate_limit: RateLimitSettings::from_env(&env)?,
             cache: CacheSettings::from_env(&env)?,
@@ -133,6 +137,8 @@ mod tests {
         assert_eq!(c.request.deadline, Duration::from_millis(3000));
         assert_eq!(c.request.max_body_bytes, 1_048_576);
         assert_eq!(c.metrics.retention_days(), 35);
+        assert_eq!(c.types.max_types, 1_000);
+        assert_eq!(c.types.max_new_per_client_per_hour, 200);
         assert_eq!(c.rate_limit.requests, 5);
         assert_eq!(c.rate_limit.summary_requests, 120);
         assert_eq!(c.rate_limit.series_requests, 60);
@@ -158,6 +164,8 @@ mod tests {
             ("CACHE_FALLBACK_TTL_SECONDS", "61"),
             ("METRIC_RETENTION_DAYS", "0"),
             ("REQUEST_DEADLINE_MS", "99"),
+            ("MAX_METRIC_TYPES", "0"),
+            ("MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR", "many"),
         ] {
             let err = Config::from_pairs(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");

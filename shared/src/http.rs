@@ -27,6 +27,7 @@ use crate::identity::{
 use crate::metric::{FieldError, Invalid, MetricError};
 use crate::rate_limit::{RateLimitDecision, RateLimitError};
 use crate::responses::Problem;
+use crate::store::registry::AdmitError;
 use crate::store::StoreError;
 
 /// Media type of every error body (RFC 9457 §3).
@@ -69,6 +70,38 @@ pub enum ApiError {
     /// 422: an `Idempotency-Key` was reused with a different body.
     #[error("this Idempotency-Key was already used with a different body")]
     IdempotencyKeyReused,
+    /// 409: the request holds metric types new to the deployment, and
+    /// storing them would take it past `MAX_METRIC_TYPES`; nothing was
+    /// stored. Conflict (RFC 9110 §15.5.10): the deployment's state, not the
+    /// request's form, refuses it, and the client can resolve it (send
+    /// existing types) where a retry as such never helps.
+    #[error(
+        "this request holds {new_types} metric type(s) new to this deployment, which holds \
+         {live} of its limit of MAX_METRIC_TYPES = {max_types}; nothing was stored. Metrics \
+         of types already stored are accepted; a type stops counting when its data expires \
+         (METRIC_RETENTION_DAYS after its last metric)"
+    )]
+    MetricTypeLimit {
+        /// `MAX_METRIC_TYPES`.
+        max_types: u64,
+        /// Types the deployment held.
+        live: u64,
+        /// Types of the request new to the deployment.
+        new_types: u64,
+    },
+    /// 429: the client's budget of new metric types per hour is spent; the
+    /// response carries `Retry-After`.
+    #[error(
+        "this client may create MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR = {budget} new \
+         metric types per hour; nothing was stored. Retry after {retry_after_s} s, or send \
+         metrics of types already stored"
+    )]
+    NewMetricTypesLimited {
+        /// `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR`.
+        budget: u64,
+        /// Seconds until the request fits the budget, ≥ 1.
+        retry_after_s: u64,
+    },
     /// 429: the client's rate limit is exhausted; the response carries
     /// `Retry-After` and the `RateLimit`/`RateLimit-Policy` fields of the
     /// refusing decision.
@@ -134,7 +167,10 @@ impl ApiError {
             Self::Unprocessable { .. } | Self::IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::MetricTypeLimit { .. } => StatusCode::CONFLICT,
+            Self::TooManyRequests(_) | Self::NewMetricTypesLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -149,6 +185,10 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "urn:analytics-api:problem:payload-too-large",
             Self::Unprocessable { .. } => "urn:analytics-api:problem:validation-failed",
             Self::IdempotencyKeyReused => "urn:analytics-api:problem:idempotency-key-reused",
+            Self::MetricTypeLimit { .. } => "urn:analytics-api:problem:metric-type-limit",
+            Self::NewMetricTypesLimited { .. } => {
+                "urn:analytics-api:problem:new-metric-types-rate-limited"
+            }
             Self::TooManyRequests(_) => "urn:analytics-api:problem:rate-limited",
             Self::Unavailable { .. } => "urn:analytics-api:problem:service-unavailable",
         }
@@ -179,7 +219,8 @@ impl ApiError {
                     .insert(RETRY_AFTER, HeaderValue::from(retry_after_s(&decision)));
                 response.headers_mut().extend(rate_limit_fields(&decision));
             }
-            Self::Unavailable { retry_after_s, .. } => {
+            Self::Unavailable { retry_after_s, .. }
+            | Self::NewMetricTypesLimited { retry_after_s, .. } => {
                 response
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
@@ -229,6 +270,59 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Redis(err) => Self::redis(&err),
+        }
+    }
+}
+
+impl From<AdmitError> for ApiError {
+    fn from(err: AdmitError) -> Self {
+        match err {
+            AdmitError::Limit {
+                max_types,
+                live,
+                new_types,
+            } => {
+                tracing::warn!(
+                    max_metric_types = max_types,
+                    live_metric_types = live,
+                    new_metric_types = new_types,
+                    "new metric types refused: MAX_METRIC_TYPES reached"
+                );
+                crate::observability::new_metric_types_refused("max_metric_types");
+                Self::MetricTypeLimit {
+                    max_types,
+                    live,
+                    new_types,
+                }
+            }
+            AdmitError::Budget {
+                budget,
+                retry_after_s,
+            } => {
+                tracing::warn!(
+                    budget,
+                    "new metric types refused: the client's budget per hour is spent"
+                );
+                crate::observability::new_metric_types_refused("client_budget");
+                match retry_after_s {
+                    Some(retry_after_s) => Self::NewMetricTypesLimited {
+                        budget,
+                        retry_after_s,
+                    },
+                    None => Self::Unprocessable {
+                        detail: format!(
+                            "this request holds more metric types new to this deployment than a \
+                             client may create in an hour (MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR \
+                             = {budget}); nothing was stored"
+                        ),
+                        errors: vec![FieldError::new(
+                            "body",
+                            format!("holds more than {budget} new metric types"),
+                        )],
+                    },
+                }
+            }
+            AdmitError::Redis(err) => Self::redis(&err),
         }
     }
 }

@@ -16,6 +16,8 @@
 //! | circuit breaker | `{p}:cb:{<dependency>}` | hash |
 //! | idempotency record (the request's claim in cluster mode) | `{p}:idem:{<client digest>}:<key digest>` | hash: fp, body |
 //! | idempotency record of one metric type (cluster mode) | `{p}:{<type>}:idem:<client digest>:<key digest>` | hash: fp, body |
+//! | registry of live metric types | `{p}:types:{registry}` | zset: type → unix s it counts until |
+//! | new types one client created in the last hour | `{p}:types:{registry}:new:<client digest>` | zset: type → creation, unix ms |
 //!
 //! User-controlled parts (the metric type) are validated against
 //! `[A-Za-z0-9_.-]{1,64}` before they reach this module, and no key pattern
@@ -90,6 +92,18 @@ impl Keys {
         format!("{}:idem:{{{}}}:{}", self.prefix, client, key_digest)
     }
 
+    /// The registry of live metric types (`MAX_METRIC_TYPES`): one key, in
+    /// one hash slot with every client's [`Keys::type_creations`].
+    pub fn type_registry(&self) -> String {
+        format!("{}:types:{{registry}}", self.prefix)
+    }
+
+    /// The metric types one client (a digest of its identity) created in
+    /// the last hour, in the registry's hash slot.
+    pub fn type_creations(&self, client: &str) -> String {
+        format!("{}:types:{{registry}}:new:{}", self.prefix, client)
+    }
+
     /// The idempotency record of one metric type of a request (cluster
     /// mode), in the type's hash slot beside its buckets:
     /// `{p}:{<type>}:idem:<client digest>:<key digest>`.
@@ -140,5 +154,7 @@ mod tests {
             k.metric_container("cpu_usage", "d", -2_764_800),
             "analytics:{cpu_usage}:d:-2764800"
         );
+        assert_eq!(k.type_registry(), "analytics:types:{registry}");
+        assert!(k.type_creations("ab").starts_with(&k.type_registry()));
     }
 }

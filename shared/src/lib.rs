@@ -37,7 +37,8 @@
 //! - [`store`]: metrics pre-aggregated in minute/hour/day buckets (count,
 //!   compensated sum, min, max, a DDSketch) by one atomic Lua script; a
 //!   summary reads ≤ ~200 buckets whatever the data size, a series the
-//!   buckets of its steps.
+//!   buckets of its steps; `store::registry` bounds the number of metric
+//!   types (`MAX_METRIC_TYPES`).
 //! - [`window`]: summary and series queries (quantiles, step) and their time
 //!   windows.
 //! - [`metric`]: metrics as clients send them, and their validation.

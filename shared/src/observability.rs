@@ -95,6 +95,12 @@ pub const EXTERNAL_CALL_FAILURES: &str = "ExternalCallFailures";
 pub const BREAKER_TRANSITIONS: &str = "CircuitBreakerTransitions";
 /// Redis failures that turned into a 503.
 pub const REDIS_ERRORS: &str = "RedisErrors";
+/// Metric types new to the deployment that a request stored.
+pub const NEW_METRIC_TYPES: &str = "NewMetricTypes";
+/// Requests refused because of their new metric types, with dimension
+/// `Reason`: `max_metric_types` (409, the deployment's cap) or
+/// `client_budget` (the client's budget per hour).
+pub const REFUSED_NEW_METRIC_TYPES: &str = "RefusedNewMetricTypes";
 /// One per execution environment, on its first invocation.
 pub const COLD_START: &str = "ColdStart";
 /// One per reading of Redis' `maxmemory-policy` that found a policy that
@@ -137,6 +143,17 @@ pub fn breaker_transition(new_state: &'static str) {
     counter!(BREAKER_TRANSITIONS, "State" => new_state).increment(1);
 }
 
+/// Counts `count` metric types new to the deployment, stored.
+pub fn new_metric_types(count: usize) {
+    counter!(NEW_METRIC_TYPES).increment(count as u64);
+}
+
+/// Counts one request refused for its new metric types, by `reason`
+/// (`max_metric_types` or `client_budget`).
+pub fn new_metric_types_refused(reason: &'static str) {
+    counter!(REFUSED_NEW_METRIC_TYPES, "Reason" => reason).increment(1);
+}
+
 /// Counts one Redis failure answered with 503.
 pub fn redis_error() {
     counter!(REDIS_ERRORS).increment(1);
@@ -153,7 +170,7 @@ pub fn redis_evicted_keys(count: u64) {
 }
 
 /// Every counter this module records, for the recorder to describe.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 11] = [
     ACCEPTED_METRICS,
     RATE_LIMITED_REQUESTS,
     CACHE_HITS,
@@ -163,6 +180,8 @@ pub const ALL: [&str; 9] = [
     REDIS_ERRORS,
     REDIS_EVICTING_POLICY,
     REDIS_EVICTED_KEYS,
+    NEW_METRIC_TYPES,
+    REFUSED_NEW_METRIC_TYPES,
 ];
 
 /// Describes every counter (unit `Count`) to the installed recorder.

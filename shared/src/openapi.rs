@@ -284,6 +284,12 @@ mod operations {
     /// store once. Only successful requests are remembered: a rejected one can
     /// be corrected and retried with the same key.
     ///
+    /// **Metric types.** A deployment holds at most `MAX_METRIC_TYPES`
+    /// (default 1000) metric types at once, and a client may create at most
+    /// `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR` (default 200) new ones per
+    /// hour: a body holding new types beyond either is refused whole (409,
+    /// 429), while metrics of existing types are still accepted.
+    ///
     /// **Guarantee.** A 201 means every metric of the body is counted exactly
     /// once; any other status means nothing of this request was stored.
     #[utoipa::path(
@@ -366,6 +372,25 @@ mod operations {
                     "status": 401,
                     "detail": "a valid x-api-key header is required"
                 })),
+            (status = 409, description = "The body holds metric types new to this deployment, \
+                and storing them would take it past `MAX_METRIC_TYPES` (default 1000) live types. \
+                Nothing was stored, whatever else the body held. Metrics of types already stored are \
+                accepted; a type stops counting when its data expires. Retrying the same body does \
+                not help until types expire or the limit is raised.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:metric-type-limit",
+                    "title": "Conflict",
+                    "status": 409,
+                    "detail": "this request holds 3 metric type(s) new to this deployment, which holds \
+                        999 of its limit of MAX_METRIC_TYPES = 1000; nothing was stored. Metrics of \
+                        types already stored are accepted; a type stops counting when its data expires \
+                        (METRIC_RETENTION_DAYS after its last metric)"
+                })),
             (status = 413, description = "The body exceeds `MAX_BODY_BYTES`.",
                 body = Problem, content_type = PROBLEM,
                 headers(
@@ -379,8 +404,10 @@ mod operations {
                     "detail": "the body exceeds the limit of 1048576 bytes"
                 })),
             (status = 422, description = "Invalid metrics (every offending field is listed, with its \
-                `index` in a batch; nothing is stored), an invalid `Idempotency-Key`, or a key \
-                already used with a different body.",
+                `index` in a batch; nothing is stored), an invalid `Idempotency-Key`, a key \
+                already used with a different body, or more metric types new to the deployment \
+                than a client may create in an hour (`MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR`), \
+                which no retry of the same body can fit.",
                 body = Problem, content_type = PROBLEM,
                 headers(
                     ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
@@ -413,20 +440,34 @@ mod operations {
                         "detail": "this Idempotency-Key was already used with a different body"
                     }))),
                 )),
-            (status = 429, description = "The client's rate limit is exhausted. Nothing was read or \
-                stored; a retry after `Retry-After` seconds is accepted if nothing else is sent meanwhile.",
+            (status = 429, description = "The client's rate limit is exhausted (nothing was read or \
+                stored; a retry after `Retry-After` seconds is accepted if nothing else is sent \
+                meanwhile), or the body holds metric types new to this deployment and the client \
+                has created `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR` (default 200) new types in \
+                the last hour (nothing was stored; the same body fits after `Retry-After` seconds \
+                unless the client creates other types meanwhile).",
                 body = Problem, content_type = PROBLEM,
                 headers(
-                    ("Retry-After" = RetryAfterSeconds, description = "Seconds until a request will be accepted."),
+                    ("Retry-After" = RetryAfterSeconds, description = "Seconds until the request will be accepted."),
                     ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
-                    ("RateLimit" = RateLimitField, description = "What is left of it (`r=0`)."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it (`r=0` when the rate limit refused)."),
                 ),
-                example = json!({
-                    "type": "urn:analytics-api:problem:rate-limited",
-                    "title": "Too Many Requests",
-                    "status": 429,
-                    "detail": "rate limit exceeded; retry after 37 s"
-                })),
+                examples(
+                    ("rate_limited" = (summary = "The rate limit is exhausted", value = json!({
+                        "type": "urn:analytics-api:problem:rate-limited",
+                        "title": "Too Many Requests",
+                        "status": 429,
+                        "detail": "rate limit exceeded; retry after 37 s"
+                    }))),
+                    ("new_types" = (summary = "The client's budget of new metric types is spent", value = json!({
+                        "type": "urn:analytics-api:problem:new-metric-types-rate-limited",
+                        "title": "Too Many Requests",
+                        "status": 429,
+                        "detail": "this client may create MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR = 200 new \
+                            metric types per hour; nothing was stored. Retry after 1712 s, or send metrics \
+                            of types already stored"
+                    }))),
+                )),
             (status = 503, description = "Redis is unavailable or the request ran out of \
                 `REQUEST_DEADLINE_MS`. Nothing was acknowledged: retry (with the same \
                 `Idempotency-Key`) after `Retry-After`.",
@@ -828,7 +869,7 @@ mod tests {
         assert_eq!(statuses("/health", "get"), ["200", "503"]);
         assert_eq!(
             statuses("/api/metrics", "post"),
-            ["201", "400", "401", "413", "422", "429", "503"]
+            ["201", "400", "401", "409", "413", "422", "429", "503"]
         );
         assert_eq!(
             statuses("/api/metrics/summary", "get"),

@@ -15,6 +15,7 @@ use crate::external::ExternalSource;
 use crate::keys::Keys;
 use crate::rate_limit::RateLimiter;
 use crate::redis_server::ServerWatch;
+use crate::store::registry::TypeRegistry;
 use crate::store::MetricStore;
 
 /// The name of the external source's circuit breaker, as shown by `/health`.
@@ -30,6 +31,9 @@ pub struct AppState {
     pub keys: Keys,
     /// Bucketed metric storage.
     pub store: MetricStore,
+    /// The registry of live metric types (`MAX_METRIC_TYPES`), with this
+    /// instance's memory of the types it registered.
+    pub registry: TypeRegistry,
     /// The external data source of summaries.
     pub external: ExternalSource,
     /// The circuit breaker around [`AppState::external`].
@@ -77,6 +81,13 @@ impl AppState {
         let call_timeout = config.external.timeout;
         Ok(Self {
             store: MetricStore::new(keys.clone(), config.metrics.retention_days()),
+            registry: TypeRegistry::new(
+                keys.clone(),
+                config.types,
+                config.metrics.retention_days(),
+                config.request.idempotency_ttl,
+                config.request.deadline,
+            ),
             breaker: CircuitBreaker::new(&config.breaker, call_timeout, &keys, EXTERNAL_SERVICE),
             cache: SummaryCache::new(
                 &config.cache,

@@ -140,6 +140,49 @@ async fn every_call_the_service_makes_touches_one_hash_slot() {
         422
     );
 
+    // The type registry: claims and confirms above; a refusal at the cap, a
+    // client's budget spent, the release after an overflow.
+    let capped = recorded(
+        cluster_config(
+            &cluster,
+            &prefix,
+            &[
+                GENEROUS[0],
+                ("MAX_METRIC_TYPES", "5"),
+                ("MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR", "1"),
+            ],
+        ),
+        &mut logs,
+    );
+    let fresh = random_type("capped");
+    assert_eq!(
+        status(&ingest_metric(&capped, ingest(&metric(&fresh, 1.0), None, "192.0.2.2")).await),
+        201
+    );
+    let budget = ingest_metric(
+        &capped,
+        ingest(&metric(&random_type("b"), 1.0), None, "192.0.2.2"),
+    );
+    assert_eq!(status(&budget.await), 429);
+    // Types a, b, c, fresh and this one make five, the cap.
+    let last = ingest_metric(
+        &capped,
+        ingest(&metric(&random_type("c"), 1.0), None, "192.0.2.3"),
+    );
+    assert_eq!(status(&last.await), 201);
+    let full = ingest_metric(
+        &capped,
+        ingest(&metric(&random_type("d"), 1.0), None, "192.0.2.4"),
+    );
+    assert_eq!(status(&full.await), 409);
+    let big = random_type("overflow");
+    let overflow = json!([metric(&big, 1.7e308), metric(&big, 1.7e308)]);
+    let uncapped = recorded(cluster_config(&cluster, &prefix, &GENEROUS), &mut logs);
+    assert_eq!(
+        status(&ingest_metric(&uncapped, ingest(&overflow, None, "192.0.2.4")).await),
+        422
+    );
+
     // Summaries: miss, hit, no-cache; health.
     assert_eq!(
         status(&metrics_summary(&state, summary(&a, false)).await),

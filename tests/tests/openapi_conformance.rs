@@ -371,6 +371,29 @@ async fn every_documented_response_is_produced_and_conforms() {
     assert_eq!(response.status(), 429);
     spec.check("post", ingest_path, &response);
 
+    // 409 past MAX_METRIC_TYPES; 429 past the client's new types per hour.
+    let capped = state(&[
+        ("MAX_METRIC_TYPES", "1"),
+        ("MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR", "1"),
+    ]);
+    let response = ingest_metric(&capped, post(&single).build()).await;
+    assert_eq!(response.status(), 201);
+    let new_type = metric(&random_type("conformance"), 1.0).to_string();
+    let response = ingest_metric(&capped, post(&new_type).build()).await;
+    assert_eq!(response.status(), 409);
+    let body = spec.check("post", ingest_path, &response);
+    assert_eq!(body["type"], "urn:analytics-api:problem:metric-type-limit");
+    let budgeted = state(&[("MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR", "1")]);
+    let response = ingest_metric(&budgeted, post(&single).build()).await;
+    assert_eq!(response.status(), 201);
+    let response = ingest_metric(&budgeted, post(&new_type).build()).await;
+    assert_eq!(response.status(), 429);
+    let body = spec.check("post", ingest_path, &response);
+    assert_eq!(
+        body["type"],
+        "urn:analytics-api:problem:new-metric-types-rate-limited"
+    );
+
     // 401 with API keys configured; a known key passes.
     let digest = hex(Sha256::digest(b"conformance-key"));
     let keyed_state = state(&[("API_KEYS_SHA256", &digest)]);

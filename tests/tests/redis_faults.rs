@@ -508,7 +508,8 @@ async fn a_deadline_after_the_limiter_still_reports_the_rate_limit() {
     );
 
     let t = random_type("slow_store");
-    proxy.delay_reply_to_command_containing(&t, Duration::from_millis(1500));
+    // The storage call: the type's hash tag is in its keys only.
+    proxy.delay_reply_to_command_containing(&format!("{{{t}}}"), Duration::from_millis(1500));
     let response = post(&state, None, &metric(&t, 1.0)).await;
     assert_eq!(response.status(), 503, "{}", body_json(&response));
     assert!(response.headers().contains_key("retry-after"));
@@ -539,8 +540,9 @@ async fn a_write_whose_reply_was_lost_is_not_counted_twice_on_a_retry_with_its_k
 
     let t = random_type("lost");
     let body = metric(&t, 7.0);
-    // The metric type appears in the ingest script's keys, not in the limiter's.
-    proxy.lose_reply_to_command_containing(&t);
+    // The type's hash tag appears in the ingest script's keys only (the
+    // limiter's keys name the client, the type registry's claim the bare type).
+    proxy.lose_reply_to_command_containing(&format!("{{{t}}}"));
     let first = post(&state, Some("lost-reply-1"), &body).await;
     assert_eq!(proxy.lost.load(Ordering::SeqCst), 1, "no reply was lost");
     assert_eq!(first.status(), 503, "{}", body_json(&first));
@@ -648,7 +650,13 @@ async fn acknowledged_metrics_are_counted_exactly_once_across_kills_and_restarts
     let mut server = PrivateRedis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let url = server.url();
     let prefix = random_prefix();
-    let pairs = [("REDIS_TIMEOUT_MS", "200"), ("REQUEST_DEADLINE_MS", "1000")];
+    // Every metric is a type of its own: room for all of them.
+    let pairs = [
+        ("REDIS_TIMEOUT_MS", "200"),
+        ("REQUEST_DEADLINE_MS", "1000"),
+        ("MAX_METRIC_TYPES", "10000"),
+        ("MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR", "10000"),
+    ];
     let instances: Arc<Vec<AppState>> =
         Arc::new((0..3).map(|_| instance(&url, &prefix, &pairs)).collect());
     let base = random_type("chaos");

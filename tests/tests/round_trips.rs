@@ -12,6 +12,13 @@
 //! | series, cache hit | 1 (one `GET`) |
 //! | series, cache miss | 5 (the `GET`, its limiter, lookup-or-lock, the buckets of every point in one script call, store-and-unlock) |
 //! | health | 1 (`PING`, the breaker state, a probe script and `INFO` pipelined) |
+//! | ingest of a metric type new to the deployment | 4: + the type registry's claim and confirm (`MAX_METRIC_TYPES`), once per type |
+//! | ingest of a type new to the instance | 3: + the claim, then 2 for `store::registry::RECHECK` (60 s) |
+//!
+//! The hot paths above ingest a type the instance registered in its
+//! warm-up, so they pay nothing for the registry: an instance remembers
+//! which types it registered and claims a type again only after the recheck
+//! interval or when a write needs a later expiry (a new 32-day container).
 //!
 //! With `REDIS_MODE=cluster` the budgets are the same for these paths (one
 //! metric type, no `Idempotency-Key`), except health: 2, sent concurrently
@@ -24,9 +31,13 @@
 //! `make bench` counts the same paths again and reports them in
 //! BENCHMARKS.md (figure 1).
 
-use analytics_tests::{config, random_type};
+use analytics_tests::{config, config_with_prefix, http_v2, random_prefix, random_type};
+use serde_json::json;
+use shared::handlers::ingest_metric;
+use shared::metric::format_timestamp;
 use shared::AppState;
-use synthetic_events::round_trips::hot_paths;
+use synthetic_events::next_client_ip;
+use synthetic_events::round_trips::{count, hot_paths};
 
 #[tokio::test]
 async fn hot_paths_stay_within_their_round_trip_budget() {
@@ -46,4 +57,52 @@ async fn hot_paths_stay_within_their_round_trip_budget() {
             c.path
         );
     }
+}
+
+/// A metric type pays the registry once: its first ingest in the deployment
+/// two round trips more (claim, confirm), its first on another instance one
+/// (claim), every later one none.
+#[tokio::test]
+async fn a_new_metric_type_pays_its_registration_once_per_instance() {
+    let prefix = random_prefix();
+    let instance = || {
+        AppState::new(config_with_prefix(
+            &prefix,
+            &[("RATE_LIMIT_REQUESTS", "1000")],
+        ))
+        .unwrap()
+    };
+    let ingest = |t: &str| {
+        let metric =
+            json!({"timestamp": format_timestamp(chrono::Utc::now()), "value": 1.0, "type": t});
+        http_v2("POST", "/api/metrics")
+            .json(&metric)
+            .source_ip(&next_client_ip())
+            .build()
+    };
+    let (first, second) = (instance(), instance());
+    // Warm-up: every script loaded, both connections open.
+    for state in [&first, &second] {
+        let t = random_type("rt_warm");
+        assert_eq!(count(state, ingest_metric(state, ingest(&t))).await.0, 201);
+    }
+    let t = random_type("rt_new");
+    assert_eq!(
+        count(&first, ingest_metric(&first, ingest(&t))).await,
+        (201, 4),
+        "limiter, claim, storage, confirm"
+    );
+    assert_eq!(
+        count(&first, ingest_metric(&first, ingest(&t))).await,
+        (201, 2)
+    );
+    assert_eq!(
+        count(&second, ingest_metric(&second, ingest(&t))).await,
+        (201, 3),
+        "limiter, claim, storage"
+    );
+    assert_eq!(
+        count(&second, ingest_metric(&second, ingest(&t))).await,
+        (201, 2)
+    );
 }

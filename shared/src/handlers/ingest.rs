@@ -42,11 +42,20 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// client and hashed before they reach Redis. Only successful requests are
 /// remembered: a rejected request can be corrected and retried.
 ///
+/// Metric types new to the deployment are admitted by the type registry
+/// first ([`crate::store::registry`]): a request that would take the
+/// deployment past `MAX_METRIC_TYPES` is refused whole (409), as is one
+/// past the client's `MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR` (429);
+/// nothing of it is written. Types this instance registered recently cost
+/// no round trip.
+///
 /// Errors: 400 malformed JSON, or a client that cannot be identified (no
 /// usable address where `TRUSTED_PROXY_HOPS` says; before the limiter), 401
-/// missing/unknown API key (when keys are configured), 413 body over `MAX_BODY_BYTES`, 422 invalid metrics (every
+/// missing/unknown API key (when keys are configured), 409 too many metric
+/// types, 413 body over `MAX_BODY_BYTES`, 422 invalid metrics (every
 /// offending field listed) or a reused key, 429 + `Retry-After` over the rate
-/// limit, 503 + `Retry-After` when Redis is unavailable (nothing acknowledged).
+/// limit or the client's budget of new types, 503 + `Retry-After` when Redis
+/// is unavailable (nothing acknowledged).
 pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
     let admitted = before(deadline, state, async {
@@ -92,32 +101,65 @@ async fn store(
     // Cannot fail (strings, integers and finite floats only); should it
     // ever, the body is an empty object rather than a panic.
     let created = serde_json::to_string(&created).unwrap_or_else(|_| "{}".into());
+    let client = short_digest(client.as_str());
+    // Refused here when the request's new metric types exceed the
+    // deployment's cap or the client's budget: before anything is written.
+    let admission = state
+        .registry
+        .admit(&state.redis, &client, &parsed.metrics)
+        .await?;
     let record = idempotency_key.map(|key| Idempotency {
-        client: short_digest(client.as_str()),
+        client: client.clone(),
         key_digest: hex::encode(Sha256::digest(key)),
         fingerprint: parsed.fingerprint(),
         response_body: &created,
         ttl_s: state.config.request.idempotency_ttl.as_secs(),
     });
-    let outcome = state
+    let result = state
         .store
         .ingest(&state.redis, &parsed.metrics, record.as_ref())
-        .await
-        .map_err(|err| match err {
-            IngestError::Overflow { metric_index } => {
-                let mut error = FieldError::new(
-                    "value",
-                    "the sum of its time bucket would overflow a 64-bit float",
-                );
-                error.index = parsed.is_batch.then_some(metric_index);
-                ApiError::Unprocessable {
-                    detail: "a metric would overflow its time bucket; nothing was stored".into(),
-                    errors: vec![error],
+        .await;
+    match &result {
+        Ok(_) => match state.registry.confirm(&state.redis, &admission).await {
+            Ok(()) => {
+                if matches!(result, Ok(IngestOutcome::Stored)) {
+                    crate::observability::new_metric_types(admission.new_types().count());
                 }
             }
-            IngestError::KeyReused => ApiError::IdempotencyKeyReused,
-            IngestError::Redis(err) => ApiError::redis(&err),
-        })?;
+            Err(err) => tracing::warn!(
+                error = %err,
+                "metrics stored, but their new metric types were not confirmed: \
+                 they count until their reservation ends, and again from their next write"
+            ),
+        },
+        Err(IngestError::Overflow { .. } | IngestError::KeyReused) => {
+            // Refused by the storage: its reservations go too (best effort;
+            // they end on their own otherwise).
+            if let Err(err) = state
+                .registry
+                .release(&state.redis, &client, &admission)
+                .await
+            {
+                tracing::warn!(error = %err, "reservations of a refused request not released");
+            }
+        }
+        Err(IngestError::Redis(_)) => {}
+    }
+    let outcome = result.map_err(|err| match err {
+        IngestError::Overflow { metric_index } => {
+            let mut error = FieldError::new(
+                "value",
+                "the sum of its time bucket would overflow a 64-bit float",
+            );
+            error.index = parsed.is_batch.then_some(metric_index);
+            ApiError::Unprocessable {
+                detail: "a metric would overflow its time bucket; nothing was stored".into(),
+                errors: vec![error],
+            }
+        }
+        IngestError::KeyReused => ApiError::IdempotencyKeyReused,
+        IngestError::Redis(err) => ApiError::redis(&err),
+    })?;
     let mut response = match outcome {
         IngestOutcome::Stored => {
             crate::observability::accepted_metrics(parsed.metrics.len());

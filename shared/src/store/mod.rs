@@ -16,9 +16,13 @@
 //! script call stays within one Redis Cluster slot. A batch holding several
 //! metric types is stored in one call per hash slot in cluster mode (see
 //! [`MetricStore::ingest`]), in one call on a single node.
+//!
+//! How many metric types a deployment holds is bounded by [`registry`]
+//! (`MAX_METRIC_TYPES`), around the storage call.
 
 pub mod buckets;
 pub mod compensated;
+pub mod registry;
 pub mod series;
 pub mod sketch;
 pub mod stats;
