@@ -26,15 +26,6 @@ pub use summary::metrics_summary;
 use crate::http::{respond, ApiError};
 use crate::state::AppState;
 
-/// Runs `work` under the request deadline and turns its error into a
-/// problem response.
-async fn within_deadline(
-    state: &AppState,
-    work: impl Future<Output = Result<Response<Body>, ApiError>>,
-) -> Response<Body> {
-    respond(before(deadline(state), state, work).await)
-}
-
 /// The instant by which the current request must be answered.
 fn deadline(state: &AppState) -> Instant {
     Instant::now() + state.config.request.deadline
