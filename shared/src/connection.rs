@@ -10,6 +10,33 @@
 //! never retried inside a request; the caller answers 503 with `Retry-After`
 //! instead of spending its deadline on back-off.
 //!
+//! **Connections closed while idle.** Redis' `timeout`, proxies and NAT
+//! gateways close connections that carry nothing for a while, and a Lambda
+//! instance is frozen between requests for as long as it has none. The one
+//! command that may be sent again is one that provably was never written:
+//! after a failure the redis crate cannot say which (a command on a closed
+//! connection fails with the same I/O `BrokenPipe` whether it was written
+//! before the connection broke or never left the queue, and a write that
+//! reached the socket may have run), so the decision is taken *before*
+//! sending. A multiplexed connection is driven by one task that writes the
+//! queued commands and reads the replies; when it reads the end of the
+//! stream or an error it ends, and its queue refuses every later command.
+//! A connection that sat idle for [`PROBE_AFTER_IDLE`] is therefore asked
+//! first whether its driver has ended ([`Link::known_closed`], no round
+//! trip); if so, it is discarded and the command is sent once on a fresh
+//! connection, within the same bound. A connection closed while idle is
+//! noticed by its driver as soon as the peer's `FIN` or `RST` arrives, so
+//! the request after an idle drop meets a connection known to be closed and
+//! succeeds. What stays a 503: a command already handed to a connection
+//! whose close was still on the wire (or not yet read, e.g. right after a
+//! thawed instance resumes) — it may have been written, so it is never sent
+//! again; the idempotency key is the client's safe retry. TCP keepalive is
+//! on ([`tcp_settings`]): it keeps NAT entries of a running instance alive
+//! and ends connections whose peer vanished silently. In cluster mode the
+//! cluster client owns its node connections and repairs one after its first
+//! failure; the check does not apply there, and the first command on a node
+//! connection closed while idle answers 503.
+//!
 //! (The redis crate's `ConnectionManager` offers the same over a background
 //! reconnect whose one attempt, made right after the failure, may be the
 //! outcome the next request meets; it also costs a 1.3 KiB boxed future per
@@ -54,9 +81,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::socket2::TcpKeepalive;
+use redis::io::tcp::TcpSettings;
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, ParsingError,
     Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value,
@@ -408,6 +438,13 @@ impl Redis {
         timeout: Duration,
         max_age: Option<Duration>,
     ) -> Self {
+        let info = client
+            .get_connection_info()
+            .clone()
+            .set_tcp_settings(tcp_settings());
+        // Reopening a client from its own parsed settings cannot fail; the
+        // client as given (without keepalive) is the fallback all the same.
+        let client = redis::Client::open(info).unwrap_or(client);
         Self::with_client(Client::Standalone(client, config), timeout, max_age)
     }
 
@@ -447,6 +484,32 @@ impl Redis {
     }
 }
 
+/// TCP keepalive on every connection: after [`KEEPALIVE_IDLE`] without
+/// traffic, a probe every [`KEEPALIVE_INTERVAL`], the connection given up
+/// after [`KEEPALIVE_PROBES`] unanswered ones. It keeps the connection's
+/// entry alive in NAT gateways and firewalls that forget idle flows (AWS NAT
+/// gateways after 350 s) while the instance runs, and ends a connection
+/// whose peer vanished without a word (a host lost, a network partition)
+/// within about 90 s of idleness, so that the next command finds it
+/// [known to be closed](Link::known_closed) and connects anew. It does not
+/// reset Redis' own `timeout`, which counts commands, not packets: that case
+/// is the idle check's. `TCP_NODELAY` keeps the crate's default.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_keepalive(
+        TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES),
+    )
+}
+
+/// Idle time before the first keepalive probe (`TCP_KEEPIDLE`).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between keepalive probes (`TCP_KEEPINTVL`).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the connection is given up (`TCP_KEEPCNT`).
+const KEEPALIVE_PROBES: u32 = 3;
+
 fn connection_config(timeout: Duration) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
@@ -455,7 +518,8 @@ fn connection_config(timeout: Duration) -> AsyncConnectionConfig {
 
 /// The cluster client's builder for `url` (any one node; `rediss://` for
 /// TLS, credentials inside it as in standalone mode): each node connection
-/// and each response bounded by `timeout`, and **no retries** of its own (it
+/// and each response bounded by `timeout`, TCP keepalive on
+/// ([`tcp_settings`]), and **no retries** of its own (it
 /// would re-send a command after a timeout or a dropped connection, when the
 /// command may have run; [`Redis`] retries only what surely did not run).
 /// Redirects still rebuild its slot map.
@@ -464,6 +528,7 @@ pub fn cluster_builder(url: &str, timeout: Duration) -> ClusterClientBuilder {
         .retries(0)
         .connection_timeout(timeout)
         .response_timeout(timeout)
+        .tcp_settings(tcp_settings())
 }
 
 /// How connections are made.
@@ -496,6 +561,9 @@ struct Current {
     /// empty, so the next command tries again.
     connection: Arc<OnceCell<Link>>,
     created: Instant,
+    /// When the last command was handed to this connection: one that sat
+    /// idle for [`PROBE_AFTER_IDLE`] is checked before it is used again.
+    last_used: Instant,
     /// Counts replacements, so that the many commands failing together on
     /// one broken connection replace it once.
     generation: u64,
@@ -503,10 +571,16 @@ struct Current {
 
 impl Current {
     fn first() -> Self {
+        Self::new(0)
+    }
+
+    fn new(generation: u64) -> Self {
+        let now = Instant::now();
         Self {
             connection: Arc::new(OnceCell::new()),
-            created: Instant::now(),
-            generation: 0,
+            created: now,
+            last_used: now,
+            generation,
         }
     }
 }
@@ -518,18 +592,23 @@ impl Renewal {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The connection to send the next command on and its generation,
-    /// replaced first if it is `max_age` old. A new one is empty, so its
-    /// connection (and token) is made by the command about to be sent.
-    fn current(&self) -> (Arc<OnceCell<Link>>, u64) {
+    /// The connection to send the next command on, its generation, and
+    /// whether it sat idle for at least [`PROBE_AFTER_IDLE`] (it is then
+    /// checked before use: [`Redis::link`]). It is replaced first if it is
+    /// `max_age` old; a new one is empty, so its connection (and token) is
+    /// made by the command about to be sent.
+    fn current(&self) -> (Arc<OnceCell<Link>>, u64, bool) {
         let mut current = self.lock();
+        let now = Instant::now();
         if self
             .max_age
-            .is_some_and(|age| current.created.elapsed() >= age)
+            .is_some_and(|age| now.duration_since(current.created) >= age)
         {
             Self::replace(&mut current);
         }
-        (Arc::clone(&current.connection), current.generation)
+        let idle = now.duration_since(current.last_used) >= PROBE_AFTER_IDLE;
+        current.last_used = now;
+        (Arc::clone(&current.connection), current.generation, idle)
     }
 
     /// Called after an I/O error on the connection of `generation`: the next
@@ -542,18 +621,15 @@ impl Renewal {
     }
 
     fn replace(current: &mut Current) {
-        *current = Current {
-            connection: Arc::new(OnceCell::new()),
-            created: Instant::now(),
-            generation: current.generation + 1,
-        };
+        *current = Current::new(current.generation + 1);
     }
 
     /// The open connection of `cell`, opening it first if needed (bounded by
-    /// the connection timeout; concurrent first commands share one attempt).
-    async fn open(&self, cell: &OnceCell<Link>) -> RedisResult<Link> {
+    /// the connection timeout; concurrent first commands share one attempt),
+    /// and whether it was open already (rather than opened for this command).
+    async fn open(&self, cell: &OnceCell<Link>) -> RedisResult<(Link, bool)> {
         if let Some(connection) = cell.get() {
-            return Ok(connection.clone());
+            return Ok((connection.clone(), true));
         }
         // Boxed: connecting is a large future, and it is needed once per
         // connection, not on every command's path.
@@ -569,7 +645,38 @@ impl Renewal {
             }
         }))
         .await
-        .cloned()
+        .map(|link| (link.clone(), false))
+    }
+}
+
+impl Link {
+    /// Whether this connection is **known to be closed**: the redis crate's
+    /// driver task of a standalone connection (the one task that writes
+    /// commands to the socket and reads replies) has ended, after reading
+    /// the end of the stream or an error. A command handed to it now could
+    /// never be written.
+    ///
+    /// The crate does not expose the driver's state, and a command that
+    /// failed on a closed connection reports the same error (an I/O
+    /// `BrokenPipe`) whether or not it had been written, so this asks
+    /// without risking anything: it hands the connection a `PING` and looks
+    /// at the first poll only. A driver that ended has dropped its queue, so
+    /// the hand-over fails at once with a dropped-connection error; on a live
+    /// connection the `PING` is queued and the wait is dropped, after which
+    /// the driver skips the `PING` (its reply is no longer awaited) or, if it
+    /// already took it, sends it and discards the `PONG`: harmless either way.
+    /// No round trip is waited for and none is counted. Always false in
+    /// cluster mode: the cluster client keeps its node connections to itself.
+    fn known_closed(&self) -> bool {
+        let Self::Standalone(connection) = self else {
+            return false;
+        };
+        let mut connection = connection.clone();
+        let ping = redis::cmd("PING");
+        matches!(
+            connection.send_packed_command(&ping).now_or_never(),
+            Some(Err(err)) if err.is_connection_dropped()
+        )
     }
 }
 
@@ -623,6 +730,13 @@ fn did_not_run<T>(result: &RedisResult<T>, server: Option<ServerErrorKind>) -> b
             if err.kind() == ErrorKind::ClusterConnectionNotFound || err.is_connection_refusal())
 }
 
+/// How long a connection may sit without a command before it is checked
+/// ([`Link::known_closed`]) ahead of the next one. Servers, proxies and NAT
+/// gateways close connections after an idle time of whole seconds (Redis'
+/// `timeout` is at least 1 s), so a connection in use at shorter gaps is
+/// never checked, and a busy instance never pays for it.
+const PROBE_AFTER_IDLE: Duration = Duration::from_millis(100);
+
 /// The first wait before sending again a command that [`did_not_run`]; it
 /// doubles up to [`MAX_RETRY_WAIT`]. The slot map is rebuilt in the
 /// background after a redirect, typically within a millisecond on a LAN.
@@ -638,6 +752,29 @@ fn timed_out() -> RedisError {
 }
 
 impl Redis {
+    /// The open connection of `cell` (generation `*generation`) to send the
+    /// next command on. When it sat idle for [`PROBE_AFTER_IDLE`] and is
+    /// [known to be closed](Link::known_closed), it is discarded and the
+    /// command goes to a fresh connection instead (`*generation` becomes the
+    /// new one's): nothing was sent on the closed one, so this is the one
+    /// retry that can never run a command twice. Within the caller's bound.
+    async fn link(
+        &self,
+        cell: &OnceCell<Link>,
+        generation: &mut u64,
+        idle: bool,
+    ) -> RedisResult<Link> {
+        let (link, reused) = self.renewal.open(cell).await?;
+        if !(idle && reused && link.known_closed()) {
+            return Ok(link);
+        }
+        tracing::debug!("the Redis connection was closed while idle; connecting anew");
+        self.renewal.discard(*generation);
+        let (cell, fresh, _) = self.renewal.current();
+        *generation = fresh;
+        self.renewal.open(&cell).await.map(|(link, _)| link)
+    }
+
     /// Sends one command on `link`, in cluster mode again (after a short,
     /// growing wait) as long as the answer proves it did not run; the
     /// caller's bound ends the attempts.
@@ -701,13 +838,14 @@ impl ConnectionLike for Redis {
             log.push(&[cmd]);
         }
         let timeout = self.timeout;
-        let (cell, generation) = self.renewal.current();
+        let (cell, generation, idle) = self.renewal.current();
         Box::pin(async move {
+            let mut generation = generation;
             // The connect and response timeouts bound each step; this outer
             // bound also covers a connect followed by a slow reply, and the
             // cluster mode's sends of a command that did not run.
             let result = tokio::time::timeout(timeout * 2, async {
-                let mut link = self.renewal.open(&cell).await?;
+                let mut link = self.link(&cell, &mut generation, idle).await?;
                 let result = self.send(&mut link, cmd).await;
                 if server_error(&result) != Some(ServerErrorKind::NoScript) {
                     return result;
@@ -741,10 +879,11 @@ impl ConnectionLike for Redis {
             log.push(&cmd.cmd_iter().collect::<Vec<_>>());
         }
         let timeout = self.timeout;
-        let (cell, generation) = self.renewal.current();
+        let (cell, generation, idle) = self.renewal.current();
         Box::pin(async move {
+            let mut generation = generation;
             let result = tokio::time::timeout(timeout * 2, async {
-                let mut link = self.renewal.open(&cell).await?;
+                let mut link = self.link(&cell, &mut generation, idle).await?;
                 self.send_pipeline(&mut link, cmd, offset, count).await
             })
             .await

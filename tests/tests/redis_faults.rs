@@ -833,3 +833,115 @@ async fn acknowledged_metrics_are_counted_exactly_once_across_kills_and_restarts
     );
     assert_eq!(counted, acked as u64, "acknowledged = counted");
 }
+
+/// `total_connections_received` of `INFO stats`: how many connections the
+/// server accepted since it started.
+async fn connections_received(server: &PrivateRedis) -> u64 {
+    info(server, "stats", "total_connections_received")
+        .await
+        .parse()
+        .unwrap()
+}
+
+/// Redis' `timeout 1` closes every connection idle for more than a second,
+/// as NAT gateways and proxies do with idle connections, and as happens to a
+/// Lambda instance frozen between requests. Ten independent instances each
+/// make a request every 2.5 s (health, ingest and summary in turn), so every
+/// one of the 50 requests meets a connection the server closed while it was
+/// idle: all are answered (no 503), every acknowledged metric is counted
+/// once, and the server shows that the connections were indeed dropped and
+/// made anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_while_idle_cost_no_request() {
+    const INSTANCES: usize = 10;
+    const ROUNDS: usize = 5;
+    // Redis closes a connection idle for more than `timeout` whole seconds,
+    // checked ten times a second: by 2.1 s at the latest.
+    const IDLE: Duration = Duration::from_millis(2_500);
+    let server = PrivateRedis::start_with(&["--timeout", "1"]);
+    let prefix = random_prefix();
+    let instances: Vec<AppState> = (0..INSTANCES)
+        .map(|_| instance(&server.url(), &prefix, &[]))
+        .collect();
+    let t = random_type("idle");
+    for state in &instances {
+        assert_eq!(get_health(state).await.status(), 200);
+    }
+    let received_before = connections_received(&server).await;
+
+    let answers: Vec<Vec<(&str, u16, Value)>> =
+        futures::future::join_all(instances.iter().enumerate().map(|(i, state)| {
+            let t = t.clone();
+            async move {
+                let mut answers = Vec::new();
+                for round in 0..ROUNDS {
+                    tokio::time::sleep(IDLE).await;
+                    let (what, response) = match (i + round) % 3 {
+                        0 => ("health", get_health(state).await),
+                        1 => ("ingest", post(state, None, &metric(&t, 1.0)).await),
+                        _ => ("summary", get_summary(state, &t).await),
+                    };
+                    answers.push((what, response.status().as_u16(), body_json(&response)));
+                }
+                answers
+            }
+        }))
+        .await;
+
+    let answers: Vec<(&str, u16, Value)> = answers.into_iter().flatten().collect();
+    assert_eq!(answers.len(), INSTANCES * ROUNDS);
+    let failed: Vec<&(&str, u16, Value)> = answers
+        .iter()
+        .filter(|(what, status, _)| *status != if *what == "ingest" { 201 } else { 200 })
+        .collect();
+    assert!(failed.is_empty(), "answers after an idle drop: {failed:?}");
+    let ingested = answers
+        .iter()
+        .filter(|(what, ..)| *what == "ingest")
+        .count();
+    assert_eq!(
+        summary_count("after the rounds", &get_summary(&instances[0], &t).await),
+        ingested as u64
+    );
+    let reconnected = connections_received(&server).await - received_before;
+    assert!(
+        reconnected >= (INSTANCES * ROUNDS) as u64,
+        "the server closed idle connections only {reconnected} times"
+    );
+}
+
+/// Connections to Redis carry TCP keepalive, probing after 60 s of silence
+/// (the kernel's default would be two hours, or never without the option):
+/// the kernel's table of this process' sockets shows the keepalive timer
+/// armed on the client side of the connection, due within 60 s.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn connections_to_redis_use_tcp_keepalive() {
+    let server = PrivateRedis::start();
+    let state = instance(&server.url(), &random_prefix(), &[]);
+    assert_eq!(get_health(&state).await.status(), 200);
+    // /proc/net/tcp: `sl local rem st tx:rx tr:when ...`, addresses as
+    // `HEX_IP:HEX_PORT`, state 01 = established, timer 2 = keepalive, its
+    // due time in clock ticks (USER_HZ, 100 a second).
+    let remote = format!(":{:04X}", server.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let timers: Vec<(u32, u64)> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let client_side = fields.get(2)?.ends_with(&remote) && fields.get(3)? == &"01";
+            let (timer, when) = fields.get(5)?.split_once(':')?;
+            client_side.then(|| {
+                (
+                    u32::from_str_radix(timer, 16).unwrap(),
+                    u64::from_str_radix(when, 16).unwrap(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(timers.len(), 1, "one connection to the server: {timers:?}");
+    let (timer, when) = timers[0];
+    assert_eq!(timer, 2, "the keepalive timer is armed");
+    assert!(when <= 60 * 100, "first probe due in {when} ticks");
+}
