@@ -89,7 +89,7 @@ use redis::io::tcp::socket2::TcpKeepalive;
 use redis::io::tcp::TcpSettings;
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, ParsingError,
-    Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value,
+    Pipeline, RedisError, RedisFuture, RedisResult, RetryMethod, Script, ServerErrorKind, Value,
 };
 use tokio::sync::OnceCell;
 
@@ -681,15 +681,33 @@ impl Link {
 }
 
 /// Discards a standalone connection after an I/O error (refused, reset or
-/// timed out) or when the server dropped it: it is not to be trusted with
-/// the next command. The cluster client reconnects to a node by itself and
-/// rebuilds its slot map from the nodes it knows, which a fresh client
-/// (starting again from `REDIS_URL`'s one node) could not do better.
-fn check<T>(renewal: &Renewal, generation: u64, result: &Result<T, RedisError>) {
-    if let (Err(err), Client::Standalone(..)) = (result, &renewal.client) {
-        if err.is_io_error() || err.is_unrecoverable_error() {
-            renewal.discard(generation);
-        }
+/// timed out), when the server dropped it, or when it answered `READONLY`
+/// (`read_only`): it is not to be trusted with the next command. A
+/// `READONLY` answer means the node behind the connection is a replica now:
+/// after a failover that keeps the old primary running as a replica, the
+/// service's hostname (an ElastiCache primary endpoint) names the new
+/// primary, and only a new connection reaches it. The cluster client
+/// reconnects to a node by itself and rebuilds its slot map from the nodes
+/// it knows, which a fresh client (starting again from `REDIS_URL`'s one
+/// node) could not do better.
+fn check<T>(renewal: &Renewal, generation: u64, result: &Result<T, RedisError>, read_only: bool) {
+    if !matches!(renewal.client, Client::Standalone(..)) {
+        return;
+    }
+    let broken = result
+        .as_ref()
+        .is_err_and(|err| err.is_io_error() || err.is_unrecoverable_error());
+    if broken || read_only {
+        renewal.discard(generation);
+    }
+}
+
+/// Whether a reply is, or holds, a `READONLY` error.
+fn is_read_only(value: &Value) -> bool {
+    match value {
+        Value::ServerError(err) => err.kind() == Some(ServerErrorKind::ReadOnly),
+        Value::Array(items) => items.iter().any(is_read_only),
+        _ => false,
     }
 }
 
@@ -728,6 +746,131 @@ fn did_not_run<T>(result: &RedisResult<T>, server: Option<ServerErrorKind>) -> b
     retryable
         || matches!(result, Err(err)
             if err.kind() == ErrorKind::ClusterConnectionNotFound || err.is_connection_refusal())
+}
+
+/// What a failed Redis call means for the request that made it: whether
+/// making it again can succeed and, if not, what is wrong. The HTTP edge
+/// answers a transient fault with 503 and `Retry-After` and names every
+/// other one in its problem (`ApiError::redis` in the edge's `http` module).
+///
+/// The classes follow the error codes Redis answers with (the first word of
+/// an error reply) and the redis crate's own error kinds; [`Fault::of`]
+/// decides. A code this service does not know counts as transient: the
+/// request is refused as before, and the log names the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Retrying can succeed: a timeout, a refused, reset or dropped
+    /// connection, no connection to a cluster node yet, and the answers of a
+    /// server that is busy or changing roles (`LOADING`, `BUSY`, `TRYAGAIN`,
+    /// `CLUSTERDOWN`, `MASTERDOWN`, `READONLY` during a failover, `MOVED`,
+    /// `ASK`, `NOREPLICAS`, `ERR max number of clients reached`).
+    Transient,
+    /// `OOM`: Redis reached `maxmemory` and refuses every command that may
+    /// grow its data (`noeviction`, or nothing left to evict); commands that
+    /// only read still run.
+    OutOfMemory,
+    /// `NOPERM`, or a script refused access to a key: the Redis user's ACL
+    /// denies a command or key the service needs.
+    PermissionDenied,
+    /// `NOAUTH`, `WRONGPASS` or a failed `AUTH`/`HELLO` (in IAM mode also: no
+    /// AWS credentials to sign a token with): the service cannot log in.
+    AuthenticationFailed,
+    /// One of the service's Lua scripts raised an error in Redis, or a reply
+    /// could not be read as the service expects it.
+    ScriptError,
+    /// Any other answer that asking again will not change: a command Redis
+    /// does not know or has disabled, a key of another type than the service
+    /// writes there (`WRONGTYPE`: another application shares the key
+    /// prefix), `CROSSSLOT`, `MISCONF` (Redis cannot persist and refuses
+    /// writes), a database or cluster mode the server does not have.
+    Misconfigured,
+}
+
+impl Fault {
+    /// The class of `err`. A pipeline's failure is the first of its errors
+    /// that is not transient, else transient.
+    pub fn of(err: &RedisError) -> Self {
+        if let Some(errors) = err.clone().into_server_errors() {
+            return errors
+                .iter()
+                .map(|(_, e)| Self::of_reply(e.code(), e.details().unwrap_or_default()))
+                .find(|fault| *fault != Self::Transient)
+                .unwrap_or(Self::Transient);
+        }
+        match err.kind() {
+            ErrorKind::Server(_) | ErrorKind::Extension => Self::of_reply(
+                err.code().unwrap_or_default(),
+                err.detail().unwrap_or_default(),
+            ),
+            ErrorKind::AuthenticationFailed => Self::AuthenticationFailed,
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => Self::ScriptError,
+            ErrorKind::InvalidClientConfig | ErrorKind::Client | ErrorKind::RESP3NotSupported => {
+                Self::Misconfigured
+            }
+            // I/O: only a denied or unsupported operation is permanent
+            // (the crate's `NoRetry`); refused, reset, dropped and timed out
+            // are not.
+            ErrorKind::Io if matches!(err.retry_method(), RetryMethod::NoRetry) => {
+                Self::Misconfigured
+            }
+            _ => Self::Transient,
+        }
+    }
+
+    /// The class of an error reply: its code and the text after it.
+    fn of_reply(code: &str, detail: &str) -> Self {
+        match code {
+            "OOM" => Self::OutOfMemory,
+            "NOPERM" => Self::PermissionDenied,
+            "NOAUTH" | "WRONGPASS" => Self::AuthenticationFailed,
+            "WRONGTYPE" | "CROSSSLOT" | "MISCONF" | "EXECABORT" | "NOSUB" | "NOTBUSY" => {
+                Self::Misconfigured
+            }
+            "ERR" => Self::of_generic(detail),
+            _ => Self::Transient,
+        }
+    }
+
+    /// `ERR`, Redis' code for everything without a code of its own: the
+    /// text tells. A script's error carries `script` in it (`user_script:1:
+    /// …`, `… script: <sha1>, on @user_script:1.`); a command refused inside
+    /// a script for lack of permission says the user executing the script
+    /// can't run or access it.
+    fn of_generic(detail: &str) -> Self {
+        if detail.starts_with("max number of clients reached") {
+            Self::Transient
+        } else if detail.contains("OOM command not allowed") {
+            Self::OutOfMemory
+        } else if detail.contains("executing the script can't") || detail.contains("no permissions")
+        {
+            Self::PermissionDenied
+        } else if detail.contains("invalid password") || detail.contains("invalid username") {
+            Self::AuthenticationFailed
+        } else if detail.contains("script") {
+            Self::ScriptError
+        } else {
+            Self::Misconfigured
+        }
+    }
+
+    /// Whether asking again later can succeed.
+    pub fn is_transient(self) -> bool {
+        self == Self::Transient
+    }
+
+    /// The class's name in log fields: `transient`, `out_of_memory`,
+    /// `permission_denied`, `authentication_failed`, `script_error`,
+    /// `misconfigured`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::OutOfMemory => "out_of_memory",
+            Self::PermissionDenied => "permission_denied",
+            Self::AuthenticationFailed => "authentication_failed",
+            Self::ScriptError => "script_error",
+            Self::Misconfigured => "misconfigured",
+        }
+    }
 }
 
 /// How long a connection may sit without a command before it is checked
@@ -863,7 +1006,8 @@ impl ConnectionLike for Redis {
             })
             .await
             .unwrap_or_else(|_| Err(timed_out()));
-            check(&self.renewal, generation, &result);
+            let read_only = server_error(&result) == Some(ServerErrorKind::ReadOnly);
+            check(&self.renewal, generation, &result, read_only);
             result
         })
     }
@@ -888,7 +1032,11 @@ impl ConnectionLike for Redis {
             })
             .await
             .unwrap_or_else(|_| Err(timed_out()));
-            check(&self.renewal, generation, &result);
+            let read_only = match &result {
+                Ok(values) => values.iter().any(is_read_only),
+                Err(err) => err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly),
+            };
+            check(&self.renewal, generation, &result, read_only);
             result
         })
     }
@@ -1121,6 +1269,118 @@ mod tests {
             keys_of(&evalsha),
             Some(("EVALSHA".to_string(), vec!["{t}:a".to_string()]))
         );
+    }
+
+    /// The error of a reply as Redis sends it on the wire, e.g.
+    /// `-OOM command not allowed …`.
+    fn reply_error(wire: &str) -> RedisError {
+        redis::parse_redis_value(format!("{wire}\r\n").as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        std::io::Error::from(kind).into()
+    }
+
+    #[test]
+    fn faults_that_retrying_can_fix_are_transient() {
+        for wire in [
+            "-LOADING Redis is loading the dataset in memory",
+            "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "-TRYAGAIN Multiple keys request during rehashing of slot",
+            "-CLUSTERDOWN The cluster is down",
+            "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "-READONLY You can't write against a read only replica.",
+            "-MOVED 3999 127.0.0.1:6381",
+            "-NOREPLICAS Not enough good replicas to write.",
+            "-ERR max number of clients reached",
+            "-SOMEDAYNEW a code this service does not know",
+        ] {
+            assert_eq!(Fault::of(&reply_error(wire)), Fault::Transient, "{wire}");
+        }
+        for kind in [
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::ConnectionRefused,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            assert_eq!(Fault::of(&io(kind)), Fault::Transient, "{kind:?}");
+        }
+        assert!(Fault::of(&timed_out()).is_transient());
+        let no_node = RedisError::from((ErrorKind::ClusterConnectionNotFound, "no node"));
+        assert!(Fault::of(&no_node).is_transient());
+    }
+
+    #[test]
+    fn permanent_faults_are_named() {
+        let cases = [
+            (
+                "-OOM command not allowed when used memory > 'maxmemory'. script: d6ec636b, on @user_script:1.",
+                Fault::OutOfMemory,
+            ),
+            (
+                "-NOPERM this user has no permissions to run the 'evalsha' command",
+                Fault::PermissionDenied,
+            ),
+            (
+                "-ERR The user executing the script can't access at least one of the keys mentioned in the command arguments script: 8a2f2218, on @user_script:1.",
+                Fault::PermissionDenied,
+            ),
+            ("-NOAUTH Authentication required.", Fault::AuthenticationFailed),
+            (
+                "-WRONGPASS invalid username-password pair or user is disabled.",
+                Fault::AuthenticationFailed,
+            ),
+            (
+                "-ERR user_script:1: attempt to perform arithmetic on a nil value script: cd204846, on @user_script:1.",
+                Fault::ScriptError,
+            ),
+            (
+                "-ERR value is not an integer or out of range script: d8f2cce4, on @user_script:1.",
+                Fault::ScriptError,
+            ),
+            (
+                "-WRONGTYPE Operation against a key holding the wrong kind of value",
+                Fault::Misconfigured,
+            ),
+            (
+                "-ERR unknown command 'EVALSHA', with args beginning with: ",
+                Fault::Misconfigured,
+            ),
+            ("-ERR This instance has cluster support disabled", Fault::Misconfigured),
+            (
+                "-CROSSSLOT Keys in request don't hash to the same slot",
+                Fault::Misconfigured,
+            ),
+            (
+                "-MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+                Fault::Misconfigured,
+            ),
+        ];
+        for (wire, fault) in cases {
+            assert_eq!(Fault::of(&reply_error(wire)), fault, "{wire}");
+            assert!(!fault.is_transient());
+        }
+        let auth = RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert_eq!(Fault::of(&auth), Fault::AuthenticationFailed);
+        let shape = RedisError::from(ParsingError::from(
+            "get_or_lock.lua answered an unknown reply",
+        ));
+        assert_eq!(Fault::of(&shape), Fault::ScriptError);
+        let denied = io(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(Fault::of(&denied), Fault::Misconfigured);
+        let database = RedisError::from((
+            ServerErrorKind::ResponseError.into(),
+            "Redis server refused to switch database",
+            "DB index is out of range".to_string(),
+        ));
+        assert_eq!(Fault::of(&database), Fault::Misconfigured);
     }
 
     #[tokio::test]
