@@ -59,6 +59,16 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
     // A 503 from the limiter's own Redis call has no limiter state.
     ("/api/metrics/series", "503", "RateLimit-Policy"),
     ("/api/metrics/series", "503", "RateLimit"),
+    // Likewise a 500 or 507 from the limiter's call.
+    ("/api/metrics", "500", "RateLimit-Policy"),
+    ("/api/metrics", "500", "RateLimit"),
+    ("/api/metrics", "507", "RateLimit-Policy"),
+    ("/api/metrics", "507", "RateLimit"),
+    ("/api/metrics/series", "500", "RateLimit-Policy"),
+    ("/api/metrics/series", "500", "RateLimit"),
+    // A series served while Redis is out of memory is not counted.
+    ("/api/metrics/series", "200", "RateLimit-Policy"),
+    ("/api/metrics/series", "200", "RateLimit"),
 ];
 
 /// The OpenAPI document of the service.
@@ -80,7 +90,11 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
             * `GET /health` reports Redis reachability and the circuit breaker state.\n\n\
             Errors are RFC 9457 problem details (`application/problem+json`). \
             When Redis is unavailable every endpoint answers 503 with `Retry-After` \
-            within about 2 s, never a hang.",
+            within about 2 s, never a hang: retrying can succeed. When Redis refuses the \
+            service for a reason retrying will not fix (permissions, credentials, \
+            configuration, a failing script), the answer is a 500 whose `type` names it, \
+            without `Retry-After`; when Redis is out of memory, writes answer 507 \
+            (`store-out-of-memory`) while summaries and series are still served.",
         license(name = "MIT", identifier = "MIT"),
     ),
     paths(
@@ -372,6 +386,29 @@ mod operations {
                     "status": 429,
                     "detail": "rate limit exceeded; retry after 37 s"
                 })),
+            (status = 500, description = "Redis refuses the service for a reason that retrying will not \
+                fix: `type` names it (`store-permission-denied`, `store-authentication-failed`, \
+                `store-script-error` or `store-misconfigured`), the service's error log has the \
+                cause. No `Retry-After`: the deployment's operator must act. Nothing was stored.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
+                ),
+                examples(
+                    ("permission_denied" = (summary = "The Redis user may not run the service's scripts", value = json!({
+                        "type": "urn:analytics-api:problem:store-permission-denied",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store denies this service a command or key it needs; its operator must grant it"
+                    }))),
+                    ("misconfigured" = (summary = "Redis refuses a command the service needs", value = json!({
+                        "type": "urn:analytics-api:problem:store-misconfigured",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store refuses this service's commands; its operator must fix what the service's error log names"
+                    }))),
+                )),
             (status = 503, description = "Redis is unavailable or the request ran out of \
                 `REQUEST_DEADLINE_MS`. Nothing was acknowledged: retry (with the same \
                 `Idempotency-Key`) after `Retry-After`.",
@@ -386,6 +423,22 @@ mod operations {
                     "title": "Service Unavailable",
                     "status": 503,
                     "detail": "the data store is temporarily unavailable"
+                })),
+            (status = 507, description = "Redis is out of memory and refuses writes; nothing of this \
+                request was stored (in cluster mode, a batch over several hash slots may have had \
+                some slots' parts stored: send it again with the same `Idempotency-Key` once the store \
+                has room). No `Retry-After`: memory comes back when the operator adds some or data \
+                expires.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:store-out-of-memory",
+                    "title": "Insufficient Storage",
+                    "status": 507,
+                    "detail": "the data store is out of memory and refuses writes until its operator frees or adds memory"
                 })),
         )
     )]
@@ -403,7 +456,9 @@ mod operations {
     /// (`X-Cache: MISS`). `Cache-Control: no-cache` on the request forces a
     /// recomputation. When the external source fails or its circuit breaker
     /// is open, the summary is still a 200 with `external_data.status =
-    /// fallback`. Not rate-limited.
+    /// fallback`. When Redis is out of memory (it refuses writes), the
+    /// summary is still answered, computed for this request without the
+    /// cache (`Cache-Control: max-age=0`). Not rate-limited.
     #[utoipa::path(
         get,
         path = "/api/metrics/summary",
@@ -440,7 +495,8 @@ mod operations {
             (status = 200, description = "The summary.", body = Summary,
                 headers(
                     ("X-Cache" = CacheStatus, description = "`HIT` when served from the shared cache, else `MISS`."),
-                    ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds."),
+                    ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds; \
+                        `max-age=0` when it was computed without the cache because Redis is out of memory."),
                     ("Age" = AgeSeconds, description = "Seconds since the cached summary was computed; only with `X-Cache: HIT`."),
                 ),
                 examples(
@@ -489,6 +545,25 @@ mod operations {
                         {"field": "period", "reason": "must be one of hourly, daily, weekly, monthly (got \"yearly\")"}
                     ]
                 })),
+            (status = 500, description = "Redis refuses the service for a reason that retrying will not \
+                fix: `type` names it (`store-permission-denied`, `store-authentication-failed`, \
+                `store-script-error` or `store-misconfigured`), the service's error log has the \
+                cause. No `Retry-After`: the deployment's operator must act.",
+                body = Problem, content_type = PROBLEM,
+                examples(
+                    ("permission_denied" = (summary = "The Redis user may not run the service's scripts", value = json!({
+                        "type": "urn:analytics-api:problem:store-permission-denied",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store denies this service a command or key it needs; its operator must grant it"
+                    }))),
+                    ("misconfigured" = (summary = "Redis refuses a command the service needs", value = json!({
+                        "type": "urn:analytics-api:problem:store-misconfigured",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store refuses this service's commands; its operator must fix what the service's error log names"
+                    }))),
+                )),
             (status = 503, description = "Redis is unavailable or the request ran out of `REQUEST_DEADLINE_MS`.",
                 body = Problem, content_type = PROBLEM,
                 headers(("Retry-After" = RetryAfterSeconds, description = "Seconds to wait before retrying.")),
@@ -540,10 +615,12 @@ mod operations {
             (status = 200, description = "The series: one point per step, empty steps included.", body = Series,
                 headers(
                     ("X-Cache" = CacheStatus, description = "`HIT` when served from the shared cache, else `MISS`."),
-                    ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds."),
+                    ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds; \
+                        `max-age=0` when it was computed without the cache because Redis is out of memory."),
                     ("Age" = AgeSeconds, description = "Seconds since the cached series was computed; only with `X-Cache: HIT`."),
-                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota."),
-                    ("RateLimit" = RateLimitField, description = "What is left of it."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota; absent \
+                        when Redis, out of memory, could not count the request."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it; absent likewise."),
                 ),
                 example = json!({
                     "type": "cpu_usage",
@@ -597,6 +674,29 @@ mod operations {
                     "status": 429,
                     "detail": "rate limit exceeded; retry after 37 s"
                 })),
+            (status = 500, description = "Redis refuses the service for a reason that retrying will not \
+                fix: `type` names it (`store-permission-denied`, `store-authentication-failed`, \
+                `store-script-error` or `store-misconfigured`), the service's error log has the \
+                cause. No `Retry-After`: the deployment's operator must act.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
+                ),
+                examples(
+                    ("permission_denied" = (summary = "The Redis user may not run the service's scripts", value = json!({
+                        "type": "urn:analytics-api:problem:store-permission-denied",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store denies this service a command or key it needs; its operator must grant it"
+                    }))),
+                    ("misconfigured" = (summary = "Redis refuses a command the service needs", value = json!({
+                        "type": "urn:analytics-api:problem:store-misconfigured",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store refuses this service's commands; its operator must fix what the service's error log names"
+                    }))),
+                )),
             (status = 503, description = "Redis is unavailable or the request ran out of `REQUEST_DEADLINE_MS`.",
                 body = Problem, content_type = PROBLEM,
                 headers(
@@ -723,11 +823,15 @@ mod tests {
         assert_eq!(statuses("/health", "get"), ["200", "503"]);
         assert_eq!(
             statuses("/api/metrics", "post"),
-            ["201", "400", "401", "413", "422", "429", "503"]
+            ["201", "400", "401", "413", "422", "429", "500", "503", "507"]
         );
         assert_eq!(
             statuses("/api/metrics/summary", "get"),
-            ["200", "401", "422", "503"]
+            ["200", "401", "422", "500", "503"]
+        );
+        assert_eq!(
+            statuses("/api/metrics/series", "get"),
+            ["200", "401", "422", "429", "500", "503"]
         );
     }
 

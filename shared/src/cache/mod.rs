@@ -34,7 +34,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::connection::{Redis, ReplyFields};
+use crate::connection::{Fault, Redis, ReplyFields};
 use crate::keys::Keys;
 use crate::settings::{ConfigError, Env};
 use crate::window::SummaryQuery;
@@ -114,7 +114,8 @@ pub struct CachedBody {
     /// Hit or miss.
     pub status: CacheStatus,
     /// Whole seconds the body stays cached: what is left of the entry's TTL
-    /// on a hit, the TTL it was stored with on a miss (`max-age`).
+    /// on a hit, the TTL it was stored with on a miss (`max-age`); 0 when it
+    /// was computed without the cache and not stored (Redis out of memory).
     pub max_age_s: u64,
     /// Whole seconds since the entry was stored, on a hit (`Age`).
     pub age_s: Option<u64>,
@@ -267,6 +268,11 @@ impl SummaryCache {
     /// value but not the lock. The caller bounds the whole call with the
     /// request deadline.
     ///
+    /// When Redis is out of memory ([`Fault::OutOfMemory`]) the lock
+    /// cannot be taken: the value is then computed for this request alone,
+    /// without single-flight, and not stored (`max_age_s` 0), so reads keep
+    /// working while writes are refused.
+    ///
     /// # Errors
     /// [`CacheError::Compute`] with `compute`'s error (never cached), or
     /// [`CacheError::Redis`] when Redis fails.
@@ -293,10 +299,31 @@ impl SummaryCache {
         let mut skipped = String::new();
         let mut poll = POLL_START;
         loop {
-            match self
+            let lookup = match self
                 .lookup(redis, &entry, &lock, &token, mode, &skipped)
-                .await?
+                .await
             {
+                Ok(lookup) => lookup,
+                // Taking the lock is a write, which a Redis out of memory
+                // refuses (a hit only reads, and is served). The result
+                // can still be computed, for this request alone: without
+                // the lock, and not stored.
+                Err(err) if Fault::of(&err) == Fault::OutOfMemory => {
+                    tracing::warn!(
+                        error = %err,
+                        "redis is out of memory: computing without the cache"
+                    );
+                    let computed = compute().await.map_err(CacheError::Compute)?;
+                    return Ok(CachedBody {
+                        body: computed.body,
+                        status: CacheStatus::Miss,
+                        max_age_s: 0,
+                        age_s: None,
+                    });
+                }
+                Err(err) => return Err(err.into()),
+            };
+            match lookup {
                 Lookup::Hit {
                     body,
                     ttl_left_ms,

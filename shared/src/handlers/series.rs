@@ -8,8 +8,10 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use super::summary::{cached_response, wants_no_cache};
 use super::{before, deadline, require_method};
 use crate::cache::Computed;
+use crate::connection::Fault;
 use crate::http::{client_identity, rate_limit_fields, respond, ApiError};
 use crate::metric::Invalid;
+use crate::rate_limit::RateLimitError;
 use crate::responses::{percentiles, percentiles_note, Series, SeriesPoint};
 use crate::state::AppState;
 use crate::store::series::{plan, SeriesPlan};
@@ -30,21 +32,40 @@ use crate::window::{parse_series_query, SummaryQuery, Window};
 /// every response past the limiter) and cached like summaries (`X-Cache`,
 /// `Cache-Control: no-cache` to refresh).
 ///
+/// With Redis out of memory, the limiter cannot count the request: it is
+/// served without the `RateLimit` fields, computed without the cache
+/// (`Cache-Control: max-age=0`).
+///
 /// Errors: 401 missing/unknown API key (when keys are configured), 422 for a
 /// missing or invalid query or more than 1,500 points (the detail says which
 /// step or window would fit), 429 + `Retry-After` over the rate limit, 503 +
-/// `Retry-After` when Redis is unavailable.
+/// `Retry-After` when Redis is unavailable, 500 (a `store-…` problem, no
+/// `Retry-After`) when Redis refuses the service for a reason retrying will
+/// not fix.
 pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
     let admitted = before(deadline, state, async {
         require_method(&req, Method::GET)?;
         let client = client_identity(&req, &state.config.identity.api_key_digests)?;
-        let decision = state.series_limiter.check(&state.redis, &client).await?;
+        let decision = match state.series_limiter.check(&state.redis, &client).await {
+            Ok(decision) => decision,
+            // Counting the request is a write, which a Redis out of memory
+            // refuses; a series only reads, so it is served uncounted
+            // rather than turning a write outage into a read outage.
+            Err(RateLimitError::Redis(err)) if Fault::of(&err) == Fault::OutOfMemory => {
+                tracing::warn!(
+                    error = %err,
+                    "redis is out of memory: a series served without counting it"
+                );
+                return Ok(None);
+            }
+            Err(err) => return Err(err.into()),
+        };
         if !decision.allowed {
             crate::observability::rate_limited();
             return Err(ApiError::TooManyRequests(decision));
         }
-        Ok(decision)
+        Ok(Some(decision))
     })
     .await;
     let decision = match admitted {
@@ -52,7 +73,9 @@ pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
         Err(err) => return err.into_response(),
     };
     let mut response = respond(before(deadline, state, serve(state, &req)).await);
-    response.headers_mut().extend(rate_limit_fields(&decision));
+    if let Some(decision) = decision {
+        response.headers_mut().extend(rate_limit_fields(&decision));
+    }
     response
 }
 

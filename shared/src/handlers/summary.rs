@@ -9,6 +9,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use super::{require_method, within_deadline};
 use crate::breaker::CallError;
 use crate::cache::{CacheStatus, CachedBody, Computed};
+use crate::connection::Fault;
 use crate::http::{client_identity, ApiError, JSON};
 use crate::responses::{percentiles, percentiles_note, ExternalData, FallbackReason, Summary};
 use crate::state::AppState;
@@ -30,9 +31,17 @@ use crate::window::{parse_summary_query, SummaryQuery};
 /// says how long the answer stays cached. `Cache-Control: no-cache` on the
 /// request forces a recomputation.
 ///
+/// With Redis out of memory (it refuses writes), a summary is still
+/// answered: a cached one as usual, another computed for this request alone
+/// and not stored (`X-Cache: MISS`, `Cache-Control: max-age=0`), with the
+/// external data as a fallback when the breaker would have to write to
+/// admit the call.
+///
 /// Errors: 401 missing/unknown API key (when keys are configured), 422 for a
 /// missing or invalid query (the allowed periods are listed), 503 +
-/// `Retry-After` when Redis is unavailable.
+/// `Retry-After` when Redis is unavailable, 500 (a `store-…` problem, no
+/// `Retry-After`) when Redis refuses the service for a reason retrying will
+/// not fix.
 pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
     within_deadline(state, async {
         require_method(&req, Method::GET)?;
@@ -106,6 +115,17 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         Ok(fields) => ExternalData::success(fields),
         Err(CallError::Refused { .. }) => ExternalData::fallback(FallbackReason::CircuitOpen),
         Err(CallError::Failed(kind)) => ExternalData::fallback(kind.into()),
+        // Out of memory, Redis refuses the breaker's transition to
+        // half-open or its probe slot (the closed and open states are only
+        // read): the source is not called, as while the breaker is open,
+        // and the summary is still answered.
+        Err(CallError::Redis(err)) if Fault::of(&err) == Fault::OutOfMemory => {
+            tracing::warn!(
+                error = %err,
+                "redis is out of memory: the circuit breaker cannot admit a probe; external data skipped"
+            );
+            ExternalData::fallback(FallbackReason::CircuitOpen)
+        }
         Err(CallError::Redis(err)) => return Err(err.into()),
     };
     let summary = Summary {
