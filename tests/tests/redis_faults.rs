@@ -1297,3 +1297,60 @@ async fn a_busy_script_is_a_503_with_retry_after() {
         2
     );
 }
+
+/// A node that became a replica answers writes `READONLY`, as the old
+/// primary does during a failover: a 503 with `Retry-After`, and the
+/// connection is replaced, so that the next command resolves the hostname
+/// again (after an ElastiCache failover it names the new primary) instead of
+/// asking the replica forever. Once the node is a primary again, the next
+/// request succeeds.
+#[tokio::test]
+async fn a_read_only_answer_is_a_503_and_replaces_the_connection() {
+    let primary = PrivateRedis::start();
+    let node = PrivateRedis::start();
+    let state = instance(&node.url(), &random_prefix(), &[]);
+    let t = random_type("readonly");
+    assert_eq!(post(&state, None, &metric(&t, 1.0)).await.status(), 201);
+    // One connection for the test's own commands, so that the count of
+    // connections the node accepted is the service's.
+    let mut admin = admin(&node).await;
+    let received = |admin: &mut redis::aio::MultiplexedConnection| {
+        let mut admin = admin.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("stats")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            info.lines()
+                .find_map(|line| line.strip_prefix("total_connections_received:"))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port())
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let before = received(&mut admin).await;
+
+    let (response, elapsed) = timed(post(&state, Some("readonly"), &metric(&t, 2.0))).await;
+    assert_unavailable("ingest on a replica", &response, elapsed);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let response = post(&state, Some("readonly"), &metric(&t, 2.0)).await;
+    assert_eq!(response.status(), 201, "{}", body_json(&response));
+    assert_eq!(
+        received(&mut admin).await - before,
+        1,
+        "the service connected anew once after READONLY"
+    );
+}
