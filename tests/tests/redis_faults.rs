@@ -1354,3 +1354,35 @@ async fn a_read_only_answer_is_a_503_and_replaces_the_connection() {
         "the service connected anew once after READONLY"
     );
 }
+
+/// An instance idle while Redis restarts holds a connection the server
+/// closed: its next request goes to a fresh connection and succeeds, on
+/// every endpoint, without a 503 first.
+#[tokio::test]
+async fn a_restart_while_idle_costs_no_request() {
+    let mut server = PrivateRedis::start();
+    let state = instance(&server.url(), &random_prefix(), &[]);
+    let t = random_type("idle_restart");
+    assert_eq!(get_health(&state).await.status(), 200);
+    assert_eq!(post(&state, None, &metric(&t, 1.0)).await.status(), 201);
+    for round in 0..3 {
+        server = tokio::task::spawn_blocking(move || {
+            server.restart();
+            server
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let response = match round {
+            0 => get_health(&state).await,
+            1 => post(&state, None, &metric(&t, 2.0)).await,
+            _ => get_summary(&state, &t).await,
+        };
+        assert!(
+            response.status().is_success(),
+            "round {round}: {} {}",
+            response.status(),
+            body_json(&response)
+        );
+    }
+}
