@@ -21,10 +21,12 @@
 //! sending. A multiplexed connection is driven by one task that writes the
 //! queued commands and reads the replies; when it reads the end of the
 //! stream or an error it ends, and its queue refuses every later command.
-//! A connection that sat idle for [`PROBE_AFTER_IDLE`] is therefore asked
-//! first whether its driver has ended ([`Link::known_closed`], no round
-//! trip); if so, it is discarded and the command is sent once on a fresh
-//! connection, within the same bound. A connection closed while idle is
+//! A connection that has had no answer for [`PROBE_AFTER_IDLE`] is
+//! therefore asked first whether its driver has ended
+//! ([`Link::known_closed`], no round trip); if so, it is discarded and the
+//! command is sent once on a fresh connection, within the same bound. Every
+//! command sent until the next answer asks, so all the commands of a burst
+//! after an idle time go to the fresh connection. A connection closed while idle is
 //! noticed by its driver as soon as the peer's `FIN` or `RST` arrives, so
 //! the request after an idle drop meets a connection known to be closed and
 //! succeeds. What stays a 503: a command already handed to a connection
@@ -450,11 +452,7 @@ impl Redis {
 
     fn with_client(client: Client, timeout: Duration, max_age: Option<Duration>) -> Self {
         Self {
-            renewal: Arc::new(Renewal {
-                client,
-                max_age,
-                current: Mutex::new(Current::first()),
-            }),
+            renewal: Arc::new(Renewal::new(client, max_age)),
             timeout,
             round_trips: Arc::new(AtomicU64::new(0)),
             log: None,
@@ -554,32 +552,39 @@ struct Renewal {
     client: Client,
     max_age: Option<Duration>,
     current: Mutex<Current>,
+    /// The origin of [`Slot::heard_ms`].
+    epoch: Instant,
 }
 
 struct Current {
-    /// Opened by the first command that needs it; a failed attempt leaves it
-    /// empty, so the next command tries again.
-    connection: Arc<OnceCell<Link>>,
+    slot: Arc<Slot>,
     created: Instant,
-    /// When the last command was handed to this connection: one that sat
-    /// idle for [`PROBE_AFTER_IDLE`] is checked before it is used again.
-    last_used: Instant,
     /// Counts replacements, so that the many commands failing together on
     /// one broken connection replace it once.
     generation: u64,
 }
 
-impl Current {
-    fn first() -> Self {
-        Self::new(0)
-    }
+/// One connection of the handle.
+struct Slot {
+    /// Opened by the first command that needs it; a failed attempt leaves it
+    /// empty, so the next command tries again.
+    link: OnceCell<Link>,
+    /// When a command last got an answer on this connection (or it was
+    /// made), in ms since [`Renewal::epoch`]. A connection that has been
+    /// silent for [`PROBE_AFTER_IDLE`] is checked before use: every command
+    /// sent until the next answer checks it, so the commands of a burst after
+    /// an idle time all see a close the connection's driver has noticed.
+    heard_ms: AtomicU64,
+}
 
-    fn new(generation: u64) -> Self {
-        let now = Instant::now();
+impl Current {
+    fn new(generation: u64, now_ms: u64) -> Self {
         Self {
-            connection: Arc::new(OnceCell::new()),
-            created: now,
-            last_used: now,
+            slot: Arc::new(Slot {
+                link: OnceCell::new(),
+                heard_ms: AtomicU64::new(now_ms),
+            }),
+            created: Instant::now(),
             generation,
         }
     }
@@ -592,23 +597,43 @@ impl Renewal {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The connection to send the next command on, its generation, and
-    /// whether it sat idle for at least [`PROBE_AFTER_IDLE`] (it is then
-    /// checked before use: [`Redis::link`]). It is replaced first if it is
-    /// `max_age` old; a new one is empty, so its connection (and token) is
-    /// made by the command about to be sent.
-    fn current(&self) -> (Arc<OnceCell<Link>>, u64, bool) {
+    fn new(client: Client, max_age: Option<Duration>) -> Self {
+        Self {
+            client,
+            max_age,
+            current: Mutex::new(Current::new(0, 0)),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since [`Renewal::epoch`].
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The connection to send the next command on and its generation,
+    /// replaced first if it is `max_age` old. A new one is empty, so its
+    /// connection (and token) is made by the command about to be sent.
+    fn current(&self) -> (Arc<Slot>, u64) {
         let mut current = self.lock();
-        let now = Instant::now();
         if self
             .max_age
-            .is_some_and(|age| now.duration_since(current.created) >= age)
+            .is_some_and(|age| current.created.elapsed() >= age)
         {
-            Self::replace(&mut current);
+            self.replace(&mut current);
         }
-        let idle = now.duration_since(current.last_used) >= PROBE_AFTER_IDLE;
-        current.last_used = now;
-        (Arc::clone(&current.connection), current.generation, idle)
+        (Arc::clone(&current.slot), current.generation)
+    }
+
+    /// Whether `slot` has had no answer for [`PROBE_AFTER_IDLE`].
+    fn silent(&self, slot: &Slot) -> bool {
+        let heard = slot.heard_ms.load(Ordering::Relaxed);
+        self.now_ms().saturating_sub(heard) >= PROBE_AFTER_IDLE.as_millis() as u64
+    }
+
+    /// Records that a command on `slot` got its answer.
+    fn heard(&self, slot: &Slot) {
+        slot.heard_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// Called after an I/O error on the connection of `generation`: the next
@@ -616,12 +641,12 @@ impl Renewal {
     fn discard(&self, generation: u64) {
         let mut current = self.lock();
         if current.generation == generation {
-            Self::replace(&mut current);
+            self.replace(&mut current);
         }
     }
 
-    fn replace(current: &mut Current) {
-        *current = Current::new(current.generation + 1);
+    fn replace(&self, current: &mut Current) {
+        *current = Current::new(current.generation + 1, self.now_ms());
     }
 
     /// The open connection of `cell`, opening it first if needed (bounded by
@@ -873,11 +898,11 @@ impl Fault {
     }
 }
 
-/// How long a connection may sit without a command before it is checked
-/// ([`Link::known_closed`]) ahead of the next one. Servers, proxies and NAT
-/// gateways close connections after an idle time of whole seconds (Redis'
-/// `timeout` is at least 1 s), so a connection in use at shorter gaps is
-/// never checked, and a busy instance never pays for it.
+/// How long a connection may go without an answer before it is checked
+/// ([`Link::known_closed`]) ahead of the next command. Servers, proxies and
+/// NAT gateways close connections after an idle time of whole seconds
+/// (Redis' `timeout` is at least 1 s), so a connection in use at shorter
+/// gaps is never checked, and a busy instance never pays for it.
 const PROBE_AFTER_IDLE: Duration = Duration::from_millis(100);
 
 /// The first wait before sending again a command that [`did_not_run`]; it
@@ -895,27 +920,22 @@ fn timed_out() -> RedisError {
 }
 
 impl Redis {
-    /// The open connection of `cell` (generation `*generation`) to send the
-    /// next command on. When it sat idle for [`PROBE_AFTER_IDLE`] and is
-    /// [known to be closed](Link::known_closed), it is discarded and the
-    /// command goes to a fresh connection instead (`*generation` becomes the
-    /// new one's): nothing was sent on the closed one, so this is the one
-    /// retry that can never run a command twice. Within the caller's bound.
-    async fn link(
-        &self,
-        cell: &OnceCell<Link>,
-        generation: &mut u64,
-        idle: bool,
-    ) -> RedisResult<Link> {
-        let (link, reused) = self.renewal.open(cell).await?;
-        if !(idle && reused && link.known_closed()) {
+    /// The open connection of `slot` (generation `*generation`) to send the
+    /// next command on. When it has been silent for [`PROBE_AFTER_IDLE`]
+    /// and is [known to be closed](Link::known_closed), it is discarded and
+    /// the command goes to a fresh connection instead (`*slot` and
+    /// `*generation` become the new one's): nothing was sent on the closed
+    /// one, so this is the one retry that can never run a command twice.
+    /// Within the caller's bound.
+    async fn link(&self, slot: &mut Arc<Slot>, generation: &mut u64) -> RedisResult<Link> {
+        let (link, reused) = self.renewal.open(&slot.link).await?;
+        if !(reused && self.renewal.silent(slot) && link.known_closed()) {
             return Ok(link);
         }
         tracing::debug!("the Redis connection was closed while idle; connecting anew");
         self.renewal.discard(*generation);
-        let (cell, fresh, _) = self.renewal.current();
-        *generation = fresh;
-        self.renewal.open(&cell).await.map(|(link, _)| link)
+        (*slot, *generation) = self.renewal.current();
+        self.renewal.open(&slot.link).await.map(|(link, _)| link)
     }
 
     /// Sends one command on `link`, in cluster mode again (after a short,
@@ -981,14 +1001,13 @@ impl ConnectionLike for Redis {
             log.push(&[cmd]);
         }
         let timeout = self.timeout;
-        let (cell, generation, idle) = self.renewal.current();
+        let (mut slot, mut generation) = self.renewal.current();
         Box::pin(async move {
-            let mut generation = generation;
             // The connect and response timeouts bound each step; this outer
             // bound also covers a connect followed by a slow reply, and the
             // cluster mode's sends of a command that did not run.
             let result = tokio::time::timeout(timeout * 2, async {
-                let mut link = self.link(&cell, &mut generation, idle).await?;
+                let mut link = self.link(&mut slot, &mut generation).await?;
                 let result = self.send(&mut link, cmd).await;
                 if server_error(&result) != Some(ServerErrorKind::NoScript) {
                     return result;
@@ -1006,6 +1025,9 @@ impl ConnectionLike for Redis {
             })
             .await
             .unwrap_or_else(|_| Err(timed_out()));
+            if result.is_ok() {
+                self.renewal.heard(&slot);
+            }
             let read_only = server_error(&result) == Some(ServerErrorKind::ReadOnly);
             check(&self.renewal, generation, &result, read_only);
             result
@@ -1023,15 +1045,17 @@ impl ConnectionLike for Redis {
             log.push(&cmd.cmd_iter().collect::<Vec<_>>());
         }
         let timeout = self.timeout;
-        let (cell, generation, idle) = self.renewal.current();
+        let (mut slot, mut generation) = self.renewal.current();
         Box::pin(async move {
-            let mut generation = generation;
             let result = tokio::time::timeout(timeout * 2, async {
-                let mut link = self.link(&cell, &mut generation, idle).await?;
+                let mut link = self.link(&mut slot, &mut generation).await?;
                 self.send_pipeline(&mut link, cmd, offset, count).await
             })
             .await
             .unwrap_or_else(|_| Err(timed_out()));
+            if result.is_ok() {
+                self.renewal.heard(&slot);
+            }
             let read_only = match &result {
                 Ok(values) => values.iter().any(is_read_only),
                 Err(err) => err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly),

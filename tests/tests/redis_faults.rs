@@ -908,6 +908,29 @@ async fn connections_closed_while_idle_cost_no_request() {
         reconnected >= (INSTANCES * ROUNDS) as u64,
         "the server closed idle connections only {reconnected} times"
     );
+
+    // A burst after an idle drop: every request of it, not only the first
+    // to reach the closed connection, goes to the fresh one.
+    tokio::time::sleep(IDLE).await;
+    let burst = futures::future::join_all((0..12).map(|i| {
+        let (state, t) = (&instances[0], t.clone());
+        async move {
+            match i % 3 {
+                0 => get_health(state).await,
+                1 => post(state, None, &metric(&t, 1.0)).await,
+                _ => get_summary(state, &t).await,
+            }
+        }
+    }))
+    .await;
+    for response in &burst {
+        assert!(
+            response.status().is_success(),
+            "a request of the burst: {} {}",
+            response.status(),
+            body_json(response)
+        );
+    }
 }
 
 /// Connections to Redis carry TCP keepalive, probing after 60 s of silence
