@@ -26,10 +26,10 @@
 //! ([`Link::known_closed`], no round trip); if so, it is discarded and the
 //! command is sent once on a fresh connection, within the same bound. Every
 //! command sent until the next answer asks, so all the commands of a burst
-//! after an idle time go to the fresh connection. A connection closed while idle is
-//! noticed by its driver as soon as the peer's `FIN` or `RST` arrives, so
-//! the request after an idle drop meets a connection known to be closed and
-//! succeeds. What stays a 503: a command already handed to a connection
+//! after an idle time go to the fresh connection. A connection closed while
+//! idle is noticed by its driver as soon as the peer's `FIN` or `RST`
+//! arrives, so the request after an idle drop meets a connection known to be
+//! closed and succeeds. What stays a 503: a command already handed to a connection
 //! whose close was still on the wire (or not yet read, e.g. right after a
 //! thawed instance resumes) — it may have been written, so it is never sent
 //! again; the idempotency key is the client's safe retry. TCP keepalive is
@@ -690,8 +690,10 @@ impl Link {
     /// connection the `PING` is queued and the wait is dropped, after which
     /// the driver skips the `PING` (its reply is no longer awaited) or, if it
     /// already took it, sends it and discards the `PONG`: harmless either way.
-    /// No round trip is waited for and none is counted. Always false in
-    /// cluster mode: the cluster client keeps its node connections to itself.
+    /// No round trip is waited for and none is counted. When in doubt (the
+    /// queue is full, or the task must yield first) the answer is false: the
+    /// connection is used as it would have been. Always false in cluster
+    /// mode: the cluster client keeps its node connections to itself.
     fn known_closed(&self) -> bool {
         let Self::Standalone(connection) = self else {
             return false;
@@ -780,8 +782,8 @@ fn did_not_run<T>(result: &RedisResult<T>, server: Option<ServerErrorKind>) -> b
 ///
 /// The classes follow the error codes Redis answers with (the first word of
 /// an error reply) and the redis crate's own error kinds; [`Fault::of`]
-/// decides. A code this service does not know counts as transient: the
-/// request is refused as before, and the log names the code.
+/// decides. A code this service does not know counts as transient (a 503,
+/// as for an unreachable Redis), and the log names the code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Retrying can succeed: a timeout, a refused, reset or dropped
