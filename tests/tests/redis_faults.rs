@@ -1,14 +1,19 @@
 //! Redis faults, injected for real: a paused or busy Redis, a Redis killed
-//! and restarted, a flushed script cache, a reply lost after the write, and a
-//! fault-injection run that kills Redis repeatedly under load.
+//! and restarted, a flushed script cache, a reply lost after the write, a
+//! fault-injection run that kills Redis repeatedly under load, connections
+//! closed while idle (`timeout 1`, a restart), a node turned replica, a
+//! Redis user that may not run scripts, and a Redis out of memory.
 //!
 //! Every test runs against its own private `redis-server` (never the shared
 //! one), through the real handlers in-process. What they hold the service to:
 //! while Redis cannot answer, every request answers 503 with `Retry-After`
 //! and a problem body within a bound derived from `REDIS_TIMEOUT_MS` (never a
 //! hang, never a 500); the same warm state serves again by itself once Redis
-//! is back, reloading its scripts; and every acknowledged metric is counted
-//! exactly once, however often the client had to retry.
+//! is back, reloading its scripts; a connection closed while idle costs no
+//! request; every acknowledged metric is counted exactly once, however often
+//! the client had to retry; and a fault that retrying cannot fix is a named
+//! 500 (507 out of memory, where reads are still served) without
+//! `Retry-After`.
 
 use std::collections::HashMap;
 use std::io::Write;
