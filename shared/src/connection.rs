@@ -10,6 +10,35 @@
 //! never retried inside a request; the caller answers 503 with `Retry-After`
 //! instead of spending its deadline on back-off.
 //!
+//! **Connections closed while idle.** Redis' `timeout`, proxies and NAT
+//! gateways close connections that carry nothing for a while, and a Lambda
+//! instance is frozen between requests for as long as it has none. The one
+//! command that may be sent again is one that provably was never written:
+//! after a failure the redis crate cannot say which (a command on a closed
+//! connection fails with the same I/O `BrokenPipe` whether it was written
+//! before the connection broke or never left the queue, and a write that
+//! reached the socket may have run), so the decision is taken *before*
+//! sending. A multiplexed connection is driven by one task that writes the
+//! queued commands and reads the replies; when it reads the end of the
+//! stream or an error it ends, and its queue refuses every later command.
+//! A connection that has had no answer for [`PROBE_AFTER_IDLE`] is
+//! therefore asked first whether its driver has ended
+//! ([`Link::known_closed`], no round trip); if so, it is discarded and the
+//! command is sent once on a fresh connection, within the same bound. Every
+//! command sent until the next answer asks, so all the commands of a burst
+//! after an idle time go to the fresh connection. A connection closed while
+//! idle is noticed by its driver as soon as the peer's `FIN` or `RST`
+//! arrives, so the request after an idle drop meets a connection known to be
+//! closed and succeeds. What stays a 503: a command already handed to a connection
+//! whose close was still on the wire (or not yet read, e.g. right after a
+//! thawed instance resumes) — it may have been written, so it is never sent
+//! again; the idempotency key is the client's safe retry. TCP keepalive is
+//! on ([`tcp_settings`]): it keeps NAT entries of a running instance alive
+//! and ends connections whose peer vanished silently. In cluster mode the
+//! cluster client owns its node connections and repairs one after its first
+//! failure; the check does not apply there, and the first command on a node
+//! connection closed while idle answers 503.
+//!
 //! (The redis crate's `ConnectionManager` offers the same over a background
 //! reconnect whose one attempt, made right after the failure, may be the
 //! outcome the next request meets; it also costs a 1.3 KiB boxed future per
@@ -54,12 +83,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::io::tcp::socket2::TcpKeepalive;
+use redis::io::tcp::TcpSettings;
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, ParsingError,
-    Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value,
+    Pipeline, RedisError, RedisFuture, RedisResult, RetryMethod, Script, ServerErrorKind, Value,
 };
 use tokio::sync::OnceCell;
 
@@ -408,16 +440,19 @@ impl Redis {
         timeout: Duration,
         max_age: Option<Duration>,
     ) -> Self {
+        let info = client
+            .get_connection_info()
+            .clone()
+            .set_tcp_settings(tcp_settings());
+        // Reopening a client from its own parsed settings cannot fail; the
+        // client as given (without keepalive) is the fallback all the same.
+        let client = redis::Client::open(info).unwrap_or(client);
         Self::with_client(Client::Standalone(client, config), timeout, max_age)
     }
 
     fn with_client(client: Client, timeout: Duration, max_age: Option<Duration>) -> Self {
         Self {
-            renewal: Arc::new(Renewal {
-                client,
-                max_age,
-                current: Mutex::new(Current::first()),
-            }),
+            renewal: Arc::new(Renewal::new(client, max_age)),
             timeout,
             round_trips: Arc::new(AtomicU64::new(0)),
             log: None,
@@ -447,6 +482,32 @@ impl Redis {
     }
 }
 
+/// TCP keepalive on every connection: after [`KEEPALIVE_IDLE`] without
+/// traffic, a probe every [`KEEPALIVE_INTERVAL`], the connection given up
+/// after [`KEEPALIVE_PROBES`] unanswered ones. It keeps the connection's
+/// entry alive in NAT gateways and firewalls that forget idle flows (AWS NAT
+/// gateways after 350 s) while the instance runs, and ends a connection
+/// whose peer vanished without a word (a host lost, a network partition)
+/// within about 90 s of idleness, so that the next command finds it
+/// [known to be closed](Link::known_closed) and connects anew. It does not
+/// reset Redis' own `timeout`, which counts commands, not packets: that case
+/// is the idle check's. `TCP_NODELAY` keeps the crate's default.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_keepalive(
+        TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES),
+    )
+}
+
+/// Idle time before the first keepalive probe (`TCP_KEEPIDLE`).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between keepalive probes (`TCP_KEEPINTVL`).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the connection is given up (`TCP_KEEPCNT`).
+const KEEPALIVE_PROBES: u32 = 3;
+
 fn connection_config(timeout: Duration) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
@@ -455,7 +516,8 @@ fn connection_config(timeout: Duration) -> AsyncConnectionConfig {
 
 /// The cluster client's builder for `url` (any one node; `rediss://` for
 /// TLS, credentials inside it as in standalone mode): each node connection
-/// and each response bounded by `timeout`, and **no retries** of its own (it
+/// and each response bounded by `timeout`, TCP keepalive on
+/// ([`tcp_settings`]), and **no retries** of its own (it
 /// would re-send a command after a timeout or a dropped connection, when the
 /// command may have run; [`Redis`] retries only what surely did not run).
 /// Redirects still rebuild its slot map.
@@ -464,6 +526,7 @@ pub fn cluster_builder(url: &str, timeout: Duration) -> ClusterClientBuilder {
         .retries(0)
         .connection_timeout(timeout)
         .response_timeout(timeout)
+        .tcp_settings(tcp_settings())
 }
 
 /// How connections are made.
@@ -489,24 +552,40 @@ struct Renewal {
     client: Client,
     max_age: Option<Duration>,
     current: Mutex<Current>,
+    /// The origin of [`Slot::heard_ms`].
+    epoch: Instant,
 }
 
 struct Current {
-    /// Opened by the first command that needs it; a failed attempt leaves it
-    /// empty, so the next command tries again.
-    connection: Arc<OnceCell<Link>>,
+    slot: Arc<Slot>,
     created: Instant,
     /// Counts replacements, so that the many commands failing together on
     /// one broken connection replace it once.
     generation: u64,
 }
 
+/// One connection of the handle.
+struct Slot {
+    /// Opened by the first command that needs it; a failed attempt leaves it
+    /// empty, so the next command tries again.
+    link: OnceCell<Link>,
+    /// When a command last got an answer on this connection (or it was
+    /// made), in ms since [`Renewal::epoch`]. A connection that has been
+    /// silent for [`PROBE_AFTER_IDLE`] is checked before use: every command
+    /// sent until the next answer checks it, so the commands of a burst after
+    /// an idle time all see a close the connection's driver has noticed.
+    heard_ms: AtomicU64,
+}
+
 impl Current {
-    fn first() -> Self {
+    fn new(generation: u64, now_ms: u64) -> Self {
         Self {
-            connection: Arc::new(OnceCell::new()),
+            slot: Arc::new(Slot {
+                link: OnceCell::new(),
+                heard_ms: AtomicU64::new(now_ms),
+            }),
             created: Instant::now(),
-            generation: 0,
+            generation,
         }
     }
 }
@@ -518,18 +597,43 @@ impl Renewal {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn new(client: Client, max_age: Option<Duration>) -> Self {
+        Self {
+            client,
+            max_age,
+            current: Mutex::new(Current::new(0, 0)),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since [`Renewal::epoch`].
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// The connection to send the next command on and its generation,
     /// replaced first if it is `max_age` old. A new one is empty, so its
     /// connection (and token) is made by the command about to be sent.
-    fn current(&self) -> (Arc<OnceCell<Link>>, u64) {
+    fn current(&self) -> (Arc<Slot>, u64) {
         let mut current = self.lock();
         if self
             .max_age
             .is_some_and(|age| current.created.elapsed() >= age)
         {
-            Self::replace(&mut current);
+            self.replace(&mut current);
         }
-        (Arc::clone(&current.connection), current.generation)
+        (Arc::clone(&current.slot), current.generation)
+    }
+
+    /// Whether `slot` has had no answer for [`PROBE_AFTER_IDLE`].
+    fn silent(&self, slot: &Slot) -> bool {
+        let heard = slot.heard_ms.load(Ordering::Relaxed);
+        self.now_ms().saturating_sub(heard) >= PROBE_AFTER_IDLE.as_millis() as u64
+    }
+
+    /// Records that a command on `slot` got its answer.
+    fn heard(&self, slot: &Slot) {
+        slot.heard_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// Called after an I/O error on the connection of `generation`: the next
@@ -537,23 +641,20 @@ impl Renewal {
     fn discard(&self, generation: u64) {
         let mut current = self.lock();
         if current.generation == generation {
-            Self::replace(&mut current);
+            self.replace(&mut current);
         }
     }
 
-    fn replace(current: &mut Current) {
-        *current = Current {
-            connection: Arc::new(OnceCell::new()),
-            created: Instant::now(),
-            generation: current.generation + 1,
-        };
+    fn replace(&self, current: &mut Current) {
+        *current = Current::new(current.generation + 1, self.now_ms());
     }
 
     /// The open connection of `cell`, opening it first if needed (bounded by
-    /// the connection timeout; concurrent first commands share one attempt).
-    async fn open(&self, cell: &OnceCell<Link>) -> RedisResult<Link> {
+    /// the connection timeout; concurrent first commands share one attempt),
+    /// and whether it was open already (rather than opened for this command).
+    async fn open(&self, cell: &OnceCell<Link>) -> RedisResult<(Link, bool)> {
         if let Some(connection) = cell.get() {
-            return Ok(connection.clone());
+            return Ok((connection.clone(), true));
         }
         // Boxed: connecting is a large future, and it is needed once per
         // connection, not on every command's path.
@@ -569,20 +670,71 @@ impl Renewal {
             }
         }))
         .await
-        .cloned()
+        .map(|link| (link.clone(), false))
+    }
+}
+
+impl Link {
+    /// Whether this connection is **known to be closed**: the redis crate's
+    /// driver task of a standalone connection (the one task that writes
+    /// commands to the socket and reads replies) has ended, after reading
+    /// the end of the stream or an error. A command handed to it now could
+    /// never be written.
+    ///
+    /// The crate does not expose the driver's state, and a command that
+    /// failed on a closed connection reports the same error (an I/O
+    /// `BrokenPipe`) whether or not it had been written, so this asks
+    /// without risking anything: it hands the connection a `PING` and looks
+    /// at the first poll only. A driver that ended has dropped its queue, so
+    /// the hand-over fails at once with a dropped-connection error; on a live
+    /// connection the `PING` is queued and the wait is dropped, after which
+    /// the driver skips the `PING` (its reply is no longer awaited) or, if it
+    /// already took it, sends it and discards the `PONG`: harmless either way.
+    /// No round trip is waited for and none is counted. When in doubt (the
+    /// queue is full, or the task must yield first) the answer is false: the
+    /// connection is used as it would have been. Always false in cluster
+    /// mode: the cluster client keeps its node connections to itself.
+    fn known_closed(&self) -> bool {
+        let Self::Standalone(connection) = self else {
+            return false;
+        };
+        let mut connection = connection.clone();
+        let ping = redis::cmd("PING");
+        matches!(
+            connection.send_packed_command(&ping).now_or_never(),
+            Some(Err(err)) if err.is_connection_dropped()
+        )
     }
 }
 
 /// Discards a standalone connection after an I/O error (refused, reset or
-/// timed out) or when the server dropped it: it is not to be trusted with
-/// the next command. The cluster client reconnects to a node by itself and
-/// rebuilds its slot map from the nodes it knows, which a fresh client
-/// (starting again from `REDIS_URL`'s one node) could not do better.
-fn check<T>(renewal: &Renewal, generation: u64, result: &Result<T, RedisError>) {
-    if let (Err(err), Client::Standalone(..)) = (result, &renewal.client) {
-        if err.is_io_error() || err.is_unrecoverable_error() {
-            renewal.discard(generation);
-        }
+/// timed out), when the server dropped it, or when it answered `READONLY`
+/// (`read_only`): it is not to be trusted with the next command. A
+/// `READONLY` answer means the node behind the connection is a replica now:
+/// after a failover that keeps the old primary running as a replica, the
+/// service's hostname (an ElastiCache primary endpoint) names the new
+/// primary, and only a new connection reaches it. The cluster client
+/// reconnects to a node by itself and rebuilds its slot map from the nodes
+/// it knows, which a fresh client (starting again from `REDIS_URL`'s one
+/// node) could not do better.
+fn check<T>(renewal: &Renewal, generation: u64, result: &Result<T, RedisError>, read_only: bool) {
+    if !matches!(renewal.client, Client::Standalone(..)) {
+        return;
+    }
+    let broken = result
+        .as_ref()
+        .is_err_and(|err| err.is_io_error() || err.is_unrecoverable_error());
+    if broken || read_only {
+        renewal.discard(generation);
+    }
+}
+
+/// Whether a reply is, or holds, a `READONLY` error.
+fn is_read_only(value: &Value) -> bool {
+    match value {
+        Value::ServerError(err) => err.kind() == Some(ServerErrorKind::ReadOnly),
+        Value::Array(items) => items.iter().any(is_read_only),
+        _ => false,
     }
 }
 
@@ -623,6 +775,138 @@ fn did_not_run<T>(result: &RedisResult<T>, server: Option<ServerErrorKind>) -> b
             if err.kind() == ErrorKind::ClusterConnectionNotFound || err.is_connection_refusal())
 }
 
+/// What a failed Redis call means for the request that made it: whether
+/// making it again can succeed and, if not, what is wrong. The HTTP edge
+/// answers a transient fault with 503 and `Retry-After` and names every
+/// other one in its problem (`ApiError::redis` in the edge's `http` module).
+///
+/// The classes follow the error codes Redis answers with (the first word of
+/// an error reply) and the redis crate's own error kinds; [`Fault::of`]
+/// decides. A code this service does not know counts as transient (a 503,
+/// as for an unreachable Redis), and the log names the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Retrying can succeed: a timeout, a refused, reset or dropped
+    /// connection, no connection to a cluster node yet, and the answers of a
+    /// server that is busy or changing roles (`LOADING`, `BUSY`, `TRYAGAIN`,
+    /// `CLUSTERDOWN`, `MASTERDOWN`, `READONLY` during a failover, `MOVED`,
+    /// `ASK`, `NOREPLICAS`, `ERR max number of clients reached`).
+    Transient,
+    /// `OOM`: Redis reached `maxmemory` and refuses every command that may
+    /// grow its data (`noeviction`, or nothing left to evict); commands that
+    /// only read still run.
+    OutOfMemory,
+    /// `NOPERM`, or a script refused access to a key: the Redis user's ACL
+    /// denies a command or key the service needs.
+    PermissionDenied,
+    /// `NOAUTH`, `WRONGPASS` or a failed `AUTH`/`HELLO` (in IAM mode also: no
+    /// AWS credentials to sign a token with): the service cannot log in.
+    AuthenticationFailed,
+    /// One of the service's Lua scripts raised an error in Redis, or a reply
+    /// could not be read as the service expects it.
+    ScriptError,
+    /// Any other answer that asking again will not change: a command Redis
+    /// does not know or has disabled, a key of another type than the service
+    /// writes there (`WRONGTYPE`: another application shares the key
+    /// prefix), `CROSSSLOT`, `MISCONF` (Redis cannot persist and refuses
+    /// writes), a database or cluster mode the server does not have.
+    Misconfigured,
+}
+
+impl Fault {
+    /// The class of `err`. A pipeline's failure is the first of its errors
+    /// that is not transient, else transient.
+    pub fn of(err: &RedisError) -> Self {
+        if let Some(errors) = err.clone().into_server_errors() {
+            return errors
+                .iter()
+                .map(|(_, e)| Self::of_reply(e.code(), e.details().unwrap_or_default()))
+                .find(|fault| *fault != Self::Transient)
+                .unwrap_or(Self::Transient);
+        }
+        match err.kind() {
+            ErrorKind::Server(_) | ErrorKind::Extension => Self::of_reply(
+                err.code().unwrap_or_default(),
+                err.detail().unwrap_or_default(),
+            ),
+            ErrorKind::AuthenticationFailed => Self::AuthenticationFailed,
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => Self::ScriptError,
+            ErrorKind::InvalidClientConfig | ErrorKind::Client | ErrorKind::RESP3NotSupported => {
+                Self::Misconfigured
+            }
+            // I/O: only a denied or unsupported operation is permanent
+            // (the crate's `NoRetry`); refused, reset, dropped and timed out
+            // are not.
+            ErrorKind::Io if matches!(err.retry_method(), RetryMethod::NoRetry) => {
+                Self::Misconfigured
+            }
+            _ => Self::Transient,
+        }
+    }
+
+    /// The class of an error reply: its code and the text after it.
+    fn of_reply(code: &str, detail: &str) -> Self {
+        match code {
+            "OOM" => Self::OutOfMemory,
+            "NOPERM" => Self::PermissionDenied,
+            "NOAUTH" | "WRONGPASS" => Self::AuthenticationFailed,
+            "WRONGTYPE" | "CROSSSLOT" | "MISCONF" | "EXECABORT" | "NOSUB" | "NOTBUSY" => {
+                Self::Misconfigured
+            }
+            "ERR" => Self::of_generic(detail),
+            _ => Self::Transient,
+        }
+    }
+
+    /// `ERR`, Redis' code for everything without a code of its own: the
+    /// text tells. A script's error carries `script` in it (`user_script:1:
+    /// …`, `… script: <sha1>, on @user_script:1.`); a command refused inside
+    /// a script for lack of permission says the user executing the script
+    /// can't run or access it.
+    fn of_generic(detail: &str) -> Self {
+        if detail.starts_with("max number of clients reached") {
+            Self::Transient
+        } else if detail.contains("OOM command not allowed") {
+            Self::OutOfMemory
+        } else if detail.contains("executing the script can't") || detail.contains("no permissions")
+        {
+            Self::PermissionDenied
+        } else if detail.contains("invalid password") || detail.contains("invalid username") {
+            Self::AuthenticationFailed
+        } else if detail.contains("script") {
+            Self::ScriptError
+        } else {
+            Self::Misconfigured
+        }
+    }
+
+    /// Whether asking again later can succeed.
+    pub fn is_transient(self) -> bool {
+        self == Self::Transient
+    }
+
+    /// The class's name in log fields: `transient`, `out_of_memory`,
+    /// `permission_denied`, `authentication_failed`, `script_error`,
+    /// `misconfigured`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::OutOfMemory => "out_of_memory",
+            Self::PermissionDenied => "permission_denied",
+            Self::AuthenticationFailed => "authentication_failed",
+            Self::ScriptError => "script_error",
+            Self::Misconfigured => "misconfigured",
+        }
+    }
+}
+
+/// How long a connection may go without an answer before it is checked
+/// ([`Link::known_closed`]) ahead of the next command. Servers, proxies and
+/// NAT gateways close connections after an idle time of whole seconds
+/// (Redis' `timeout` is at least 1 s), so a connection in use at shorter
+/// gaps is never checked, and a busy instance never pays for it.
+const PROBE_AFTER_IDLE: Duration = Duration::from_millis(100);
+
 /// The first wait before sending again a command that [`did_not_run`]; it
 /// doubles up to [`MAX_RETRY_WAIT`]. The slot map is rebuilt in the
 /// background after a redirect, typically within a millisecond on a LAN.
@@ -638,6 +922,24 @@ fn timed_out() -> RedisError {
 }
 
 impl Redis {
+    /// The open connection of `slot` (generation `*generation`) to send the
+    /// next command on. When it has been silent for [`PROBE_AFTER_IDLE`]
+    /// and is [known to be closed](Link::known_closed), it is discarded and
+    /// the command goes to a fresh connection instead (`*slot` and
+    /// `*generation` become the new one's): nothing was sent on the closed
+    /// one, so this is the one retry that can never run a command twice.
+    /// Within the caller's bound.
+    async fn link(&self, slot: &mut Arc<Slot>, generation: &mut u64) -> RedisResult<Link> {
+        let (link, reused) = self.renewal.open(&slot.link).await?;
+        if !(reused && self.renewal.silent(slot) && link.known_closed()) {
+            return Ok(link);
+        }
+        tracing::debug!("the Redis connection was closed while idle; connecting anew");
+        self.renewal.discard(*generation);
+        (*slot, *generation) = self.renewal.current();
+        self.renewal.open(&slot.link).await.map(|(link, _)| link)
+    }
+
     /// Sends one command on `link`, in cluster mode again (after a short,
     /// growing wait) as long as the answer proves it did not run; the
     /// caller's bound ends the attempts.
@@ -701,13 +1003,13 @@ impl ConnectionLike for Redis {
             log.push(&[cmd]);
         }
         let timeout = self.timeout;
-        let (cell, generation) = self.renewal.current();
+        let (mut slot, mut generation) = self.renewal.current();
         Box::pin(async move {
             // The connect and response timeouts bound each step; this outer
             // bound also covers a connect followed by a slow reply, and the
             // cluster mode's sends of a command that did not run.
             let result = tokio::time::timeout(timeout * 2, async {
-                let mut link = self.renewal.open(&cell).await?;
+                let mut link = self.link(&mut slot, &mut generation).await?;
                 let result = self.send(&mut link, cmd).await;
                 if server_error(&result) != Some(ServerErrorKind::NoScript) {
                     return result;
@@ -725,7 +1027,11 @@ impl ConnectionLike for Redis {
             })
             .await
             .unwrap_or_else(|_| Err(timed_out()));
-            check(&self.renewal, generation, &result);
+            if result.is_ok() {
+                self.renewal.heard(&slot);
+            }
+            let read_only = server_error(&result) == Some(ServerErrorKind::ReadOnly);
+            check(&self.renewal, generation, &result, read_only);
             result
         })
     }
@@ -741,15 +1047,22 @@ impl ConnectionLike for Redis {
             log.push(&cmd.cmd_iter().collect::<Vec<_>>());
         }
         let timeout = self.timeout;
-        let (cell, generation) = self.renewal.current();
+        let (mut slot, mut generation) = self.renewal.current();
         Box::pin(async move {
             let result = tokio::time::timeout(timeout * 2, async {
-                let mut link = self.renewal.open(&cell).await?;
+                let mut link = self.link(&mut slot, &mut generation).await?;
                 self.send_pipeline(&mut link, cmd, offset, count).await
             })
             .await
             .unwrap_or_else(|_| Err(timed_out()));
-            check(&self.renewal, generation, &result);
+            if result.is_ok() {
+                self.renewal.heard(&slot);
+            }
+            let read_only = match &result {
+                Ok(values) => values.iter().any(is_read_only),
+                Err(err) => err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly),
+            };
+            check(&self.renewal, generation, &result, read_only);
             result
         })
     }
@@ -982,6 +1295,118 @@ mod tests {
             keys_of(&evalsha),
             Some(("EVALSHA".to_string(), vec!["{t}:a".to_string()]))
         );
+    }
+
+    /// The error of a reply as Redis sends it on the wire, e.g.
+    /// `-OOM command not allowed …`.
+    fn reply_error(wire: &str) -> RedisError {
+        redis::parse_redis_value(format!("{wire}\r\n").as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        std::io::Error::from(kind).into()
+    }
+
+    #[test]
+    fn faults_that_retrying_can_fix_are_transient() {
+        for wire in [
+            "-LOADING Redis is loading the dataset in memory",
+            "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "-TRYAGAIN Multiple keys request during rehashing of slot",
+            "-CLUSTERDOWN The cluster is down",
+            "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "-READONLY You can't write against a read only replica.",
+            "-MOVED 3999 127.0.0.1:6381",
+            "-NOREPLICAS Not enough good replicas to write.",
+            "-ERR max number of clients reached",
+            "-SOMEDAYNEW a code this service does not know",
+        ] {
+            assert_eq!(Fault::of(&reply_error(wire)), Fault::Transient, "{wire}");
+        }
+        for kind in [
+            std::io::ErrorKind::TimedOut,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::ConnectionRefused,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            assert_eq!(Fault::of(&io(kind)), Fault::Transient, "{kind:?}");
+        }
+        assert!(Fault::of(&timed_out()).is_transient());
+        let no_node = RedisError::from((ErrorKind::ClusterConnectionNotFound, "no node"));
+        assert!(Fault::of(&no_node).is_transient());
+    }
+
+    #[test]
+    fn permanent_faults_are_named() {
+        let cases = [
+            (
+                "-OOM command not allowed when used memory > 'maxmemory'. script: d6ec636b, on @user_script:1.",
+                Fault::OutOfMemory,
+            ),
+            (
+                "-NOPERM this user has no permissions to run the 'evalsha' command",
+                Fault::PermissionDenied,
+            ),
+            (
+                "-ERR The user executing the script can't access at least one of the keys mentioned in the command arguments script: 8a2f2218, on @user_script:1.",
+                Fault::PermissionDenied,
+            ),
+            ("-NOAUTH Authentication required.", Fault::AuthenticationFailed),
+            (
+                "-WRONGPASS invalid username-password pair or user is disabled.",
+                Fault::AuthenticationFailed,
+            ),
+            (
+                "-ERR user_script:1: attempt to perform arithmetic on a nil value script: cd204846, on @user_script:1.",
+                Fault::ScriptError,
+            ),
+            (
+                "-ERR value is not an integer or out of range script: d8f2cce4, on @user_script:1.",
+                Fault::ScriptError,
+            ),
+            (
+                "-WRONGTYPE Operation against a key holding the wrong kind of value",
+                Fault::Misconfigured,
+            ),
+            (
+                "-ERR unknown command 'EVALSHA', with args beginning with: ",
+                Fault::Misconfigured,
+            ),
+            ("-ERR This instance has cluster support disabled", Fault::Misconfigured),
+            (
+                "-CROSSSLOT Keys in request don't hash to the same slot",
+                Fault::Misconfigured,
+            ),
+            (
+                "-MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+                Fault::Misconfigured,
+            ),
+        ];
+        for (wire, fault) in cases {
+            assert_eq!(Fault::of(&reply_error(wire)), fault, "{wire}");
+            assert!(!fault.is_transient());
+        }
+        let auth = RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert_eq!(Fault::of(&auth), Fault::AuthenticationFailed);
+        let shape = RedisError::from(ParsingError::from(
+            "get_or_lock.lua answered an unknown reply",
+        ));
+        assert_eq!(Fault::of(&shape), Fault::ScriptError);
+        let denied = io(std::io::ErrorKind::PermissionDenied);
+        assert_eq!(Fault::of(&denied), Fault::Misconfigured);
+        let database = RedisError::from((
+            ServerErrorKind::ResponseError.into(),
+            "Redis server refused to switch database",
+            "DB index is out of range".to_string(),
+        ));
+        assert_eq!(Fault::of(&database), Fault::Misconfigured);
     }
 
     #[tokio::test]

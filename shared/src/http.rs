@@ -20,6 +20,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 
 use crate::cache::CacheError;
+use crate::connection::Fault;
 use crate::identity::{
     client_address, identify, ClientId, IdentityError, IdentitySettings, Unidentified,
     API_KEY_HEADER, FORWARDED_FOR_HEADER,
@@ -107,8 +108,9 @@ pub enum ApiError {
     /// refusing decision.
     #[error("rate limit exceeded; retry after {} s", retry_after_s(.0))]
     TooManyRequests(RateLimitDecision),
-    /// 503: a dependency (Redis) failed or the request deadline passed.
-    /// The detail never contains credentials.
+    /// 503: a dependency (Redis) failed in a way that retrying can fix
+    /// ([`Fault::Transient`]), or the request deadline passed. The detail
+    /// never contains credentials.
     #[error("{detail}")]
     Unavailable {
         /// What was unavailable, for the client.
@@ -116,6 +118,44 @@ pub enum ApiError {
         /// Seconds the client should wait before retrying, ≥ 1.
         retry_after_s: u64,
     },
+    /// 500, or 507 for [`Fault::OutOfMemory`]: Redis refused the request for
+    /// a reason that asking again will not fix; the problem's `type` names
+    /// the class, and no `Retry-After` is sent. The cause is in the
+    /// service's error log. ([`ApiError::redis`] never makes one of
+    /// `Fault::Transient`, which would be a 503 with `Retry-After`.)
+    ///
+    /// 500 rather than 502: the service is not a gateway relaying Redis'
+    /// answer, the fault is in its own deployment (its store's access rules,
+    /// credentials, scripts or configuration), and API Gateway itself
+    /// answers 502 when a function's response is invalid, which this must
+    /// not be mistaken for. 507 Insufficient Storage (RFC 4918 §11.5: the
+    /// server cannot store what the request needs) for a store out of
+    /// memory, without `Retry-After`: memory comes back when its operator
+    /// adds some or keys expire, minutes to days, so no delay would be
+    /// honest, and clients retrying every second would only add load.
+    #[error("{}", store_fault_detail(*.0))]
+    Store(Fault),
+}
+
+/// The problem detail of a permanent store fault, for the client.
+fn store_fault_detail(fault: Fault) -> &'static str {
+    match fault {
+        Fault::OutOfMemory => {
+            "the data store is out of memory and refuses writes until its operator frees or adds memory"
+        }
+        Fault::PermissionDenied => {
+            "the data store denies this service a command or key it needs; its operator must grant it"
+        }
+        Fault::AuthenticationFailed => {
+            "the service cannot authenticate to its data store; its operator must fix the credentials"
+        }
+        Fault::ScriptError => {
+            "a data store script of this service failed; its operator must look into the service's error log"
+        }
+        Fault::Misconfigured | Fault::Transient => {
+            "the data store refuses this service's commands; its operator must fix what the service's error log names"
+        }
+    }
 }
 
 /// `Retry-After` of a refusing decision, ≥ 1 s (for an accepted one, the
@@ -133,15 +173,35 @@ impl ApiError {
         Invalid::field(field, reason).into()
     }
 
-    /// A 503 caused by Redis: logged here (without any credential) and
-    /// answered with `Retry-After: 1`.
+    /// The answer to a failed Redis call, by its [`Fault`]: a transient
+    /// fault is a 503 with `Retry-After: 1` (logged as a warning), any other
+    /// a [`ApiError::Store`] problem naming it (logged as an error with its
+    /// cause). Redis' error texts carry no credentials, and the URL is never
+    /// logged.
     pub fn redis(err: &redis::RedisError) -> Self {
-        tracing::warn!(error.kind = ?err.kind(), error = %err, "redis unavailable");
         crate::observability::redis_error();
-        Self::Unavailable {
-            detail: "the data store is temporarily unavailable".into(),
-            retry_after_s: 1,
+        let fault = Fault::of(err);
+        if fault.is_transient() {
+            tracing::warn!(
+                error.kind = ?err.kind(),
+                error.code = err.code().unwrap_or_default(),
+                error = %err,
+                "redis unavailable"
+            );
+            return Self::Unavailable {
+                detail: "the data store is temporarily unavailable".into(),
+                retry_after_s: 1,
+            };
         }
+        tracing::error!(
+            fault = fault.as_str(),
+            error.kind = ?err.kind(),
+            error.code = err.code().unwrap_or_default(),
+            error = %err,
+            "redis refused the request: {}",
+            store_fault_detail(fault)
+        );
+        Self::Store(fault)
     }
 
     /// A 503 for a request that ran out of `REQUEST_DEADLINE_MS`.
@@ -171,7 +231,11 @@ impl ApiError {
             Self::TooManyRequests(_) | Self::NewMetricTypesLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Store(Fault::Transient) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Store(Fault::OutOfMemory) => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -190,7 +254,18 @@ impl ApiError {
                 "urn:analytics-api:problem:new-metric-types-rate-limited"
             }
             Self::TooManyRequests(_) => "urn:analytics-api:problem:rate-limited",
-            Self::Unavailable { .. } => "urn:analytics-api:problem:service-unavailable",
+            Self::Unavailable { .. } | Self::Store(Fault::Transient) => {
+                "urn:analytics-api:problem:service-unavailable"
+            }
+            Self::Store(Fault::OutOfMemory) => "urn:analytics-api:problem:store-out-of-memory",
+            Self::Store(Fault::PermissionDenied) => {
+                "urn:analytics-api:problem:store-permission-denied"
+            }
+            Self::Store(Fault::AuthenticationFailed) => {
+                "urn:analytics-api:problem:store-authentication-failed"
+            }
+            Self::Store(Fault::ScriptError) => "urn:analytics-api:problem:store-script-error",
+            Self::Store(Fault::Misconfigured) => "urn:analytics-api:problem:store-misconfigured",
         }
     }
 
@@ -224,6 +299,11 @@ impl ApiError {
                 response
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from(retry_after_s.max(1)));
+            }
+            Self::Store(Fault::Transient) => {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(1u64));
             }
             _ => {}
         }
@@ -862,5 +942,88 @@ mod rate_limit_tests {
         assert_eq!(headers["ratelimit"], "\"default\";r=0;t=2");
         assert_eq!(headers["ratelimit-policy"], "\"default\";q=5;w=60");
         assert_eq!(headers[CONTENT_TYPE], PROBLEM_JSON);
+    }
+}
+
+#[cfg(test)]
+mod store_fault_tests {
+    use lambda_http::http::header::{CONTENT_TYPE, RETRY_AFTER};
+
+    use super::*;
+
+    fn reply_error(wire: &str) -> redis::RedisError {
+        redis::parse_redis_value(format!("{wire}\r\n").as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    fn problem(response: &Response<Body>) -> serde_json::Value {
+        match response.body() {
+            Body::Text(text) => serde_json::from_str(text).unwrap(),
+            Body::Binary(bytes) => serde_json::from_slice(bytes).unwrap(),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_transient_fault_is_a_503_with_retry_after() {
+        let response = ApiError::redis(&reply_error("-LOADING Redis is loading")).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        assert_eq!(
+            problem(&response)["type"],
+            "urn:analytics-api:problem:service-unavailable"
+        );
+    }
+
+    #[test]
+    fn a_permanent_fault_is_a_500_naming_it_without_retry_after() {
+        let cases = [
+            (
+                "-NOPERM this user has no permissions to run the 'evalsha' command",
+                "store-permission-denied",
+            ),
+            (
+                "-WRONGPASS invalid username-password pair",
+                "store-authentication-failed",
+            ),
+            (
+                "-ERR user_script:1: boom script: 82903a04, on @user_script:1.",
+                "store-script-error",
+            ),
+            ("-ERR unknown command 'EVALSHA'", "store-misconfigured"),
+        ];
+        for (wire, name) in cases {
+            let response = ApiError::redis(&reply_error(wire)).into_response();
+            assert_eq!(
+                response.status(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{wire}"
+            );
+            assert!(!response.headers().contains_key(RETRY_AFTER), "{wire}");
+            assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_JSON);
+            let body = problem(&response);
+            assert_eq!(body["type"], format!("urn:analytics-api:problem:{name}"));
+            assert_eq!(body["status"], 500);
+            assert!(
+                !body["detail"].as_str().unwrap().contains("NOPERM"),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_memory_is_a_507_without_retry_after() {
+        let oom = reply_error("-OOM command not allowed when used memory > 'maxmemory'.");
+        let response = ApiError::redis(&oom).into_response();
+        assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(!response.headers().contains_key(RETRY_AFTER));
+        let body = problem(&response);
+        assert_eq!(
+            body["type"],
+            "urn:analytics-api:problem:store-out-of-memory"
+        );
+        assert_eq!(body["title"], "Insufficient Storage");
     }
 }

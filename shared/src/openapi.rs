@@ -74,6 +74,15 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
     // Not when every condition needs an operator (scripts refused for want
     // of permission, memory full): retrying soon cannot help.
     ("/health", "503", "Retry-After"),
+    // Likewise a 500 or 507 before the limiter answered (or from its call).
+    ("/api/metrics", "500", "RateLimit-Policy"),
+    ("/api/metrics", "500", "RateLimit"),
+    ("/api/metrics", "507", "RateLimit-Policy"),
+    ("/api/metrics", "507", "RateLimit"),
+    ("/api/metrics/summary", "500", "RateLimit-Policy"),
+    ("/api/metrics/summary", "500", "RateLimit"),
+    ("/api/metrics/series", "500", "RateLimit-Policy"),
+    ("/api/metrics/series", "500", "RateLimit"),
 ];
 
 /// The OpenAPI document of the service.
@@ -101,7 +110,11 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
             Clients are told apart by API key, or by address (`TRUSTED_PROXY_HOPS` says \
             where it is read); a request whose client cannot be identified is a 400. \
             When Redis is unavailable every endpoint answers 503 with `Retry-After` \
-            within about 2 s, never a hang.",
+            within about 2 s, never a hang: retrying can succeed. When Redis refuses the \
+            service for a reason retrying will not fix (permissions, credentials, \
+            configuration, a failing script), the answer is a 500 whose `type` names it, \
+            without `Retry-After`; when Redis is out of memory, writes answer 507 \
+            (`store-out-of-memory`) while summaries and series are still served.",
         license(name = "MIT", identifier = "MIT"),
     ),
     paths(
@@ -468,6 +481,29 @@ mod operations {
                             of types already stored"
                     }))),
                 )),
+            (status = 500, description = "Redis refuses the service for a reason that retrying will not \
+                fix: `type` names it (`store-permission-denied`, `store-authentication-failed`, \
+                `store-script-error` or `store-misconfigured`), the service's error log has the \
+                cause. No `Retry-After`: the deployment's operator must act. Nothing was stored.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
+                ),
+                examples(
+                    ("permission_denied" = (summary = "The Redis user may not run the service's scripts", value = json!({
+                        "type": "urn:analytics-api:problem:store-permission-denied",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store denies this service a command or key it needs; its operator must grant it"
+                    }))),
+                    ("misconfigured" = (summary = "Redis refuses a command the service needs", value = json!({
+                        "type": "urn:analytics-api:problem:store-misconfigured",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store refuses this service's commands; its operator must fix what the service's error log names"
+                    }))),
+                )),
             (status = 503, description = "Redis is unavailable or the request ran out of \
                 `REQUEST_DEADLINE_MS`. Nothing was acknowledged: retry (with the same \
                 `Idempotency-Key`) after `Retry-After`.",
@@ -482,6 +518,22 @@ mod operations {
                     "title": "Service Unavailable",
                     "status": 503,
                     "detail": "the data store is temporarily unavailable"
+                })),
+            (status = 507, description = "Redis is out of memory and refuses writes; nothing of this \
+                request was stored (in cluster mode, a batch over several hash slots may have had \
+                some slots' parts stored: send it again with the same `Idempotency-Key` once the store \
+                has room). No `Retry-After`: memory comes back when the operator adds some or data \
+                expires.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
+                ),
+                example = json!({
+                    "type": "urn:analytics-api:problem:store-out-of-memory",
+                    "title": "Insufficient Storage",
+                    "status": 507,
+                    "detail": "the data store is out of memory and refuses writes until its operator frees or adds memory"
                 })),
         )
     )]
@@ -506,7 +558,9 @@ mod operations {
     /// only what costs work counts — a cache miss or a `no-cache` refresh,
     /// whose responses carry `RateLimit-Policy` and `RateLimit`. A cache hit
     /// is one Redis read, is not counted and carries neither field; it is
-    /// served even to a client over its limit.
+    /// served even to a client over its limit. When Redis is out of memory
+    /// (it refuses writes), the summary is still answered, computed for this
+    /// request without the cache (`Cache-Control: max-age=0`), uncounted.
     #[utoipa::path(
         get,
         path = "/api/metrics/summary",
@@ -543,7 +597,8 @@ mod operations {
             (status = 200, description = "The summary.", body = Summary,
                 headers(
                     ("X-Cache" = CacheStatus, description = "`HIT` when served from the shared cache, else `MISS`."),
-                    ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds."),
+                    ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds; \
+                        `max-age=0` when it was computed without the cache because Redis is out of memory."),
                     ("Age" = AgeSeconds, description = "Seconds since the cached summary was computed; only with `X-Cache: HIT`."),
                     ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's summary quota; only when the request was counted (not on a hit)."),
                     ("RateLimit" = RateLimitField, description = "What is left of it; only when the request was counted."),
@@ -616,6 +671,29 @@ mod operations {
                     "status": 429,
                     "detail": "rate limit exceeded; retry after 37 s"
                 })),
+            (status = 500, description = "Redis refuses the service for a reason that retrying will not \
+                fix: `type` names it (`store-permission-denied`, `store-authentication-failed`, \
+                `store-script-error` or `store-misconfigured`), the service's error log has the \
+                cause. No `Retry-After`: the deployment's operator must act.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's summary quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
+                ),
+                examples(
+                    ("permission_denied" = (summary = "The Redis user may not run the service's scripts", value = json!({
+                        "type": "urn:analytics-api:problem:store-permission-denied",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store denies this service a command or key it needs; its operator must grant it"
+                    }))),
+                    ("misconfigured" = (summary = "Redis refuses a command the service needs", value = json!({
+                        "type": "urn:analytics-api:problem:store-misconfigured",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store refuses this service's commands; its operator must fix what the service's error log names"
+                    }))),
+                )),
             (status = 503, description = "Redis is unavailable or the request ran out of `REQUEST_DEADLINE_MS`.",
                 body = Problem, content_type = PROBLEM,
                 headers(
@@ -681,9 +759,10 @@ mod operations {
             (status = 200, description = "The series: one point per step, empty steps included.", body = Series,
                 headers(
                     ("X-Cache" = CacheStatus, description = "`HIT` when served from the shared cache, else `MISS`."),
-                    ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds."),
+                    ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds; \
+                        `max-age=0` when it was computed without the cache because Redis is out of memory."),
                     ("Age" = AgeSeconds, description = "Seconds since the cached series was computed; only with `X-Cache: HIT`."),
-                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota; only when the request was counted (not on a hit)."),
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota; only when the request was counted (not on a hit, nor when Redis, out of memory, could not count it)."),
                     ("RateLimit" = RateLimitField, description = "What is left of it; only when the request was counted."),
                 ),
                 example = json!({
@@ -743,6 +822,29 @@ mod operations {
                     "status": 429,
                     "detail": "rate limit exceeded; retry after 37 s"
                 })),
+            (status = 500, description = "Redis refuses the service for a reason that retrying will not \
+                fix: `type` names it (`store-permission-denied`, `store-authentication-failed`, \
+                `store-script-error` or `store-misconfigured`), the service's error log has the \
+                cause. No `Retry-After`: the deployment's operator must act.",
+                body = Problem, content_type = PROBLEM,
+                headers(
+                    ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's series quota, when the limiter had answered."),
+                    ("RateLimit" = RateLimitField, description = "What is left of it, when the limiter had answered."),
+                ),
+                examples(
+                    ("permission_denied" = (summary = "The Redis user may not run the service's scripts", value = json!({
+                        "type": "urn:analytics-api:problem:store-permission-denied",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store denies this service a command or key it needs; its operator must grant it"
+                    }))),
+                    ("misconfigured" = (summary = "Redis refuses a command the service needs", value = json!({
+                        "type": "urn:analytics-api:problem:store-misconfigured",
+                        "title": "Internal Server Error",
+                        "status": 500,
+                        "detail": "the data store refuses this service's commands; its operator must fix what the service's error log names"
+                    }))),
+                )),
             (status = 503, description = "Redis is unavailable or the request ran out of `REQUEST_DEADLINE_MS`.",
                 body = Problem, content_type = PROBLEM,
                 headers(
@@ -869,15 +971,15 @@ mod tests {
         assert_eq!(statuses("/health", "get"), ["200", "503"]);
         assert_eq!(
             statuses("/api/metrics", "post"),
-            ["201", "400", "401", "409", "413", "422", "429", "503"]
+            ["201", "400", "401", "409", "413", "422", "429", "500", "503", "507"]
         );
         assert_eq!(
             statuses("/api/metrics/summary", "get"),
-            ["200", "400", "401", "422", "429", "503"]
+            ["200", "400", "401", "422", "429", "500", "503"]
         );
         assert_eq!(
             statuses("/api/metrics/series", "get"),
-            ["200", "400", "401", "422", "429", "503"]
+            ["200", "400", "401", "422", "429", "500", "503"]
         );
     }
 

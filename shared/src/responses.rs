@@ -259,8 +259,9 @@ pub enum FallbackStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FallbackReason {
-    /// The circuit breaker is open (or its half-open probes are all taken):
-    /// the source was not called.
+    /// The circuit breaker is open (or its half-open probes are all taken,
+    /// or Redis, out of memory, cannot record a probe): the source was not
+    /// called.
     CircuitOpen,
     /// The call failed (non-2xx status, invalid body, connection error).
     UpstreamError,
@@ -523,8 +524,13 @@ pub enum RedisUnhealthy {
 /// `malformed-json` (400), `unauthorized` (401), `not-found` (404),
 /// `method-not-allowed` (405), `payload-too-large` (413),
 /// `validation-failed` or `idempotency-key-reused` (422), `rate-limited`
-/// (429) or `service-unavailable` (503). Clients should treat an unknown
-/// `type` like `about:blank` with the same status (RFC 9457 §3.1.1).
+/// (429), `service-unavailable` (503, with `Retry-After`: retrying can
+/// succeed), `store-out-of-memory` (507), or `store-permission-denied`,
+/// `store-authentication-failed`, `store-script-error`,
+/// `store-misconfigured` (500): the data store refuses the service and
+/// retrying will not help until its operator acts (no `Retry-After`).
+/// Clients should treat an unknown `type` like `about:blank` with the same
+/// status (RFC 9457 §3.1.1).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Problem {

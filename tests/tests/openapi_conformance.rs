@@ -16,6 +16,7 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
+use analytics_tests::private_redis::PrivateRedis;
 use analytics_tests::{config, http_v2, random_type, EventBuilder};
 use lambda_http::{Body, Request, Response};
 use serde_json::{json, Value};
@@ -510,6 +511,54 @@ async fn every_documented_response_is_produced_and_conforms() {
     let response = metrics_series(&down, series(&query)).await;
     assert_eq!(response.status(), 503);
     spec.check("get", series_path, &response);
+
+    // 500 when Redis refuses the service for good (a user that may not run
+    // scripts), 507 when it is out of memory: private servers set up so.
+    let refusing_server = PrivateRedis::start();
+    let mut admin = redis::Client::open(refusing_server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("limited")
+        .arg("on")
+        .arg(">limited-pw")
+        .arg("~*")
+        .arg("+@all")
+        .arg("-@scripting")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let limited_url = format!(
+        "redis://limited:limited-pw@127.0.0.1:{}/0",
+        refusing_server.port()
+    );
+    let refusing = state(&[("REDIS_URL", &limited_url), ("REDIS_MODE", "standalone")]);
+    let response = ingest_metric(&refusing, post(&single).build()).await;
+    assert_eq!(response.status(), 500);
+    spec.check("post", ingest_path, &response);
+    let query = format!("type={t}&period=hourly");
+    let response = metrics_summary(&refusing, summary(&query)).await;
+    assert_eq!(response.status(), 500);
+    spec.check("get", summary_path, &response);
+    let response = metrics_series(&refusing, series(&format!("{query}&step=5m"))).await;
+    assert_eq!(response.status(), 500);
+    spec.check("get", series_path, &response);
+    let full_server =
+        PrivateRedis::start_with(&["--maxmemory", "1", "--maxmemory-policy", "noeviction"]);
+    let full = state(&[
+        ("REDIS_URL", &full_server.url()),
+        ("REDIS_MODE", "standalone"),
+    ]);
+    let response = ingest_metric(&full, post(&single).build()).await;
+    assert_eq!(response.status(), 507);
+    spec.check("post", ingest_path, &response);
+    let response = metrics_summary(&full, summary(&query)).await;
+    assert_eq!(response.status(), 200);
+    spec.check("get", summary_path, &response);
+    assert_eq!(header(&response, "cache-control"), "max-age=0");
 
     hung.abort();
     let missing: Vec<_> = spec

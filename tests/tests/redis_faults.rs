@@ -1,14 +1,19 @@
 //! Redis faults, injected for real: a paused or busy Redis, a Redis killed
-//! and restarted, a flushed script cache, a reply lost after the write, and a
-//! fault-injection run that kills Redis repeatedly under load.
+//! and restarted, a flushed script cache, a reply lost after the write, a
+//! fault-injection run that kills Redis repeatedly under load, connections
+//! closed while idle (`timeout 1`, a restart), a node turned replica, a
+//! Redis user that may not run scripts, and a Redis out of memory.
 //!
 //! Every test runs against its own private `redis-server` (never the shared
 //! one), through the real handlers in-process. What they hold the service to:
 //! while Redis cannot answer, every request answers 503 with `Retry-After`
 //! and a problem body within a bound derived from `REDIS_TIMEOUT_MS` (never a
 //! hang, never a 500); the same warm state serves again by itself once Redis
-//! is back, reloading its scripts; and every acknowledged metric is counted
-//! exactly once, however often the client had to retry.
+//! is back, reloading its scripts; a connection closed while idle costs no
+//! request; every acknowledged metric is counted exactly once, however often
+//! the client had to retry; and a fault that retrying cannot fix is a named
+//! 500 (507 out of memory, where reads are still served) without
+//! `Retry-After`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -23,7 +28,7 @@ use futures::StreamExt;
 use lambda_http::{Body, Response};
 use rand::Rng;
 use serde_json::{json, Value};
-use shared::handlers::{health, ingest_metric, metrics_summary};
+use shared::handlers::{health, ingest_metric, metrics_series, metrics_summary};
 use shared::metric::format_timestamp;
 use shared::AppState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -845,4 +850,580 @@ async fn acknowledged_metrics_are_counted_exactly_once_across_kills_and_restarts
         "counted with another value: {wrong_value:?}"
     );
     assert_eq!(counted, acked as u64, "acknowledged = counted");
+}
+
+/// `total_connections_received` of `INFO stats`: how many connections the
+/// server accepted since it started.
+async fn connections_received(server: &PrivateRedis) -> u64 {
+    info(server, "stats", "total_connections_received")
+        .await
+        .parse()
+        .unwrap()
+}
+
+/// Redis' `timeout 1` closes every connection idle for more than a second,
+/// as NAT gateways and proxies do with idle connections, and as happens to a
+/// Lambda instance frozen between requests. Ten independent instances each
+/// make a request every 2.5 s (health, ingest and summary in turn), so every
+/// one of the 50 requests meets a connection the server closed while it was
+/// idle: all are answered (no 503), every acknowledged metric is counted
+/// once, and the server shows that the connections were indeed dropped and
+/// made anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_while_idle_cost_no_request() {
+    const INSTANCES: usize = 10;
+    const ROUNDS: usize = 5;
+    // Redis closes a connection idle for more than `timeout` whole seconds,
+    // checked ten times a second: by 2.1 s at the latest.
+    const IDLE: Duration = Duration::from_millis(2_500);
+    let server = PrivateRedis::start_with(&["--timeout", "1"]);
+    let prefix = random_prefix();
+    let instances: Vec<AppState> = (0..INSTANCES)
+        .map(|_| instance(&server.url(), &prefix, &[]))
+        .collect();
+    let t = random_type("idle");
+    for state in &instances {
+        assert_eq!(get_health(state).await.status(), 200);
+    }
+    let received_before = connections_received(&server).await;
+
+    let answers: Vec<Vec<(&str, u16, Value)>> =
+        futures::future::join_all(instances.iter().enumerate().map(|(i, state)| {
+            let t = t.clone();
+            async move {
+                let mut answers = Vec::new();
+                for round in 0..ROUNDS {
+                    tokio::time::sleep(IDLE).await;
+                    let (what, response) = match (i + round) % 3 {
+                        0 => ("health", get_health(state).await),
+                        1 => ("ingest", post(state, None, &metric(&t, 1.0)).await),
+                        _ => ("summary", get_summary(state, &t).await),
+                    };
+                    answers.push((what, response.status().as_u16(), body_json(&response)));
+                }
+                answers
+            }
+        }))
+        .await;
+
+    let answers: Vec<(&str, u16, Value)> = answers.into_iter().flatten().collect();
+    assert_eq!(answers.len(), INSTANCES * ROUNDS);
+    let failed: Vec<&(&str, u16, Value)> = answers
+        .iter()
+        .filter(|(what, status, _)| *status != if *what == "ingest" { 201 } else { 200 })
+        .collect();
+    assert!(failed.is_empty(), "answers after an idle drop: {failed:?}");
+    let ingested = answers
+        .iter()
+        .filter(|(what, ..)| *what == "ingest")
+        .count();
+    assert_eq!(
+        summary_count("after the rounds", &get_summary(&instances[0], &t).await),
+        ingested as u64
+    );
+    let reconnected = connections_received(&server).await - received_before;
+    assert!(
+        reconnected >= (INSTANCES * ROUNDS) as u64,
+        "the server closed idle connections only {reconnected} times"
+    );
+
+    // A burst after an idle drop: every request of it, not only the first
+    // to reach the closed connection, goes to the fresh one.
+    tokio::time::sleep(IDLE).await;
+    let burst = futures::future::join_all((0..12).map(|i| {
+        let (state, t) = (&instances[0], t.clone());
+        async move {
+            match i % 3 {
+                0 => get_health(state).await,
+                1 => post(state, None, &metric(&t, 1.0)).await,
+                _ => get_summary(state, &t).await,
+            }
+        }
+    }))
+    .await;
+    for response in &burst {
+        assert!(
+            response.status().is_success(),
+            "a request of the burst: {} {}",
+            response.status(),
+            body_json(response)
+        );
+    }
+}
+
+/// Connections to Redis carry TCP keepalive, probing after 60 s of silence
+/// (the kernel's default would be two hours, or never without the option):
+/// the kernel's table of this process' sockets shows the keepalive timer
+/// armed on the client side of the connection, due within 60 s.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn connections_to_redis_use_tcp_keepalive() {
+    let server = PrivateRedis::start();
+    let state = instance(&server.url(), &random_prefix(), &[]);
+    assert_eq!(get_health(&state).await.status(), 200);
+    // /proc/net/tcp: `sl local rem st tx:rx tr:when ...`, addresses as
+    // `HEX_IP:HEX_PORT`, state 01 = established, timer 2 = keepalive, its
+    // due time in clock ticks (USER_HZ, 100 a second).
+    let remote = format!(":{:04X}", server.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let timers: Vec<(u32, u64)> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let client_side = fields.get(2)?.ends_with(&remote) && fields.get(3)? == &"01";
+            let (timer, when) = fields.get(5)?.split_once(':')?;
+            client_side.then(|| {
+                (
+                    u32::from_str_radix(timer, 16).unwrap(),
+                    u64::from_str_radix(when, 16).unwrap(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(timers.len(), 1, "one connection to the server: {timers:?}");
+    let (timer, when) = timers[0];
+    assert_eq!(timer, 2, "the keepalive timer is armed");
+    assert!(when <= 60 * 100, "first probe due in {when} ticks");
+}
+
+/// Every log line written on this thread while the guard of
+/// [`CapturedLogs::install`] lives, as the functions write them in Lambda
+/// (JSON lines, `RUST_LOG=info`).
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'w self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl CapturedLogs {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = shared::telemetry::json_subscriber(Some("info"), self.clone());
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    /// The captured lines, parsed.
+    fn lines(&self) -> Vec<Value> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+/// A problem response that is not to be retried: `status`, the problem
+/// `type` `urn:analytics-api:problem:<name>`, and no `Retry-After`.
+fn assert_permanent(what: &str, response: &Response<Body>, status: u16, name: &str) {
+    let body = body_json(response);
+    assert_eq!(response.status(), status, "{what}: {body}");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "{what}"
+    );
+    assert_eq!(
+        body["type"],
+        format!("urn:analytics-api:problem:{name}"),
+        "{what}: {body}"
+    );
+    assert_eq!(body["status"], status, "{what}: {body}");
+    assert!(
+        !response.headers().contains_key("retry-after"),
+        "{what}: a permanent fault must not invite a retry"
+    );
+}
+
+async fn get_series(state: &AppState, t: &str) -> Response<Body> {
+    metrics_series(
+        state,
+        http_v2("GET", "/api/metrics/series")
+            .query(&format!("type={t}&period=hourly&step=15m"))
+            .header("cache-control", "no-cache")
+            .build(),
+    )
+    .await
+}
+
+/// A Redis user that may run everything but scripts (`-@scripting`): every
+/// endpoint that needs a script answers 500 `store-permission-denied`
+/// without `Retry-After` (retrying cannot help until the ACL changes), and
+/// the error log names the fault and Redis' own reason, never the password.
+#[tokio::test]
+async fn a_user_without_scripting_gets_a_named_500_not_a_retry() {
+    const PASSWORD: &str = "limited-Pa55word";
+    let server = PrivateRedis::start();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("limited")
+        .arg("on")
+        .arg(format!(">{PASSWORD}"))
+        .arg("~*")
+        .arg("+@all")
+        .arg("-@scripting")
+        .query_async(&mut admin(&server).await)
+        .await
+        .unwrap();
+    let url = format!("redis://limited:{PASSWORD}@127.0.0.1:{}/0", server.port());
+    let state = instance(&url, &random_prefix(), &[]);
+    let t = random_type("noperm");
+
+    let logs = CapturedLogs::default();
+    let guard = logs.install();
+    let ingest = post(&state, Some("noperm"), &metric(&t, 1.0)).await;
+    let summary = get_summary(&state, &t).await;
+    let series = get_series(&state, &t).await;
+    drop(guard);
+
+    assert_permanent("ingest", &ingest, 500, "store-permission-denied");
+    assert_permanent("summary", &summary, 500, "store-permission-denied");
+    assert_permanent("series", &series, 500, "store-permission-denied");
+    let lines = logs.lines();
+    let errors: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["level"] == "ERROR" && line["fault"] == "permission_denied")
+        .collect();
+    assert_eq!(errors.len(), 3, "one error line per request: {lines:?}");
+    for line in &errors {
+        assert_eq!(line["error.code"], "NOPERM", "{line}");
+        let error = line["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("evalsha"),
+            "the log names Redis' reason: {line}"
+        );
+    }
+    let text = format!("{lines:?}");
+    assert!(!text.contains(PASSWORD), "the password was logged");
+    // Nothing but the scripts is refused to this user: nothing was stored.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut admin(&server).await)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+/// Sets `maxmemory` 2 MiB above what the server uses, then writes 16 KiB
+/// values until Redis answers `OOM`: a store filled up under `noeviction`.
+/// Then `maxmemory` is lowered 1 MiB below what is used, so that the store
+/// stays full while connections come and go (the buffers of a closed
+/// connection are freed, which could otherwise make room for a few writes).
+async fn fill_up(server: &PrivateRedis) {
+    let used = || async {
+        info(server, "memory", "used_memory")
+            .await
+            .parse::<u64>()
+            .unwrap()
+    };
+    let mut admin = admin(server).await;
+    let set_maxmemory = |bytes: u64| {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg("maxmemory").arg(bytes);
+        cmd
+    };
+    let _: () = set_maxmemory(used().await + 2 * 1024 * 1024)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let filler = "x".repeat(16 * 1024);
+    for i in 0.. {
+        let set: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("filler:{i}"))
+            .arg(&filler)
+            .query_async(&mut admin)
+            .await;
+        match set {
+            Ok(()) => assert!(i < 10_000, "Redis never refused a write"),
+            Err(err) if err.code() == Some("OOM") => break,
+            Err(err) => panic!("filling up: {err}"),
+        }
+    }
+    let _: () = set_maxmemory(used().await - 1024 * 1024)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// Redis at `maxmemory` under `noeviction` refuses every write. An ingest is
+/// refused with 507 `store-out-of-memory` (no `Retry-After`) and writes
+/// nothing; a summary is still answered: a cached one from the cache, a
+/// fresh one computed without it (taking the single-flight lock is a write)
+/// and marked `max-age=0`; a series is answered without being counted by
+/// its limiter; and a circuit breaker that would have to write to admit a
+/// probe gives the external fallback instead of failing the summary.
+#[tokio::test]
+async fn out_of_memory_refuses_ingests_and_still_answers_summaries() {
+    let server = PrivateRedis::start_with(&["--maxmemory-policy", "noeviction"]);
+    let prefix = random_prefix();
+    let state = instance(&server.url(), &prefix, &[]);
+    // The same deployment's breaker, opened by a failing source and ready to
+    // probe one second later.
+    let flaky = instance(
+        &server.url(),
+        &prefix,
+        &[
+            ("EXTERNAL_SERVICE_FAILURE_RATE", "1"),
+            ("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "1"),
+            ("CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS", "1"),
+        ],
+    );
+    let t = random_type("oom");
+    for value in [1.0, 2.0, 3.0] {
+        assert_eq!(post(&state, None, &metric(&t, value)).await.status(), 201);
+    }
+    let cached_query = format!("type={t}&period=daily");
+    let cached = || {
+        metrics_summary(
+            &state,
+            http_v2("GET", "/api/metrics/summary")
+                .query(&cached_query)
+                .build(),
+        )
+    };
+    assert_eq!(cached().await.headers()["x-cache"], "MISS");
+    let opened = body_json(&get_summary(&flaky, &t).await);
+    assert_eq!(
+        opened["external_data"]["reason"], "upstream_error",
+        "{opened}"
+    );
+
+    fill_up(&server).await;
+    let keys_before: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut admin(&server).await)
+        .await
+        .unwrap();
+
+    let refused = post(&state, Some("oom"), &metric(&t, 4.0)).await;
+    assert_permanent("ingest", &refused, 507, "store-out-of-memory");
+    let keys_after: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut admin(&server).await)
+        .await
+        .unwrap();
+    // (The limiter counted the request in the client's existing log: every
+    // POST counts.)
+    assert_eq!(keys_after, keys_before, "the refused ingest created no key");
+
+    let fresh = get_summary(&state, &t).await;
+    assert_eq!(summary_count("uncached summary", &fresh), 3);
+    assert_eq!(fresh.headers()["x-cache"], "MISS");
+    assert_eq!(fresh.headers()["cache-control"], "max-age=0");
+    let hit = cached().await;
+    assert_eq!(hit.status(), 200, "{}", body_json(&hit));
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+
+    let series = get_series(&state, &t).await;
+    let body = body_json(&series);
+    assert_eq!(series.status(), 200, "{body}");
+    let counted: u64 = body["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 3);
+    assert_eq!(series.headers()["cache-control"], "max-age=0");
+    // The sliding log's limiter script writes first by trimming the log,
+    // after which Redis lets it finish: the series is counted. A token
+    // bucket's first write is refused: the series is served uncounted.
+    assert!(series.headers().contains_key("ratelimit"));
+    let bucket = instance(
+        &server.url(),
+        &prefix,
+        &[("RATE_LIMIT_ALGORITHM", "token_bucket")],
+    );
+    let uncounted = get_series(&bucket, &t).await;
+    assert_eq!(uncounted.status(), 200, "{}", body_json(&uncounted));
+    assert!(!uncounted.headers().contains_key("ratelimit"));
+    assert!(!uncounted.headers().contains_key("ratelimit-policy"));
+
+    // The reset timeout has passed: admitting a probe means writing the
+    // half-open state, which Redis refuses.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let probed = get_summary(&flaky, &t).await;
+    assert_eq!(summary_count("summary behind the breaker", &probed), 3);
+    assert_eq!(
+        body_json(&probed)["external_data"],
+        json!({"status": "fallback", "reason": "circuit_open"})
+    );
+    let breaker: Option<String> = redis::cmd("HGET")
+        .arg(format!("{prefix}:cb:{{external_service}}"))
+        .arg("state")
+        .query_async(&mut admin(&server).await)
+        .await
+        .unwrap();
+    assert_eq!(breaker.as_deref(), Some("open"));
+
+    // Room again: the refused metric, sent again with its key, is stored
+    // now (not replayed: nothing of it was recorded).
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query_async(&mut admin(&server).await)
+        .await
+        .unwrap();
+    let stored = post(&state, Some("oom"), &metric(&t, 4.0)).await;
+    assert_eq!(stored.status(), 201, "{}", body_json(&stored));
+    assert!(!stored.headers().contains_key("idempotent-replayed"));
+    assert_eq!(
+        summary_count("with room", &get_summary(&state, &t).await),
+        4
+    );
+}
+
+/// A script that runs too long makes Redis answer every other client
+/// `BUSY`: a transient fault, so a 503 with `Retry-After`, and the same
+/// state serves again once the script is killed.
+#[tokio::test]
+async fn a_busy_script_is_a_503_with_retry_after() {
+    let server = PrivateRedis::start_with(&["--busy-reply-threshold", "50"]);
+    let timeout = TIMEOUT_MS.to_string();
+    let state = instance(
+        &server.url(),
+        &random_prefix(),
+        &[("REDIS_TIMEOUT_MS", &timeout)],
+    );
+    let t = random_type("busy");
+    assert_eq!(post(&state, None, &metric(&t, 1.0)).await.status(), 201);
+
+    // Sent without waiting for the reply, which comes when it is killed.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    write!(stream, "EVAL \"while true do end\" 0\r\n").unwrap();
+    stream.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let second = metric(&t, 2.0);
+    let (p, s) = tokio::join!(
+        timed(post(&state, Some("busy"), &second)),
+        timed(get_summary(&state, &t)),
+    );
+    assert_unavailable("ingest", &p.0, p.1);
+    assert_unavailable("summary", &s.0, s.1);
+
+    let _: () = redis::cmd("SCRIPT")
+        .arg("KILL")
+        .query_async(&mut admin(&server).await)
+        .await
+        .unwrap();
+    // The script stops at its next check of the kill flag.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut admin = admin(&server).await;
+        while redis::cmd("PING")
+            .query_async::<String>(&mut admin)
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the script was killed");
+    let retried = post(&state, Some("busy"), &second).await;
+    assert_eq!(retried.status(), 201, "{}", body_json(&retried));
+    assert_eq!(
+        summary_count("after the kill", &get_summary(&state, &t).await),
+        2
+    );
+}
+
+/// A node that became a replica answers writes `READONLY`, as the old
+/// primary does during a failover: a 503 with `Retry-After`, and the
+/// connection is replaced, so that the next command resolves the hostname
+/// again (after an ElastiCache failover it names the new primary) instead of
+/// asking the replica forever. Once the node is a primary again, the next
+/// request succeeds.
+#[tokio::test]
+async fn a_read_only_answer_is_a_503_and_replaces_the_connection() {
+    let primary = PrivateRedis::start();
+    let node = PrivateRedis::start();
+    let state = instance(&node.url(), &random_prefix(), &[]);
+    let t = random_type("readonly");
+    assert_eq!(post(&state, None, &metric(&t, 1.0)).await.status(), 201);
+    // One connection for the test's own commands, so that the count of
+    // connections the node accepted is the service's.
+    let mut admin = admin(&node).await;
+    let received = |admin: &mut redis::aio::MultiplexedConnection| {
+        let mut admin = admin.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("stats")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            info.lines()
+                .find_map(|line| line.strip_prefix("total_connections_received:"))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port())
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let before = received(&mut admin).await;
+
+    let (response, elapsed) = timed(post(&state, Some("readonly"), &metric(&t, 2.0))).await;
+    assert_unavailable("ingest on a replica", &response, elapsed);
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let response = post(&state, Some("readonly"), &metric(&t, 2.0)).await;
+    assert_eq!(response.status(), 201, "{}", body_json(&response));
+    assert_eq!(
+        received(&mut admin).await - before,
+        1,
+        "the service connected anew once after READONLY"
+    );
+}
+
+/// An instance idle while Redis restarts holds a connection the server
+/// closed: its next request goes to a fresh connection and succeeds, on
+/// every endpoint, without a 503 first.
+#[tokio::test]
+async fn a_restart_while_idle_costs_no_request() {
+    let mut server = PrivateRedis::start();
+    let state = instance(&server.url(), &random_prefix(), &[]);
+    let t = random_type("idle_restart");
+    assert_eq!(get_health(&state).await.status(), 200);
+    assert_eq!(post(&state, None, &metric(&t, 1.0)).await.status(), 201);
+    for round in 0..3 {
+        server = tokio::task::spawn_blocking(move || {
+            server.restart();
+            server
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let response = match round {
+            0 => get_health(&state).await,
+            1 => post(&state, None, &metric(&t, 2.0)).await,
+            _ => get_summary(&state, &t).await,
+        };
+        assert!(
+            response.status().is_success(),
+            "round {round}: {} {}",
+            response.status(),
+            body_json(&response)
+        );
+    }
 }

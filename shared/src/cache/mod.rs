@@ -47,7 +47,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use crate::connection::{Redis, ReplyFields};
+use crate::connection::{Fault, Redis, ReplyFields};
 use crate::keys::Keys;
 use crate::settings::{ConfigError, Env};
 use crate::window::SummaryQuery;
@@ -129,7 +129,8 @@ pub struct CachedBody {
     /// Whole seconds the body stays cached (`max-age`): on a miss, the TTL it
     /// was stored with; on a hit, the entry's expiry (Redis' clock, when it
     /// was stored) minus the instance's clock now, rounded up, within 0 and
-    /// the TTL.
+    /// the TTL; 0 when it was computed without the cache and not stored
+    /// (Redis out of memory).
     pub max_age_s: u64,
     /// On a hit, whole seconds since the entry was stored (`Age`): the
     /// instance's clock now minus the entry's stored-at (Redis' clock),
@@ -428,6 +429,11 @@ impl Flight<'_> {
     /// the skipped one is served. The caller bounds the whole call with the
     /// request deadline.
     ///
+    /// When Redis is out of memory ([`Fault::OutOfMemory`]) the lock
+    /// cannot be taken: the value is then computed for this request alone,
+    /// without single-flight, and not stored (`max_age_s` 0), so reads keep
+    /// working while writes are refused.
+    ///
     /// # Errors
     /// [`CacheError::Compute`] with `compute`'s error (never cached), or
     /// [`CacheError::Redis`] when Redis fails.
@@ -453,7 +459,28 @@ impl Flight<'_> {
         let mut skipped = String::new();
         let mut poll = POLL_START;
         loop {
-            match self.step(redis, &token, mode, &skipped).await? {
+            let step = match self.step(redis, &token, mode, &skipped).await {
+                Ok(step) => step,
+                // Taking the lock is a write, which a Redis out of memory
+                // refuses (a hit only reads, and is served). The result
+                // can still be computed, for this request alone: without
+                // the lock, and not stored.
+                Err(err) if Fault::of(&err) == Fault::OutOfMemory => {
+                    tracing::warn!(
+                        error = %err,
+                        "redis is out of memory: computing without the cache"
+                    );
+                    let computed = compute().await.map_err(CacheError::Compute)?;
+                    return Ok(CachedBody {
+                        body: computed.body,
+                        status: CacheStatus::Miss,
+                        max_age_s: 0,
+                        age_s: None,
+                    });
+                }
+                Err(err) => return Err(err.into()),
+            };
+            match step {
                 Step::Hit(entry) => return Ok(entry.served_at(now_ms())),
                 Step::Locked => break,
                 Step::Busy(by) => {

@@ -55,7 +55,10 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// types, 413 body over `MAX_BODY_BYTES`, 422 invalid metrics (every
 /// offending field listed) or a reused key, 429 + `Retry-After` over the rate
 /// limit or the client's budget of new types, 503 + `Retry-After` when Redis
-/// is unavailable (nothing acknowledged).
+/// is unavailable (nothing acknowledged), 507 (`store-out-of-memory`, no
+/// `Retry-After`) when Redis is out of memory and refuses the write, 500 (a
+/// `store-…` problem, no `Retry-After`) when Redis refuses the service for
+/// another reason retrying will not fix.
 pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
     let admitted = before(deadline, state, async {

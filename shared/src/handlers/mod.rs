@@ -16,14 +16,14 @@ use std::future::Future;
 use tokio::time::Instant;
 
 use lambda_http::http::Method;
-use lambda_http::{Body, Request, Response};
+use lambda_http::Request;
 
 pub use health::health;
 pub use ingest::ingest_metric;
 pub use series::metrics_series;
 pub use summary::metrics_summary;
 
-use crate::http::{respond, ApiError};
+use crate::http::ApiError;
 use crate::state::AppState;
 
 /// The instant by which the current request must be answered.

@@ -33,11 +33,17 @@ use crate::window::{parse_series_query, SummaryQuery, Window};
 /// counts for nothing, a miss or a refresh once
 /// ([`super::summary::serve_cached`]).
 ///
+/// With Redis out of memory, the limiter cannot count the request: it is
+/// served without the `RateLimit` fields, computed without the cache
+/// (`Cache-Control: max-age=0`).
+///
 /// Errors: 400 for a client that cannot be identified, 401 missing/unknown
 /// API key (when keys are configured), 422 for a missing or invalid query or
 /// more than 1,500 points (the detail says which
 /// step or window would fit), 429 + `Retry-After` over the rate limit, 503 +
-/// `Retry-After` when Redis is unavailable.
+/// `Retry-After` when Redis is unavailable, 500 (a `store-…` problem, no
+/// `Retry-After`) when Redis refuses the service for a reason retrying will
+/// not fix.
 pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
     let asked = || -> Result<_, ApiError> {

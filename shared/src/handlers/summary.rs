@@ -13,8 +13,10 @@ use tokio::time::Instant;
 use super::{before, deadline, require_method};
 use crate::breaker::CallError;
 use crate::cache::{CacheStatus, CachedBody, Computed, Lookup};
+use crate::connection::Fault;
 use crate::http::{client_identity, rate_limit_fields, respond, ApiError, JSON};
 use crate::identity::ClientId;
+use crate::rate_limit::RateLimitError;
 use crate::rate_limit::RateLimiter;
 use crate::responses::{percentiles, percentiles_note, ExternalData, FallbackReason, Summary};
 use crate::state::AppState;
@@ -42,12 +44,18 @@ use crate::window::{parse_summary_query, SummaryQuery};
 /// a `no-cache` refresh counts once, and its response carries the
 /// `RateLimit` fields ([`serve_cached`]).
 ///
+/// With Redis out of memory (it refuses writes), a summary is still
+/// answered: a cached one as usual, another computed for this request alone
+/// and not stored (`X-Cache: MISS`, `Cache-Control: max-age=0`), uncounted
+/// (counting is a write), with the external data as a fallback when the
+/// breaker would have to write to admit the call.
+///
 /// Errors: 400 for a client that cannot be identified (no usable address
 /// where `TRUSTED_PROXY_HOPS` says), 401 missing/unknown API key (when keys
 /// are configured), 422 for a missing or invalid query (the allowed periods
-/// are listed), 429 +
-/// `Retry-After` over the rate limit, 503 + `Retry-After` when Redis is
-/// unavailable.
+/// are listed), 429 + `Retry-After` over the rate limit, 503 + `Retry-After`
+/// when Redis is unavailable, 500 (a `store-…` problem, no `Retry-After`)
+/// when Redis refuses the service for a reason retrying will not fix.
 pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
     let asked = || -> Result<_, ApiError> {
@@ -88,6 +96,8 @@ pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
 /// passes `limiter` first (one script call): refused, it is a 429 with
 /// `Retry-After` and nothing else happens; admitted, its response carries
 /// the limiter's `RateLimit` fields whatever happens next (even a 503).
+/// With Redis out of memory the limiter cannot count (a write): the request
+/// is then served uncounted, without the fields.
 /// Such a request counts once, also when it ends up served by another
 /// request's computation (`X-Cache: HIT` after waiting on the lock).
 pub(super) async fn serve_cached<F, Fut>(
@@ -113,12 +123,26 @@ where
         Err(err) => return err.into_response(),
     };
     let admitted = before(deadline, state, async {
-        let decision = limiter.check(&state.redis, client).await?;
+        let decision = match limiter.check(&state.redis, client).await {
+            Ok(decision) => decision,
+            // Counting the request is a write, which a Redis out of memory
+            // refuses; a summary or series only reads, so it is served
+            // uncounted rather than turning a write outage into a read
+            // outage.
+            Err(RateLimitError::Redis(err)) if Fault::of(&err) == Fault::OutOfMemory => {
+                tracing::warn!(
+                    error = %err,
+                    "redis is out of memory: a query served without counting it"
+                );
+                return Ok(None);
+            }
+            Err(err) => return Err(err.into()),
+        };
         if !decision.allowed {
             crate::observability::rate_limited();
             return Err(ApiError::TooManyRequests(decision));
         }
-        Ok(decision)
+        Ok(Some(decision))
     })
     .await;
     let decision = match admitted {
@@ -130,7 +154,9 @@ where
     })
     .await;
     let mut response = respond(served);
-    response.headers_mut().extend(rate_limit_fields(&decision));
+    if let Some(decision) = decision {
+        response.headers_mut().extend(rate_limit_fields(&decision));
+    }
     response
 }
 
@@ -185,6 +211,17 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         Ok(fields) => ExternalData::success(fields),
         Err(CallError::Refused { .. }) => ExternalData::fallback(FallbackReason::CircuitOpen),
         Err(CallError::Failed(kind)) => ExternalData::fallback(kind.into()),
+        // Out of memory, Redis refuses the breaker's transition to
+        // half-open or its probe slot (the closed and open states are only
+        // read): the source is not called, as while the breaker is open,
+        // and the summary is still answered.
+        Err(CallError::Redis(err)) if Fault::of(&err) == Fault::OutOfMemory => {
+            tracing::warn!(
+                error = %err,
+                "redis is out of memory: the circuit breaker cannot admit a probe; external data skipped"
+            );
+            ExternalData::fallback(FallbackReason::CircuitOpen)
+        }
         Err(CallError::Redis(err)) => return Err(err.into()),
     };
     let summary = Summary {
