@@ -502,19 +502,25 @@ async fn health_is_200_in_one_round_trip_in_every_breaker_state() {
     let state = d.instance();
     // Health checks go through an instance of their own, so that its
     // round-trip count is theirs alone.
-    let watcher = d.instance();
+    let mut watcher = d.instance();
+    let calls = watcher.redis.record_calls();
     // A Redis that has not run health's probe script yet (a fresh server)
     // answers its first `EVALSHA` with `NOSCRIPT`, and the `EVAL` that
     // follows is a second round trip: that first check is made on another
     // instance.
     health_check(&state).await;
     let check = |expected: &'static str| {
-        let watcher = &watcher;
+        let (watcher, calls) = (&watcher, &calls);
         async move {
+            let sent = calls.calls().len();
             let h = health_check(watcher).await;
+            let these: Vec<Vec<String>> = calls.calls()[sent..]
+                .iter()
+                .map(|call| call.commands.clone())
+                .collect();
             assert_eq!(h.status, 200, "{expected}: {h:?}");
             assert_eq!(h.breaker, expected, "{h:?}");
-            assert_eq!(h.round_trips, 1, "{expected}: {h:?}");
+            assert_eq!(h.round_trips, 1, "{expected}: {h:?}, calls {these:?}");
         }
     };
     check("closed").await;
