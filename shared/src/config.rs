@@ -21,6 +21,7 @@ use crate::observability::ObservabilitySettings;
 use crate::rate_limit::RateLimitSettings;
 pub use crate::settings::ConfigError;
 use crate::settings::Env;
+use crate::tags::TagLimits;
 
 /// Every setting of the service, grouped by the component that uses it.
 /// `Debug` never shows a password or an API key digest.
@@ -44,6 +45,8 @@ pub struct Config {
     pub breaker: BreakerSettings,
     /// `METRICS_NAMESPACE`.
     pub observability: ObservabilitySettings,
+    /// `MAX_TAG_VALUES_PER_KEY`, `MAX_TAG_COMBINATIONS`.
+    pub tags: TagLimits,
 }
 
 /// Limits every request is held to: the HTTP edge's own settings.
@@ -115,6 +118,7 @@ impl Config {
             cache: CacheSettings::from_env(&env)?,
             breaker: BreakerSettings::from_env(&env)?,
             observability: ObservabilitySettings::from_env(&env)?,
+            tags: TagLimits::from_env(&env)?,
         })
     }
 }
@@ -153,6 +157,8 @@ mod tests {
             ("CACHE_FALLBACK_TTL_SECONDS", "61"),
             ("METRIC_RETENTION_DAYS", "0"),
             ("REQUEST_DEADLINE_MS", "99"),
+            ("MAX_TAG_VALUES_PER_KEY", "0"),
+            ("MAX_TAG_COMBINATIONS", "many"),
         ] {
             let err = Config::from_pairs(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");

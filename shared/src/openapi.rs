@@ -38,6 +38,7 @@ use crate::responses::{
     CircuitBreakers, ClusterHealth, Created, ExternalData, ExternalFallback, ExternalSuccess,
     Health, HealthDegraded, Problem, Series, SeriesPoint, Summary,
 };
+use crate::tags::Tags;
 use crate::window::{Period, PeriodLabel, Window as SummaryWindow};
 use schemas::*;
 
@@ -93,7 +94,7 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
         Metric, MetricBatch, MetricsBody, StoredMetric, Created, Period, PeriodLabel,
         SummaryWindow, ExternalData, ExternalSuccess, ExternalFallback, Summary, Series,
         SeriesPoint, Health, HealthDegraded, ClusterHealth, CircuitBreakers, BreakerState,
-        Problem, FieldError, RetryAfterSeconds,
+        Problem, FieldError, RetryAfterSeconds, Tags,
         RateLimitPolicyField, RateLimitField, CacheStatus, CacheControlMaxAge, AgeSeconds, Replayed
     )),
     modifiers(&ApiKeyScheme, &RequiredHeaders),
