@@ -72,6 +72,11 @@ const KNOWN_MAX: usize = 100_000;
 /// refused with a 422 that says why.
 pub const MAX_SELECTED_BUCKETS: usize = 200_000;
 
+/// The most points a grouped series answers (groups listed × points per
+/// group), so that its body stays a few megabytes (Lambda's response limit
+/// is 6 MB).
+pub const MAX_GROUPED_POINTS: usize = 10_000;
+
 /// The most buckets one read script call carries; a larger read is split
 /// into calls sent together, so that no call holds Redis for long.
 const BUCKETS_PER_CALL: usize = 25_000;
