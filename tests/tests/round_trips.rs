@@ -11,6 +11,11 @@
 //! | series, cache hit | 2 (its limiter, the lookup) |
 //! | series, cache miss | 4 (limiter, lookup-or-lock, the buckets of every point in one script call, store-and-unlock) |
 //! | health | 1 (`PING` and the breaker state pipelined) |
+//! | ingest, tagged, tag values new to the instance | 3 (limiter, the claim of the tags against their caps, storage) |
+//! | ingest, tagged, known tag values | 2 |
+//! | summary with one tag filter, cache miss | 5 (one series, as unfiltered) |
+//! | summary with `group_by` or two filters, cache miss | 6 (the registry of values or combinations, then the buckets) |
+//! | series with `group_by`, cache miss | 5 |
 //!
 //! With `REDIS_MODE=cluster` the budgets are the same for these paths (one
 //! metric type, no `Idempotency-Key`); a keyed ingest adds the claim of its
@@ -23,7 +28,7 @@
 
 use analytics_tests::{config, random_type};
 use shared::AppState;
-use synthetic_events::round_trips::hot_paths;
+use synthetic_events::round_trips::{hot_paths, tagged_paths};
 
 #[tokio::test]
 async fn hot_paths_stay_within_their_round_trip_budget() {
@@ -35,6 +40,26 @@ async fn hot_paths_stay_within_their_round_trip_budget() {
     .unwrap();
     let counted = hot_paths(&state, &random_type("rt")).await.unwrap();
     assert_eq!(counted.len(), 8);
+    for c in counted {
+        assert_eq!(
+            (c.status, c.round_trips),
+            (c.expected_status, c.budget),
+            "{}",
+            c.path
+        );
+    }
+}
+
+#[tokio::test]
+async fn tagged_paths_stay_within_their_round_trip_budget() {
+    let state = AppState::new(config(&[
+        ("RATE_LIMIT_REQUESTS", "3"),
+        ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
+        ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
+    ]))
+    .unwrap();
+    let counted = tagged_paths(&state, &random_type("rt_tags")).await.unwrap();
+    assert_eq!(counted.len(), 6);
     for c in counted {
         assert_eq!(
             (c.status, c.round_trips),
