@@ -21,12 +21,14 @@
 //! Modules, each depending only on those listed after it: `report` (the
 //! tables, from `results`), the figures' measurements (`cluster` and
 //! `figure2` over
-//! `throughput` and `redis_side`, `data_size`, `cold_start`), then `results`,
+//! `throughput` and `redis_side`, `dimensions` over `data_size`,
+//! `data_size`, `cold_start`), then `results`,
 //! `events`, `process` and `stats`.
 
 mod cluster;
 mod cold_start;
 mod data_size;
+mod dimensions;
 mod events;
 mod figure2;
 mod process;
@@ -193,6 +195,11 @@ struct Plan {
     points_per_type: u64,
     aggregate_samples: usize,
     handler_samples: usize,
+    tag_points: u64,
+    tag_hosts: u64,
+    tag_samples: usize,
+    tag_host_group_samples: usize,
+    tag_ingest_metrics: usize,
 }
 
 async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
@@ -218,6 +225,11 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
             points_per_type: 1_000,
             aggregate_samples: 20,
             handler_samples: 10,
+            tag_points: 20_000,
+            tag_hosts: 100,
+            tag_samples: 20,
+            tag_host_group_samples: 5,
+            tag_ingest_metrics: 2_000,
         }
     } else {
         Plan {
@@ -229,6 +241,11 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
             points_per_type: 1_000,
             aggregate_samples: 200,
             handler_samples: 100,
+            tag_points: 1_000_000,
+            tag_hosts: 100,
+            tag_samples: 100,
+            tag_host_group_samples: 10,
+            tag_ingest_metrics: 4_000,
         }
     };
     let url = format!("redis://127.0.0.1:{port}/0");
@@ -281,6 +298,12 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     results.data_size.handler_samples_per_run = plan.handler_samples;
     results.data_size.batch = data_size::BATCH;
     results.data_size.buckets_read = data_size::monthly_buckets();
+    results.tags.points = plan.tag_points;
+    results.tags.hosts = plan.tag_hosts;
+    results.tags.regions = dimensions::REGIONS.len() as u64;
+    results.tags.samples_per_run = plan.tag_samples;
+    results.tags.host_group_samples_per_run = plan.tag_host_group_samples;
+    results.tags.ingest_metrics = plan.tag_ingest_metrics;
 
     let ingest_config = config(&[("RATE_LIMIT_REQUESTS", "1000000")])?;
     let rate_limit_keys = format!("{prefix}:rl:*");
@@ -386,6 +409,11 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
                 plan.runs
             ));
             data_figures(&config, &mut conn, &plan, run, &mut results).await?;
+        }
+
+        if wanted("7") {
+            log(&format!("run {run}/{}: tags", plan.runs));
+            tag_figure(&config, &mut conn, &plan, run, &mut results).await?;
         }
 
         if let Some(dir) = functions_dir.as_ref().filter(|_| wanted("5")) {
@@ -553,6 +581,69 @@ async fn data_figures(
     for data in [&large, &small, &many] {
         data_size::unlink(conn, &data.keys(&state.keys)).await?;
     }
+    Ok(())
+}
+
+/// Figure 7 for one run, on fresh types; the run's keys are deleted
+/// afterwards.
+async fn tag_figure(
+    config: &impl Fn(&[(&str, &str)]) -> Result<Config, String>,
+    conn: &mut redis::aio::MultiplexedConnection,
+    plan: &Plan,
+    run: usize,
+    results: &mut Results,
+) -> Result<(), String> {
+    let state = Arc::new(AppState::new(config(&[])?).map_err(|e| e.to_string())?);
+    let prefix = state.keys.prefix().to_string();
+    let data = Arc::new(dimensions::TagData {
+        metric_type: MetricType::parse(&format!("bench_tags_r{run}"))?,
+        points: plan.tag_points,
+        hosts: plan.tag_hosts,
+        end: dimensions::end_now(),
+    });
+    let seconds = data.ingest(&state).await?;
+    let out = &mut results.tags;
+    out.backfill_points_per_s.push(data.points as f64 / seconds);
+    dimensions::time_queries(
+        &state,
+        &data,
+        plan.tag_samples,
+        plan.tag_host_group_samples,
+        out,
+    )
+    .await?;
+    let (bytes, keys) = dimensions::weigh(&state, conn, &data).await?;
+    out.own_series_bytes.push(bytes[0]);
+    out.host_series_bytes.push(bytes[1]);
+    out.region_series_bytes.push(bytes[2]);
+    out.combination_series_bytes.push(bytes[3]);
+    out.registry_bytes.push(bytes[4]);
+    out.keys_per_series = keys;
+
+    let (plain, tagged) = (
+        MetricType::parse(&format!("bench_tags_plain_r{run}"))?,
+        MetricType::parse(&format!("bench_tags_ingest_r{run}"))?,
+    );
+    let n = plan.tag_ingest_metrics;
+    let [a, b, c, d] =
+        dimensions::ingest_cost(&state, conn, &plain, &tagged, plan.tag_hosts, n, 1).await?;
+    out.single_untagged_cpu_us.push(a);
+    out.single_tagged_cpu_us.push(b);
+    out.single_untagged_script_us.push(c);
+    out.single_tagged_script_us.push(d);
+    let [a, b, _, _] = dimensions::ingest_cost(
+        &state,
+        conn,
+        &plain,
+        &tagged,
+        plan.tag_hosts,
+        n * 25,
+        data_size::BATCH,
+    )
+    .await?;
+    out.batch_untagged_cpu_us.push(a);
+    out.batch_tagged_cpu_us.push(b);
+    redis_side::clear(conn, &format!("{prefix}:{{bench_tags_*")).await?;
     Ok(())
 }
 
