@@ -2,11 +2,12 @@
 //! beside an unfiltered one, what tags cost an ingest in Redis CPU, and
 //! what one tag value's series occupies for the full retention.
 //!
-//! The data set: `points` metrics of one type spread over the last 30 days
-//! (as figure 3's), each tagged with one of `hosts` hosts
-//! (`host=web-000`…) and its region (`region`, host `i` in region
-//! `i mod 3`), loaded in batches of 500 through `MetricStore::ingest`
-//! (the storage script of a batch `POST`, the tag claims included).
+//! The data set: `points` metrics of one type, `points / hosts` per host
+//! spread over the last 30 days (as figure 3's), each tagged with its host
+//! (`host=web-000`…) and the host's region (`region`, host `i` in region
+//! `i mod 3`), loaded in batches of 500 of one host's consecutive points
+//! (as an agent on each host sends them) through `MetricStore::ingest` (the
+//! storage script of a batch `POST`, the tag claims included).
 //!
 //! - Queries: `MetricStore::aggregate` for the `monthly` window (the Redis
 //!   part of a cache miss, as figure 3), beside `aggregate_selected` with
@@ -14,8 +15,9 @@
 //!   grouped by host, timed in turn.
 //! - Ingest: metrics stored one per call and in batches of 500 at the
 //!   current minute, untagged and with the two tags (values already claimed,
-//!   so no claim call), in alternating slices; Redis' CPU (`INFO cpu`) and
-//!   the time inside the storage script (`cmdstat_evalsha`) over each slice.
+//!   so no claim call), a batch holding one host's metrics or every host's
+//!   in turn, in alternating slices; Redis' CPU (`INFO cpu`) and the time
+//!   inside the storage script (`cmdstat_evalsha`) over each slice.
 //! - Memory: `MEMORY USAGE` of every container of the type's own series,
 //!   of each host's, each region's and each combination's, enumerated from
 //!   the bucket layout, and of the registries.
@@ -70,15 +72,20 @@ pub struct TagData {
 }
 
 impl TagData {
+    /// Batch `index`: points `index * BATCH…` of the data set, where point
+    /// `i` is point `i mod per_host` of host `i / per_host`, each host's
+    /// points spread evenly (with jitter) over the span.
     fn batch(&self, index: usize) -> Vec<Metric> {
-        let spacing_ms = (SPAN_S * 1000) as f64 / self.points as f64;
+        let per_host = (self.points / self.hosts).max(1);
+        let spacing_ms = (SPAN_S * 1000) as f64 / per_host as f64;
         let start_ms = (self.end.timestamp() - SPAN_S) * 1000;
         let mut rng = rand::rng();
         let first = index * BATCH;
         let last = ((index + 1) * BATCH).min(self.points as usize);
         (first..last)
             .map(|i| {
-                let offset = (i as f64 + rng.random::<f64>()) * spacing_ms;
+                let (host, j) = (i as u64 / per_host, i as u64 % per_host);
+                let offset = (j as f64 + rng.random::<f64>()) * spacing_ms;
                 Metric {
                     timestamp: Utc
                         .timestamp_millis_opt(start_ms + offset as i64)
@@ -86,7 +93,7 @@ impl TagData {
                         .unwrap_or(self.end),
                     value: (rng.random::<f64>() * 10_000.0).round() / 100.0,
                     metric_type: self.metric_type.clone(),
-                    tags: tags_of(i as u64 % self.hosts),
+                    tags: tags_of(host.min(self.hosts - 1)),
                 }
             })
             .collect()
@@ -238,19 +245,32 @@ pub async fn time_queries(
     Ok(())
 }
 
-/// Redis CPU and script time per metric of storing `n` metrics `per_call`
-/// at a time, untagged (type `plain`) and with two tags of `hosts` hosts
-/// (type `tagged`, its values claimed beforehand), in alternating slices:
-/// `(untagged CPU, tagged CPU, untagged script, tagged script)`, µs.
+/// How the metrics of one ingest measurement are sent.
+#[derive(Clone, Copy)]
+pub struct Sending {
+    /// Metrics per `MetricStore::ingest` call.
+    pub per_call: usize,
+    /// Whether one call's tagged metrics come from every host in turn
+    /// (else from one host, the next call from the next).
+    pub mixed_hosts: bool,
+}
+
+/// Redis CPU and script time per metric of storing `n` metrics as
+/// `sending` says, untagged (type `plain`) and with two tags of `hosts`
+/// hosts (type `tagged`, its values claimed beforehand), in alternating
+/// slices: `(untagged CPU, tagged CPU, untagged script, tagged script)`, µs.
 pub async fn ingest_cost(
     state: &AppState,
     conn: &mut MultiplexedConnection,
-    plain: &MetricType,
-    tagged: &MetricType,
+    (plain, tagged): (&MetricType, &MetricType),
     hosts: u64,
     n: usize,
-    per_call: usize,
+    sending: Sending,
 ) -> Result<[f64; 4], String> {
+    let host_of = |i: usize| match sending.mixed_hosts {
+        true => i as u64 % hosts,
+        false => (i / sending.per_call) as u64 % hosts,
+    };
     let metrics = |t: &MetricType, with_tags: bool, first: usize, count: usize| -> Vec<Metric> {
         let mut rng = rand::rng();
         let now = Utc::now();
@@ -260,7 +280,7 @@ pub async fn ingest_cost(
                 value: (rng.random::<f64>() * 10_000.0).round() / 100.0,
                 metric_type: t.clone(),
                 tags: if with_tags {
-                    tags_of(i as u64 % hosts)
+                    tags_of(host_of(i))
                 } else {
                     Tags::none()
                 },
@@ -269,7 +289,10 @@ pub async fn ingest_cost(
     };
     // Untimed: every tag value and combination claimed, both scripts warm.
     for (t, with_tags) in [(plain, false), (tagged, true)] {
-        for chunk in metrics(t, with_tags, 0, hosts as usize).chunks(BATCH) {
+        let warm: Vec<Metric> = (0..hosts as usize)
+            .flat_map(|h| metrics(t, with_tags, h * sending.per_call, 1))
+            .collect();
+        for chunk in warm.chunks(BATCH) {
             state
                 .store
                 .ingest(&state.redis, chunk, None)
@@ -283,7 +306,7 @@ pub async fn ingest_cost(
         for (side, (t, with_tags)) in [(plain, false), (tagged, true)].into_iter().enumerate() {
             let all = metrics(t, with_tags, s * slice, slice);
             let before = ServerStats::read(conn).await?;
-            for chunk in all.chunks(per_call) {
+            for chunk in all.chunks(sending.per_call) {
                 state
                     .store
                     .ingest(&state.redis, chunk, None)

@@ -403,8 +403,15 @@ pub struct Tags {
     pub single_tagged_cpu_us: Vec<f64>,
     /// Redis CPU per metric stored in batches of 500, µs: untagged.
     pub batch_untagged_cpu_us: Vec<f64>,
-    /// Same, with 2 tags.
+    /// Same, with 2 tags, each batch from one host.
     pub batch_tagged_cpu_us: Vec<f64>,
+    /// Redis CPU per metric stored in batches of 500 mixing every host, µs:
+    /// untagged (the same metrics without tags).
+    #[serde(default)]
+    pub mixed_untagged_cpu_us: Vec<f64>,
+    /// Same, with 2 tags.
+    #[serde(default)]
+    pub mixed_tagged_cpu_us: Vec<f64>,
     /// Time inside the storage script per metric (`cmdstat_evalsha`
     /// `usec`), one per call, µs: untagged.
     pub single_untagged_script_us: Vec<f64>,
