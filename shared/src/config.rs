@@ -22,6 +22,7 @@ use crate::rate_limit::RateLimitSettings;
 pub use crate::settings::ConfigError;
 use crate::settings::Env;
 use crate::store::registry::TypeLimits;
+use crate::tags::TagLimits;
 
 /// Every setting of the service, grouped by the component that uses it.
 /// `Debug` never shows a password or an API key digest.
@@ -47,6 +48,8 @@ pub struct Config {
     pub breaker: BreakerSettings,
     /// `METRICS_NAMESPACE`.
     pub observability: ObservabilitySettings,
+    /// `MAX_TAG_VALUES_PER_KEY`, `MAX_TAG_COMBINATIONS`.
+    pub tags: TagLimits,
 }
 
 /// Limits every request is held to: the HTTP edge's own settings.
@@ -119,6 +122,7 @@ impl Config {
             cache: CacheSettings::from_env(&env)?,
             breaker: BreakerSettings::from_env(&env)?,
             observability: ObservabilitySettings::from_env(&env)?,
+            tags: TagLimits::from_env(&env)?,
         })
     }
 }
@@ -166,6 +170,8 @@ mod tests {
             ("REQUEST_DEADLINE_MS", "99"),
             ("MAX_METRIC_TYPES", "0"),
             ("MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR", "many"),
+            ("MAX_TAG_VALUES_PER_KEY", "0"),
+            ("MAX_TAG_COMBINATIONS", "many"),
         ] {
             let err = Config::from_pairs(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var, "{value}");

@@ -68,6 +68,15 @@ pub enum ApiError {
         /// Every offending field with its reason.
         errors: Vec<FieldError>,
     },
+    /// 422: a metric's tag value or tag combination would pass its cap;
+    /// `errors` names the metric (`index` in a batch) and its tag.
+    #[error("{detail}")]
+    TagLimit {
+        /// A one-line summary naming the cap and its setting.
+        detail: String,
+        /// The refused metric's tag.
+        errors: Vec<FieldError>,
+    },
     /// 422: an `Idempotency-Key` was reused with a different body.
     #[error("this Idempotency-Key was already used with a different body")]
     IdempotencyKeyReused,
@@ -224,7 +233,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unprocessable { .. } | Self::IdempotencyKeyReused => {
+            Self::Unprocessable { .. } | Self::TagLimit { .. } | Self::IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::MetricTypeLimit { .. } => StatusCode::CONFLICT,
@@ -248,6 +257,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "urn:analytics-api:problem:method-not-allowed",
             Self::PayloadTooLarge(_) => "urn:analytics-api:problem:payload-too-large",
             Self::Unprocessable { .. } => "urn:analytics-api:problem:validation-failed",
+            Self::TagLimit { .. } => "urn:analytics-api:problem:tag-limit-exceeded",
             Self::IdempotencyKeyReused => "urn:analytics-api:problem:idempotency-key-reused",
             Self::MetricTypeLimit { .. } => "urn:analytics-api:problem:metric-type-limit",
             Self::NewMetricTypesLimited { .. } => {
@@ -279,7 +289,9 @@ impl ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             errors: match &self {
-                Self::Unprocessable { errors, .. } => Some(errors.clone()),
+                Self::Unprocessable { errors, .. } | Self::TagLimit { errors, .. } => {
+                    Some(errors.clone())
+                }
                 _ => None,
             },
         };
@@ -350,6 +362,9 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Redis(err) => Self::redis(&err),
+            StoreError::TooManyBuckets { field, .. } => {
+                Invalid::field(field, err.to_string()).into()
+            }
         }
     }
 }

@@ -10,6 +10,10 @@
 //! | minute buckets of one hour | `{p}:{<type>}:m:<hour start, unix s>` | hash: minute start → bucket |
 //! | hour buckets of one day | `{p}:{<type>}:h:<day start, unix s>` | hash: hour start → bucket |
 //! | day buckets of one 32-day era | `{p}:{<type>}:d:<era start, unix s>` | hash: day start → bucket |
+//! | buckets of one tag value's series | `{p}:{<type>}:t:<key>=<value>:m|h|d:<start>` | as above |
+//! | buckets of one tag combination's series | `{p}:{<type>}:c:<digest>:m|h|d:<start>` | as above |
+//! | the values of one tag key of a type | `{p}:{<type>}:tv:<key>` | zset: value → latest timestamp |
+//! | the tag combinations of a type | `{p}:{<type>}:tc` | zset: canonical tags → latest timestamp |
 //! | rate limit of one client | `{p}:rl:{<client>}:<algorithm>` | zset, hash or string |
 //! | cached summary | `{p}:cache:{<query digest>}:v2` | string: body (JSON), then `\n<stored at, ms> <expires at, ms> <owner token>` |
 //! | single-flight lock | `{p}:cache:{<query digest>}:v2:lock` | string (owner token) |
@@ -19,9 +23,37 @@
 //! | registry of live metric types | `{p}:types:{registry}` | zset: type → unix s it counts until |
 //! | new types one client created in the last hour | `{p}:types:{registry}:new:<client digest>` | zset: type → creation, unix ms |
 //!
-//! User-controlled parts (the metric type) are validated against
-//! `[A-Za-z0-9_.-]{1,64}` before they reach this module, and no key pattern
-//! (`SCAN MATCH`, `KEYS`) is ever built from them.
+//! User-controlled parts are validated before they reach this module: the
+//! metric type against `[A-Za-z0-9_.-]{1,64}`, tag keys against
+//! `[a-z][a-z0-9_]{0,31}` and tag values against `[A-Za-z0-9_./-]{1,64}`
+//! ([`crate::tags`]), so none can hold `:`, `=`, `{` or `}`: the segment
+//! after the type's hash tag (`m`, `h`, `d`, `idem`, `t`, `c`, `tv`, `tc`)
+//! says what follows, and a tag value's series, `t:<key>=<value>:`, cannot
+//! be read as any other key. No key pattern (`SCAN MATCH`, `KEYS`) is ever
+//! built from them.
+
+/// Which series of a metric type a bucket container belongs to: every
+/// metric updates the type's own series ([`SeriesKey::All`]); a tagged one
+/// also the series of each of its tag values and of its whole set of tags.
+/// Keys and values are validated ([`crate::tags`]) before they get here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SeriesKey<'a> {
+    /// Every metric of the type, tagged or not.
+    All,
+    /// The metrics tagged `key=value` (whatever their other tags).
+    TagValue {
+        /// The tag key.
+        key: &'a str,
+        /// Its value.
+        value: &'a str,
+    },
+    /// The metrics whose whole set of tags is one combination, named by
+    /// the digest of its canonical text (`Tags::digest`).
+    Combination {
+        /// 32 hex digits.
+        digest: &'a str,
+    },
+}
 
 /// Builds the key names of one deployment (one prefix).
 #[derive(Debug, Clone)]
@@ -57,6 +89,51 @@ impl Keys {
         let mut digits = itoa::Buffer::new();
         let start = digits.format(start);
         concat(&[&self.prefix, ":{", metric_type, "}:", tag, ":", start])
+    }
+
+    /// One container of one series of a metric type:
+    /// `{p}:{<type>}:<series>:<granularity tag>:<start>`, where `<series>`
+    /// is nothing for [`SeriesKey::All`] (the key of
+    /// [`Keys::metric_container`]), `t:<key>=<value>` for a tag value and
+    /// `c:<digest>` for a tag combination.
+    pub fn series_container(
+        &self,
+        metric_type: &str,
+        series: SeriesKey<'_>,
+        tag: &str,
+        start: i64,
+    ) -> String {
+        let (kind, name, separator, value) = match series {
+            SeriesKey::All => return self.metric_container(metric_type, tag, start),
+            SeriesKey::TagValue { key, value } => ("}:t:", key, "=", value),
+            SeriesKey::Combination { digest } => ("}:c:", digest, "", ""),
+        };
+        let mut digits = itoa::Buffer::new();
+        concat(&[
+            &self.prefix,
+            ":{",
+            metric_type,
+            kind,
+            name,
+            separator,
+            value,
+            ":",
+            tag,
+            ":",
+            digits.format(start),
+        ])
+    }
+
+    /// The registry of the values of one tag key within a metric type,
+    /// in the type's hash slot: `{p}:{<type>}:tv:<key>`.
+    pub fn tag_values(&self, metric_type: &str, key: &str) -> String {
+        concat(&[&self.prefix, ":{", metric_type, "}:tv:", key])
+    }
+
+    /// The registry of the tag combinations of a metric type, in its hash
+    /// slot: `{p}:{<type>}:tc`.
+    pub fn tag_combinations(&self, metric_type: &str) -> String {
+        concat(&[&self.prefix, ":{", metric_type, "}:tc"])
     }
 
     /// The rate-limit state of one client for one algorithm. `client` is an IP
@@ -156,5 +233,32 @@ mod tests {
         );
         assert_eq!(k.type_registry(), "analytics:types:{registry}");
         assert!(k.type_creations("ab").starts_with(&k.type_registry()));
+    }
+
+    #[test]
+    fn series_keys_share_the_types_hash_tag() {
+        let k = Keys::new("analytics");
+        assert_eq!(
+            k.series_container("cpu", SeriesKey::All, "h", 86_400),
+            k.metric_container("cpu", "h", 86_400)
+        );
+        assert_eq!(
+            k.series_container(
+                "cpu",
+                SeriesKey::TagValue {
+                    key: "host",
+                    value: "web-7"
+                },
+                "m",
+                3_600
+            ),
+            "analytics:{cpu}:t:host=web-7:m:3600"
+        );
+        assert_eq!(
+            k.series_container("cpu", SeriesKey::Combination { digest: "ab12" }, "d", 0),
+            "analytics:{cpu}:c:ab12:d:0"
+        );
+        assert_eq!(k.tag_values("cpu", "host"), "analytics:{cpu}:tv:host");
+        assert_eq!(k.tag_combinations("cpu"), "analytics:{cpu}:tc");
     }
 }

@@ -42,6 +42,8 @@
 //! - [`window`]: summary and series queries (quantiles, step) and their time
 //!   windows.
 //! - [`metric`]: metrics as clients send them, and their validation.
+//! - [`tags`]: the tags (dimensions) of a metric: validation, canonical
+//!   form, and the caps on their cardinality.
 //!
 //! **Foundation**:
 //! - [`observability`]: CloudWatch EMF counters.
@@ -78,6 +80,7 @@ pub mod runtime;
 pub mod settings;
 pub mod state;
 pub mod store;
+pub mod tags;
 pub mod telemetry;
 pub mod window;
 

@@ -1,7 +1,8 @@
 //! Metrics as clients send them, and their validation.
 //!
 //! A metric is `{"timestamp": RFC 3339 with offset, "value": finite number,
-//! "type": [A-Za-z0-9_.-]{1,64}}`. A body is one metric object or a JSON array
+//! "type": [A-Za-z0-9_.-]{1,64}}`, optionally with `"tags": {"host":
+//! "web-7"}` (validated by [`crate::tags`]). A body is one metric object or a JSON array
 //! of 1 to `MAX_BATCH_SIZE` of them; a batch is validated as a whole and every
 //! invalid item is reported with its index. Nothing here touches Redis: the
 //! storage only ever sees metrics that passed [`parse_metrics`].
@@ -20,6 +21,7 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::settings::{ConfigError, Env};
+use crate::tags::Tags;
 
 /// One offending field of a rejected request.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -149,6 +151,10 @@ pub struct Metric {
     #[serde(rename = "type")]
     #[schema(value_type = String, examples("cpu_usage"))]
     pub metric_type: MetricType,
+    /// Its tags, tag keys to values in key order; absent without tags.
+    #[serde(skip_serializing_if = "Tags::is_empty")]
+    #[schema(value_type = Option<Tags>, nullable = false)]
+    pub tags: Tags,
 }
 
 /// RFC 3339 in UTC with a `Z`, with fractional seconds only when present.
@@ -212,7 +218,8 @@ pub struct MetricsBody {
 
 impl MetricsBody {
     /// Hex SHA-256 of the body's canonical form: one line per metric,
-    /// `type \t UTC timestamp \t value` (shortest round-trip float), in body
+    /// `type \t UTC timestamp \t value` (shortest round-trip float), and
+    /// `\t` and the canonical tags for a tagged metric, in body
     /// order, after a line telling a batch from a single object. Ignored fields,
     /// whitespace, key order and the timestamp's original offset do not
     /// change it; any change to a stored value does. Used to tell a retry from
@@ -222,11 +229,19 @@ impl MetricsBody {
         let mut hash = Sha256::new();
         hash.update(if self.is_batch { "batch\n" } else { "single\n" });
         for m in &self.metrics {
+            // An untagged metric's line is what it was before tags existed,
+            // so that records written then still match their retries.
+            let tags = if m.tags.is_empty() {
+                String::new()
+            } else {
+                format!("\t{}", m.tags.canonical())
+            };
             hash.update(format!(
-                "{}\t{}\t{:?}\n",
+                "{}\t{}\t{:?}{}\n",
                 m.metric_type,
                 m.timestamp.to_rfc3339_opts(SecondsFormat::Nanos, true),
-                m.value
+                m.value,
+                tags
             ));
         }
         hex::encode(hash.finalize())
@@ -343,11 +358,24 @@ fn parse_one(
     }
     .map_err(|reason| errors.push(FieldError::new("type", reason)))
     .ok();
-    match (timestamp, value, metric_type) {
-        (Some(timestamp), Some(value), Some(metric_type)) => Ok(Metric {
+    let tags = match fields.get("tags") {
+        None => Some(Tags::none()),
+        Some(raw) => Tags::from_json(raw.get())
+            .map_err(|problems| {
+                errors.extend(
+                    problems
+                        .into_iter()
+                        .map(|(field, reason)| FieldError::new(field, reason)),
+                );
+            })
+            .ok(),
+    };
+    match (timestamp, value, metric_type, tags) {
+        (Some(timestamp), Some(value), Some(metric_type), Some(tags)) => Ok(Metric {
             timestamp,
             value,
             metric_type,
+            tags,
         }),
         _ => Err(errors),
     }
@@ -561,6 +589,61 @@ mod tests {
             rejected_fields(r#"{"timestamp":1771416000,"value":1,"type":"t"}"#),
             ["timestamp"]
         );
+    }
+
+    #[test]
+    fn tags_are_optional_validated_and_echoed_in_order() {
+        let body = parse(
+            r#"{"timestamp":"2026-02-18T12:00:00Z","value":1,"type":"t","tags":{"region":"eu","host":"web-7"}}"#,
+        )
+        .unwrap();
+        let m = &body.metrics[0];
+        assert_eq!(m.tags.canonical(), "host=web-7,region=eu");
+        assert_eq!(
+            serde_json::to_value(m).unwrap()["tags"],
+            serde_json::json!({"host": "web-7", "region": "eu"})
+        );
+        let plain = parse(r#"{"timestamp":"2026-02-18T12:00:00Z","value":1,"type":"t"}"#).unwrap();
+        assert!(serde_json::to_value(&plain.metrics[0])
+            .unwrap()
+            .get("tags")
+            .is_none());
+        assert_eq!(
+            rejected_fields(
+                r#"{"timestamp":"2026-02-18T12:00:00Z","value":1,"type":"t","tags":{"host":"a b"}}"#
+            ),
+            ["tags.host"]
+        );
+        assert_eq!(
+            rejected_fields(
+                r#"[{"timestamp":"2026-02-18T12:00:00Z","value":1,"type":"t","tags":[]}]"#
+            ),
+            ["tags"]
+        );
+    }
+
+    #[test]
+    fn fingerprints_cover_tags_and_keep_untagged_ones() {
+        let fp = |body: &str| parse(body).unwrap().fingerprint();
+        let plain = fp(r#"{"timestamp":"2026-02-18T12:00:00Z","value":1.5,"type":"t"}"#);
+        assert_eq!(
+            plain,
+            fp(r#"{"timestamp":"2026-02-18T12:00:00Z","value":1.5,"type":"t","tags":{}}"#)
+        );
+        let a = fp(
+            r#"{"timestamp":"2026-02-18T12:00:00Z","value":1.5,"type":"t","tags":{"a":"1","b":"2"}}"#,
+        );
+        let b = fp(
+            r#"{"timestamp":"2026-02-18T12:00:00Z","value":1.5,"type":"t","tags":{"b":"2","a":"1"}}"#,
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, plain);
+        // The line of an untagged metric is the one used before tags existed.
+        use sha2::{Digest, Sha256};
+        let old = hex::encode(Sha256::digest(
+            "single\nt\t2026-02-18T12:00:00.000000000Z\t1.5\n",
+        ));
+        assert_eq!(plain, old);
     }
 
     #[test]

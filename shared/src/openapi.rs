@@ -36,8 +36,10 @@ use crate::cache::CacheStatus;
 use crate::metric::{FieldError, Metric as StoredMetric};
 use crate::responses::{
     CircuitBreakers, ClusterHealth, Created, ExternalData, ExternalFallback, ExternalSuccess,
-    Health, HealthCondition, HealthUnavailable, Problem, RedisMemory, Series, SeriesPoint, Summary,
+    GroupedSeries, GroupedSummary, Health, HealthCondition, HealthUnavailable, Problem,
+    RedisMemory, Series, SeriesBody, SeriesGroup, SeriesPoint, Summary, SummaryBody, SummaryGroup,
 };
+use crate::tags::Tags;
 use crate::window::{Period, PeriodLabel, Window as SummaryWindow};
 use schemas::*;
 
@@ -103,6 +105,8 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
             * `GET /api/metrics/series` gives one point per step (`1m` to `1d`, at most 1,500) \
             over such a window, cached and limited the same way \
             (`SERIES_RATE_LIMIT_REQUESTS`, default 60).\n\
+            * Metrics may carry tags (`{\"host\": \"web-7\"}`); summaries and series filter \
+            by them (`tag.<key>=<value>`) and group by one tag key (`group_by`).\n\
             * `GET /health` reports whether requests can succeed (Redis reachable, scripts \
             allowed, memory not full, not a read-only replica), whether acknowledged data is \
             at risk (an evicting `maxmemory-policy`), and the circuit breaker state.\n\n\
@@ -125,13 +129,14 @@ pub const CONDITIONAL_HEADERS: &[(&str, &str, &str)] = &[
     ),
     components(schemas(
         Metric, MetricBatch, MetricsBody, StoredMetric, Created, Period, PeriodLabel,
-        SummaryWindow, ExternalData, ExternalSuccess, ExternalFallback, Summary, Series,
+        SummaryWindow, ExternalData, ExternalSuccess, ExternalFallback, Summary, SummaryBody,
+        GroupedSummary, SummaryGroup, Series, SeriesBody, GroupedSeries, SeriesGroup,
         SeriesPoint, Health, HealthUnavailable, HealthCondition, RedisMemory, ClusterHealth,
         CircuitBreakers, BreakerState,
-        Problem, FieldError, RetryAfterSeconds,
+        Problem, FieldError, RetryAfterSeconds, Tags,
         RateLimitPolicyField, RateLimitField, CacheStatus, CacheControlMaxAge, AgeSeconds, Replayed
     )),
-    modifiers(&ApiKeyScheme, &RequiredHeaders),
+    modifiers(&ApiKeyScheme, &RequiredHeaders, &TagFilters),
     tags(
         (name = "metrics", description = "Ingest metrics and read summaries."),
         (name = "health", description = "Liveness of the service and its dependencies."),
@@ -169,6 +174,72 @@ impl Modify for ApiKeyScheme {
                  then identified (and rate-limited) by its key instead of its source address.",
             ))),
         );
+    }
+}
+
+/// Adds the `tag.<key>=<value>` filters to the summary and series
+/// operations: one query parameter per tag key, which OpenAPI describes as
+/// a free-form object parameter in `form` style, exploded (each property is
+/// sent as `<name>=<value>`, and the names carry the `tag.` prefix).
+/// utoipa's parameter attributes have no place for `propertyNames`, so the
+/// parameter is added after generation.
+struct TagFilters;
+
+impl Modify for TagFilters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn, ParameterStyle};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::Required;
+        let parameter = ParameterBuilder::new()
+            .name("tag")
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .description(Some(
+                "Tag filters, one query parameter per tag: `tag.<key>=<value>`, e.g. \
+                 `tag.host=web-7&tag.region=eu-west-1`. Only metrics carrying every filter are \
+                 counted (filters are ANDed); each key at most once, at most 8 filters; keys \
+                 `[a-z][a-z0-9_]{0,31}`, values 1–64 characters from `A-Z a-z 0-9 _ . - /` \
+                 (else 422). One filter reads one series; several read the series of every tag \
+                 combination holding them (bounded by `MAX_TAG_COMBINATIONS`).",
+            ))
+            .style(Some(ParameterStyle::Form))
+            .explode(Some(true))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .max_properties(Some(crate::tags::MAX_TAGS))
+                    .property_names(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(r"^tag\.[a-z][a-z0-9_]{0,31}$")),
+                    ))
+                    .additional_properties(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .min_length(Some(1))
+                            .max_length(Some(crate::tags::MAX_VALUE_LEN))
+                            .pattern(Some("^[A-Za-z0-9_./-]{1,64}$")),
+                    )),
+            ))
+            .example(Some(serde_json::json!({"tag.host": "web-7"})))
+            .build();
+        for path in ["/api/metrics/summary", "/api/metrics/series"] {
+            let Some(operation) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.get.as_mut())
+            else {
+                continue;
+            };
+            let parameters = operation.parameters.get_or_insert_with(Vec::new);
+            // Right after the other query parameters, before the headers.
+            let at = parameters
+                .iter()
+                .position(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Header))
+                .unwrap_or(parameters.len());
+            parameters.insert(at, RefOr::T(parameter.clone()));
+        }
     }
 }
 
@@ -212,7 +283,7 @@ mod operations {
     use super::schemas::*;
     use super::PROBLEM;
     use crate::cache::CacheStatus;
-    use crate::responses::{Created, Health, HealthUnavailable, Problem, Series, Summary};
+    use crate::responses::{Created, Health, HealthUnavailable, Problem, SeriesBody, SummaryBody};
     use crate::window::Period;
 
     /// Service health
@@ -417,10 +488,12 @@ mod operations {
                     "detail": "the body exceeds the limit of 1048576 bytes"
                 })),
             (status = 422, description = "Invalid metrics (every offending field is listed, with its \
-                `index` in a batch; nothing is stored), an invalid `Idempotency-Key`, a key \
-                already used with a different body, or more metric types new to the deployment \
-                than a client may create in an hour (`MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR`), \
-                which no retry of the same body can fit.",
+                `index` in a batch, a bad tag as `tags.<key>`; nothing is stored), a new tag value \
+                or tag combination beyond its cap (`tag-limit-exceeded`, naming the cap and its \
+                setting; nothing is stored), an invalid `Idempotency-Key`, a key already used \
+                with a different body, or more metric types new to the deployment than a client \
+                may create in an hour (`MAX_NEW_METRIC_TYPES_PER_CLIENT_PER_HOUR`), which no retry \
+                of the same body can fit.",
                 body = Problem, content_type = PROBLEM,
                 headers(
                     ("RateLimit-Policy" = RateLimitPolicyField, description = "The client's quota."),
@@ -444,6 +517,15 @@ mod operations {
                         "detail": "1 of 3 metrics are invalid; nothing was stored",
                         "errors": [
                             {"index": 1, "field": "timestamp", "reason": "is more than 300 s in the future"}
+                        ]
+                    }))),
+                    ("tag_limit" = (summary = "A new tag value beyond MAX_TAG_VALUES_PER_KEY", value = json!({
+                        "type": "urn:analytics-api:problem:tag-limit-exceeded",
+                        "title": "Unprocessable Entity",
+                        "status": 422,
+                        "detail": "\"web-1001\" would be a new value of host for cpu_usage, which already has 1000 (MAX_TAG_VALUES_PER_KEY); nothing was stored",
+                        "errors": [
+                            {"field": "tags.host", "reason": "\"web-1001\" would be a new value of host for cpu_usage, which already has 1000 (MAX_TAG_VALUES_PER_KEY)"}
                         ]
                     }))),
                     ("key_reused" = (summary = "An Idempotency-Key reused with another body", value = json!({
@@ -589,12 +671,23 @@ mod operations {
                     and 1, at most 10; default `0.5,0.9,0.95,0.99`. Reported as `p` and the \
                     percentage (`0.999` → `p99.9`).",
                 example = json!("0.5,0.999")),
+            ("group_by" = Option<String>, Query,
+                description = "A tag key: one result per value of it (among the metrics that \
+                    match the filters), largest `count` first, at most `limit`; the answer is then \
+                    a grouped summary. Reads the series of every value of the key seen in the \
+                    window (at most `MAX_TAG_VALUES_PER_KEY`).",
+                pattern = "^[a-z][a-z0-9_]{0,31}$",
+                example = json!("region")),
+            ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+                description = "With `group_by` only: the most groups returned (default 100); \
+                    `groups_left_out` counts the others.",
+                example = json!(10)),
             ("Cache-Control" = Option<String>, Header, nullable = false,
                 description = "`no-cache` skips the cached summary and recomputes it.",
                 example = json!("no-cache")),
         ),
         responses(
-            (status = 200, description = "The summary.", body = Summary,
+            (status = 200, description = "The summary; with `group_by`, one per tag value.", body = SummaryBody,
                 headers(
                     ("X-Cache" = CacheStatus, description = "`HIT` when served from the shared cache, else `MISS`."),
                     ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds; \
@@ -628,6 +721,35 @@ mod operations {
                         "percentiles": {"p50": null, "p90": null, "p95": null, "p99": null},
                         "external_data": {"status": "fallback", "reason": "circuit_open"}
                     }))),
+                    ("filtered" = (summary = "Filtered by a tag", value = json!({
+                        "type": "cpu_usage",
+                        "period": "hourly",
+                        "window": {"from": "2026-02-18T11:01:00Z", "to": "2026-02-18T12:01:00Z"},
+                        "filters": {"host": "web-7"},
+                        "count": 12,
+                        "average_value": 48.5,
+                        "min_value": 20.0,
+                        "max_value": 71.0,
+                        "sum": 582.0,
+                        "percentiles": {"p50": 47.9, "p90": 69.8, "p95": 70.6, "p99": 70.6},
+                        "external_data": {"status": "success", "external_metric_context": 342}
+                    }))),
+                    ("grouped" = (summary = "Grouped by a tag", value = json!({
+                        "type": "cpu_usage",
+                        "period": "hourly",
+                        "window": {"from": "2026-02-18T11:01:00Z", "to": "2026-02-18T12:01:00Z"},
+                        "group_by": "region",
+                        "groups": [
+                            {"value": "eu-west-1", "count": 30, "average_value": 55.0, "min_value": 12.0,
+                             "max_value": 97.5, "sum": 1650.0,
+                             "percentiles": {"p50": 54.4, "p90": 90.1, "p95": 94.3, "p99": 97.2}},
+                            {"value": "us-east-1", "count": 12, "average_value": 76.875, "min_value": 41.0,
+                             "max_value": 96.0, "sum": 922.5,
+                             "percentiles": {"p50": 77.1, "p90": 93.5, "p95": 95.9, "p99": 95.9}}
+                        ],
+                        "groups_left_out": 0,
+                        "external_data": {"status": "success", "external_metric_context": 342}
+                    }))),
                 )),
             (status = 400, description = "The client could not be identified: no usable address where \
                 `TRUSTED_PROXY_HOPS` says to read it (and no API keys are configured).",
@@ -645,8 +767,9 @@ mod operations {
                     "status": 401,
                     "detail": "a valid x-api-key header is required"
                 })),
-            (status = 422, description = "A missing or invalid query; every problem is listed and the \
-                allowed periods are named.",
+            (status = 422, description = "A missing or invalid query (tag filters, `group_by` and \
+                `limit` included); every problem is listed and the allowed periods are named. Also \
+                a tag selection that would read more than 200,000 buckets.",
                 body = Problem, content_type = PROBLEM,
                 example = json!({
                     "type": "urn:analytics-api:problem:validation-failed",
@@ -751,12 +874,22 @@ mod operations {
             ("quantiles" = Option<String>, Query,
                 description = "The quantiles of each point, as for summaries; default `0.5,0.9,0.95,0.99`.",
                 example = json!("0.5,0.99")),
+            ("group_by" = Option<String>, Query,
+                description = "A tag key: one series per value of it, the largest (by count over \
+                    the window) first, at most `limit`; the answer is then a grouped series.",
+                pattern = "^[a-z][a-z0-9_]{0,31}$",
+                example = json!("region")),
+            ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+                description = "With `group_by` only: the most groups returned (default 100); \
+                    `limit` × points may not pass 10,000.",
+                example = json!(3)),
             ("Cache-Control" = Option<String>, Header, nullable = false,
                 description = "`no-cache` skips the cached series and recomputes it.",
                 example = json!("no-cache")),
         ),
         responses(
-            (status = 200, description = "The series: one point per step, empty steps included.", body = Series,
+            (status = 200, description = "The series: one point per step, empty steps included; with \
+                `group_by`, one series per tag value.", body = SeriesBody,
                 headers(
                     ("X-Cache" = CacheStatus, description = "`HIT` when served from the shared cache, else `MISS`."),
                     ("Cache-Control" = CacheControlMaxAge, description = "How long this answer stays cached, seconds; \
@@ -796,8 +929,10 @@ mod operations {
                     "status": 401,
                     "detail": "a valid x-api-key header is required"
                 })),
-            (status = 422, description = "A missing or invalid query, or more than 1,500 points (the \
-                detail says which step or window would fit). Checked before the rate limiter.",
+            (status = 422, description = "A missing or invalid query, more than 1,500 points (the \
+                detail says which step or window would fit), a grouped series of more than 10,000 \
+                points, or a tag selection that would read more than 200,000 buckets. Checked \
+                before the rate limiter.",
                 body = Problem, content_type = PROBLEM,
                 example = json!({
                     "type": "urn:analytics-api:problem:validation-failed",

@@ -21,6 +21,7 @@ use crate::breaker::{BreakerState, FailureKind};
 use crate::metric::{serialize_timestamp, FieldError, Metric, MetricType};
 use crate::redis_server::{Condition, Memory};
 use crate::store::stats::WindowStats;
+use crate::tags::Tags;
 use crate::window::quantiles::{label as quantile_label, Quantiles};
 use crate::window::{PeriodLabel, Window};
 
@@ -56,6 +57,11 @@ pub struct Summary {
     pub period: PeriodLabel,
     /// The window summarised.
     pub window: Window,
+    /// The tag filters (`tag.<key>=<value>`), all of which every metric
+    /// counted carries; absent without filters.
+    #[serde(skip_serializing_if = "Tags::is_empty")]
+    #[schema(value_type = Option<Tags>, nullable = false)]
+    pub filters: Tags,
     /// Number of metrics in the window.
     #[schema(examples(42))]
     pub count: u64,
@@ -86,6 +92,98 @@ pub struct Summary {
     pub note: Option<String>,
     /// Enrichment from the external source, or why there is none.
     pub external_data: ExternalData,
+}
+
+/// `200 OK` for a summary with `group_by`: one result per value of the tag
+/// key, the largest groups (by `count`) first, at most `limit` of them.
+/// Groups without metrics in the window are not listed; metrics without the
+/// key are in no group.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupedSummary {
+    /// The metric type summarised.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, examples("cpu_usage"))]
+    pub metric_type: MetricType,
+    /// The period asked for, or `custom`.
+    pub period: PeriodLabel,
+    /// The window summarised.
+    pub window: Window,
+    /// The tag filters, as in a summary; absent without filters.
+    #[serde(skip_serializing_if = "Tags::is_empty")]
+    #[schema(value_type = Option<Tags>, nullable = false)]
+    pub filters: Tags,
+    /// The tag key grouped by.
+    #[schema(examples("region"))]
+    pub group_by: String,
+    /// One entry per value of `group_by` with metrics in the window, largest
+    /// `count` first (ties by value), at most `limit`.
+    pub groups: Vec<SummaryGroup>,
+    /// Groups with metrics in the window that are not listed (beyond
+    /// `limit`).
+    #[schema(examples(0))]
+    pub groups_left_out: u64,
+    /// Why some groups' `percentiles` are `null` although their `count` is
+    /// not 0; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub note: Option<String>,
+    /// Enrichment from the external source, or why there is none.
+    pub external_data: ExternalData,
+}
+
+/// The aggregates of one group of a grouped summary: the metrics whose tag
+/// `group_by` has this value (and that match the filters).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryGroup {
+    /// The tag value.
+    #[schema(examples("eu-west-1"))]
+    pub value: String,
+    /// Number of metrics in the window; at least 1.
+    #[schema(minimum = 1, examples(42))]
+    pub count: u64,
+    /// `sum / count`.
+    #[schema(required = true, examples(61.25))]
+    pub average_value: Option<f64>,
+    /// Smallest value.
+    #[schema(required = true, examples(12.0))]
+    pub min_value: Option<f64>,
+    /// Largest value.
+    #[schema(required = true, examples(97.5))]
+    pub max_value: Option<f64>,
+    /// Sum of the values, as in a summary.
+    #[schema(examples(2572.5))]
+    pub sum: f64,
+    /// Quantiles by name, as in a summary.
+    pub percentiles: BTreeMap<String, Option<f64>>,
+}
+
+impl SummaryGroup {
+    /// The group `value` of `stats`.
+    pub fn new(value: String, stats: &WindowStats, quantiles: &Quantiles) -> Self {
+        Self {
+            value,
+            count: stats.count,
+            average_value: stats.average(),
+            min_value: stats.min,
+            max_value: stats.max,
+            sum: stats.sum(),
+            percentiles: percentiles(stats, quantiles),
+        }
+    }
+}
+
+/// The body of a `200` from `GET /api/metrics/summary`: a summary, or a
+/// grouped summary when the query has `group_by`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SummaryBody {
+    // Without `group_by`. (Plain comments on these variants: a description
+    // beside a `$ref` hides the referenced schema's name in Swagger UI.)
+    Summary(Summary),
+    // With `group_by`.
+    Grouped(GroupedSummary),
 }
 
 /// Quantiles by name (`p50`, `p99.9`), each a number or `null`.
@@ -130,6 +228,10 @@ pub struct Series {
     /// The step, s.
     #[schema(minimum = 60, examples(300))]
     pub step_seconds: i64,
+    /// The tag filters, as in a summary; absent without filters.
+    #[serde(skip_serializing_if = "Tags::is_empty")]
+    #[schema(value_type = Option<Tags>, nullable = false)]
+    pub filters: Tags,
     /// One point per step, in time order (at most 1,500).
     pub points: Vec<SeriesPoint>,
     /// Why some points' `percentiles` are `null` although their `count` is
@@ -137,6 +239,72 @@ pub struct Series {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub note: Option<String>,
+}
+
+/// `200 OK` for a series with `group_by`: one series per value of the tag
+/// key, the largest groups (by their count over the whole window) first, at
+/// most `limit` of them; groups without metrics in the window are not
+/// listed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupedSeries {
+    /// The metric type.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, examples("cpu_usage"))]
+    pub metric_type: MetricType,
+    /// The period asked for, or `custom`.
+    pub period: PeriodLabel,
+    /// The window covered, aligned outward to whole steps.
+    pub window: Window,
+    /// The step, as in a series.
+    #[schema(examples("5m"))]
+    pub step: String,
+    /// The step, s.
+    #[schema(minimum = 60, examples(300))]
+    pub step_seconds: i64,
+    /// The tag filters, as in a summary; absent without filters.
+    #[serde(skip_serializing_if = "Tags::is_empty")]
+    #[schema(value_type = Option<Tags>, nullable = false)]
+    pub filters: Tags,
+    /// The tag key grouped by.
+    #[schema(examples("region"))]
+    pub group_by: String,
+    /// One series per value of `group_by`, largest `count` first.
+    pub groups: Vec<SeriesGroup>,
+    /// Groups with metrics in the window that are not listed (beyond
+    /// `limit`).
+    #[schema(examples(0))]
+    pub groups_left_out: u64,
+    /// Why some points' `percentiles` are `null` although their `count` is
+    /// not 0; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub note: Option<String>,
+}
+
+/// One group of a grouped series.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesGroup {
+    /// The tag value.
+    #[schema(examples("eu-west-1"))]
+    pub value: String,
+    /// Metrics of the group in the whole window; at least 1.
+    #[schema(minimum = 1, examples(230))]
+    pub count: u64,
+    /// One point per step, in time order, as in a series.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// The body of a `200` from `GET /api/metrics/series`: a series, or one
+/// series per group when the query has `group_by`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SeriesBody {
+    // Without `group_by`.
+    Series(Series),
+    // With `group_by`.
+    Grouped(GroupedSeries),
 }
 
 /// One step of a series: the statistics of `[t, t + step)`.

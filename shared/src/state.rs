@@ -80,7 +80,8 @@ impl AppState {
         let keys = Keys::new(config.redis.key_prefix.clone());
         let call_timeout = config.external.timeout;
         Ok(Self {
-            store: MetricStore::new(keys.clone(), config.metrics.retention_days()),
+            store: MetricStore::new(keys.clone(), config.metrics.retention_days())
+                .with_tag_limits(config.tags),
             registry: TypeRegistry::new(
                 keys.clone(),
                 config.types,

@@ -5,6 +5,10 @@
 //! `from`/`to` pair (RFC 3339) selects another window, rounded outward to whole
 //! minutes. Windows are half-open, `[from, to)`, in UTC.
 //!
+//! Tags select and group: `tag.<key>=<value>` filters (several are ANDed),
+//! `group_by=<key>` and, with it, `limit=` (default 100, at most 1,000
+//! groups), parsed into a [`TagSelection`].
+//!
 //! The parsed [`SummaryQuery`] — never the raw query string — is what the
 //! cache keys on, so parameter order and unknown parameters do not matter.
 
@@ -18,6 +22,7 @@ use utoipa::ToSchema;
 use crate::metric::{
     parse_rfc3339, quote_input, serialize_timestamp, FieldError, Invalid, MetricType,
 };
+use crate::tags::{TagKey, TagSelection, Tags, MAX_GROUP_LIMIT, MAX_TAGS};
 use quantiles::Quantiles;
 
 /// A trailing summary period, as accepted in the `period` query parameter.
@@ -147,6 +152,8 @@ pub struct SummaryQuery {
     pub quantiles: Quantiles,
     /// A series' step, s; `None` for a summary.
     pub step: Option<i64>,
+    /// Tag filters and grouping (none: every metric of the type).
+    pub tags: TagSelection,
 }
 
 impl SummaryQuery {
@@ -159,7 +166,10 @@ impl SummaryQuery {
     /// The canonical text that identifies the query for the cache:
     /// `type|period` for a trailing period (the window moves with the clock;
     /// a cached summary is at most its TTL behind it) and
-    /// `type|custom|from_s|to_s` for an explicit window; then `|q=…` when the
+    /// `type|custom|from_s|to_s` for an explicit window; then the tag
+    /// selection in canonical order (`|f=host=web-7,region=eu` for filters,
+    /// `|g=<key>|l=<limit>` for a group-by; nothing without tags,
+    /// [`TagSelection::cache_identity`]), then `|q=…` when the
     /// quantiles are not the default ones, and a series is
     /// `series|<step s>|…`.
     pub fn cache_identity(&self) -> String {
@@ -172,6 +182,7 @@ impl SummaryQuery {
                 self.window.to.timestamp()
             ),
         };
+        identity.push_str(&self.tags.cache_identity());
         if self.quantiles != Quantiles::default() {
             identity.push_str("|q=");
             identity.push_str(&self.quantiles.canonical());
@@ -210,7 +221,10 @@ fn allowed_periods() -> String {
 /// together with `from`/`to`, `from ≥ to`, a `from` outside the retention, a
 /// `to` beyond the allowed future skew, or any of these parameters given
 /// twice. `detail` joins exactly these problems, each as `<field> <reason>`.
-/// `quantiles` too (comma-separated, each in (0, 1), at most 10).
+/// `quantiles` too (comma-separated, each in (0, 1), at most 10), and the
+/// tag parameters: `tag.<key>` (a valid key and value, each key once, at
+/// most 8), `group_by` (a valid key) and `limit` (1 to 1,000, only with
+/// `group_by`).
 pub fn parse_summary_query<'a>(
     params: impl IntoIterator<Item = (&'a str, &'a str)>,
     now: DateTime<Utc>,
@@ -242,11 +256,23 @@ fn parse_query<'a>(
     max_future_skew: ChronoDuration,
     series: bool,
 ) -> Result<SummaryQuery, Invalid> {
-    let mut seen: [Vec<&str>; 6] = Default::default();
-    const NAMES: [&str; 6] = ["type", "period", "from", "to", "quantiles", "step"];
+    let mut seen: [Vec<&str>; 8] = Default::default();
+    const NAMES: [&str; 8] = [
+        "type",
+        "period",
+        "from",
+        "to",
+        "quantiles",
+        "step",
+        "group_by",
+        "limit",
+    ];
+    let mut filters: Vec<(&str, &str)> = Vec::new();
     for (name, value) in params {
         if let Some(i) = NAMES.iter().position(|n| *n == name) {
             seen[i].push(value);
+        } else if let Some(key) = name.strip_prefix("tag.") {
+            filters.push((key, value));
         }
     }
     let mut errors = Vec::new();
@@ -262,6 +288,7 @@ fn parse_query<'a>(
     };
     let (raw_type, raw_period, raw_from, raw_to) = (single(0), single(1), single(2), single(3));
     let (raw_quantiles, raw_step) = (single(4), if series { single(5) } else { None });
+    let (raw_group_by, raw_limit) = (single(6), single(7));
 
     let metric_type = match raw_type {
         Some(raw) => MetricType::parse(raw)
@@ -384,8 +411,16 @@ fn parse_query<'a>(
         }
     };
 
-    match (metric_type, window, quantiles) {
-        (Some(metric_type), Some(window), Some(quantiles)) if errors.is_empty() => {
+    let tags = parse_tags(
+        &filters,
+        raw_group_by,
+        raw_limit,
+        !seen[6].is_empty(),
+        &mut errors,
+    );
+
+    match (metric_type, window, quantiles, tags) {
+        (Some(metric_type), Some(window), Some(quantiles), Some(tags)) if errors.is_empty() => {
             Ok(SummaryQuery {
                 metric_type,
                 // An explicit window wins over a period given alongside it.
@@ -393,6 +428,7 @@ fn parse_query<'a>(
                 window,
                 quantiles,
                 step,
+                tags,
             })
         }
         _ => Err(Invalid {
@@ -408,6 +444,73 @@ fn parse_query<'a>(
             errors,
         }),
     }
+}
+
+/// The tag selection of a query: `filters` as `(key, value)` from the
+/// `tag.<key>` parameters, `group_by` and `limit`; every problem is pushed
+/// onto `errors` (fields `tag`, `tag.<key>`, `group_by`, `limit`).
+fn parse_tags(
+    filters: &[(&str, &str)],
+    group_by: Option<&str>,
+    limit: Option<&str>,
+    group_by_asked: bool,
+    errors: &mut Vec<FieldError>,
+) -> Option<TagSelection> {
+    let raw_limit = limit;
+    let before = errors.len();
+    let filters = if filters.len() > MAX_TAGS {
+        errors.push(FieldError::new(
+            "tag",
+            format!(
+                "at most {MAX_TAGS} tag filters (got {}): a metric has at most {MAX_TAGS} tags",
+                filters.len()
+            ),
+        ));
+        None
+    } else {
+        Tags::from_pairs(filters.iter().copied())
+            .map_err(|problems| {
+                for (field, reason) in problems {
+                    // `tags.<key>` of a metric is the parameter `tag.<key>`.
+                    let field = match field.strip_prefix("tags") {
+                        Some(rest) => format!("tag{rest}"),
+                        None => field,
+                    };
+                    let reason = reason.replace("appears more than once", "may appear only once");
+                    errors.push(FieldError::new(field, reason));
+                }
+            })
+            .ok()
+    };
+    let group_by = group_by.and_then(|raw| {
+        TagKey::parse(raw)
+            .map_err(|reason| errors.push(FieldError::new("group_by", reason)))
+            .ok()
+    });
+    let limit = match limit {
+        None => Some(crate::tags::DEFAULT_GROUP_LIMIT),
+        Some(raw) => match raw.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_GROUP_LIMIT).contains(&n) => Some(n),
+            _ => {
+                errors.push(FieldError::new(
+                    "limit",
+                    format!(
+                        "must be a whole number from 1 to {MAX_GROUP_LIMIT} (got {})",
+                        quote_input(raw)
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    if raw_limit.is_some() && !group_by_asked {
+        errors.push(FieldError::new("limit", "applies only with group_by"));
+    }
+    (errors.len() == before).then_some(TagSelection {
+        filters: filters?,
+        group_by,
+        limit: limit?,
+    })
 }
 
 #[cfg(test)]
@@ -584,6 +687,83 @@ mod tests {
         // The allowed periods are named only where a period is the problem.
         assert!(!detail(&[("period", "daily")]).contains("hourly"));
         assert!(detail(&[("type", "cpu"), ("period", "yearly")]).contains("hourly"));
+    }
+
+    #[test]
+    fn tag_filters_and_group_by_are_parsed_and_canonical() {
+        let a = parse(&[
+            ("type", "cpu"),
+            ("period", "daily"),
+            ("tag.region", "eu-west-1"),
+            ("tag.host", "web-7"),
+        ])
+        .unwrap();
+        let b = parse(&[
+            ("tag.host", "web-7"),
+            ("period", "daily"),
+            ("tag.region", "eu-west-1"),
+            ("type", "cpu"),
+        ])
+        .unwrap();
+        assert_eq!(a.cache_identity(), b.cache_identity());
+        assert_eq!(
+            a.cache_identity(),
+            "cpu|daily|f=host=web-7,region=eu-west-1"
+        );
+        let plain = parse(&[("type", "cpu"), ("period", "daily")]).unwrap();
+        assert!(plain.tags.is_plain());
+        assert_eq!(plain.cache_identity(), "cpu|daily");
+        let grouped = parse(&[
+            ("type", "cpu"),
+            ("period", "daily"),
+            ("group_by", "region"),
+            ("limit", "5"),
+        ])
+        .unwrap();
+        assert_eq!(grouped.tags.limit, 5);
+        assert_eq!(grouped.cache_identity(), "cpu|daily|g=region|l=5");
+        let default_limit = parse(&[("type", "cpu"), ("period", "daily"), ("group_by", "region")]);
+        assert_eq!(default_limit.unwrap().tags.limit, 100);
+        assert_ne!(grouped.cache_identity(), plain.cache_identity());
+    }
+
+    #[test]
+    fn bad_tag_parameters_are_named() {
+        let base = [("type", "cpu"), ("period", "daily")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(extra);
+            fields(&all)
+        };
+        assert_eq!(with(&[("tag.Host", "a")]), ["tag"]);
+        assert_eq!(with(&[("tag.", "a")]), ["tag"]);
+        assert_eq!(with(&[("tag.host", "a b")]), ["tag.host"]);
+        assert_eq!(with(&[("tag.host", "")]), ["tag.host"]);
+        assert_eq!(with(&[("tag.host", "a"), ("tag.host", "b")]), ["tag.host"]);
+        assert_eq!(
+            with(&[
+                ("tag.a", "1"),
+                ("tag.b", "1"),
+                ("tag.c", "1"),
+                ("tag.d", "1"),
+                ("tag.e", "1"),
+                ("tag.f", "1"),
+                ("tag.g", "1"),
+                ("tag.h", "1"),
+                ("tag.i", "1"),
+            ]),
+            ["tag"]
+        );
+        assert_eq!(with(&[("group_by", "Region")]), ["group_by"]);
+        assert_eq!(with(&[("group_by", "a"), ("group_by", "b")]), ["group_by"]);
+        for limit in ["0", "1001", "x", "-1"] {
+            assert_eq!(
+                with(&[("group_by", "region"), ("limit", limit)]),
+                ["limit"],
+                "{limit}"
+            );
+        }
+        assert_eq!(with(&[("limit", "5")]), ["limit"]);
     }
 
     #[test]

@@ -40,6 +40,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "store",
             "window",
             "metric",
+            "tags",
         ],
     ),
     (

@@ -202,6 +202,45 @@ async fn every_call_the_service_makes_touches_one_hash_slot() {
         let response = metrics_series(&state, series).await;
         assert_eq!(status(&response), 200, "{}", body_json(&response));
     }
+    // Tags: a tagged metric (its claim, then its series in the same call
+    // as the type's), a tagged batch over three slots, filtered, grouped
+    // and multi-filter summaries, a grouped series.
+    let tagged = |t: &str, host: &str| {
+        let mut m = metric(t, 1.0);
+        m["tags"] = json!({"host": host, "region": "eu"});
+        m
+    };
+    assert_eq!(
+        status(&ingest_metric(&state, ingest(&tagged(&a, "h1"), None, "192.0.2.1")).await),
+        201
+    );
+    let batch = json!([tagged(&a, "h2"), tagged(&b, "h1"), tagged(&c, "h3")]);
+    assert_eq!(
+        status(&ingest_metric(&state, ingest(&batch, Some("k3"), "192.0.2.1")).await),
+        201
+    );
+    for query in [
+        "tag.host=h1",
+        "tag.host=h1&tag.region=eu",
+        "group_by=host",
+        "tag.region=eu&group_by=host",
+    ] {
+        let request = http_v2("GET", "/api/metrics/summary")
+            .query(&format!("type={a}&period=hourly&{query}"))
+            .build();
+        let response = metrics_summary(&state, request).await;
+        assert_eq!(status(&response), 200, "{query}: {}", body_json(&response));
+    }
+    let series = http_v2("GET", "/api/metrics/series")
+        .query(&format!("type={a}&period=hourly&step=5m&group_by=host"))
+        .build();
+    let response = metrics_series(&state, series).await;
+    assert_eq!(
+        body_json(&response)["groups"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        body_json(&response)
+    );
     let healthy = health(&state, http_v2("GET", "/health").build()).await;
     assert_eq!(status(&healthy), 200, "{}", body_json(&healthy));
     assert_eq!(body_json(&healthy)["cluster"]["cluster_state"], "ok");

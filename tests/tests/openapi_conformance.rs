@@ -464,6 +464,43 @@ async fn every_documented_response_is_produced_and_conforms() {
     let response = metrics_summary(&limited, refresh(summary_path, &query)).await;
     assert_eq!(response.status(), 429);
     spec.check("get", summary_path, &response);
+
+    // Tags: a tagged ingest, a filtered and a grouped summary and series,
+    // a tag beyond its cap.
+    let tagged = json!({"timestamp": format_timestamp(chrono::Utc::now()), "value": 3.5,
+        "type": t, "tags": {"host": "web-7", "region": "eu-west-1"}});
+    let response = ingest_metric(&up, post(&tagged.to_string()).build()).await;
+    assert_eq!(response.status(), 201);
+    spec.check("post", ingest_path, &response);
+    for tags in [
+        "tag.host=web-7",
+        "tag.host=web-7&tag.region=eu-west-1",
+        "group_by=region",
+    ] {
+        let response =
+            metrics_summary(&up, summary(&format!("type={t}&period=hourly&{tags}"))).await;
+        let body = spec.check("get", summary_path, &response);
+        assert_eq!(response.status(), 200, "{body}");
+        let series_query = format!("type={t}&period=hourly&step=5m&{tags}");
+        let response = metrics_series(&up, series(&series_query)).await;
+        spec.check("get", "/api/metrics/series", &response);
+    }
+    let capped = state(&[("MAX_TAG_VALUES_PER_KEY", "1")]);
+    let host = |host: &str| {
+        json!({"timestamp": format_timestamp(chrono::Utc::now()), "value": 1.0,
+            "type": t, "tags": {"host": host}})
+        .to_string()
+    };
+    let response = ingest_metric(&capped, post(&host("web-8")).build()).await;
+    assert_eq!(response.status(), 201);
+    let response = ingest_metric(&capped, post(&host("web-9")).build()).await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        body_json(&response)["type"],
+        "urn:analytics-api:problem:tag-limit-exceeded"
+    );
+    spec.check("post", ingest_path, &response);
+
     let response = metrics_summary(&keyed_state, summary(&query)).await;
     assert_eq!(response.status(), 401);
     spec.check("get", summary_path, &response);

@@ -19,6 +19,11 @@
 //! warm-up, so they pay nothing for the registry: an instance remembers
 //! which types it registered and claims a type again only after the recheck
 //! interval or when a write needs a later expiry (a new 32-day container).
+//! | ingest, tagged, tag values new to the instance | 3 (limiter, the claim of the tags against their caps, storage) |
+//! | ingest, tagged, known tag values | 2 |
+//! | summary with one tag filter, cache miss | 7 (one series, as unfiltered) |
+//! | summary with `group_by` or two filters, cache miss | 8 (the registry of values or combinations, then the buckets) |
+//! | series with `group_by`, cache miss | 6 |
 //!
 //! With `REDIS_MODE=cluster` the budgets are the same for these paths (one
 //! metric type, no `Idempotency-Key`), except health: 2, sent concurrently
@@ -37,7 +42,7 @@ use shared::handlers::ingest_metric;
 use shared::metric::format_timestamp;
 use shared::AppState;
 use synthetic_events::next_client_ip;
-use synthetic_events::round_trips::{count, hot_paths};
+use synthetic_events::round_trips::{count, hot_paths, tagged_paths};
 
 #[tokio::test]
 async fn hot_paths_stay_within_their_round_trip_budget() {
@@ -105,4 +110,24 @@ async fn a_new_metric_type_pays_its_registration_once_per_instance() {
         count(&second, ingest_metric(&second, ingest(&t))).await,
         (201, 2)
     );
+}
+
+#[tokio::test]
+async fn tagged_paths_stay_within_their_round_trip_budget() {
+    let state = AppState::new(config(&[
+        ("RATE_LIMIT_REQUESTS", "3"),
+        ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
+        ("EXTERNAL_SERVICE_FAILURE_RATE", "0"),
+    ]))
+    .unwrap();
+    let counted = tagged_paths(&state, &random_type("rt_tags")).await.unwrap();
+    assert_eq!(counted.len(), 6);
+    for c in counted {
+        assert_eq!(
+            (c.status, c.round_trips),
+            (c.expected_status, c.budget),
+            "{}",
+            c.path
+        );
+    }
 }

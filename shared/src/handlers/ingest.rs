@@ -12,10 +12,11 @@ use crate::http::{
     body_bytes, client_identity, rate_limit_fields, request_id, respond, ApiError, JSON,
 };
 use crate::identity::ClientId;
-use crate::metric::{parse_metrics, FieldError};
+use crate::metric::{parse_metrics, FieldError, MetricsBody};
 use crate::responses::Created;
 use crate::state::AppState;
 use crate::store::{Idempotency, IngestError, IngestOutcome};
+use crate::tags::TagKey;
 
 /// The request header naming a retry-safe request (IETF draft "The
 /// Idempotency-Key HTTP Header Field").
@@ -53,7 +54,8 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// usable address where `TRUSTED_PROXY_HOPS` says; before the limiter), 401
 /// missing/unknown API key (when keys are configured), 409 too many metric
 /// types, 413 body over `MAX_BODY_BYTES`, 422 invalid metrics (every
-/// offending field listed) or a reused key, 429 + `Retry-After` over the rate
+/// offending field listed, bad tags among them), a tag beyond its cap
+/// (`MAX_TAG_VALUES_PER_KEY`, `MAX_TAG_COMBINATIONS`) or a reused key, 429 + `Retry-After` over the rate
 /// limit or the client's budget of new types, 503 + `Retry-After` when Redis
 /// is unavailable (nothing acknowledged), 507 (`store-out-of-memory`, no
 /// `Retry-After`) when Redis is out of memory and refuses the write, 500 (a
@@ -135,7 +137,9 @@ async fn store(
                  they count until their reservation ends, and again from their next write"
             ),
         },
-        Err(IngestError::Overflow { .. } | IngestError::KeyReused) => {
+        Err(
+            IngestError::Overflow { .. } | IngestError::KeyReused | IngestError::TagLimit { .. },
+        ) => {
             // Refused by the storage: its reservations go too (best effort;
             // they end on their own otherwise).
             if let Err(err) = state
@@ -161,6 +165,11 @@ async fn store(
             }
         }
         IngestError::KeyReused => ApiError::IdempotencyKeyReused,
+        IngestError::TagLimit {
+            metric_index,
+            key,
+            limit,
+        } => tag_limit(&parsed, metric_index, key.as_ref(), limit),
         IngestError::Redis(err) => ApiError::redis(&err),
     })?;
     let mut response = match outcome {
@@ -181,6 +190,43 @@ async fn store(
         .headers_mut()
         .insert("content-type", HeaderValue::from_static(JSON));
     Ok(response)
+}
+
+/// The 422 of a metric refused by a cap on tags: its detail names the cap,
+/// its setting and the metric type; `errors` the metric's tag.
+fn tag_limit(
+    parsed: &MetricsBody,
+    metric_index: usize,
+    key: Option<&TagKey>,
+    limit: u32,
+) -> ApiError {
+    let Some(metric) = parsed.metrics.get(metric_index) else {
+        return ApiError::invalid("tags", "a cap on tags was reached");
+    };
+    let metric_type = &metric.metric_type;
+    let (field, reason) = match key.and_then(|k| metric.tags.get(k).map(|v| (k, v))) {
+        Some((key, value)) => (
+            format!("tags.{key}"),
+            format!(
+                "{value:?} would be a new value of {key} for {metric_type}, which already has \
+                 {limit} (MAX_TAG_VALUES_PER_KEY)"
+            ),
+        ),
+        None => (
+            "tags".to_string(),
+            format!(
+                "{{{}}} would be a new tag combination for {metric_type}, which already has \
+                 {limit} (MAX_TAG_COMBINATIONS)",
+                metric.tags.canonical()
+            ),
+        ),
+    };
+    let mut error = FieldError::new(field, reason.clone());
+    error.index = parsed.is_batch.then_some(metric_index);
+    ApiError::TagLimit {
+        detail: format!("{reason}; nothing was stored"),
+        errors: vec![error],
+    }
 }
 
 /// The `Idempotency-Key`, if any. The draft makes it a structured-field

@@ -11,9 +11,14 @@ use super::{deadline, require_method};
 use crate::cache::Computed;
 use crate::http::{client_identity, ApiError};
 use crate::metric::Invalid;
-use crate::responses::{percentiles, percentiles_note, Series, SeriesPoint};
+use crate::responses::{
+    percentiles, percentiles_note, GroupedSeries, Series, SeriesBody, SeriesGroup, SeriesPoint,
+};
 use crate::state::AppState;
 use crate::store::series::{plan, SeriesPlan};
+use crate::store::stats::WindowStats;
+use crate::store::tagged::MAX_GROUPED_POINTS;
+use crate::tags::TagValue;
 use crate::window::step::step_label;
 use crate::window::{parse_series_query, SummaryQuery, Window};
 
@@ -23,6 +28,12 @@ use crate::window::{parse_series_query, SummaryQuery, Window};
 /// window (`period=` or `from`/`to`, as for summaries) aligned outward to
 /// whole steps (`step=1m|5m|15m|1h|6h|1d` or seconds, a multiple of 60).
 /// Empty steps are present with `count` 0 and `null` statistics.
+///
+/// Tags as for summaries: `tag.<key>=<value>` filters (echoed as
+/// `"filters"`), and `group_by=<key>` answering `{…, "group_by", "groups":
+/// [{"value", "count", "points"}], "groups_left_out"}`, largest groups (by
+/// their count over the window) first, at most `limit`; `limit` × points
+/// may not pass 10,000.
 ///
 /// At most 1,500 points; the buckets of every point are read in one script
 /// call, so the cost depends on the window and step, never on the number of
@@ -40,7 +51,8 @@ use crate::window::{parse_series_query, SummaryQuery, Window};
 /// Errors: 400 for a client that cannot be identified, 401 missing/unknown
 /// API key (when keys are configured), 422 for a missing or invalid query or
 /// more than 1,500 points (the detail says which
-/// step or window would fit), 429 + `Retry-After` over the rate limit, 503 +
+/// step or window would fit), a grouped series of more than 10,000 points
+/// or a tag selection that would read too many buckets, 429 + `Retry-After` over the rate limit, 503 +
 /// `Retry-After` when Redis is unavailable, 500 (a `store-…` problem, no
 /// `Retry-After`) when Redis refuses the service for a reason retrying will
 /// not fix.
@@ -63,6 +75,19 @@ pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
             step,
         )
         .map_err(|err| Invalid::field("step", err.to_string()))?;
+        if query.tags.group_by.is_some() && query.tags.limit * plan.points() > MAX_GROUPED_POINTS {
+            return Err(Invalid::field(
+                "limit",
+                format!(
+                    "a grouped series answers at most {MAX_GROUPED_POINTS} points (limit × points \
+                     per group): with {} points per group, use a limit of at most {}, or a \
+                     coarser step",
+                    plan.points(),
+                    (MAX_GROUPED_POINTS / plan.points()).max(1)
+                ),
+            )
+            .into());
+        }
         Ok((client, query, plan))
     };
     let (client, query, plan) = match asked() {
@@ -88,36 +113,82 @@ async fn compute_series(
     query: &SummaryQuery,
     plan: &SeriesPlan,
 ) -> Result<Computed, ApiError> {
-    let stats = state
-        .store
-        .series(&state.redis, &query.metric_type, plan)
-        .await?;
+    let groups: Vec<(Option<TagValue>, Vec<WindowStats>)> = if query.tags.is_plain() {
+        let stats = state
+            .store
+            .series(&state.redis, &query.metric_type, plan)
+            .await?;
+        vec![(None, stats)]
+    } else {
+        state
+            .store
+            .series_selected(&state.redis, &query.metric_type, plan, &query.tags)
+            .await?
+    };
     let at = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
-    let note = stats.iter().find_map(percentiles_note);
-    let points = stats
-        .iter()
-        .enumerate()
-        .map(|(i, point)| SeriesPoint {
-            t: at(plan.point_start(i)),
-            count: point.count,
-            sum: point.sum(),
-            average_value: point.average(),
-            min_value: point.min,
-            max_value: point.max,
-            percentiles: percentiles(point, &query.quantiles),
-        })
-        .collect();
-    let series = Series {
-        metric_type: query.metric_type.clone(),
-        period: query.period_label(),
-        window: Window {
-            from: at(plan.from),
-            to: at(plan.to),
-        },
-        step: step_label(plan.step),
-        step_seconds: plan.step,
-        points,
-        note,
+    let points = |stats: &[WindowStats]| -> Vec<SeriesPoint> {
+        stats
+            .iter()
+            .enumerate()
+            .map(|(i, point)| SeriesPoint {
+                t: at(plan.point_start(i)),
+                count: point.count,
+                sum: point.sum(),
+                average_value: point.average(),
+                min_value: point.min,
+                max_value: point.max,
+                percentiles: percentiles(point, &query.quantiles),
+            })
+            .collect()
+    };
+    let window = Window {
+        from: at(plan.from),
+        to: at(plan.to),
+    };
+    let series = match &query.tags.group_by {
+        None => {
+            let stats = groups
+                .into_iter()
+                .next()
+                .map(|(_, s)| s)
+                .unwrap_or_default();
+            SeriesBody::Series(Series {
+                metric_type: query.metric_type.clone(),
+                period: query.period_label(),
+                window,
+                step: step_label(plan.step),
+                step_seconds: plan.step,
+                filters: query.tags.filters.clone(),
+                points: points(&stats),
+                note: stats.iter().find_map(percentiles_note),
+            })
+        }
+        Some(key) => {
+            let left_out = groups.len().saturating_sub(query.tags.limit);
+            let listed = &groups[..groups.len() - left_out];
+            SeriesBody::Grouped(GroupedSeries {
+                metric_type: query.metric_type.clone(),
+                period: query.period_label(),
+                window,
+                step: step_label(plan.step),
+                step_seconds: plan.step,
+                filters: query.tags.filters.clone(),
+                group_by: key.to_string(),
+                note: listed
+                    .iter()
+                    .flat_map(|(_, stats)| stats.iter())
+                    .find_map(percentiles_note),
+                groups: listed
+                    .iter()
+                    .map(|(value, stats)| SeriesGroup {
+                        value: value.as_ref().map(ToString::to_string).unwrap_or_default(),
+                        count: stats.iter().map(|p| p.count).sum(),
+                        points: points(stats),
+                    })
+                    .collect(),
+                groups_left_out: left_out as u64,
+            })
+        }
     };
     Ok(Computed {
         degraded: false,

@@ -18,8 +18,13 @@ use crate::http::{client_identity, rate_limit_fields, respond, ApiError, JSON};
 use crate::identity::ClientId;
 use crate::rate_limit::RateLimitError;
 use crate::rate_limit::RateLimiter;
-use crate::responses::{percentiles, percentiles_note, ExternalData, FallbackReason, Summary};
+use crate::responses::{
+    percentiles, percentiles_note, ExternalData, FallbackReason, GroupedSummary, Summary,
+    SummaryBody, SummaryGroup,
+};
 use crate::state::AppState;
+use crate::store::stats::WindowStats;
+use crate::tags::TagValue;
 use crate::window::{parse_summary_query, SummaryQuery};
 
 /// Answers 200 with
@@ -32,6 +37,13 @@ use crate::window::{parse_summary_query, SummaryQuery};
 /// stored before percentiles were kept. `external_data` is
 /// `{"status": "fallback", "reason": "circuit_open" | "upstream_error" |
 /// "timeout"}` when the source could not be used — the summary is still a 200.
+///
+/// Tags: `tag.<key>=<value>` filters (ANDed) count only the metrics that
+/// carry them, echoed as `"filters"`; `group_by=<key>` answers
+/// `{…, "group_by", "groups": [{"value", "count", "average_value",
+/// "min_value", "max_value", "sum", "percentiles"}], "groups_left_out"}`
+/// instead of the top-level aggregates: one group per value of the key,
+/// largest count first, at most `limit` (default 100, at most 1,000).
 ///
 /// Served from the cache when possible (`X-Cache: HIT`, `Age`), else computed
 /// once across all instances (`X-Cache: MISS`); `Cache-Control: max-age=<s>`
@@ -53,7 +65,7 @@ use crate::window::{parse_summary_query, SummaryQuery};
 /// Errors: 400 for a client that cannot be identified (no usable address
 /// where `TRUSTED_PROXY_HOPS` says), 401 missing/unknown API key (when keys
 /// are configured), 422 for a missing or invalid query (the allowed periods
-/// are listed), 429 + `Retry-After` over the rate limit, 503 + `Retry-After`
+/// are listed) or a tag selection that would read too many buckets, 429 + `Retry-After` over the rate limit, 503 + `Retry-After`
 /// when Redis is unavailable, 500 (a `store-…` problem, no `Retry-After`)
 /// when Redis refuses the service for a reason retrying will not fix.
 pub async fn metrics_summary(state: &AppState, req: Request) -> Response<Body> {
@@ -195,10 +207,18 @@ pub(super) fn wants_no_cache(req: &Request) -> bool {
 /// Computes a summary from the buckets and the external source (through the
 /// circuit breaker). Called by at most one request per query at a time.
 async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Computed, ApiError> {
-    let aggregate = state
-        .store
-        .aggregate(&state.redis, &query.metric_type, &query.window)
-        .await?;
+    let groups: Vec<(Option<TagValue>, WindowStats)> = if query.tags.is_plain() {
+        let aggregate = state
+            .store
+            .aggregate(&state.redis, &query.metric_type, &query.window)
+            .await?;
+        vec![(None, aggregate)]
+    } else {
+        state
+            .store
+            .aggregate_selected(&state.redis, &query.metric_type, &query.window, &query.tags)
+            .await?
+    };
     let (source, asked) = (state.external.clone(), query.clone());
     let external_data = match state
         .breaker
@@ -224,24 +244,56 @@ async fn compute_summary(state: &AppState, query: &SummaryQuery) -> Result<Compu
         }
         Err(CallError::Redis(err)) => return Err(err.into()),
     };
-    let summary = Summary {
-        metric_type: query.metric_type.clone(),
-        period: query.period_label(),
-        window: query.window,
-        count: aggregate.count,
-        average_value: aggregate.average(),
-        min_value: aggregate.min,
-        max_value: aggregate.max,
-        sum: aggregate.sum(),
-        percentiles: percentiles(&aggregate, &query.quantiles),
-        note: percentiles_note(&aggregate),
-        external_data,
+    let degraded = external_data.is_fallback();
+    let body = match &query.tags.group_by {
+        None => {
+            let aggregate = groups
+                .into_iter()
+                .next()
+                .map(|(_, s)| s)
+                .unwrap_or_default();
+            SummaryBody::Summary(Summary {
+                metric_type: query.metric_type.clone(),
+                period: query.period_label(),
+                window: query.window,
+                filters: query.tags.filters.clone(),
+                count: aggregate.count,
+                average_value: aggregate.average(),
+                min_value: aggregate.min,
+                max_value: aggregate.max,
+                sum: aggregate.sum(),
+                percentiles: percentiles(&aggregate, &query.quantiles),
+                note: percentiles_note(&aggregate),
+                external_data,
+            })
+        }
+        Some(key) => {
+            let left_out = groups.len().saturating_sub(query.tags.limit);
+            let listed = &groups[..groups.len() - left_out];
+            SummaryBody::Grouped(GroupedSummary {
+                metric_type: query.metric_type.clone(),
+                period: query.period_label(),
+                window: query.window,
+                filters: query.tags.filters.clone(),
+                group_by: key.to_string(),
+                note: listed.iter().find_map(|(_, s)| percentiles_note(s)),
+                groups: listed
+                    .iter()
+                    .map(|(value, stats)| {
+                        let value = value.as_ref().map(ToString::to_string).unwrap_or_default();
+                        SummaryGroup::new(value, stats, &query.quantiles)
+                    })
+                    .collect(),
+                groups_left_out: left_out as u64,
+                external_data,
+            })
+        }
     };
     Ok(Computed {
-        degraded: summary.external_data.is_fallback(),
+        degraded,
         // Cannot fail (strings, integers, finite floats and the source's own
         // JSON only); should it ever, the body is an empty object rather
         // than a panic.
-        body: serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into()),
+        body: serde_json::to_string(&body).unwrap_or_else(|_| "{}".into()),
     })
 }

@@ -13,7 +13,9 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// One metric as a client sends it. Fields other than these three are
+use crate::tags::Tags;
+
+/// One metric as a client sends it. Fields other than these four are
 /// ignored.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(examples(json!({"timestamp": "2026-02-18T12:00:00Z", "value": 85.5, "type": "cpu_usage"})))]
@@ -38,6 +40,16 @@ pub struct Metric {
         examples("cpu_usage")
     )]
     pub metric_type: String,
+    /// Optional tags (dimensions), e.g. `{"host": "web-7", "region":
+    /// "eu-west-1"}`: the metric is then also counted in the series of each
+    /// tag value and of its combination, which summaries and series can
+    /// filter (`tag.<key>=<value>`) and group by (`group_by=<key>`). A bad
+    /// tag is a 422 naming it; a new value or combination beyond
+    /// `MAX_TAG_VALUES_PER_KEY` or `MAX_TAG_COMBINATIONS` per metric type is
+    /// a 422 `tag-limit-exceeded`. `null` or `{}`: no tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub tags: Option<Tags>,
 }
 
 /// A batch: 1 to `MAX_BATCH_SIZE` (default 500) metrics, stored all or

@@ -12,6 +12,9 @@
 //! Every container key expires at its end + `METRIC_RETENTION_DAYS` + one
 //! day, so storage is bounded.
 //!
+//! A tagged metric also updates the series of its tags, in the same call,
+//! and a query can select or group by tags ([`tagged`]).
+//!
 //! All keys of one metric type share the hash tag `{<type>}`, so every
 //! script call stays within one Redis Cluster slot. A batch holding several
 //! metric types is stored in one call per hash slot in cluster mode (see
@@ -26,6 +29,7 @@ pub mod registry;
 pub mod series;
 pub mod sketch;
 pub mod stats;
+pub mod tagged;
 
 use std::collections::BTreeMap;
 
@@ -33,8 +37,9 @@ use redis::cluster_routing::Slot;
 use redis::{FromRedisValue, ParsingError, RedisError, Script, Value};
 
 use crate::connection::{Redis, RedisMode, ReplyFields};
-use crate::keys::Keys;
+use crate::keys::{Keys, SeriesKey};
 use crate::metric::{Metric, MetricType};
+use crate::tags::{TagKey, TagLimits, TagSelection, TagValue};
 use crate::window::Window;
 use buckets::{cover, BucketRef, Granularity, StoredBucket};
 use series::SeriesPlan;
@@ -152,6 +157,15 @@ fn outcome(reply: IngestReply, owners: &[usize]) -> Result<IngestOutcome, Ingest
     }
 }
 
+/// The query parameter that makes a selection's cost: `group_by` when it
+/// groups, else its filters (`tag`).
+fn selection_field(selection: &TagSelection) -> &'static str {
+    match selection.group_by {
+        Some(_) => "group_by",
+        None => "tag",
+    }
+}
+
 /// Seconds a container outlives the retention, so a container is never
 /// deleted while a window inside the retention can still read it.
 const EXPIRY_SLACK_S: i64 = 86_400;
@@ -169,6 +183,19 @@ pub enum IngestError {
     /// was stored.
     #[error("the idempotency key was already used with a different body")]
     KeyReused,
+    /// A metric's tag value or tag combination would pass its cap
+    /// (`MAX_TAG_VALUES_PER_KEY`, `MAX_TAG_COMBINATIONS`); nothing was
+    /// stored.
+    #[error("metric {metric_index} would pass a cap on tags")]
+    TagLimit {
+        /// Position, in the ingested slice, of the first refused metric.
+        metric_index: usize,
+        /// The tag key whose values passed `MAX_TAG_VALUES_PER_KEY`; `None`
+        /// when the combinations passed `MAX_TAG_COMBINATIONS`.
+        key: Option<TagKey>,
+        /// The cap that was reached.
+        limit: u32,
+    },
     /// Redis failed or timed out; nothing is known to be stored.
     #[error(transparent)]
     Redis(#[from] RedisError),
@@ -181,6 +208,22 @@ pub enum StoreError {
     /// shape.
     #[error(transparent)]
     Redis(#[from] RedisError),
+    /// A query with tags would read more than
+    /// [`tagged::MAX_SELECTED_BUCKETS`] buckets; nothing was read.
+    #[error(
+        "this query would read {buckets} buckets of {series} series; at most {max}: add a filter, \
+         or ask for a shorter window or a coarser step",
+        max = tagged::MAX_SELECTED_BUCKETS
+    )]
+    TooManyBuckets {
+        /// The query parameter that selected them: `group_by`, or `tag` for
+        /// filters.
+        field: &'static str,
+        /// Series the query selects.
+        series: usize,
+        /// Buckets it would read (series × buckets of the window).
+        buckets: usize,
+    },
 }
 
 /// The idempotency records to check and write in the same atomic step as
@@ -236,20 +279,39 @@ enum CallMode {
 pub struct MetricStore {
     keys: Keys,
     retention_s: i64,
+    tag_limits: TagLimits,
+    /// Tags this instance claimed recently ([`tagged`]), shared by clones.
+    known: tagged::SharedKnown,
 }
 
 impl MetricStore {
-    /// `retention_days` is `METRIC_RETENTION_DAYS`.
+    /// `retention_days` is `METRIC_RETENTION_DAYS`; the caps on tags are
+    /// the defaults until [`MetricStore::with_tag_limits`].
     pub fn new(keys: Keys, retention_days: u32) -> Self {
         Self {
             keys,
             retention_s: i64::from(retention_days) * 86_400,
+            tag_limits: TagLimits::default(),
+            known: Default::default(),
         }
     }
 
-    fn container_key(&self, metric_type: &MetricType, bucket: BucketRef) -> String {
-        self.keys.metric_container(
+    /// The store with the caps on tags `limits` (`MAX_TAG_VALUES_PER_KEY`,
+    /// `MAX_TAG_COMBINATIONS`).
+    pub fn with_tag_limits(mut self, limits: TagLimits) -> Self {
+        self.tag_limits = limits;
+        self
+    }
+
+    fn container_key(
+        &self,
+        metric_type: &MetricType,
+        series: SeriesKey<'_>,
+        bucket: BucketRef,
+    ) -> String {
+        self.keys.series_container(
             metric_type.as_str(),
+            series,
             bucket.granularity.tag(),
             bucket.container_start(),
         )
@@ -260,6 +322,12 @@ impl MetricStore {
     /// metrics: a retry (same key, same fingerprint) stores nothing and
     /// returns the original body; concurrent requests with one key store
     /// once.
+    ///
+    /// Tagged metrics update the series of their tags too, in the same
+    /// calls ([`tagged`]). A tag value or combination this instance has not
+    /// claimed recently is first claimed against the caps, one call per
+    /// hash slot; a cap passed refuses the whole request before anything
+    /// is stored (what was claimed in other slots' calls stays claimed).
     ///
     /// **Standalone**: one script call, one round trip: all of the metrics
     /// or none.
@@ -281,6 +349,7 @@ impl MetricStore {
     /// # Errors
     /// [`IngestError::Overflow`] when a bucket sum would stop being finite;
     /// [`IngestError::KeyReused`] when the key was used with another body;
+    /// [`IngestError::TagLimit`] when a tag would pass a cap;
     /// [`IngestError::Redis`] when Redis fails (each call is atomic; in
     /// cluster mode the calls of other slots may have stored their parts).
     pub async fn ingest(
@@ -292,6 +361,7 @@ impl MetricStore {
         if metrics.is_empty() {
             return Ok(IngestOutcome::Stored);
         }
+        self.claim_tags(redis, metrics).await?;
         let parts = parts_by_type(metrics);
         if redis.mode() == RedisMode::Standalone {
             // One part (one record) for the whole request, in one call.
@@ -503,9 +573,12 @@ impl MetricStore {
         idempotency: Option<&Idempotency<'_>>,
     ) -> Result<(IngestReply, Vec<usize>), RedisError> {
         // KEYS: the records, then the containers in the order the metrics
-        // first touch them, each once.
+        // first touch them, each once. A tagged metric's series (its tag
+        // values', its combination's) are updated beside the type's own.
         let first = records.len() + 1;
-        let mut containers: BTreeMap<(&str, Granularity, i64), usize> = BTreeMap::new();
+        let digests = tagged::combination_digests(metrics);
+        let mut containers: BTreeMap<(&str, SeriesKey<'_>, Granularity, i64), usize> =
+            BTreeMap::new();
         let mut keys: Vec<String> = Vec::new();
         let mut counts: Vec<usize> = Vec::with_capacity(parts.len());
         let total: usize = parts.iter().map(|p| p.metrics.len()).sum();
@@ -513,28 +586,34 @@ impl MetricStore {
             Vec::with_capacity(total * 3);
         let mut owners: Vec<usize> = Vec::with_capacity(total * 3);
         for part in parts {
-            counts.push(part.metrics.len() * Granularity::ALL.len());
+            let before = updates.len();
             for &m in &part.metrics {
                 let metric = &metrics[m];
                 let t = metric.timestamp.timestamp();
-                // The value's sketch key, the same in its three buckets.
+                // The value's sketch key, the same in all its buckets.
                 let key = std::sync::Arc::<str>::from(sketch::bin_key(metric.value));
-                for granularity in Granularity::ALL {
-                    let bucket = BucketRef::containing(granularity, t);
-                    let container = (
-                        metric.metric_type.as_str(),
-                        granularity,
-                        bucket.container_start(),
-                    );
-                    let index = *containers.entry(container).or_insert_with(|| {
-                        keys.push(self.container_key(&metric.metric_type, bucket));
-                        first + keys.len() - 1
-                    });
-                    let expire_at = bucket.container_end() + self.retention_s + EXPIRY_SLACK_S;
-                    updates.push((index, bucket.start, metric.value, expire_at, key.clone()));
-                    owners.push(m);
+                let series = std::iter::once(SeriesKey::All)
+                    .chain(tagged::tag_series(metric, digests[m].as_deref()));
+                for series in series {
+                    for granularity in Granularity::ALL {
+                        let bucket = BucketRef::containing(granularity, t);
+                        let container = (
+                            metric.metric_type.as_str(),
+                            series,
+                            granularity,
+                            bucket.container_start(),
+                        );
+                        let index = *containers.entry(container).or_insert_with(|| {
+                            keys.push(self.container_key(&metric.metric_type, series, bucket));
+                            first + keys.len() - 1
+                        });
+                        let expire_at = bucket.container_end() + self.retention_s + EXPIRY_SLACK_S;
+                        updates.push((index, bucket.start, metric.value, expire_at, key.clone()));
+                        owners.push(m);
+                    }
                 }
             }
+            counts.push(updates.len() - before);
         }
         let mut invocation = INGEST.prepare_invoke();
         invocation.key(records).key(keys);
@@ -613,6 +692,88 @@ impl MetricStore {
         Ok(points)
     }
 
+    /// The statistics of `metric_type` over `window` for a tag selection:
+    /// one entry per group, largest count first, groups without metrics in
+    /// the window left out (all of them, for [`crate::window`]'s `limit` to
+    /// cut); without `group_by`, a single unlabelled entry, empty or not.
+    /// Reads the registry of the selection when it needs one (one round
+    /// trip), then the buckets of every series selected ([`tagged`]).
+    ///
+    /// # Errors
+    /// [`StoreError::TooManyBuckets`] for a selection that would read more
+    /// than [`tagged::MAX_SELECTED_BUCKETS`] buckets; [`StoreError::Redis`].
+    pub async fn aggregate_selected(
+        &self,
+        redis: &Redis,
+        metric_type: &MetricType,
+        window: &Window,
+        selection: &TagSelection,
+    ) -> Result<Vec<(Option<TagValue>, WindowStats)>, StoreError> {
+        let from = window.from.timestamp();
+        let buckets = cover(from, window.to.timestamp());
+        let groups = self.resolve(redis, metric_type, selection, from).await?;
+        let point_of = vec![0; buckets.len()];
+        let merged = self
+            .read_groups(
+                redis,
+                metric_type,
+                &groups,
+                tagged::Layout {
+                    buckets: &buckets,
+                    point_of: &point_of,
+                    points: 1,
+                },
+                selection_field(selection),
+            )
+            .await?;
+        let stats: Vec<_> = groups
+            .into_iter()
+            .zip(merged)
+            .map(|((value, _), mut points)| (value, points.pop().unwrap_or_default()))
+            .collect();
+        Ok(match selection.group_by {
+            Some(_) => tagged::rank(stats, |s| s.count),
+            None => stats,
+        })
+    }
+
+    /// The points of a planned series for a tag selection, per group as
+    /// [`MetricStore::aggregate_selected`] gives them (ranked by the count of
+    /// the whole window).
+    ///
+    /// # Errors
+    /// As [`MetricStore::aggregate_selected`].
+    pub async fn series_selected(
+        &self,
+        redis: &Redis,
+        metric_type: &MetricType,
+        plan: &SeriesPlan,
+        selection: &TagSelection,
+    ) -> Result<Vec<(Option<TagValue>, Vec<WindowStats>)>, StoreError> {
+        let groups = self
+            .resolve(redis, metric_type, selection, plan.from)
+            .await?;
+        let point_of: Vec<usize> = plan.point_of_each_bucket().collect();
+        let merged = self
+            .read_groups(
+                redis,
+                metric_type,
+                &groups,
+                tagged::Layout {
+                    buckets: plan.buckets(),
+                    point_of: &point_of,
+                    points: plan.points(),
+                },
+                selection_field(selection),
+            )
+            .await?;
+        let series: Vec<_> = groups.into_iter().map(|(v, _)| v).zip(merged).collect();
+        Ok(match selection.group_by {
+            Some(_) => tagged::rank(series, |points| points.iter().map(|p| p.count).sum()),
+            None => series,
+        })
+    }
+
     /// Each of `buckets` as stored (`None` when empty), in their order, read
     /// by one `summary.lua` call grouped by container (each bucket's main
     /// and folded fields).
@@ -622,16 +783,35 @@ impl MetricStore {
         metric_type: &MetricType,
         buckets: &[BucketRef],
     ) -> Result<Vec<Option<StoredBucket>>, StoreError> {
-        if buckets.is_empty() {
-            return Ok(Vec::new());
+        let mut read = self
+            .read_many(redis, metric_type, &[SeriesKey::All], buckets)
+            .await?;
+        Ok(read.pop().unwrap_or_default())
+    }
+
+    /// For each of `series`, each of `buckets` as stored (`None` when
+    /// empty), in their order, read by one `summary.lua` call grouped by
+    /// container (each bucket's main and folded fields).
+    async fn read_many(
+        &self,
+        redis: &Redis,
+        metric_type: &MetricType,
+        series: &[SeriesKey<'_>],
+        buckets: &[BucketRef],
+    ) -> Result<Vec<Vec<Option<StoredBucket>>>, StoreError> {
+        if buckets.is_empty() || series.is_empty() {
+            return Ok(vec![Vec::new(); series.len()]);
         }
-        // Group the buckets by container, keeping each bucket's position.
+        // Group the buckets by container, keeping each bucket's position
+        // (series after series).
         let mut containers: BTreeMap<String, Vec<(i64, usize)>> = BTreeMap::new();
-        for (position, bucket) in buckets.iter().enumerate() {
-            containers
-                .entry(self.container_key(metric_type, *bucket))
-                .or_default()
-                .push((bucket.start, position));
+        for (s, key) in series.iter().enumerate() {
+            for (position, bucket) in buckets.iter().enumerate() {
+                containers
+                    .entry(self.container_key(metric_type, *key, *bucket))
+                    .or_default()
+                    .push((bucket.start, s * buckets.len() + position));
+            }
         }
         let mut invocation = SUMMARY.prepare_invoke();
         for key in containers.keys() {
@@ -651,11 +831,16 @@ impl MetricStore {
                 "skipping unreadable buckets"
             );
         }
-        let mut out = vec![None; buckets.len()];
+        let mut out = vec![None; series.len() * buckets.len()];
         for (bucket, (_, position)) in reply.buckets.into_iter().zip(containers.values().flatten())
         {
             out[*position] = bucket;
         }
-        Ok(out)
+        let mut per_series = Vec::with_capacity(series.len());
+        let mut rest = out.into_iter();
+        for _ in series {
+            per_series.push(rest.by_ref().take(buckets.len()).collect());
+        }
+        Ok(per_series)
     }
 }

@@ -162,3 +162,95 @@ pub async fn hot_paths(state: &AppState, metric_type: &str) -> Result<Vec<Counte
     record("health", 200, healthy, if cluster { 2 } else { 1 });
     Ok(counted)
 }
+
+/// The paths of tagged metrics once each, on `metric_type` (fresh): a tagged ingest whose tag values are new to the instance
+/// (3: the limiter, the claim of its tag values and combination against the
+/// caps, the storage call), the same tags again (2: known, so no claim), a
+/// summary filtered by one tag (7, as unfiltered: one series), grouped by a
+/// tag or filtered by two (8: the registry of values or combinations is read
+/// before the buckets), and a grouped series (6).
+///
+/// `state` must allow at least 2 ingests per client and use an external
+/// source without latency or failures.
+///
+/// # Errors
+/// `lambda_http`'s message when it refuses a synthetic event (a bug here).
+pub async fn tagged_paths(state: &AppState, metric_type: &str) -> Result<Vec<Counted>, String> {
+    let ingest = |t: &str, host: &str| {
+        let metric = json!({"timestamp": format_timestamp(chrono::Utc::now()), "value": 1.0,
+            "type": t, "tags": {"host": host, "region": "eu"}});
+        http_v2("POST", "/api/metrics")
+            .json(&metric)
+            .source_ip(&next_client_ip())
+            .try_build()
+    };
+    let get = |path: &str, query: String| {
+        http_v2("GET", path)
+            .query(&query)
+            .source_ip(&next_client_ip())
+            .try_build()
+    };
+    // Warm-up: every script loaded once (on the node of the type's slot in
+    // a cluster, where each node has its own script cache).
+    let warm = metric_type;
+    ingest_metric(state, ingest(warm, "warm")?).await;
+    metrics_summary(
+        state,
+        get("/api/metrics/summary", format!("type={warm}&period=daily"))?,
+    )
+    .await;
+    metrics_series(
+        state,
+        get(
+            "/api/metrics/series",
+            format!("type={warm}&period=daily&step=1h"),
+        )?,
+    )
+    .await;
+
+    let mut counted = Vec::new();
+    let mut record = |path, expected_status, (status, round_trips), budget| {
+        counted.push(Counted {
+            path,
+            expected_status,
+            status,
+            round_trips,
+            budget,
+        });
+    };
+    let first = count(state, ingest_metric(state, ingest(metric_type, "web-1")?)).await;
+    record("ingest, tagged, new tag values", 201, first, 3);
+    let again = count(state, ingest_metric(state, ingest(metric_type, "web-1")?)).await;
+    record("ingest, tagged, known tag values", 201, again, 2);
+    for (path, query, budget) in [
+        ("summary, one tag filter, cache miss", "tag.host=web-1", 7),
+        ("summary, group_by, cache miss", "group_by=host", 8),
+        (
+            "summary, two tag filters, cache miss",
+            "tag.host=web-1&tag.region=eu",
+            8,
+        ),
+    ] {
+        let request = get(
+            "/api/metrics/summary",
+            format!("type={metric_type}&period=daily&{query}"),
+        )?;
+        record(
+            path,
+            200,
+            count(state, metrics_summary(state, request)).await,
+            budget,
+        );
+    }
+    let request = get(
+        "/api/metrics/series",
+        format!("type={metric_type}&period=daily&step=1h&group_by=host"),
+    )?;
+    record(
+        "series, group_by, cache miss",
+        200,
+        count(state, metrics_series(state, request)).await,
+        6,
+    );
+    Ok(counted)
+}

@@ -109,6 +109,7 @@ impl DataSet {
                     timestamp: Utc.timestamp_millis_opt(ms).single().unwrap_or(self.end),
                     value: (rng.random::<f64>() * 10_000.0).round() / 100.0,
                     metric_type: metric_type.clone(),
+                    tags: Default::default(),
                 }
             })
             .collect()

@@ -21,12 +21,14 @@
 //! Modules, each depending only on those listed after it: `report` (the
 //! tables, from `results`), the figures' measurements (`cluster` and
 //! `figure2` over
-//! `throughput` and `redis_side`, `data_size`, `cold_start`), then `results`,
+//! `throughput` and `redis_side`, `dimensions` over `data_size`,
+//! `data_size`, `cold_start`), then `results`,
 //! `events`, `process` and `stats`.
 
 mod cluster;
 mod cold_start;
 mod data_size;
+mod dimensions;
 mod events;
 mod figure2;
 mod process;
@@ -193,6 +195,11 @@ struct Plan {
     points_per_type: u64,
     aggregate_samples: usize,
     handler_samples: usize,
+    tag_points: u64,
+    tag_hosts: u64,
+    tag_samples: usize,
+    tag_host_group_samples: usize,
+    tag_ingest_metrics: usize,
 }
 
 async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
@@ -218,6 +225,11 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
             points_per_type: 1_000,
             aggregate_samples: 20,
             handler_samples: 10,
+            tag_points: 20_000,
+            tag_hosts: 100,
+            tag_samples: 20,
+            tag_host_group_samples: 5,
+            tag_ingest_metrics: 2_000,
         }
     } else {
         Plan {
@@ -229,6 +241,11 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
             points_per_type: 1_000,
             aggregate_samples: 200,
             handler_samples: 100,
+            tag_points: 1_000_000,
+            tag_hosts: 100,
+            tag_samples: 100,
+            tag_host_group_samples: 10,
+            tag_ingest_metrics: 4_000,
         }
     };
     let url = format!("redis://127.0.0.1:{port}/0");
@@ -281,6 +298,12 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     results.data_size.handler_samples_per_run = plan.handler_samples;
     results.data_size.batch = data_size::BATCH;
     results.data_size.buckets_read = data_size::monthly_buckets();
+    results.tags.points = plan.tag_points;
+    results.tags.hosts = plan.tag_hosts;
+    results.tags.regions = dimensions::REGIONS.len() as u64;
+    results.tags.samples_per_run = plan.tag_samples;
+    results.tags.host_group_samples_per_run = plan.tag_host_group_samples;
+    results.tags.ingest_metrics = plan.tag_ingest_metrics;
 
     let ingest_config = config(&[("RATE_LIMIT_REQUESTS", "1000000")])?;
     let rate_limit_keys = format!("{prefix}:rl:*");
@@ -322,6 +345,17 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     let wanted = |figure: &str| only.as_ref().is_none_or(|o| o.iter().any(|f| f == figure));
     results.throughput.client_threads = client_threads;
     results.throughput.slices = figure2::SLICES;
+
+    // Figure 7's data set is loaded once (its backfill writes about a
+    // hundred times the buckets of figure 3's), timed in every run, and
+    // deleted after the last.
+    let tag_data = match wanted("7") {
+        true => {
+            log("tags: loading the tagged data set");
+            Some(load_tag_data(&config, &mut conn, &plan, &mut results).await?)
+        }
+        false => None,
+    };
 
     for run in 1..=plan.runs {
         if wanted("1") {
@@ -388,6 +422,11 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
             data_figures(&config, &mut conn, &plan, run, &mut results).await?;
         }
 
+        if let Some((state, data)) = &tag_data {
+            log(&format!("run {run}/{}: tags", plan.runs));
+            tag_figure(state, data, &mut conn, &plan, run, &mut results).await?;
+        }
+
         if let Some(dir) = functions_dir.as_ref().filter(|_| wanted("5")) {
             log(&format!("run {run}/{}: cold starts", plan.runs));
             let env: Vec<(String, String)> = [
@@ -411,6 +450,11 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
                 row.peak_rss_kib.push(start.peak_rss_kib);
             }
         }
+    }
+
+    if let Some((state, _)) = &tag_data {
+        let prefix = state.keys.prefix();
+        redis_side::clear(&mut conn, &format!("{prefix}:{{bench_tags_*")).await?;
     }
 
     let (arm64, note) = arm64_sizes(opts);
@@ -553,6 +597,104 @@ async fn data_figures(
     for data in [&large, &small, &many] {
         data_size::unlink(conn, &data.keys(&state.keys)).await?;
     }
+    Ok(())
+}
+
+/// Loads figure 7's data set and weighs it; returns the state it was
+/// loaded with (commands bounded by 10 s: a tagged batch writes hundreds of
+/// buckets, and four are in flight) and the data set.
+async fn load_tag_data(
+    config: &impl Fn(&[(&str, &str)]) -> Result<Config, String>,
+    conn: &mut redis::aio::MultiplexedConnection,
+    plan: &Plan,
+    results: &mut Results,
+) -> Result<(Arc<AppState>, Arc<dimensions::TagData>), String> {
+    let state = Arc::new(
+        AppState::new(config(&[("REDIS_TIMEOUT_MS", "10000")])?).map_err(|e| e.to_string())?,
+    );
+    let data = Arc::new(dimensions::TagData {
+        metric_type: MetricType::parse("bench_tags_data")?,
+        points: plan.tag_points,
+        hosts: plan.tag_hosts,
+        end: dimensions::end_now(),
+    });
+    let seconds = data.ingest(&state).await?;
+    let out = &mut results.tags;
+    out.backfill_points_per_s.push(data.points as f64 / seconds);
+    let (bytes, keys) = dimensions::weigh(&state, conn, &data).await?;
+    out.own_series_bytes.push(bytes[0]);
+    out.host_series_bytes.push(bytes[1]);
+    out.region_series_bytes.push(bytes[2]);
+    out.combination_series_bytes.push(bytes[3]);
+    out.registry_bytes.push(bytes[4]);
+    out.keys_per_series = keys;
+    Ok((state, data))
+}
+
+/// Figure 7's measurements of one run: the queries on the loaded data set,
+/// then the ingest costs on fresh types.
+async fn tag_figure(
+    state: &AppState,
+    data: &dimensions::TagData,
+    conn: &mut redis::aio::MultiplexedConnection,
+    plan: &Plan,
+    run: usize,
+    results: &mut Results,
+) -> Result<(), String> {
+    let out = &mut results.tags;
+    dimensions::time_queries(
+        state,
+        data,
+        plan.tag_samples,
+        plan.tag_host_group_samples,
+        out,
+    )
+    .await?;
+    let (plain, tagged) = (
+        MetricType::parse(&format!("bench_tags_plain_r{run}"))?,
+        MetricType::parse(&format!("bench_tags_ingest_r{run}"))?,
+    );
+    let n = plan.tag_ingest_metrics;
+    let one = dimensions::Sending {
+        per_call: 1,
+        mixed_hosts: false,
+    };
+    let [a, b, c, d] =
+        dimensions::ingest_cost(state, conn, (&plain, &tagged), plan.tag_hosts, n, one).await?;
+    out.single_untagged_cpu_us.push(a);
+    out.single_tagged_cpu_us.push(b);
+    out.single_untagged_script_us.push(c);
+    out.single_tagged_script_us.push(d);
+    for (mixed_hosts, untagged, tagged_out) in [
+        (
+            false,
+            &mut out.batch_untagged_cpu_us,
+            &mut out.batch_tagged_cpu_us,
+        ),
+        (
+            true,
+            &mut out.mixed_untagged_cpu_us,
+            &mut out.mixed_tagged_cpu_us,
+        ),
+    ] {
+        let sending = dimensions::Sending {
+            per_call: data_size::BATCH,
+            mixed_hosts,
+        };
+        let [a, b, _, _] = dimensions::ingest_cost(
+            state,
+            conn,
+            (&plain, &tagged),
+            plan.tag_hosts,
+            n * 5,
+            sending,
+        )
+        .await?;
+        untagged.push(a);
+        tagged_out.push(b);
+    }
+    let prefix = state.keys.prefix();
+    redis_side::clear(conn, &format!("{prefix}:{{bench_tags_[pi]*_r{run}}}*")).await?;
     Ok(())
 }
 

@@ -260,6 +260,10 @@ impl Report {
             "memory" => self.memory(),
             "cluster-round-trips" => self.cluster_round_trips(),
             "cluster" => self.cluster(),
+            "tags" => self.tags(),
+            "tags-checks" => self.tags_checks(),
+            "tags-ingest" => self.tags_ingest(),
+            "tags-memory" => self.tags_memory(),
             other => return Err(format!("no table named {other:?}")),
         })
     }
@@ -404,6 +408,7 @@ impl Report {
             ]);
         }
         rows.push(self.cluster_headline());
+        rows.extend(self.tags_headline());
         table("figure | result | target | ", rows)
     }
 
@@ -812,6 +817,233 @@ impl Report {
         );
         md
     }
+}
+
+/// Figure 7: tags; every cell is `–` until it has run.
+impl Report {
+    /// The data set's description: `1,000,000 points over 100 hosts × 3 regions`.
+    fn tags_data(&self) -> String {
+        let t = &self.r.tags;
+        format!(
+            "{} points over {} hosts × {} regions",
+            thousands(t.points as f64),
+            t.hosts,
+            t.regions
+        )
+    }
+
+    fn tags_headline(&self) -> Vec<Vec<String>> {
+        let t = &self.r.tags;
+        let host = per_run(&t.host_filter_us, &t.unfiltered_us);
+        let region = per_run(&t.region_groups_us, &t.unfiltered_us);
+        let measured = !t.unfiltered_us.is_empty();
+        vec![
+            vec![
+                format!("7. monthly summary with tags, {}", self.tags_data()),
+                format!(
+                    "filtered by one host {:.0} µs, grouped by region {:.0} µs, unfiltered {:.0} µs: \
+                     **{}** and **{}** × unfiltered",
+                    median(&t.host_filter_us),
+                    median(&t.region_groups_us),
+                    median(&t.unfiltered_us),
+                    fmt(&host, 2),
+                    fmt(&region, 2)
+                ),
+                "≤ 1.5 each".into(),
+                if measured {
+                    met(median(&host) <= 1.5 && median(&region) <= 1.5)
+                } else {
+                    "–".into()
+                },
+            ],
+            vec![
+                "7. Redis CPU per ingested metric, 2 tags vs none".into(),
+                format!(
+                    "one per call {} vs {} µs; in batches of 500 from one host {} vs {} µs, \
+                     mixing {} hosts {} vs {} µs",
+                    fmt(&t.single_tagged_cpu_us, 1),
+                    fmt(&t.single_untagged_cpu_us, 1),
+                    fmt(&t.batch_tagged_cpu_us, 2),
+                    fmt(&t.batch_untagged_cpu_us, 2),
+                    t.hosts,
+                    fmt(&t.mixed_tagged_cpu_us, 1),
+                    fmt(&t.mixed_untagged_cpu_us, 2)
+                ),
+                "reported".into(),
+                String::new(),
+            ],
+        ]
+    }
+
+    fn tags(&self) -> String {
+        let t = &self.r.tags;
+        // `bold`: `None` for the unfiltered row itself (ratio 1).
+        let row = |query: &str, series: String, samples: &[f64], bold: Option<&str>| {
+            let ratio = match bold {
+                None => "1".to_string(),
+                Some(b) => format!("{b}{}{b}", fmt(&per_run(samples, &t.unfiltered_us), 2)),
+            };
+            vec![query.to_string(), series, fmt(samples, 0), ratio]
+        };
+        let regions = t.regions.to_string();
+        let hosts = t.hosts.to_string();
+        table(
+            "query, `monthly` | series read | µs | ratio to unfiltered, per run",
+            [
+                row(
+                    "no tags (`MetricStore::aggregate`)",
+                    "1".into(),
+                    &t.unfiltered_us,
+                    None,
+                ),
+                row(
+                    "`tag.host=<one host>`",
+                    "1".into(),
+                    &t.host_filter_us,
+                    Some("**"),
+                ),
+                row(
+                    "`group_by=region`",
+                    regions,
+                    &t.region_groups_us,
+                    Some("**"),
+                ),
+                row(
+                    "`tag.host=<h>&tag.region=<r>`",
+                    "1, after reading the registry of combinations".into(),
+                    &t.two_filters_us,
+                    Some(""),
+                ),
+                row("`group_by=host`", hosts, &t.host_groups_us, Some("")),
+            ],
+        )
+    }
+
+    fn tags_checks(&self) -> String {
+        let t = &self.r.tags;
+        let counts: Vec<String> = t
+            .counts_seen
+            .iter()
+            .map(|c| format!("{} / {} / {} in {} / {}", c[0], c[1], c[2], c[3], c[4]))
+            .collect();
+        pairs([
+            ("data set", self.tags_data()),
+            (
+                "points/s of the tagged backfill",
+                format!(
+                    "{}, in batches of {}, claims of new tags included",
+                    fmt_rate(&t.backfill_points_per_s),
+                    crate::data_size::BATCH
+                ),
+            ),
+            (
+                "timed calls per run",
+                format!(
+                    "{} of each of the first four queries, in turn; {} grouped by host",
+                    t.samples_per_run, t.host_group_samples_per_run
+                ),
+            ),
+            (
+                "counts seen (all / one host / regions added up in groups / host groups), each run",
+                if counts.is_empty() {
+                    "–".into()
+                } else {
+                    counts.join(", ")
+                },
+            ),
+        ])
+    }
+
+    fn tags_ingest(&self) -> String {
+        let t = &self.r.tags;
+        let ratio = |a: &[f64], b: &[f64]| fmt(&per_run(a, b), 2);
+        table(
+            "stored | Redis CPU per metric, untagged (µs) | with 2 tags (µs) | ratio | in the script, untagged (µs) | with 2 tags (µs)",
+            [
+                vec![
+                    format!("one per call ({} metrics per run)", thousands(t.ingest_metrics as f64)),
+                    fmt(&t.single_untagged_cpu_us, 1),
+                    fmt(&t.single_tagged_cpu_us, 1),
+                    ratio(&t.single_tagged_cpu_us, &t.single_untagged_cpu_us),
+                    fmt(&t.single_untagged_script_us, 1),
+                    fmt(&t.single_tagged_script_us, 1),
+                ],
+                vec![
+                    format!(
+                        "batches of {}, one host's each ({} metrics per run)",
+                        crate::data_size::BATCH,
+                        thousands((t.ingest_metrics * 5) as f64)
+                    ),
+                    fmt(&t.batch_untagged_cpu_us, 2),
+                    fmt(&t.batch_tagged_cpu_us, 2),
+                    ratio(&t.batch_tagged_cpu_us, &t.batch_untagged_cpu_us),
+                    "".into(),
+                    "".into(),
+                ],
+                vec![
+                    format!(
+                        "batches of {} mixing the {} hosts ({} metrics per run)",
+                        crate::data_size::BATCH,
+                        t.hosts,
+                        thousands((t.ingest_metrics * 5) as f64)
+                    ),
+                    fmt(&t.mixed_untagged_cpu_us, 2),
+                    fmt(&t.mixed_tagged_cpu_us, 2),
+                    ratio(&t.mixed_tagged_cpu_us, &t.mixed_untagged_cpu_us),
+                    "".into(),
+                    "".into(),
+                ],
+            ],
+        )
+    }
+
+    fn tags_memory(&self) -> String {
+        let t = &self.r.tags;
+        let per_host = t.points as f64 / t.hosts.max(1) as f64;
+        let per_region = t.points as f64 / t.regions.max(1) as f64;
+        let kib = |samples: &[f64]| format!("{} KiB", fmt(&each_of(samples, 1024.0), 1));
+        table(
+            "series (30 days of data) | points in it | `MEMORY USAGE`",
+            [
+                vec![
+                    "the type's own (every metric)".into(),
+                    thousands(t.points as f64),
+                    kib(&t.own_series_bytes),
+                ],
+                vec![
+                    "one `host` value".into(),
+                    thousands(per_host),
+                    kib(&t.host_series_bytes),
+                ],
+                vec![
+                    "one `region` value".into(),
+                    thousands(per_region),
+                    kib(&t.region_series_bytes),
+                ],
+                vec![
+                    "one combination (`host` and `region`)".into(),
+                    thousands(per_host),
+                    kib(&t.combination_series_bytes),
+                ],
+                vec![
+                    format!(
+                        "the registries: {} host values, {} regions, {} combinations",
+                        t.hosts, t.regions, t.hosts
+                    ),
+                    "".into(),
+                    kib(&t.registry_bytes),
+                ],
+            ],
+        ) + &format!(
+            "\nEach series is at most {} keys (its containers over the data's 30 days).",
+            t.keys_per_series
+        )
+    }
+}
+
+/// `samples`, each divided by `scale`.
+fn each_of(samples: &[f64], scale: f64) -> Vec<f64> {
+    samples.iter().map(|v| v / scale).collect()
 }
 
 /// Figures 1 and 2 on a Redis Cluster (`bench cluster`), beside the single

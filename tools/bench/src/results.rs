@@ -36,6 +36,9 @@ pub struct Results {
     /// until it has run).
     #[serde(default)]
     pub cluster: Cluster,
+    /// Figure 7: tags (empty until it has run).
+    #[serde(default)]
+    pub tags: Tags,
 }
 
 /// The machine a run measured on, read when it started.
@@ -360,4 +363,74 @@ pub struct ClusterThroughputRow {
     pub evalsha_per_ingest: Vec<f64>,
     /// Answers other than 201, all runs (should be 0).
     pub errors: u64,
+}
+
+/// Figure 7: summaries filtered and grouped by tags, the ingest cost of
+/// tags, and their memory (`crate::dimensions`); one sample per run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tags {
+    /// Points of the tagged data set.
+    pub points: u64,
+    /// Distinct `host` values (each host in one region).
+    pub hosts: u64,
+    /// Distinct `region` values.
+    pub regions: u64,
+    /// Timed calls per run of each of the three compared queries.
+    pub samples_per_run: usize,
+    /// Timed calls per run of the grouping by `host` (slower).
+    pub host_group_samples_per_run: usize,
+    /// Points/s of the tagged backfill (batches through
+    /// `MetricStore::ingest`, tag claims included).
+    pub backfill_points_per_s: Vec<f64>,
+    /// Median µs of `MetricStore::aggregate`, monthly, no tags.
+    pub unfiltered_us: Vec<f64>,
+    /// Median µs of `MetricStore::aggregate_selected`, monthly,
+    /// `tag.host=<one host>`.
+    pub host_filter_us: Vec<f64>,
+    /// Median µs, monthly, `group_by=region`.
+    pub region_groups_us: Vec<f64>,
+    /// Median µs, monthly, `tag.host=<h>&tag.region=<r>` (the registry of
+    /// combinations read first).
+    pub two_filters_us: Vec<f64>,
+    /// Median µs, monthly, `group_by=host`.
+    pub host_groups_us: Vec<f64>,
+    /// What the last timed calls of each run counted: unfiltered, one host,
+    /// the regions' groups added up, groups by region, groups by host.
+    pub counts_seen: Vec<[u64; 5]>,
+    /// Redis CPU per metric stored one per call (`INFO cpu`), µs: untagged.
+    pub single_untagged_cpu_us: Vec<f64>,
+    /// Same, with 2 tags (known: no claim).
+    pub single_tagged_cpu_us: Vec<f64>,
+    /// Redis CPU per metric stored in batches of 500, µs: untagged.
+    pub batch_untagged_cpu_us: Vec<f64>,
+    /// Same, with 2 tags, each batch from one host.
+    pub batch_tagged_cpu_us: Vec<f64>,
+    /// Redis CPU per metric stored in batches of 500 mixing every host, µs:
+    /// untagged (the same metrics without tags).
+    #[serde(default)]
+    pub mixed_untagged_cpu_us: Vec<f64>,
+    /// Same, with 2 tags.
+    #[serde(default)]
+    pub mixed_tagged_cpu_us: Vec<f64>,
+    /// Time inside the storage script per metric (`cmdstat_evalsha`
+    /// `usec`), one per call, µs: untagged.
+    pub single_untagged_script_us: Vec<f64>,
+    /// Same, with 2 tags.
+    pub single_tagged_script_us: Vec<f64>,
+    /// Metrics stored per run for each ingest measurement.
+    pub ingest_metrics: usize,
+    /// `MEMORY USAGE` of the type's own series (every point), bytes.
+    pub own_series_bytes: Vec<f64>,
+    /// Mean `MEMORY USAGE` of one host value's series, bytes.
+    pub host_series_bytes: Vec<f64>,
+    /// Mean `MEMORY USAGE` of one region value's series, bytes.
+    pub region_series_bytes: Vec<f64>,
+    /// Mean `MEMORY USAGE` of one combination's series, bytes.
+    pub combination_series_bytes: Vec<f64>,
+    /// `MEMORY USAGE` of the registries (values of both keys,
+    /// combinations), bytes.
+    pub registry_bytes: Vec<f64>,
+    /// Keys of one series for the data's 30 days (enumerated from the
+    /// layout).
+    pub keys_per_series: u64,
 }

@@ -55,7 +55,9 @@ impl From<ClientError> for RunError {
 /// defaults, so a run fits in the default rate limit of 5 POSTs a minute),
 /// then prints the hourly summary of both metric types, read fresh
 /// (`Cache-Control: no-cache`), next to how many metrics of each type this
-/// run stored, and the CPU series of the last hour in 5-minute steps.
+/// run stored, the same summaries of this host only (`tag.host`: every
+/// metric is tagged with [`Args::host_tag`]), and the CPU series of the
+/// last hour in 5-minute steps.
 ///
 /// Errors at once when the API cannot be reached; a sample that cannot be
 /// read or that the API refuses is reported on stderr and makes the run fail
@@ -67,12 +69,13 @@ pub async fn run(args: &Args) -> Result<(), RunError> {
         Duration::from_millis(args.timeout_ms),
         policy(args),
     )?;
+    let host = args.host_tag();
     let readings = take_samples(args).await;
     let mut failed = args.samples - readings.len() as u32;
     let mut stored = Stored::default();
     let mut mode = SendMode::Batch;
     for chunk in readings.chunks(readings_per_request(args.batch_size)) {
-        let metrics: Vec<Metric> = chunk.iter().flat_map(Reading::metrics).collect();
+        let metrics: Vec<Metric> = chunk.iter().flat_map(|r| r.metrics(&host)).collect();
         match client.send_metrics(&metrics, &mut mode).await {
             Ok(delivery) => {
                 println!("{}", describe(chunk.len(), &metrics, &delivery));
@@ -98,6 +101,16 @@ pub async fn run(args: &Args) -> Result<(), RunError> {
         .any(|summary| summary.count > stored.of(&summary.kind))
     {
         println!("\n`count` also includes metrics of the same types stored earlier in the window.");
+    }
+    let host_summaries = fetch_host_summaries(&client, &host).await?;
+    println!(
+        "\nHourly summaries of host {host} (tag.host={host}, read with Cache-Control: no-cache):\n"
+    );
+    print!("{}", format_table(&host_summaries, |kind| stored.of(kind)));
+    if host_summaries.iter().any(|s| s.filters.is_none()) {
+        println!(
+            "\nThe server ignored the tag filter (it has no tags): these are all hosts' figures."
+        );
     }
     // The series is an extra: a deployment without the route still gets its
     // summaries, and the run does not fail for it.
@@ -240,6 +253,15 @@ async fn fetch_summaries(client: &ApiClient) -> Result<Vec<Summary>, ClientError
     Ok(summaries)
 }
 
+/// The hourly summary of both metric types for this host only, fresh.
+async fn fetch_host_summaries(client: &ApiClient, host: &str) -> Result<Vec<Summary>, ClientError> {
+    let mut summaries = Vec::with_capacity(2);
+    for kind in [CPU_TYPE, MEMORY_TYPE] {
+        summaries.push(client.host_summary(kind, SUMMARY_PERIOD, host).await?);
+    }
+    Ok(summaries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,7 +285,7 @@ mod tests {
                     cpu_usage: 12.345,
                     memory_used_percent: 56.7,
                 }
-                .metrics()
+                .metrics("web-7")
             })
             .collect()
     }

@@ -51,12 +51,25 @@ pub struct Args {
     /// Timeout of one HTTP request, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+
+    /// The `host` tag of every metric sent, and whose summary is printed
+    /// (1–64 characters from `A-Z a-z 0-9 _ . - /`). Default: this machine's
+    /// hostname, other characters replaced by `-`.
+    #[arg(long, env = "HOST_TAG", value_parser = crate::payload::host_tag)]
+    pub host: Option<String>,
 }
 
 impl Args {
     /// The pause between two samples.
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms)
+    }
+
+    /// The `host` tag: `--host`, else this machine's hostname as a tag.
+    pub fn host_tag(&self) -> String {
+        self.host
+            .clone()
+            .unwrap_or_else(|| crate::payload::hostname_tag(&crate::host::hostname()))
     }
 }
 
@@ -70,6 +83,15 @@ mod tests {
         assert_eq!(args.samples, 5);
         assert_eq!(args.interval_ms, 1000);
         assert_eq!(args.interval(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_host_tag_defaults_to_the_hostname_and_is_checked() {
+        let args = Args::try_parse_from(["host-metrics"]).expect("defaults parse");
+        assert!(crate::payload::host_tag(&args.host_tag()).is_ok());
+        let args = Args::try_parse_from(["host-metrics", "--host", "web-7"]).expect("parses");
+        assert_eq!(args.host_tag(), "web-7");
+        assert!(Args::try_parse_from(["host-metrics", "--host", "a b"]).is_err());
     }
 
     #[test]

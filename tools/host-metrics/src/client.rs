@@ -211,6 +211,22 @@ impl ApiClient {
         .await
     }
 
+    /// Like [`Self::summary`], counting only the metrics tagged `host`
+    /// (`tag.host=<host>`).
+    pub async fn host_summary(
+        &self,
+        kind: &str,
+        period: &str,
+        host: &str,
+    ) -> Result<Summary, ClientError> {
+        self.fresh_json(
+            &self.summary_url,
+            "summary",
+            &[("type", kind), ("period", period), ("tag.host", host)],
+        )
+        .await
+    }
+
     /// Fetches the series of `kind` over `period` at `step` (e.g. `hourly`,
     /// `5m`), like [`Self::summary`]: retried on 429/503, read with
     /// `Cache-Control: no-cache`. Errors on any non-2xx answer.

@@ -68,6 +68,12 @@ pub fn widen(value: f32) -> f64 {
         .unwrap_or_else(|_| f64::from(value))
 }
 
+/// This machine's hostname as the system reports it (empty when it does
+/// not).
+pub fn hostname() -> String {
+    System::host_name().unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! One sample becomes a JSON array of metrics (a batch, stored all-or-nothing
 //! by the API); servers without batch support get the same metrics as single
 //! objects instead. Metric shape: `{"timestamp": RFC 3339 UTC, "value": f64,
-//! "type": "..."}`.
+//! "type": "...", "tags": {"host": "..."}}`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -35,13 +35,55 @@ pub struct Metric {
     /// The metric type, e.g. [`CPU_TYPE`].
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The `host` tag: which machine it was measured on.
+    pub host: String,
+}
+
+/// The longest tag value the API takes, characters.
+pub const MAX_TAG_VALUE_LEN: usize = 64;
+
+/// True for a character the API takes in a tag value (`A-Z a-z 0-9 _ . - /`).
+fn tag_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')
+}
+
+/// Checks a `--host` given on the command line: the API's tag value rules.
+///
+/// # Errors
+/// A reason for the user when `raw` is empty, longer than 64 characters or
+/// holds a character outside `A-Z a-z 0-9 _ . - /`.
+pub fn host_tag(raw: &str) -> Result<String, String> {
+    if raw.is_empty() || raw.chars().count() > MAX_TAG_VALUE_LEN {
+        return Err(format!("must be 1 to {MAX_TAG_VALUE_LEN} characters"));
+    }
+    match raw.chars().find(|c| !tag_char(*c)) {
+        Some(bad) => Err(format!(
+            "may only contain A-Z a-z 0-9 _ . - / (found {bad:?})"
+        )),
+        None => Ok(raw.to_string()),
+    }
+}
+
+/// A machine's hostname made into a valid `host` tag: any other character
+/// becomes `-`, cut at 64 characters; `unknown` when nothing is left.
+pub fn hostname_tag(hostname: &str) -> String {
+    let tag: String = hostname
+        .chars()
+        .map(|c| if tag_char(c) { c } else { '-' })
+        .take(MAX_TAG_VALUE_LEN)
+        .collect();
+    if tag.is_empty() {
+        "unknown".to_string()
+    } else {
+        tag
+    }
 }
 
 impl Reading {
-    /// The sample's metrics, in a fixed order (CPU, then memory). A value
-    /// that is not finite is left out: JSON cannot carry it and the API would
-    /// refuse it.
-    pub fn metrics(&self) -> Vec<Metric> {
+    /// The sample's metrics, tagged `host`, in a fixed order (CPU, then
+    /// memory). A value that is not finite is left out: JSON cannot carry it
+    /// and the API would refuse it.
+    pub fn metrics(&self, host: &str) -> Vec<Metric> {
         let timestamp = self.at.to_rfc3339_opts(SecondsFormat::Millis, true);
         [
             (CPU_TYPE, self.cpu_usage),
@@ -53,6 +95,7 @@ impl Reading {
             timestamp: timestamp.clone(),
             value,
             kind,
+            host: host.to_string(),
         })
         .collect()
     }
@@ -69,6 +112,7 @@ pub fn single_body(metric: &Metric) -> Value {
         "timestamp": metric.timestamp,
         "value": metric.value,
         "type": metric.kind,
+        "tags": {"host": metric.host},
     })
 }
 
@@ -123,40 +167,52 @@ mod tests {
 
     #[test]
     fn batch_is_an_array_of_both_metrics() {
-        let body = batch_body(&reading(12.5, 48.25).metrics());
+        let body = batch_body(&reading(12.5, 48.25).metrics("web-7"));
         assert_eq!(
             body,
             json!([
-                {"timestamp": "2026-02-18T12:00:00.000Z", "value": 12.5, "type": "cpu_usage"},
-                {"timestamp": "2026-02-18T12:00:00.000Z", "value": 48.25, "type": "memory_used_percent"},
+                {"timestamp": "2026-02-18T12:00:00.000Z", "value": 12.5, "type": "cpu_usage", "tags": {"host": "web-7"}},
+                {"timestamp": "2026-02-18T12:00:00.000Z", "value": 48.25, "type": "memory_used_percent", "tags": {"host": "web-7"}},
             ])
         );
     }
 
     #[test]
     fn single_body_is_an_object() {
-        let metrics = reading(1.0, 2.0).metrics();
+        let metrics = reading(1.0, 2.0).metrics("web-7");
         assert_eq!(
             single_body(&metrics[1]),
-            json!({"timestamp": "2026-02-18T12:00:00.000Z", "value": 2.0, "type": "memory_used_percent"})
+            json!({"timestamp": "2026-02-18T12:00:00.000Z", "value": 2.0, "type": "memory_used_percent", "tags": {"host": "web-7"}})
         );
     }
 
     #[test]
     fn values_stay_numbers_in_the_serialised_text() {
-        let text = batch_body(&reading(0.0, 100.0).metrics()).to_string();
+        let text = batch_body(&reading(0.0, 100.0).metrics("web-7")).to_string();
         assert!(text.contains(r#""value":0.0"#), "{text}");
         assert!(text.contains(r#""value":100.0"#), "{text}");
     }
 
     #[test]
     fn non_finite_values_are_left_out() {
-        let metrics = reading(f64::NAN, 40.0).metrics();
+        let metrics = reading(f64::NAN, 40.0).metrics("web-7");
         assert_eq!(metrics.len(), 1);
         assert_eq!(metrics[0].kind, MEMORY_TYPE);
         assert!(reading(f64::INFINITY, f64::NEG_INFINITY)
-            .metrics()
+            .metrics("web-7")
             .is_empty());
+    }
+
+    #[test]
+    fn host_tags_follow_the_apis_rules() {
+        assert_eq!(host_tag("web-7.eu").as_deref(), Ok("web-7.eu"));
+        for bad in ["", "a b", "a:b", &"h".repeat(65)] {
+            assert!(host_tag(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(hostname_tag("My Host:1"), "My-Host-1");
+        assert_eq!(hostname_tag(""), "unknown");
+        assert_eq!(hostname_tag(&"h".repeat(80)).len(), 64);
+        assert!(host_tag(&hostname_tag("ünïcode")).is_ok());
     }
 
     #[test]

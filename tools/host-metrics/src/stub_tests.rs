@@ -90,16 +90,21 @@ async fn summary(
     Query(query): Query<HashMap<String, String>>,
 ) -> Json<Value> {
     let kind = query.get("type").cloned().unwrap_or_default();
+    let host = query.get("tag.host").cloned();
     stub.summaries.lock().expect("lock").push(SummaryQuery {
         query,
         cache_control: header(&headers, "cache-control"),
     });
-    Json(json!({
+    let mut summary = json!({
         "type": kind, "period": "hourly",
         "window": {"from": "2026-02-18T11:01:00Z", "to": "2026-02-18T12:01:00Z"},
         "count": 2, "average_value": 15.0, "min_value": 10.0, "max_value": 20.0, "sum": 30.0,
         "external_data": {"status": "fallback"}
-    }))
+    });
+    if let Some(host) = host {
+        summary["filters"] = json!({"host": host});
+    }
+    Json(summary)
 }
 
 /// Starts a stub on a free loopback port; returns its base URL and state.
@@ -166,7 +171,7 @@ fn metrics() -> Vec<Metric> {
         cpu_usage: 12.5,
         memory_used_percent: 40.0,
     }
-    .metrics()
+    .metrics("web-7")
 }
 
 fn posts(stub: &Stub) -> Vec<Seen> {
@@ -397,6 +402,7 @@ async fn whole_run_sends_its_samples_in_one_request_and_reads_fresh_summaries() 
         max_retries: 1,
         max_retry_wait_s: 1,
         timeout_ms: 5000,
+        host: Some("web-7".into()),
     };
     run(&args).await.expect("run succeeds");
 
@@ -413,12 +419,26 @@ async fn whole_run_sends_its_samples_in_one_request_and_reads_fresh_summaries() 
             "{stamp}"
         );
         assert!(stamp.ends_with('Z'), "{stamp}");
+        assert_eq!(metric["tags"], json!({"host": "web-7"}), "{metric}");
     }
     assert_eq!(seen[0].api_key, None);
 
     let queries = stub.summaries.lock().expect("lock").clone();
     let kinds: Vec<_> = queries.iter().map(|q| q.query["type"].as_str()).collect();
-    assert_eq!(kinds, ["cpu_usage", "memory_used_percent"]);
+    assert_eq!(
+        kinds,
+        [
+            "cpu_usage",
+            "memory_used_percent",
+            "cpu_usage",
+            "memory_used_percent"
+        ]
+    );
+    let hosts: Vec<_> = queries
+        .iter()
+        .map(|q| q.query.get("tag.host").map(String::as_str))
+        .collect();
+    assert_eq!(hosts, [None, None, Some("web-7"), Some("web-7")]);
     assert!(queries.iter().all(|q| q.query["period"] == "hourly"));
     assert!(
         queries
@@ -440,6 +460,7 @@ async fn a_small_batch_size_splits_the_samples_over_requests() {
         max_retries: 1,
         max_retry_wait_s: 1,
         timeout_ms: 5000,
+        host: None,
     };
     run(&args).await.expect("run succeeds");
     let sizes: Vec<usize> = posts(&stub)

@@ -38,6 +38,10 @@ pub struct Summary {
     /// Context from the external source: `status` plus, on success, its fields.
     #[serde(default)]
     pub external_data: Option<Map<String, Value>>,
+    /// The tag filters the server applied (absent from a server without
+    /// tags, which ignores them).
+    #[serde(default)]
+    pub filters: Option<Map<String, Value>>,
 }
 
 /// A statistic with two decimals, or `-` when there is none.
@@ -216,5 +220,6 @@ memory_used_percent                   0      0        -      -      -  2026-02-1
         .expect("summary parses");
         assert_eq!(summary.period, None);
         assert_eq!(summary.external_data, None);
+        assert_eq!(summary.filters, None);
     }
 }
