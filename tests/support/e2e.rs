@@ -32,7 +32,9 @@
 //!   `REDIS_KEY_PREFIX`, `RUST_LOG`
 //!   and the group's [`Group::settings`];
 //! - ready when `GET /health` answers 200 and `GET /api/metrics/summary`
-//!   answered (a 422, which warms up that function without using any quota).
+//!   and `GET /api/metrics/series` answered (a 422 each, which starts those
+//!   functions without using any quota: the emulator answers a 500 of its
+//!   own to requests that reach a function while it is still starting).
 //!
 //! The env file and the emulator's log are kept in `target/<profile>/e2e/`
 //! (`<group>.env`, `<group>.log`) for a look after a failure.
@@ -507,12 +509,18 @@ async fn wait_until_ready(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    client
-        .get(format!("{base_url}/api/metrics/summary"))
-        .timeout(Duration::from_secs(120))
-        .send()
-        .await
-        .map_err(|e| format!("warming up GET /api/metrics/summary: {e}"))?;
+    // The emulator answers a 500 of its own to a request that reaches a
+    // function while its first instance is still starting: every route's
+    // first instance is started here, one request at a time (a 422 or 401
+    // warms a function without using any quota).
+    for path in ["/api/metrics/summary", "/api/metrics/series"] {
+        client
+            .get(format!("{base_url}{path}"))
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .map_err(|e| format!("warming up GET {path}: {e}"))?;
+    }
     Ok(())
 }
 
