@@ -16,6 +16,7 @@
 //! - Child processes that die with the test binary: [`process`].
 
 pub mod e2e;
+pub mod logs;
 pub mod private_cluster;
 pub mod private_redis;
 pub mod process;

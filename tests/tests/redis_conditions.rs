@@ -6,9 +6,9 @@
 //! condition and the status code; the evicting policy also its warning
 //! (logged once per instance, not per request) and its EMF metrics.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
+use analytics_tests::logs::CapturedLogs;
 use analytics_tests::private_redis::PrivateRedis;
 use analytics_tests::{body_json, config_with_prefix, http_v2, random_prefix, random_type};
 use chrono::Utc;
@@ -17,7 +17,6 @@ use serde_json::{json, Value};
 use shared::handlers::{health, ingest_metric};
 use shared::metric::format_timestamp;
 use shared::AppState;
-use tracing_subscriber::fmt::MakeWriter;
 
 const GENEROUS: [(&str, &str); 3] = [
     ("RATE_LIMIT_REQUESTS", "1000000"),
@@ -90,45 +89,6 @@ async fn fill(server: &PrivateRedis, count: usize) -> bool {
     false
 }
 
-/// Everything logged while the guard lives, as JSON lines.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'w> MakeWriter<'w> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'w self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    /// The service's own JSON subscriber, on this test's thread (its
-    /// runtime is single-threaded, so every request runs here).
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        tracing::subscriber::set_default(shared::telemetry::json_subscriber(
-            Some("info"),
-            self.clone(),
-        ))
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
-    }
-}
-
 /// The EMF recorder the functions install in Lambda, installed once for this
 /// test binary; only the evicting-policy test records and flushes it.
 fn emf() -> &'static metrics_cloudwatch_embedded::Collector {
@@ -158,8 +118,8 @@ async fn an_evicting_policy_is_a_degraded_200_logged_once_per_instance_and_count
     let server =
         PrivateRedis::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
     let _ = flushed("RedisEvictingPolicy");
-    let captured = Captured::default();
-    let _guard = captured.install();
+    let captured = CapturedLogs::default();
+    let _guard = captured.install("info");
 
     // /health reads the policy on every call: 200 degraded, the condition
     // named, its warning logged once.

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use analytics_tests::logs::CapturedLogs;
 use analytics_tests::private_redis::PrivateRedis;
 use analytics_tests::{body_json, config_with_prefix, http_v2, random_prefix, random_type};
 use chrono::Utc;
@@ -987,44 +988,6 @@ async fn connections_to_redis_use_tcp_keepalive() {
     assert!(when <= 60 * 100, "first probe due in {when} ticks");
 }
 
-/// Every log line written on this thread while the guard of
-/// [`CapturedLogs::install`] lives, as the functions write them in Lambda
-/// (JSON lines, `RUST_LOG=info`).
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for CapturedLogs {
-    type Writer = CapturedLogs;
-    fn make_writer(&'w self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl CapturedLogs {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let subscriber = shared::telemetry::json_subscriber(Some("info"), self.clone());
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    /// The captured lines, parsed.
-    fn lines(&self) -> Vec<Value> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect()
-    }
-}
-
 /// A problem response that is not to be retried: `status`, the problem
 /// `type` `urn:analytics-api:problem:<name>`, and no `Retry-After`.
 fn assert_permanent(what: &str, response: &Response<Body>, status: u16, name: &str) {
@@ -1082,7 +1045,7 @@ async fn a_user_without_scripting_gets_a_named_500_not_a_retry() {
     let t = random_type("noperm");
 
     let logs = CapturedLogs::default();
-    let guard = logs.install();
+    let guard = logs.install("info");
     let ingest = post(&state, Some("noperm"), &metric(&t, 1.0)).await;
     let summary = get_summary(&state, &t).await;
     let series = get_series(&state, &t).await;

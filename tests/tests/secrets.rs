@@ -7,54 +7,19 @@
 //! connection runs on it; the captured text and the response body are
 //! searched for the secrets.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use analytics_tests::logs::CapturedLogs;
 use analytics_tests::private_redis::PrivateRedis;
 use analytics_tests::{config, http_v2};
 use shared::connection::Redis;
 use shared::handlers::{health, metrics_summary};
 use shared::iam_auth::{Credentials, IamTokenProvider, TokenRequest, MAX_CONNECTION_AGE};
 use shared::AppState;
-use tracing_subscriber::fmt::MakeWriter;
 
 const PASSWORD: &str = "s3cret-Pa55word";
 const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 const SESSION_TOKEN: &str = "FwoGZXIvYXdzEXAMPLEsessionTOKEN";
-
-/// Everything logged while the guard lives, as text.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'w> MakeWriter<'w> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'w self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        // The service's own JSON subscriber at its most verbose.
-        let subscriber = shared::telemetry::json_subscriber(Some("trace"), self.clone());
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 async fn body_text(response: lambda_http::Response<lambda_http::Body>) -> (u16, String) {
     let status = response.status().as_u16();
@@ -86,8 +51,8 @@ async fn a_password_in_redis_url_is_never_shown() {
     let config = config(&[("REDIS_URL", &url), ("REDIS_MODE", "standalone")]);
     assert!(!format!("{config:?}").contains(PASSWORD));
 
-    let captured = Captured::default();
-    let _guard = captured.install();
+    let captured = CapturedLogs::default();
+    let _guard = captured.install("trace");
     tracing::info!(config = ?config, "configuration loaded");
     let state = AppState::new(config).unwrap();
 
@@ -115,8 +80,8 @@ async fn an_unreachable_redis_with_a_password_is_reported_without_it() {
     server.kill();
     let url = format!("redis://app:{PASSWORD}@127.0.0.1:{port}/0");
 
-    let captured = Captured::default();
-    let _guard = captured.install();
+    let captured = CapturedLogs::default();
+    let _guard = captured.install("trace");
     let state = AppState::new(config(&[("REDIS_URL", &url)])).unwrap();
     let (status, body) = body_text(health(&state, http_v2("GET", "/health").build()).await).await;
     assert_eq!(status, 503, "{body}");
@@ -148,8 +113,8 @@ async fn iam_tokens_and_aws_secrets_are_never_logged() {
         .await
         .unwrap();
 
-    let captured = Captured::default();
-    let _guard = captured.install();
+    let captured = CapturedLogs::default();
+    let _guard = captured.install("trace");
     let provider = IamTokenProvider::with_credentials(
         TokenRequest {
             cache_name: "analytics-cache".into(),
