@@ -840,6 +840,13 @@ impl Fault {
             ErrorKind::Io if matches!(err.retry_method(), RetryMethod::NoRetry) => {
                 Self::Misconfigured
             }
+            // The cluster client reports a failure to open its first
+            // connections as I/O, with the cause only in the text
+            // (`Failed to create initial connections - Io: Password
+            // authentication failed - AuthenticationFailed`).
+            ErrorKind::Io if Self::names_authentication_failure(&err.to_string()) => {
+                Self::AuthenticationFailed
+            }
             _ => Self::Transient,
         }
     }
@@ -878,6 +885,14 @@ impl Fault {
         } else {
             Self::Misconfigured
         }
+    }
+
+    /// Whether an error's text reports a refused password (the kind's name,
+    /// or Redis' own error codes for it).
+    fn names_authentication_failure(text: &str) -> bool {
+        ["AuthenticationFailed", "WRONGPASS", "NOAUTH"]
+            .iter()
+            .any(|marker| text.contains(marker))
     }
 
     /// Whether asking again later can succeed.
@@ -1395,6 +1410,13 @@ mod tests {
             "Password authentication failed",
         ));
         assert_eq!(Fault::of(&auth), Fault::AuthenticationFailed);
+        // How the cluster client reports its first connections refused.
+        let cluster_auth = RedisError::from((
+            ErrorKind::Io,
+            "Failed to create initial connections",
+            "Io: Password authentication failed - AuthenticationFailed".to_string(),
+        ));
+        assert_eq!(Fault::of(&cluster_auth), Fault::AuthenticationFailed);
         let shape = RedisError::from(ParsingError::from(
             "get_or_lock.lua answered an unknown reply",
         ));

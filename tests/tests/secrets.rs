@@ -160,3 +160,62 @@ async fn iam_tokens_and_aws_secrets_are_never_logged() {
         assert!(!logs.contains(secret), "{secret} in {logs}");
     }
 }
+
+/// A one-node Redis Cluster serving every slot, whose password is not the
+/// one the service is given.
+async fn cluster_with_another_password() -> PrivateRedis {
+    let server = PrivateRedis::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-announce-ip",
+        "127.0.0.1",
+    ]);
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg(&["ADDSLOTSRANGE", "0", "16383"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if info.contains("cluster_state:ok") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "requirepass", "another-password"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    server
+}
+
+#[tokio::test]
+async fn a_wrong_password_in_cluster_mode_is_named_too() {
+    let server = cluster_with_another_password().await;
+    let url = format!("redis://app:{PASSWORD}@127.0.0.1:{}", server.port());
+    let config = config(&[("REDIS_URL", &url), ("REDIS_MODE", "cluster")]);
+
+    let captured = CapturedLogs::default();
+    let _guard = captured.install("trace");
+    let state = AppState::new(config).unwrap();
+    let summary = http_v2("GET", "/api/metrics/summary").query("type=cpu_usage&period=hourly");
+    // The cluster client names the refused password only in its error's
+    // text; it is the same permanent fault as on one node.
+    let (status, body) = body_text(metrics_summary(&state, summary.build()).await).await;
+    let logs = captured.text();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("store-authentication-failed"), "{body}");
+    assert!(!body.contains(PASSWORD), "{body}");
+    assert!(logs.contains("authentication_failed"), "{logs}");
+    assert!(!logs.contains(PASSWORD), "{logs}");
+}
