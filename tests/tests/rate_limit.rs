@@ -114,6 +114,60 @@ async fn sliding_log_is_exact_over_a_rolling_window() {
 }
 
 #[tokio::test]
+async fn sliding_log_after_a_lowered_limit_waits_for_enough_entries_to_leave() {
+    // Limit 5 per 3 s: 3 requests at t0, 2 at t0 + 1 s. Then the limit is
+    // lowered while the log is live: with 2 allowed the count (5) falls below
+    // the limit when the fourth entry leaves (about t0 + 4 s); with 4 allowed,
+    // when the second does (about t0 + 3 s). The log is kept to what is in
+    // the window, and a refusal changes nothing.
+    let prefix = random_prefix();
+    let config = limiter_config(&prefix, RateLimitAlgorithm::SlidingLog, 5, 3);
+    let (redis, limiter) = instance(&config);
+    let client = ip("203.0.113.8");
+    let key = limiter.key(&client);
+    for _ in 0..3 {
+        assert!(limiter.check(&redis, &client).await.unwrap().allowed);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..2 {
+        assert!(limiter.check(&redis, &client).await.unwrap().allowed);
+    }
+    let state = dump(&key).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let lowered = |limit| limiter_config(&prefix, RateLimitAlgorithm::SlidingLog, limit, 3);
+    let (_, two) = instance(&lowered(2));
+    let d = two.check(&redis, &client).await.unwrap();
+    assert!(!d.allowed);
+    // About 2.8 s to wait, rounded up.
+    assert_eq!(d.retry_after_s, Some(3), "{d:?}");
+    let (_, four) = instance(&lowered(4));
+    let d = four.check(&redis, &client).await.unwrap();
+    assert!(!d.allowed);
+    // About 1.8 s.
+    assert_eq!(d.retry_after_s, Some(2), "{d:?}");
+    assert_eq!(dump(&key).await, state, "a refusal changed the log");
+
+    // After the first three left: 2 in the window, so 2 more fit under 4,
+    // and the log holds only the window's entries.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let accepted = four.check(&redis, &client).await.unwrap();
+    assert!(accepted.allowed, "{accepted:?}");
+    assert_eq!(accepted.remaining, 1);
+    let mut conn = redis_connection().await;
+    let entries: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    let times: Vec<u64> = entries.iter().map(|e| e.parse().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+}
+
+#[tokio::test]
 async fn sliding_window_counter_weights_the_previous_window() {
     // limit 4 per 1 s. 4 requests early in one fixed window; 0.62 s into the
     // next one they still weigh 4 × 0.38 = 1.52, so 2 more fit (1.52 + 2 ≤ 4 <

@@ -25,42 +25,74 @@
 -- accepted request sets the key to expire when its newest entry leaves the
 -- window. Needs effects replication (the default since Redis 5, the only mode
 -- in 7): the script writes after reading TIME.
+--
+-- Commands per call, besides TIME: a client with no log (the key expired with
+-- its newest entry) costs ZCARD, ZADD and PEXPIRE; one with entries adds
+-- ZREMRANGEBYSCORE and one or two single-entry ZRANGEs; a refusal costs
+-- ZCARD and one single-entry ZRANGE, since the log is sorted and its newest
+-- `count` entries are the window's. No float is formatted or parsed beyond
+-- the scores themselves: TIME's two strings are the member.
 
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 
+-- Numbers go to Redis as decimal strings built here: Redis would format a
+-- Lua number argument with '%.17g', and Lua's tostring() prints µs
+-- timestamps in exponent form; '%d' is exact below 2^53 and far cheaper.
 local function int(n)
-  -- tostring() would print µs timestamps in exponent form.
-  return string.format('%.0f', n)
+  return string.format('%d', n)
 end
 
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
--- An entry is in the window while now - entry < window.
+-- The request's time in µs as the member and score it is stored under:
+-- the seconds, then the microseconds padded to six digits.
+local member = t[1] .. string.sub('00000' .. t[2], -6)
+local now = tonumber(member)
+-- An entry is in the window while now - entry < window, i.e. entry > horizon.
 local horizon = now - window
 
-local count = redis.call('ZCOUNT', key, '(' .. int(horizon), '+inf')
-if count >= limit then
-  -- The count drops below the limit when the (count - limit)-th oldest entry
-  -- in the window (0-based) leaves it; count > limit only after the limit was
-  -- lowered by a new configuration.
-  local entry = redis.call('ZRANGEBYSCORE', key, '(' .. int(horizon), '+inf',
-    'WITHSCORES', 'LIMIT', count - limit, 1)
-  local retry = tonumber(entry[2]) + window - now
-  return {0, 0, retry, retry}
+-- Entries in the log, in the window or not. Members are their own scores,
+-- so reading a member reads its time (no WITHSCORES, no float replies).
+local n = redis.call('ZCARD', key)
+if n >= limit then
+  -- The window holds the newest `count` entries; it holds `limit` or more
+  -- exactly when the entry of rank n - limit (the limit-th newest) is in it,
+  -- and that entry is the one whose leaving brings the count below the
+  -- limit (count > limit only after the limit was lowered).
+  local rank = int(n - limit)
+  local entry = tonumber(redis.call('ZRANGE', key, rank, rank)[1])
+  if entry > horizon then
+    local retry = entry + window - now
+    return {0, 0, retry, retry}
+  end
 end
 
-redis.call('ZREMRANGEBYSCORE', key, '-inf', int(horizon))
+-- Accepted. Trim what left the window; the count in the window is what
+-- remains (Redis deletes the key when nothing does).
+local count = 0
+if n > 0 then
+  count = n - redis.call('ZREMRANGEBYSCORE', key, '-inf', int(horizon))
+end
+if count == 0 then
+  -- The new entry is the oldest and the newest.
+  redis.call('ZADD', key, member, member)
+  redis.call('PEXPIRE', key, int(math.ceil(window / 1000)))
+  return {1, limit - 1, window, 0}
+end
+
 -- Keep scores strictly increasing so members stay unique, also if the server
 -- clock stepped back (failover to a replica whose clock is behind).
-local score = now
-local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-if newest[2] and tonumber(newest[2]) >= score then
-  score = tonumber(newest[2]) + 1
+local oldest = tonumber(redis.call('ZRANGE', key, '0', '0')[1])
+local newest = oldest
+if count > 1 then
+  newest = tonumber(redis.call('ZRANGE', key, '-1', '-1')[1])
 end
-redis.call('ZADD', key, int(score), int(score))
+local score = now
+if newest >= score then
+  score = newest + 1
+  member = int(score)
+end
+redis.call('ZADD', key, member, member)
 redis.call('PEXPIRE', key, int(math.ceil((score + window - now) / 1000)))
-
-local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return {1, limit - count - 1, tonumber(oldest[2]) + window - now, 0}
+return {1, limit - count - 1, oldest + window - now, 0}

@@ -40,7 +40,7 @@ local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 
 local function int(n)
-  return string.format('%.0f', n)
+  return string.format('%d', n)
 end
 
 local t = redis.call('TIME')

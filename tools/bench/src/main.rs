@@ -19,12 +19,13 @@
 //! sets, every child process under a time limit, only 127.0.0.1.
 //!
 //! Modules, each depending only on those listed after it: `report` (the
-//! tables, from `results`), the figures' measurements (`cluster` and
-//! `figure2` over
+//! tables, from `results`), the figures' measurements (`cluster`,
+//! `cache_hit` and `figure2` over
 //! `throughput` and `redis_side`, `dimensions` over `data_size`,
 //! `data_size`, `cold_start`), then `results`,
 //! `events`, `process` and `stats`.
 
+mod cache_hit;
 mod cluster;
 mod cold_start;
 mod data_size;
@@ -121,7 +122,7 @@ fn main() -> ExitCode {
         }
         _ => Err(
             "usage: bench measure --port <redis port> --out <file> [--runs N] [--quick] \
-                  [--only 2] [--client-threads N] [--functions-dir DIR] [--arm64-dir DIR] \
+                  [--only 2,8] [--client-threads N] [--functions-dir DIR] [--arm64-dir DIR] \
                   [--sizes-file BUILD_SIZES.md [--sizes-sources TEXT]]\n       \
                   bench report --dir <results dir> --out BENCHMARKS.md [--readme README.md] \
                   [--name value ...]\n       \
@@ -200,6 +201,7 @@ struct Plan {
     tag_samples: usize,
     tag_host_group_samples: usize,
     tag_ingest_metrics: usize,
+    hit_requests: usize,
 }
 
 async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
@@ -230,6 +232,7 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
             tag_samples: 20,
             tag_host_group_samples: 5,
             tag_ingest_metrics: 2_000,
+            hit_requests: 4_200,
         }
     } else {
         Plan {
@@ -246,6 +249,7 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
             tag_samples: 100,
             tag_host_group_samples: 10,
             tag_ingest_metrics: 4_000,
+            hit_requests: 30_000,
         }
     };
     let url = format!("redis://127.0.0.1:{port}/0");
@@ -357,6 +361,14 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
         false => None,
     };
 
+    // Figure 8's cached summary is prepared once, cached for longer than
+    // the whole measurement; every run reads it.
+    let hit_config = config(&[("CACHE_TTL_SECONDS", "3600")])?;
+    let hit = match wanted("8") {
+        true => Some(cache_hit::prepare(port, &hit_config, &mut results.cache_hit).await?),
+        false => None,
+    };
+
     for run in 1..=plan.runs {
         if wanted("1") {
             log(&format!("run {run}/{}: round trips", plan.runs));
@@ -412,6 +424,23 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
                 .push(per_request(limiter.client_cpu_s + store.client_cpu_s));
             row.expired_during +=
                 ours.redis.expired_keys + limiter.server.expired_keys + store.server.expired_keys;
+        }
+
+        if let Some(prepared) = &hit {
+            log(&format!(
+                "run {run}/{}: summary cache hits against GET",
+                plan.runs
+            ));
+            let out = &mut results.cache_hit;
+            cache_hit::run(
+                port,
+                &hit_config,
+                &mut conn,
+                prepared,
+                plan.hit_requests,
+                out,
+            )
+            .await?;
         }
 
         if wanted("3") || wanted("6") {

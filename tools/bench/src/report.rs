@@ -264,6 +264,7 @@ impl Report {
             "tags-checks" => self.tags_checks(),
             "tags-ingest" => self.tags_ingest(),
             "tags-memory" => self.tags_memory(),
+            "cache-hit" => crate::cache_hit::table(&self.r.cache_hit),
             other => return Err(format!("no table named {other:?}")),
         })
     }
@@ -409,6 +410,7 @@ impl Report {
         }
         rows.push(self.cluster_headline());
         rows.extend(self.tags_headline());
+        rows.extend(crate::cache_hit::headline(&self.r.cache_hit));
         table("figure | result | target | ", rows)
     }
 

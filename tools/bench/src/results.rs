@@ -39,6 +39,9 @@ pub struct Results {
     /// Figure 7: tags (empty until it has run).
     #[serde(default)]
     pub tags: Tags,
+    /// Figure 8: summary cache hits against `GET` (empty until it has run).
+    #[serde(default)]
+    pub cache_hit: crate::cache_hit::CacheHit,
 }
 
 /// The machine a run measured on, read when it started.
