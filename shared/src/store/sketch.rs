@@ -11,16 +11,16 @@
 //! [`RELATIVE_ACCURACY`] is α = 1 %, so γ ≈ 1.0202 and a decade of values
 //! spans about 115 bins.
 //!
-//! **Stored text** (written by `ingest.lua`): the bins of one bucket, in any
-//! order, each preceded by one space: `<key>` for a count of 1 or
-//! `<key>:<count>` (count in decimal), where `<key>` is the bin index in
-//! base 62 (digits `0-9 A-Z a-z`, `-` in front when negative) for the
-//! positive store, `~` and the index for the negative store, or `.` for
-//! zeros. E.g. ` 3j -C:3 ~5 .:2` holds bin 231 of the positive store, three
+//! **Stored bins** (written by `ingest.lua`, in the binary bucket format of
+//! [`super::buckets::StoredBucket`]): each nonempty bin as a key and a
+//! count, where the key is [`bin_key`]: `index + KEY_BASE` for the positive
+//! store, `-(index + KEY_BASE)` for the negative store, 0 for zeros, so one
+//! signed 24-bit integer names every bin and sorting keys sorts each store.
+//! Buckets written before that format hold text tokens ([`Sketch::add_stored`]):
+//! ` <key>` or ` <key>:<count>`, the index in base 62 (digits `0-9 A-Z a-z`,
+//! `-` in front when negative), `~` in front for the negative store, `.` for
+//! zeros; e.g. ` 3j -C:3 ~5 .:2` holds bin 231 of the positive store, three
 //! values in bin −12, one in bin 5 of the negative store and two zeros.
-//! The script finds and rewrites one token with C-speed string search, so a
-//! single ingest never parses the whole sketch; base 62 keeps a token at
-//! three or four bytes for the values most metrics take.
 //!
 //! **Merging** adds bin counts, so the sketch of a window is exactly the
 //! sketch of all its points, whatever the buckets it is made of.
