@@ -243,6 +243,8 @@ pub struct MetricStore {
     tag_limits: TagLimits,
     /// Tags this instance claimed recently ([`tagged`]), shared by clones.
     known: tagged::SharedKnown,
+    /// Registries this instance read lately ([`tagged`]), shared by clones.
+    seen: tagged::SharedSeen,
 }
 
 impl MetricStore {
@@ -254,6 +256,7 @@ impl MetricStore {
             retention_s: i64::from(retention_days) * 86_400,
             tag_limits: TagLimits::default(),
             known: Default::default(),
+            seen: Default::default(),
         }
     }
 
@@ -671,13 +674,13 @@ impl MetricStore {
     ) -> Result<Vec<(Option<TagValue>, WindowStats)>, StoreError> {
         let from = window.from.timestamp();
         let buckets = cover(from, window.to.timestamp());
-        let groups = self.resolve(redis, metric_type, selection, from).await?;
         let point_of = vec![0; buckets.len()];
         let merged = self
-            .read_groups(
+            .resolve_and_read(
                 redis,
                 metric_type,
-                &groups,
+                selection,
+                from,
                 tagged::Layout {
                     buckets: &buckets,
                     point_of: &point_of,
@@ -686,10 +689,9 @@ impl MetricStore {
                 selection_field(selection),
             )
             .await?;
-        let stats: Vec<_> = groups
+        let stats: Vec<_> = merged
             .into_iter()
-            .zip(merged)
-            .map(|((value, _), mut points)| (value, points.pop().unwrap_or_default()))
+            .map(|(value, mut points)| (value, points.pop().unwrap_or_default()))
             .collect();
         Ok(match selection.group_by {
             Some(_) => tagged::rank(stats, |s| s.count),
@@ -710,15 +712,13 @@ impl MetricStore {
         plan: &SeriesPlan,
         selection: &TagSelection,
     ) -> Result<Vec<(Option<TagValue>, Vec<WindowStats>)>, StoreError> {
-        let groups = self
-            .resolve(redis, metric_type, selection, plan.from)
-            .await?;
         let point_of: Vec<usize> = plan.point_of_each_bucket().collect();
-        let merged = self
-            .read_groups(
+        let series = self
+            .resolve_and_read(
                 redis,
                 metric_type,
-                &groups,
+                selection,
+                plan.from,
                 tagged::Layout {
                     buckets: plan.buckets(),
                     point_of: &point_of,
@@ -727,7 +727,6 @@ impl MetricStore {
                 selection_field(selection),
             )
             .await?;
-        let series: Vec<_> = groups.into_iter().map(|(v, _)| v).zip(merged).collect();
         Ok(match selection.group_by {
             Some(_) => tagged::rank(series, |points| points.iter().map(|p| p.count).sum()),
             None => series,
@@ -764,6 +763,20 @@ impl MetricStore {
         if buckets.is_empty() || series.is_empty() {
             return Ok(vec![Vec::new(); series.len()]);
         }
+        let plan = self.plan_read(metric_type, series, buckets);
+        let mut pipe = redis::pipe();
+        plan.add_to(&mut pipe);
+        let replies: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut redis.clone()).await?;
+        self.finish_read(redis, metric_type, plan, replies).await
+    }
+
+    /// The `HMGET`s that read `buckets` of every one of `series`.
+    fn plan_read(
+        &self,
+        metric_type: &MetricType,
+        series: &[SeriesKey<'_>],
+        buckets: &[BucketRef],
+    ) -> ReadPlan {
         // Group the buckets by container, keeping each bucket's position
         // (series after series).
         let mut containers: BTreeMap<String, Vec<(i64, usize)>> = BTreeMap::new();
@@ -775,15 +788,28 @@ impl MetricStore {
                     .push((bucket.start, s * buckets.len() + position));
             }
         }
-        let mut pipe = redis::pipe();
-        for (key, fields) in &containers {
-            let command = pipe.cmd("HMGET").arg(key);
-            for (start, _) in fields {
-                command.arg(start);
-            }
+        ReadPlan {
+            containers,
+            series: series.len(),
+            buckets: buckets.len(),
         }
-        let replies: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut redis.clone()).await?;
-        let mut out: Vec<Option<StoredBucket>> = vec![None; series.len() * buckets.len()];
+    }
+
+    /// Decodes the replies of a [`ReadPlan`]'s `HMGET`s, in its order, per
+    /// series (reading the folded fields of text buckets that have one).
+    async fn finish_read(
+        &self,
+        redis: &Redis,
+        metric_type: &MetricType,
+        plan: ReadPlan,
+        replies: Vec<Vec<Option<Vec<u8>>>>,
+    ) -> Result<Vec<Vec<Option<StoredBucket>>>, StoreError> {
+        let ReadPlan {
+            containers,
+            series,
+            buckets,
+        } = plan;
+        let mut out: Vec<Option<StoredBucket>> = vec![None; series * buckets];
         let mut unreadable = 0usize;
         let mut folded: Vec<(&str, i64, usize)> = Vec::new();
         for ((key, fields), values) in containers.iter().zip(replies) {
@@ -819,11 +845,36 @@ impl MetricStore {
                 "skipping unreadable buckets"
             );
         }
-        let mut per_series = Vec::with_capacity(series.len());
+        let mut per_series = Vec::with_capacity(series);
         let mut rest = out.into_iter();
-        for _ in series {
-            per_series.push(rest.by_ref().take(buckets.len()).collect());
+        for _ in 0..series {
+            per_series.push(rest.by_ref().take(buckets).collect());
         }
         Ok(per_series)
+    }
+}
+
+/// The `HMGET`s of one read: each container's fields and, for each field,
+/// the bucket's position (series after series).
+struct ReadPlan {
+    containers: BTreeMap<String, Vec<(i64, usize)>>,
+    series: usize,
+    buckets: usize,
+}
+
+impl ReadPlan {
+    /// Appends one `HMGET` per container to `pipe`.
+    fn add_to(&self, pipe: &mut redis::Pipeline) {
+        for (key, fields) in &self.containers {
+            let command = pipe.cmd("HMGET").arg(key);
+            for (start, _) in fields {
+                command.arg(start);
+            }
+        }
+    }
+
+    /// How many commands [`ReadPlan::add_to`] appends.
+    fn commands(&self) -> usize {
+        self.containers.len()
     }
 }
