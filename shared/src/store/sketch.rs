@@ -166,6 +166,19 @@ impl Store {
         self.total = self.total.saturating_add(count);
     }
 
+    /// As [`Store::add`] for an index within the reserved range (else as
+    /// `add`).
+    fn add_reserved(&mut self, index: i32, count: u64) {
+        let at = index - self.offset;
+        match self.counts.get_mut(at.max(0) as usize) {
+            Some(slot) if at >= 0 => {
+                *slot = slot.saturating_add(count);
+                self.total = self.total.saturating_add(count);
+            }
+            _ => self.add(index, count),
+        }
+    }
+
     fn merge(&mut self, other: &Store) {
         if other.total == 0 {
             return;
@@ -356,6 +369,26 @@ impl Sketch {
                 self.negative
                     .reserve_range(-neg.1 - KEY_BASE, -neg.0 - KEY_BASE);
             }
+            if first > 0 && n > 0 {
+                // Only the positive store (the usual case): add the run
+                // straight into its reserved slots.
+                let start = (first - KEY_BASE - self.positive.offset) as usize;
+                let slots = &mut self.positive.counts[start..start + n];
+                if width == 1 {
+                    for (slot, count) in slots.iter_mut().zip(&body[3..]) {
+                        *slot = slot.saturating_add(u64::from(*count));
+                        added = added.saturating_add(u64::from(*count));
+                    }
+                } else {
+                    for (j, slot) in slots.iter_mut().enumerate() {
+                        let count = count_at(3 + j * width);
+                        *slot = slot.saturating_add(count);
+                        added = added.saturating_add(count);
+                    }
+                }
+                self.positive.total = self.positive.total.saturating_add(added);
+                return Ok(added);
+            }
             for j in 0..n {
                 let count = count_at(3 + j * width);
                 if count > 0 {
@@ -393,9 +426,16 @@ impl Sketch {
                 self.negative
                     .reserve_range(-high - KEY_BASE, -first - KEY_BASE);
             }
+            // Every key's slot is reserved: index straight into it.
             for j in 0..n {
-                let count = count_at(j * size + 3);
-                self.add_key(key_at(j * size), count);
+                let (key, count) = (key_at(j * size), count_at(j * size + 3));
+                match key.cmp(&0) {
+                    std::cmp::Ordering::Greater => {
+                        self.positive.add_reserved(key - KEY_BASE, count)
+                    }
+                    std::cmp::Ordering::Less => self.negative.add_reserved(-key - KEY_BASE, count),
+                    std::cmp::Ordering::Equal => self.zero = self.zero.saturating_add(count),
+                }
                 added = added.saturating_add(count);
             }
         }
