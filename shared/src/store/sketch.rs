@@ -627,6 +627,19 @@ mod tests {
         assert_eq!(dense.add_binary(&body, 1, true), Ok(11));
         assert_eq!(dense.quantile(0.0), Some(value_of(-1)));
         assert_eq!(dense.quantile(1.0), Some(value_of(2)));
+        // A dense run of 16-bit counts into a sketch already holding bins
+        // on both sides of it: the same as adding bin by bin.
+        let mut wide = (KEY_BASE + 5).to_le_bytes()[..3].to_vec();
+        wide.extend_from_slice(&[1, 1, 0, 0, 44, 1]);
+        let mut merged = expected.clone();
+        assert_eq!(merged.add_binary(&wide, 2, true), Ok(557));
+        let mut by_bin = expected.clone();
+        by_bin.add_key(KEY_BASE + 5, 257);
+        by_bin.add_key(KEY_BASE + 7, 300);
+        assert_eq!(merged.count(), by_bin.count());
+        for q in [0.0, 0.3, 0.5, 0.7, 0.9, 1.0] {
+            assert_eq!(merged.quantile(q), by_bin.quantile(q), "{q}");
+        }
         assert!(Sketch::new().add_binary(&body[..6], 2, true).is_err());
         assert!(Sketch::new()
             .add_binary(&[1, 2, 3, 4, 5], 1, false)
