@@ -77,8 +77,8 @@ pub const MAX_SELECTED_BUCKETS: usize = 200_000;
 /// is 6 MB).
 pub const MAX_GROUPED_POINTS: usize = 10_000;
 
-/// The most buckets one read script call carries; a larger read is split
-/// into calls sent together, so that no call holds Redis for long.
+/// The most buckets one read pipeline carries; a larger read is split
+/// into pipelines sent together, so that no read holds Redis for long.
 const BUCKETS_PER_CALL: usize = 25_000;
 
 /// What this instance claimed recently: `registry key \n member` → (the
@@ -598,7 +598,7 @@ impl MetricStore {
             .collect())
     }
 
-    /// Reads the layout's buckets of every series in `groups` (script calls
+    /// Reads the layout's buckets of every series in `groups` (pipelines
     /// of at most `BUCKETS_PER_CALL` buckets, sent together) and merges them
     /// per group and per point of each bucket.
     /// `field` is the query parameter a refusal names.
