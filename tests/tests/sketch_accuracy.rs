@@ -1,6 +1,6 @@
 //! Percentiles and sums of stored buckets against brute force, on a real
-//! Redis: points go through the ingest script, windows are read back through
-//! the bucket-read script and merged, and every reported quantile must lie
+//! Redis: points go through the ingest script, windows are read back with
+//! `HMGET` and merged, and every reported quantile must lie
 //! within the sketch's relative accuracy α of the exact rank-based quantile
 //! of the points in the window; sums must match an exactly rounded sum
 //! (Shewchuk's algorithm, Python's `math.fsum`) within Neumaier's bound.
@@ -10,18 +10,16 @@ use std::collections::BTreeMap;
 use analytics_tests::{random_prefix, random_type, redis_connection};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use redis::{Script, Value};
+use redis::Script;
 use shared::connection::Redis;
 use shared::keys::Keys;
-use shared::store::buckets::{cover, BucketRef, Granularity};
+use shared::store::buckets::{cover, BucketRef, BucketSketch, Granularity, StoredBucket};
 use shared::store::series::plan;
-use shared::store::sketch::{bin_key, RELATIVE_ACCURACY};
+use shared::store::sketch::{bin_key, Sketch, RELATIVE_ACCURACY};
 use shared::store::stats::WindowStats;
 
 static INGEST: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("../../shared/src/store/ingest.lua")));
-static READ: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("../../shared/src/store/summary.lua")));
 
 const DAY: i64 = 86_400;
 const QUANTILES: [f64; 10] = [0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
@@ -95,44 +93,26 @@ impl Buckets {
         }
     }
 
-    /// The stored texts of `buckets` (main and folded field), in their
-    /// order, in one script call.
-    async fn read(&mut self, buckets: &[BucketRef]) -> Vec<(Option<String>, Option<String>)> {
-        let mut containers: BTreeMap<String, Vec<(i64, usize)>> = BTreeMap::new();
-        for (position, bucket) in buckets.iter().enumerate() {
-            containers
-                .entry(self.container(*bucket))
-                .or_default()
-                .push((bucket.start, position));
+    /// The stored values of `buckets` (the bucket field, and the folded
+    /// field of the text format), in their order, in one pipeline.
+    async fn read(&mut self, buckets: &[BucketRef]) -> Vec<(Option<Vec<u8>>, Option<String>)> {
+        let mut pipe = redis::pipe();
+        for bucket in buckets {
+            pipe.cmd("HMGET")
+                .arg(self.container(*bucket))
+                .arg(bucket.start)
+                .arg(format!("{}.s", bucket.start));
         }
-        let mut call = READ.prepare_invoke();
-        for key in containers.keys() {
-            call.key(key);
-        }
-        for fields in containers.values() {
-            call.arg(2 * fields.len());
-            for (start, _) in fields {
-                call.arg(start).arg(format!("{start}.s"));
-            }
-        }
-        let reply: Vec<Value> = call.invoke_async(&mut self.redis.clone()).await.unwrap();
-        let text = |value: Value| match value {
-            Value::BulkString(bytes) => Some(String::from_utf8(bytes).unwrap()),
-            _ => None,
-        };
-        let mut out = vec![(None, None); buckets.len()];
-        let mut reply = reply.into_iter();
-        for (_, position) in containers.values().flatten() {
-            out[*position] = (reply.next().and_then(text), reply.next().and_then(text));
-        }
-        out
+        let reply: Vec<(Option<Vec<u8>>, Option<String>)> =
+            pipe.query_async(&mut self.redis.clone()).await.unwrap();
+        reply
     }
 
     async fn window(&mut self, from: i64, to: i64) -> WindowStats {
         let mut stats = WindowStats::new();
-        for (text, folded) in self.read(&cover(from, to)).await {
-            if let Some(text) = text {
-                stats.add_stored(&text, folded.as_deref()).unwrap();
+        for (value, folded) in self.read(&cover(from, to)).await {
+            if let Some(value) = value {
+                stats.add_stored(&value, folded.as_deref()).unwrap();
             }
         }
         stats
@@ -292,8 +272,8 @@ async fn every_quantile_is_within_alpha_over_windows_crossing_bucket_boundaries(
         let series = plan(base - 7 * 3_600, base + 5 * 3_600 + 1, 3_600).unwrap();
         let texts = buckets.read(series.buckets()).await;
         let mut per_point = vec![WindowStats::new(); series.points()];
-        for ((text, folded), point) in texts.iter().zip(series.point_of_each_bucket()) {
-            if let Some(text) = text {
+        for ((value, folded), point) in texts.iter().zip(series.point_of_each_bucket()) {
+            if let Some(text) = value {
                 per_point[point]
                     .add_stored(text, folded.as_deref())
                     .unwrap();
@@ -406,13 +386,20 @@ async fn sketches_past_their_bin_budget_collapse_their_lowest_bins() {
     let texts = buckets
         .read(&[BucketRef::containing(Granularity::Minute, base + 120)])
         .await;
-    let text = texts[0].0.as_deref().unwrap();
-    let head: Vec<&str> = text.split('|').next().unwrap().split(' ').collect();
-    assert_eq!(head.len(), 9, "floors recorded: {head:?}");
-    let bins: usize = head[5].parse().unwrap();
-    assert!(bins <= 4_096, "{bins} bins");
-    let folded = texts[0].1.as_deref().unwrap();
-    assert_eq!(folded.split(' ').filter(|t| !t.is_empty()).count(), bins);
+    let value = texts[0].0.clone().unwrap();
+    assert!(value[0] >= 4, "floors recorded: tag {}", value[0]);
+    let Some(BucketSketch::Binary {
+        bytes,
+        at,
+        width,
+        dense,
+    }) = StoredBucket::decode(value).map(|b| b.sketch)
+    else {
+        panic!("not a binary bucket");
+    };
+    let mut sketch = Sketch::new();
+    sketch.add_binary(&bytes[at..], width, dense).unwrap();
+    assert!(sketch.bins() <= 4_096 + 3, "{} bins", sketch.bins());
     let stats = buckets.window(base, base + 180).await;
     values.sort_by(f64::total_cmp);
     assert_eq!(stats.count, values.len() as u64);
@@ -455,6 +442,8 @@ async fn buckets_of_the_older_format_read_without_percentiles() {
     assert_eq!(old.quantile(0.5), None);
     // New points join the old bucket: still counted, still no percentiles.
     buckets.ingest(&[(base + 61, 5.0)]).await.unwrap();
+    let value = raw(&mut buckets, minute).await.unwrap();
+    assert!(value[0] < b'0', "rewritten in the binary format");
     let mixed = buckets.window(base + 60, base + 120).await;
     assert_eq!((mixed.count, mixed.sum(), mixed.min), (3, 35.5, Some(5.0)));
     assert!(!mixed.has_quantiles());
@@ -462,4 +451,118 @@ async fn buckets_of_the_older_format_read_without_percentiles() {
     buckets.ingest(&[(base + 200, 5.0)]).await.unwrap();
     let fresh = buckets.window(base + 180, base + 240).await;
     assert_eq!(fresh.quantile(0.5), Some(5.0));
+}
+
+/// The field of `bucket` as stored (`None` when empty).
+async fn raw(buckets: &mut Buckets, bucket: BucketRef) -> Option<Vec<u8>> {
+    buckets.read(&[bucket]).await.remove(0).0
+}
+
+#[tokio::test]
+async fn text_buckets_read_and_are_rewritten_in_the_binary_format() {
+    let base = base();
+    let mut buckets = Buckets::new("text_format").await;
+    let minute = BucketRef::containing(Granularity::Minute, base + 60);
+    let key = buckets.container(minute);
+    // Three points: 1.0 (bin 0, key "0") twice, 10.0 (bin 117, "1t") once,
+    // one of the 1.0 in the recent tokens and the rest in the folded field.
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(minute.start)
+        .arg("3 12 0 1 10 2 1| 0")
+        .arg(format!("{}.s", minute.start))
+        .arg(" 0 1t")
+        .query_async(&mut buckets.redis.clone())
+        .await
+        .unwrap();
+    let _: () = redis::cmd("EXPIRE")
+        .arg(&key)
+        .arg(600)
+        .query_async(&mut buckets.redis.clone())
+        .await
+        .unwrap();
+    let text = buckets.window(base + 60, base + 120).await;
+    assert_eq!((text.count, text.sum()), (3, 12.0));
+    let exact = [1.0, 1.0, 10.0];
+    for q in [0.0, 0.5, 1.0] {
+        let got = text.quantile(q).unwrap();
+        let want = exact[(q * 2.0) as usize];
+        assert!(
+            (got - want).abs() <= RELATIVE_ACCURACY * want,
+            "q={q}: {got}"
+        );
+    }
+    // The next write rewrites it in the binary format, the folded field gone.
+    buckets.ingest(&[(base + 61, 10.0)]).await.unwrap();
+    let value = raw(&mut buckets, minute).await.unwrap();
+    assert!(value[0] < b'0', "binary after a write");
+    let folded: Option<String> = redis::cmd("HGET")
+        .arg(&key)
+        .arg(format!("{}.s", minute.start))
+        .query_async(&mut buckets.redis.clone())
+        .await
+        .unwrap();
+    assert_eq!(folded, None);
+    let after = buckets.window(base + 60, base + 120).await;
+    assert_eq!((after.count, after.sum()), (4, 22.0));
+    assert!(after.has_quantiles());
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut buckets.redis.clone())
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the container keeps an expiry: {ttl}");
+}
+
+#[tokio::test]
+async fn single_ingests_patch_buckets_to_the_bytes_a_batch_writes() {
+    let base = base();
+    let mut rng = StdRng::seed_from_u64(0x9a7c);
+    // Narrow values (dense bins), wide ones (sparse), negatives, zeros and
+    // counts past 255 (wider counts).
+    let mut values: Vec<f64> = (0..400).map(|_| rng.random_range(10.0..12.0)).collect();
+    values.extend((0..300).map(|_| 10f64.powf(rng.random_range(-6.0..9.0))));
+    values.extend((0..300).map(|i| {
+        if i % 3 == 0 {
+            0.0
+        } else {
+            -rng.random_range(1.0..3.0)
+        }
+    }));
+    values.extend(std::iter::repeat_n(5.0, 300));
+    let t = base + 3 * 3_600 + 90;
+    let mut batch = Buckets::new("patch_batch").await;
+    let mut single = Buckets::new("patch_single").await;
+    let mut pairs = Buckets::new("patch_pairs").await;
+    let points: Vec<(i64, f64)> = values.iter().map(|v| (t, *v)).collect();
+    for (n, point) in points.iter().enumerate() {
+        single.ingest(&[*point]).await.unwrap();
+        if n % 97 == 0 {
+            // The whole batch up to here, to compare at several sizes.
+            let mut fresh = Buckets::new("patch_prefix").await;
+            fresh.ingest(&points[..=n]).await.unwrap();
+            for g in Granularity::ALL {
+                let bucket = BucketRef::containing(g, t);
+                assert_eq!(
+                    raw(&mut single, bucket).await,
+                    raw(&mut fresh, bucket).await,
+                    "after {} points, {g:?}",
+                    n + 1
+                );
+            }
+        }
+    }
+    batch.ingest(&points).await.unwrap();
+    for pair in points.chunks(2) {
+        pairs.ingest(pair).await.unwrap();
+    }
+    for g in Granularity::ALL {
+        let bucket = BucketRef::containing(g, t);
+        let whole = raw(&mut batch, bucket).await;
+        assert_eq!(raw(&mut single, bucket).await, whole, "{g:?}");
+        assert_eq!(raw(&mut pairs, bucket).await, whole, "{g:?} in pairs");
+    }
+    let stats = single.window(t - 90, t + 30).await;
+    let mut sorted = values.clone();
+    assert_quantiles(&stats, &mut sorted, "patched");
 }

@@ -594,3 +594,71 @@ async fn every_key_tags_write_expires() {
         .unwrap();
     assert_eq!(members, ["host=web-1,region=eu"]);
 }
+
+/// A grouped query reads the registry in the same pipeline as the buckets of
+/// the values it listed last time: a value that appeared since is still
+/// read (in a second round trip), so the answer never lags the registry.
+#[tokio::test]
+async fn grouped_queries_see_tag_values_that_appear_between_them() {
+    let state = state(&[]);
+    let t = random_type("tags_new_value");
+    let end = Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap();
+    let at = format_timestamp(end - TimeDelta::minutes(30));
+    let metric = |host: &str, value: f64| json!({"timestamp": at, "value": value, "type": t, "tags": {"host": host}});
+    let query = format!(
+        "type={t}&from={}&to={}&group_by=host",
+        format_timestamp(end - TimeDelta::hours(1)),
+        format_timestamp(end)
+    );
+    let groups = |body: &Value| -> Vec<(String, u64)> {
+        body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["value"].as_str().unwrap().to_string(),
+                    g["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let batch = json!([metric("a", 1.0), metric("a", 2.0), metric("b", 3.0)]);
+    assert_eq!(post(&state, &batch).await.0, 201);
+    let (status, first, _) = get(&state, "/api/metrics/summary", &query).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(groups(&first), [("a".to_string(), 2), ("b".to_string(), 1)]);
+    let batch = json!([metric("c", 4.0), metric("c", 5.0), metric("c", 6.0)]);
+    assert_eq!(post(&state, &batch).await.0, 201);
+    // Another window (not the cached answer), the same registry.
+    let later = format!(
+        "type={t}&from={}&to={}&group_by=host",
+        format_timestamp(end - TimeDelta::minutes(59)),
+        format_timestamp(end)
+    );
+    for (path, query) in [
+        ("/api/metrics/summary", later.clone()),
+        ("/api/metrics/series", format!("{later}&step=1m")),
+    ] {
+        let (status, body, cache) = get(&state, path, &query).await;
+        assert_eq!((status, cache.as_str()), (200, "MISS"), "{body}");
+        if path.ends_with("summary") {
+            assert_eq!(
+                groups(&body),
+                [
+                    ("c".to_string(), 3),
+                    ("a".to_string(), 2),
+                    ("b".to_string(), 1)
+                ]
+            );
+        } else {
+            let listed: Vec<&str> = body["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["value"].as_str().unwrap())
+                .collect();
+            assert_eq!(listed, ["c", "a", "b"], "{body}");
+        }
+    }
+}

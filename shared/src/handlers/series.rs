@@ -106,7 +106,7 @@ pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
     .await
 }
 
-/// Reads the plan's buckets (one script call) and builds the body. Called
+/// Reads the plan's buckets (one round trip) and builds the body. Called
 /// by at most one request per query at a time.
 async fn compute_series(
     state: &AppState,

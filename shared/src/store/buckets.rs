@@ -142,32 +142,43 @@ pub fn cover(from: i64, to: i64) -> Vec<BucketRef> {
 
 /// One bucket as stored in its container: **the bucket format**, defined
 /// here once. Written (and read back, to add to it) only by `ingest.lua`,
-/// read by [`StoredBucket::parse`] for summaries and series (`summary.lua`
-/// returns the stored texts unchanged).
+/// read by [`StoredBucket::decode`] for summaries and series (the reader
+/// sends `HMGET`s of the bucket fields and decodes the values in Rust).
 ///
-/// A bucket is one or two fields of its container hash:
+/// A bucket is one field of its container hash, `<start>`, whose value is
+/// binary, little-endian (Redis Lua's `struct` format in brackets):
 ///
 /// ```text
-/// <start>    <count> <sum> <compensation> <min> <max> <sbins> <rbins>[ <positive floor> <negative floor>]|<recent tokens>
-/// <start>.s  <folded tokens>
+/// offset  size  field
+///  0      1     tag: 1 sparse bins, 2 dense bins, +4 when floors follow  (B)
+///  1      1     w: bytes per bin count, 1, 2, 4 or 6                      (B)
+///  2      6     count: points in the bucket                               (I6)
+///  8      8     sum: running sum, finite                                  (d)
+/// 16      8     compensation: Neumaier's correction of the sum            (d)
+/// 24      8     min                                                        (d)
+/// 32      8     max                                                        (d)
+/// 40      8     only with tag ≥ 4: the floor keys of the positive and
+///               negative stores, 0 when unset                             (i4 i4)
+/// 40|48   …     bins: sparse, (key, count) pairs in ascending key order  (i3 Iw)…
+///               or dense, the first key then one count per key from it
+///               on, zeros included                                        (i3 Iw…)
 /// ```
 ///
-/// Single spaces; `count`, `sbins`, `rbins` non-negative integers; `sum`,
-/// `compensation` finite doubles written with `%.17g` (which round-trips
-/// every double), `min`, `max` with `%.15g` when that reads back the same
-/// double, else `%.17g`. `sum` and `compensation` are the two parts of a
-/// Neumaier sum ([`super::compensated`]). The tokens are the bucket's
-/// quantile sketch ([`super::sketch`]), split in two: at most 128 recent
-/// tokens (`rbins`) in the main field, which a single ingest rewrites
-/// without copying the rest, and the folded tokens (`sbins`) in the
-/// `<start>.s` field, which exists only once a bucket has had more bins than
-/// that; a bin may appear in both, and readers add them. The floors (a
-/// decimal index, or `x` when unset) appear once a store of the sketch has
-/// been collapsed.
+/// `sum` and `compensation` are the two parts of a Neumaier sum
+/// ([`super::compensated`]). The bins are the bucket's DDSketch
+/// ([`super::sketch`]) with the keys of [`super::sketch::bin_key`]; the
+/// script writes whichever layout is shorter and the smallest count width
+/// that holds every count. A bucket of a few points takes 40 bytes of header
+/// and 4 bytes per distinct bin (e.g. 23 points of a minute: about 120
+/// bytes); a store's floor appears once it has been collapsed.
 ///
-/// Buckets written before sketches existed read `"<count> <sum> <min>
-/// <max>"`: they still give count, sum, min and max; a window holding one
-/// reports no percentiles.
+/// The text formats written before remain readable until they expire (the
+/// script rewrites a bucket in the binary format when it next writes it):
+/// `"<count> <sum> <compensation> <min> <max> <sbins> <rbins>[ <pfloor>
+/// <nfloor>]|<tokens>"` with the tokens of [`super::sketch::Sketch::add_stored`]
+/// and, when `sbins > 0`, more tokens in the field `<start>.s`; and the
+/// oldest, `"<count> <sum> <min> <max>"`, which gives count, sum, min and max
+/// but no sketch (a window holding one reports no percentiles).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredBucket {
     /// Number of points in the bucket.
@@ -179,19 +190,115 @@ pub struct StoredBucket {
     pub min: f64,
     /// Largest value.
     pub max: f64,
-    /// The recent sketch tokens, `None` for a bucket of the format before
-    /// sketches.
-    pub sketch: Option<String>,
-    /// Tokens in the folded field, per the header (0: no such field).
-    pub folded_bins: u64,
-    /// The folded field's text, when it was read.
-    pub folded: Option<String>,
+    /// The bucket's sketch as stored.
+    pub sketch: BucketSketch,
+}
+
+/// The sketch of a [`StoredBucket`], as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BucketSketch {
+    /// A bucket of the oldest text format: no sketch.
+    None,
+    /// The text format: the main field's tokens, the number of tokens of
+    /// the folded field `<start>.s` (0: no such field) and its text, when
+    /// read.
+    Text {
+        /// The tokens after the `|`.
+        recent: String,
+        /// Tokens in the folded field, per the header.
+        folded_bins: u64,
+        /// The folded field's text, when it was read.
+        folded: Option<String>,
+    },
+    /// The binary format: the bucket's bytes and where its bins start.
+    Binary {
+        /// The whole stored value.
+        bytes: Vec<u8>,
+        /// Offset of the bins.
+        at: usize,
+        /// Bytes per count.
+        width: usize,
+        /// Dense layout (else sparse).
+        dense: bool,
+    },
+}
+
+/// Header bytes of a binary bucket without floors.
+const BINARY_HEADER: usize = 40;
+
+fn f64_at(bytes: &[u8], at: usize) -> Option<f64> {
+    let v = f64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+    v.is_finite().then_some(v)
 }
 
 impl StoredBucket {
-    /// Parses the bucket format: the main field's text and, when present,
+    /// Decodes a stored bucket value of any format (the binary one, or the
+    /// text ones before it). `None` for anything else, including non-finite
+    /// numbers, which `ingest.lua` never writes. A text bucket with a folded
+    /// field needs it added with [`StoredBucket::set_folded`].
+    pub fn decode(bytes: Vec<u8>) -> Option<Self> {
+        match bytes.first() {
+            Some(b'0'..=b'9') => {
+                let text = std::str::from_utf8(&bytes).ok()?;
+                Self::parse(text, None)
+            }
+            Some(&tag) => {
+                if !matches!(tag, 1 | 2 | 5 | 6) || bytes.len() < BINARY_HEADER {
+                    return None;
+                }
+                let width = usize::from(bytes[1]);
+                if !matches!(width, 1 | 2 | 4 | 6) {
+                    return None;
+                }
+                let mut count = [0u8; 8];
+                count[..6].copy_from_slice(&bytes[2..8]);
+                let count = u64::from_le_bytes(count);
+                let sum = CompensatedSum::from_parts(f64_at(&bytes, 8)?, f64_at(&bytes, 16)?);
+                let (min, max) = (f64_at(&bytes, 24)?, f64_at(&bytes, 32)?);
+                let at = if tag >= 4 {
+                    BINARY_HEADER + 8
+                } else {
+                    BINARY_HEADER
+                };
+                if bytes.len() < at {
+                    return None;
+                }
+                Some(Self {
+                    count,
+                    sum,
+                    min,
+                    max,
+                    sketch: BucketSketch::Binary {
+                        bytes,
+                        at,
+                        width,
+                        dense: tag % 4 == 2,
+                    },
+                })
+            }
+            None => None,
+        }
+    }
+
+    /// Whether this is a text bucket whose folded field `<start>.s` must
+    /// be read too ([`StoredBucket::set_folded`]).
+    pub fn needs_folded(&self) -> bool {
+        matches!(
+            &self.sketch,
+            BucketSketch::Text { folded_bins, folded: None, .. } if *folded_bins > 0
+        )
+    }
+
+    /// Adds the text of the folded field of a text bucket.
+    pub fn set_folded(&mut self, text: Option<String>) {
+        if let BucketSketch::Text { folded, .. } = &mut self.sketch {
+            *folded = text;
+        }
+    }
+
+    /// Parses the text formats: the main field's text and, when present,
     /// the folded field's. `None` for anything else, including non-finite
-    /// numbers, which `ingest.lua` never writes.
+    /// numbers.
     pub fn parse(text: &str, folded: Option<&str>) -> Option<Self> {
         let (head, sketch) = match text.split_once('|') {
             Some((head, sketch)) => (head, Some(sketch)),
@@ -222,9 +329,14 @@ impl StoredBucket {
             sum: CompensatedSum::from_parts(sum, compensation),
             min,
             max,
-            sketch: sketch.map(str::to_string),
-            folded_bins,
-            folded: folded.map(str::to_string),
+            sketch: match sketch {
+                Some(recent) => BucketSketch::Text {
+                    recent: recent.to_string(),
+                    folded_bins,
+                    folded: folded.map(str::to_string),
+                },
+                None => BucketSketch::None,
+            },
         })
     }
 }
@@ -292,10 +404,10 @@ mod tests {
             (old.count, old.sum.value(), old.min, old.max),
             (3, 60.5, 10.0, 30.5)
         );
-        assert_eq!(old.sketch, None);
+        assert_eq!(old.sketch, BucketSketch::None);
         let new = StoredBucket::parse("3 60.5 1e-15 10 30.5 0 2| 1s:2 2m", None).unwrap();
         assert_eq!(new.sum.value(), 60.5 + 1e-15);
-        assert_eq!(new.sketch.as_deref(), Some(" 1s:2 2m"));
+        assert!(matches!(&new.sketch, BucketSketch::Text { recent, .. } if recent == " 1s:2 2m"));
         assert!(StoredBucket::parse("3 60.5 0 10 30.5 0 2 -5 x| 1s:2 2m", None).is_some());
         assert_eq!(
             StoredBucket::parse("1 0.10000000000000001 0 0.1 0.1 0 1| 0", None)
@@ -318,6 +430,59 @@ mod tests {
             "1 1 0 1 1 0 1 5 6 7| 0",
         ] {
             assert_eq!(StoredBucket::parse(bad, None), None, "{bad}");
+            assert_eq!(StoredBucket::decode(bad.as_bytes().to_vec()), None, "{bad}");
+        }
+        let folded = StoredBucket::decode(b"3 60.5 0 10 30.5 2 1| 1".to_vec()).unwrap();
+        assert!(folded.needs_folded());
+    }
+
+    fn binary(tag: u8, width: u8, count: u64, numbers: [f64; 4], rest: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag, width];
+        out.extend_from_slice(&count.to_le_bytes()[..6]);
+        for n in numbers {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(rest);
+        out
+    }
+
+    #[test]
+    fn the_binary_format_decodes() {
+        let bytes = binary(1, 1, 3, [60.5, 1e-15, 10.0, 30.5], &[1, 0, 0, 3]);
+        let bucket = StoredBucket::decode(bytes.clone()).unwrap();
+        assert_eq!(
+            (bucket.count, bucket.sum.value(), bucket.min, bucket.max),
+            (3, 60.5 + 1e-15, 10.0, 30.5)
+        );
+        assert_eq!(
+            bucket.sketch,
+            BucketSketch::Binary {
+                bytes,
+                at: 40,
+                width: 1,
+                dense: false
+            }
+        );
+        let floors = StoredBucket::decode(binary(6, 2, 1, [1.0; 4], &[0; 8])).unwrap();
+        assert!(matches!(
+            floors.sketch,
+            BucketSketch::Binary {
+                at: 48,
+                width: 2,
+                dense: true,
+                ..
+            }
+        ));
+        for bad in [
+            binary(3, 1, 1, [1.0; 4], &[]),
+            binary(1, 3, 1, [1.0; 4], &[]),
+            binary(1, 1, 1, [f64::NAN, 0.0, 1.0, 1.0], &[]),
+            binary(1, 1, 1, [1.0, 0.0, f64::INFINITY, 1.0], &[]),
+            binary(5, 1, 1, [1.0; 4], &[0; 7]),
+            vec![1, 1, 0],
+            Vec::new(),
+        ] {
+            assert_eq!(StoredBucket::decode(bad.clone()), None, "{bad:?}");
         }
     }
 }

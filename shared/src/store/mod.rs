@@ -6,8 +6,9 @@
 //! points are never kept. A bucket holds the count, a compensated sum
 //! ([`compensated`]), min, max and a DDSketch of its values ([`sketch`]).
 //! A summary reads the at most ~200 buckets covering its window in **one
-//! script call** (`summary.lua`) and merges them ([`stats`]); a series
-//! ([`series`]) reads the buckets of all its steps in one call too.
+//! round trip** (a pipeline of `HMGET`s, one per container, decoded in Rust:
+//! [`buckets::StoredBucket`]) and merges them ([`stats`]); a series
+//! ([`series`]) reads the buckets of all its steps in one round trip too.
 //! Late and out-of-order metrics land in the buckets of their own timestamp.
 //! Every container key expires at its end + `METRIC_RETENTION_DAYS` + one
 //! day, so storage is bounded.
@@ -83,46 +84,6 @@ impl FromRedisValue for IngestReply {
             }),
             other => Err(fields.unexpected(other)),
         }
-    }
-}
-
-static SUMMARY: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| crate::connection::script(include_str!("summary.lua")));
-
-/// The reply of `summary.lua`, decoded here and nowhere else: for each
-/// bucket asked, in the order asked, the bucket (`None` when empty) — the
-/// script is asked for each bucket's main field and then its folded field
-/// (`<start>.s`), so the reply holds them in pairs. A bucket that is not in
-/// the bucket format is counted and left out (as empty) rather than failing
-/// the read.
-#[derive(Debug, Clone, Default)]
-struct SummaryReply {
-    buckets: Vec<Option<StoredBucket>>,
-    unreadable: usize,
-}
-
-impl FromRedisValue for SummaryReply {
-    fn from_redis_value(reply: Value) -> Result<Self, ParsingError> {
-        let values: Vec<Option<Vec<u8>>> = FromRedisValue::from_redis_value(reply)?;
-        let mut decoded = Self::default();
-        let mut values = values.into_iter();
-        while let Some(main) = values.next() {
-            let folded = values.next().flatten();
-            let Some(main) = main else {
-                decoded.buckets.push(None);
-                continue;
-            };
-            let text = std::str::from_utf8(&main).ok();
-            let folded = folded.as_deref().and_then(|b| std::str::from_utf8(b).ok());
-            match text.and_then(|text| StoredBucket::parse(text, folded)) {
-                Some(bucket) => decoded.buckets.push(Some(bucket)),
-                None => {
-                    decoded.unreadable += 1;
-                    decoded.buckets.push(None);
-                }
-            }
-        }
-        Ok(decoded)
     }
 }
 
@@ -282,6 +243,8 @@ pub struct MetricStore {
     tag_limits: TagLimits,
     /// Tags this instance claimed recently ([`tagged`]), shared by clones.
     known: tagged::SharedKnown,
+    /// Registries this instance read lately ([`tagged`]), shared by clones.
+    seen: tagged::SharedSeen,
 }
 
 impl MetricStore {
@@ -293,6 +256,7 @@ impl MetricStore {
             retention_s: i64::from(retention_days) * 86_400,
             tag_limits: TagLimits::default(),
             known: Default::default(),
+            seen: Default::default(),
         }
     }
 
@@ -582,8 +546,7 @@ impl MetricStore {
         let mut keys: Vec<String> = Vec::new();
         let mut counts: Vec<usize> = Vec::with_capacity(parts.len());
         let total: usize = parts.iter().map(|p| p.metrics.len()).sum();
-        let mut updates: Vec<(usize, i64, f64, i64, std::sync::Arc<str>)> =
-            Vec::with_capacity(total * 3);
+        let mut updates: Vec<(usize, i64, f64, i64, i32)> = Vec::with_capacity(total * 3);
         let mut owners: Vec<usize> = Vec::with_capacity(total * 3);
         for part in parts {
             let before = updates.len();
@@ -591,7 +554,7 @@ impl MetricStore {
                 let metric = &metrics[m];
                 let t = metric.timestamp.timestamp();
                 // The value's sketch key, the same in all its buckets.
-                let key = std::sync::Arc::<str>::from(sketch::bin_key(metric.value));
+                let key = sketch::bin_key(metric.value);
                 let series = std::iter::once(SeriesKey::All)
                     .chain(tagged::tag_series(metric, digests[m].as_deref()));
                 for series in series {
@@ -608,7 +571,7 @@ impl MetricStore {
                             first + keys.len() - 1
                         });
                         let expire_at = bucket.container_end() + self.retention_s + EXPIRY_SLACK_S;
-                        updates.push((index, bucket.start, metric.value, expire_at, key.clone()));
+                        updates.push((index, bucket.start, metric.value, expire_at, key));
                         owners.push(m);
                     }
                 }
@@ -639,7 +602,7 @@ impl MetricStore {
                 .arg(start)
                 .arg(value)
                 .arg(expire_at)
-                .arg(&**key);
+                .arg(key);
         }
         let reply: IngestReply = invocation.invoke_async(&mut redis.clone()).await?;
         Ok((reply, owners))
@@ -711,13 +674,13 @@ impl MetricStore {
     ) -> Result<Vec<(Option<TagValue>, WindowStats)>, StoreError> {
         let from = window.from.timestamp();
         let buckets = cover(from, window.to.timestamp());
-        let groups = self.resolve(redis, metric_type, selection, from).await?;
         let point_of = vec![0; buckets.len()];
         let merged = self
-            .read_groups(
+            .resolve_and_read(
                 redis,
                 metric_type,
-                &groups,
+                selection,
+                from,
                 tagged::Layout {
                     buckets: &buckets,
                     point_of: &point_of,
@@ -726,10 +689,9 @@ impl MetricStore {
                 selection_field(selection),
             )
             .await?;
-        let stats: Vec<_> = groups
+        let stats: Vec<_> = merged
             .into_iter()
-            .zip(merged)
-            .map(|((value, _), mut points)| (value, points.pop().unwrap_or_default()))
+            .map(|(value, mut points)| (value, points.pop().unwrap_or_default()))
             .collect();
         Ok(match selection.group_by {
             Some(_) => tagged::rank(stats, |s| s.count),
@@ -750,15 +712,13 @@ impl MetricStore {
         plan: &SeriesPlan,
         selection: &TagSelection,
     ) -> Result<Vec<(Option<TagValue>, Vec<WindowStats>)>, StoreError> {
-        let groups = self
-            .resolve(redis, metric_type, selection, plan.from)
-            .await?;
         let point_of: Vec<usize> = plan.point_of_each_bucket().collect();
-        let merged = self
-            .read_groups(
+        let series = self
+            .resolve_and_read(
                 redis,
                 metric_type,
-                &groups,
+                selection,
+                plan.from,
                 tagged::Layout {
                     buckets: plan.buckets(),
                     point_of: &point_of,
@@ -767,7 +727,6 @@ impl MetricStore {
                 selection_field(selection),
             )
             .await?;
-        let series: Vec<_> = groups.into_iter().map(|(v, _)| v).zip(merged).collect();
         Ok(match selection.group_by {
             Some(_) => tagged::rank(series, |points| points.iter().map(|p| p.count).sum()),
             None => series,
@@ -775,8 +734,7 @@ impl MetricStore {
     }
 
     /// Each of `buckets` as stored (`None` when empty), in their order, read
-    /// by one `summary.lua` call grouped by container (each bucket's main
-    /// and folded fields).
+    /// by one pipeline of `HMGET`s, one per container.
     async fn read(
         &self,
         redis: &Redis,
@@ -790,8 +748,11 @@ impl MetricStore {
     }
 
     /// For each of `series`, each of `buckets` as stored (`None` when
-    /// empty), in their order, read by one `summary.lua` call grouped by
-    /// container (each bucket's main and folded fields).
+    /// empty), in their order: one round trip, a pipeline of one `HMGET` per
+    /// container (all of them in the type's hash slot), decoded here. A
+    /// bucket of the text format with a folded field (written before the
+    /// binary format, until it expires) costs one more round trip for the
+    /// folded fields.
     async fn read_many(
         &self,
         redis: &Redis,
@@ -802,6 +763,20 @@ impl MetricStore {
         if buckets.is_empty() || series.is_empty() {
             return Ok(vec![Vec::new(); series.len()]);
         }
+        let plan = self.plan_read(metric_type, series, buckets);
+        let mut pipe = redis::pipe();
+        plan.add_to(&mut pipe);
+        let replies: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut redis.clone()).await?;
+        self.finish_read(redis, metric_type, plan, replies).await
+    }
+
+    /// The `HMGET`s that read `buckets` of every one of `series`.
+    fn plan_read(
+        &self,
+        metric_type: &MetricType,
+        series: &[SeriesKey<'_>],
+        buckets: &[BucketRef],
+    ) -> ReadPlan {
         // Group the buckets by container, keeping each bucket's position
         // (series after series).
         let mut containers: BTreeMap<String, Vec<(i64, usize)>> = BTreeMap::new();
@@ -813,34 +788,93 @@ impl MetricStore {
                     .push((bucket.start, s * buckets.len() + position));
             }
         }
-        let mut invocation = SUMMARY.prepare_invoke();
-        for key in containers.keys() {
-            invocation.key(key);
+        ReadPlan {
+            containers,
+            series: series.len(),
+            buckets: buckets.len(),
         }
-        for fields in containers.values() {
-            invocation.arg(2 * fields.len());
-            for (start, _) in fields {
-                invocation.arg(start).arg(format!("{start}.s"));
+    }
+
+    /// Decodes the replies of a [`ReadPlan`]'s `HMGET`s, in its order, per
+    /// series (reading the folded fields of text buckets that have one).
+    async fn finish_read(
+        &self,
+        redis: &Redis,
+        metric_type: &MetricType,
+        plan: ReadPlan,
+        replies: Vec<Vec<Option<Vec<u8>>>>,
+    ) -> Result<Vec<Vec<Option<StoredBucket>>>, StoreError> {
+        let ReadPlan {
+            containers,
+            series,
+            buckets,
+        } = plan;
+        let mut out: Vec<Option<StoredBucket>> = vec![None; series * buckets];
+        let mut unreadable = 0usize;
+        let mut folded: Vec<(&str, i64, usize)> = Vec::new();
+        for ((key, fields), values) in containers.iter().zip(replies) {
+            for ((start, position), value) in fields.iter().zip(values) {
+                let Some(value) = value else { continue };
+                match StoredBucket::decode(value) {
+                    Some(bucket) => {
+                        if bucket.needs_folded() {
+                            folded.push((key, *start, *position));
+                        }
+                        out[*position] = Some(bucket);
+                    }
+                    None => unreadable += 1,
+                }
             }
         }
-        let reply: SummaryReply = invocation.invoke_async(&mut redis.clone()).await?;
-        if reply.unreadable > 0 {
+        if !folded.is_empty() {
+            let mut pipe = redis::pipe();
+            for (key, start, _) in &folded {
+                pipe.cmd("HGET").arg(*key).arg(format!("{start}.s"));
+            }
+            let texts: Vec<Option<String>> = pipe.query_async(&mut redis.clone()).await?;
+            for ((_, _, position), text) in folded.iter().zip(texts) {
+                if let Some(bucket) = out[*position].as_mut() {
+                    bucket.set_folded(text);
+                }
+            }
+        }
+        if unreadable > 0 {
             tracing::warn!(
                 metric_type = %metric_type,
-                buckets = reply.unreadable,
+                buckets = unreadable,
                 "skipping unreadable buckets"
             );
         }
-        let mut out = vec![None; series.len() * buckets.len()];
-        for (bucket, (_, position)) in reply.buckets.into_iter().zip(containers.values().flatten())
-        {
-            out[*position] = bucket;
-        }
-        let mut per_series = Vec::with_capacity(series.len());
+        let mut per_series = Vec::with_capacity(series);
         let mut rest = out.into_iter();
-        for _ in series {
-            per_series.push(rest.by_ref().take(buckets.len()).collect());
+        for _ in 0..series {
+            per_series.push(rest.by_ref().take(buckets).collect());
         }
         Ok(per_series)
+    }
+}
+
+/// The `HMGET`s of one read: each container's fields and, for each field,
+/// the bucket's position (series after series).
+struct ReadPlan {
+    containers: BTreeMap<String, Vec<(i64, usize)>>,
+    series: usize,
+    buckets: usize,
+}
+
+impl ReadPlan {
+    /// Appends one `HMGET` per container to `pipe`.
+    fn add_to(&self, pipe: &mut redis::Pipeline) {
+        for (key, fields) in &self.containers {
+            let command = pipe.cmd("HMGET").arg(key);
+            for (start, _) in fields {
+                command.arg(start);
+            }
+        }
+    }
+
+    /// How many commands [`ReadPlan::add_to`] appends.
+    fn commands(&self) -> usize {
+        self.containers.len()
     }
 }

@@ -8,7 +8,7 @@
 //! for `15m`, six hours for `6h`. The plan's size therefore depends only on
 //! the window and the step — never on how many points are stored — and is
 //! bounded by [`MAX_POINTS`] points and [`MAX_BUCKETS`] buckets, all read in
-//! one script call.
+//! one round trip.
 
 use super::buckets::{cover, BucketRef};
 use crate::window::step::{step_label, NAMED_STEPS};

@@ -11,16 +11,16 @@
 //! [`RELATIVE_ACCURACY`] is α = 1 %, so γ ≈ 1.0202 and a decade of values
 //! spans about 115 bins.
 //!
-//! **Stored text** (written by `ingest.lua`): the bins of one bucket, in any
-//! order, each preceded by one space: `<key>` for a count of 1 or
-//! `<key>:<count>` (count in decimal), where `<key>` is the bin index in
-//! base 62 (digits `0-9 A-Z a-z`, `-` in front when negative) for the
-//! positive store, `~` and the index for the negative store, or `.` for
-//! zeros. E.g. ` 3j -C:3 ~5 .:2` holds bin 231 of the positive store, three
+//! **Stored bins** (written by `ingest.lua`, in the binary bucket format of
+//! [`super::buckets::StoredBucket`]): each nonempty bin as a key and a
+//! count, where the key is [`bin_key`]: `index + KEY_BASE` for the positive
+//! store, `-(index + KEY_BASE)` for the negative store, 0 for zeros, so one
+//! signed 24-bit integer names every bin and sorting keys sorts each store.
+//! Buckets written before that format hold text tokens ([`Sketch::add_stored`]):
+//! ` <key>` or ` <key>:<count>`, the index in base 62 (digits `0-9 A-Z a-z`,
+//! `-` in front when negative), `~` in front for the negative store, `.` for
+//! zeros; e.g. ` 3j -C:3 ~5 .:2` holds bin 231 of the positive store, three
 //! values in bin −12, one in bin 5 of the negative store and two zeros.
-//! The script finds and rewrites one token with C-speed string search, so a
-//! single ingest never parses the whole sketch; base 62 keeps a token at
-//! three or four bytes for the values most metrics take.
 //!
 //! **Merging** adds bin counts, so the sketch of a window is exactly the
 //! sketch of all its points, whatever the buckets it is made of.
@@ -108,19 +108,25 @@ fn parse_base62(text: &str) -> Option<i32> {
     i32::try_from(if negative { -value } else { value }).ok()
 }
 
-/// The stored key of `x`'s bin (module docs): the base-62 index for
-/// `x > 0`, `~` and the index for `x < 0`, `.` for zero (and `-0`). The
-/// caller of `ingest.lua` sends it with each value, so the script takes no
-/// logarithm and Rust alone defines the mapping.
-pub fn bin_key(x: f64) -> String {
+/// The key of bin 0 of the positive store, less one: bin `i` of the
+/// positive store has the stored key `i + KEY_BASE`, bin `i` of the negative
+/// store `-(i + KEY_BASE)`, zero the key 0. Every finite nonzero double has
+/// `|i| < 40 000`, so keys of the positive store are positive, those of the
+/// negative store negative, and all fit in 24 bits.
+pub const KEY_BASE: i32 = 40_001;
+
+/// The stored key of `x`'s bin in the binary bucket format (module docs):
+/// `index_of(x) + KEY_BASE` for `x > 0`, `-(index_of(x) + KEY_BASE)` for
+/// `x < 0`, 0 for zero (and `-0`). The caller of `ingest.lua` sends it with
+/// each value, so the script takes no logarithm and Rust alone defines the
+/// mapping.
+pub fn bin_key(x: f64) -> i32 {
     if x > 0.0 {
-        base62(index_of(x))
+        index_of(x) + KEY_BASE
     } else if x < 0.0 {
-        let mut key = String::from("~");
-        key.push_str(&base62(index_of(x)));
-        key
+        -(index_of(x) + KEY_BASE)
     } else {
-        ".".to_string()
+        0
     }
 }
 
@@ -158,6 +164,19 @@ impl Store {
         let slot = &mut self.counts[(index - self.offset) as usize];
         *slot = slot.saturating_add(count);
         self.total = self.total.saturating_add(count);
+    }
+
+    /// As [`Store::add`] for an index within the reserved range (else as
+    /// `add`).
+    fn add_reserved(&mut self, index: i32, count: u64) {
+        let at = index - self.offset;
+        match self.counts.get_mut(at.max(0) as usize) {
+            Some(slot) if at >= 0 => {
+                *slot = slot.saturating_add(count);
+                self.total = self.total.saturating_add(count);
+            }
+            _ => self.add(index, count),
+        }
     }
 
     fn merge(&mut self, other: &Store) {
@@ -284,6 +303,141 @@ impl Sketch {
                 _ => self.positive.add(parse_base62(key).ok_or_else(bad)?, count),
             }
             added = added.saturating_add(count);
+        }
+        Ok(added)
+    }
+
+    /// Adds `count` values to the bin of the stored key `key` ([`bin_key`]).
+    fn add_key(&mut self, key: i32, count: u64) {
+        match key.cmp(&0) {
+            std::cmp::Ordering::Greater => self.positive.add(key - KEY_BASE, count),
+            std::cmp::Ordering::Less => self.negative.add(-key - KEY_BASE, count),
+            std::cmp::Ordering::Equal => self.zero = self.zero.saturating_add(count),
+        }
+    }
+
+    /// Adds the bins of a binary bucket ([`super::buckets::StoredBucket`]):
+    /// `body` holds sparse `(key i24, count)` pairs in ascending key order
+    /// or, when `dense`, the first key (i24) and one count per key from it
+    /// on; counts are `width` bytes (1, 2, 4 or 6), all little-endian.
+    /// Returns how many values they hold.
+    ///
+    /// # Errors
+    /// [`SketchParseError`] when the body's length does not fit the layout
+    /// or a key is out of range; nothing is added then.
+    pub fn add_binary(
+        &mut self,
+        body: &[u8],
+        width: usize,
+        dense: bool,
+    ) -> Result<u64, SketchParseError> {
+        let bad = || SketchParseError {
+            token: format!("binary bins of {} bytes", body.len()),
+        };
+        let key_at = |at: usize| -> i32 {
+            let raw = i32::from(body[at])
+                | (i32::from(body[at + 1]) << 8)
+                | (i32::from(body[at + 2]) << 16);
+            (raw << 8) >> 8
+        };
+        let count_at = |at: usize| -> u64 {
+            body[at..at + width]
+                .iter()
+                .rev()
+                .fold(0u64, |n, b| (n << 8) | u64::from(*b))
+        };
+        let in_range = |key: i32| key.unsigned_abs() < 2 * KEY_BASE as u32;
+        let mut added = 0u64;
+        if dense {
+            if body.len() < 3 || !(body.len() - 3).is_multiple_of(width) {
+                return Err(bad());
+            }
+            let first = key_at(0);
+            let n = (body.len() - 3) / width;
+            let last = first + n as i32 - 1;
+            if n > 0 && (!in_range(first) || !in_range(last)) {
+                return Err(bad());
+            }
+            // Reserve each store's range once, then add slot by slot.
+            let pos = (first.max(1), last);
+            if pos.0 <= pos.1 {
+                self.positive
+                    .reserve_range(pos.0 - KEY_BASE, pos.1 - KEY_BASE);
+            }
+            let neg = (first, last.min(-1));
+            if neg.0 <= neg.1 {
+                self.negative
+                    .reserve_range(-neg.1 - KEY_BASE, -neg.0 - KEY_BASE);
+            }
+            if first > 0 && n > 0 {
+                // Only the positive store (the usual case): add the run
+                // straight into its reserved slots.
+                let start = (first - KEY_BASE - self.positive.offset) as usize;
+                let slots = &mut self.positive.counts[start..start + n];
+                if width == 1 {
+                    for (slot, count) in slots.iter_mut().zip(&body[3..]) {
+                        *slot = slot.saturating_add(u64::from(*count));
+                        added = added.saturating_add(u64::from(*count));
+                    }
+                } else {
+                    for (j, slot) in slots.iter_mut().enumerate() {
+                        let count = count_at(3 + j * width);
+                        *slot = slot.saturating_add(count);
+                        added = added.saturating_add(count);
+                    }
+                }
+                self.positive.total = self.positive.total.saturating_add(added);
+                return Ok(added);
+            }
+            for j in 0..n {
+                let count = count_at(3 + j * width);
+                if count > 0 {
+                    self.add_key(first + j as i32, count);
+                    added = added.saturating_add(count);
+                }
+            }
+        } else {
+            let size = 3 + width;
+            if !body.len().is_multiple_of(size) {
+                return Err(bad());
+            }
+            let n = body.len() / size;
+            if n == 0 {
+                return Ok(0);
+            }
+            let (first, last) = (key_at(0), key_at((n - 1) * size));
+            if !in_range(first) || !in_range(last) || first > last {
+                return Err(bad());
+            }
+            if last > 0 {
+                // The positive keys are the last ones, ascending.
+                let low = (0..n)
+                    .map(|j| key_at(j * size))
+                    .find(|k| *k > 0)
+                    .unwrap_or(last);
+                self.positive.reserve_range(low - KEY_BASE, last - KEY_BASE);
+            }
+            if first < 0 {
+                let high = (0..n)
+                    .map(|j| key_at(j * size))
+                    .take_while(|k| *k < 0)
+                    .last()
+                    .unwrap_or(first);
+                self.negative
+                    .reserve_range(-high - KEY_BASE, -first - KEY_BASE);
+            }
+            // Every key's slot is reserved: index straight into it.
+            for j in 0..n {
+                let (key, count) = (key_at(j * size), count_at(j * size + 3));
+                match key.cmp(&0) {
+                    std::cmp::Ordering::Greater => {
+                        self.positive.add_reserved(key - KEY_BASE, count)
+                    }
+                    std::cmp::Ordering::Less => self.negative.add_reserved(-key - KEY_BASE, count),
+                    std::cmp::Ordering::Equal => self.zero = self.zero.saturating_add(count),
+                }
+                added = added.saturating_add(count);
+            }
         }
         Ok(added)
     }
@@ -417,13 +571,82 @@ mod tests {
     }
 
     #[test]
-    fn bin_keys_are_the_stored_tokens_of_single_values() {
-        for x in [0.0, -0.0, 1.0, 37.5, -37.5, 1e-300, -1e300, 0.995] {
+    fn bin_keys_name_the_bins_of_single_values() {
+        for x in [
+            0.0,
+            -0.0,
+            1.0,
+            37.5,
+            -37.5,
+            1e-300,
+            -1e300,
+            0.995,
+            f64::MAX,
+            -5e-324,
+        ] {
             let mut one = Sketch::new();
             one.add(x);
-            assert_eq!(one.to_stored(), format!(" {}", bin_key(x)), "{x}");
+            let mut keyed = Sketch::new();
+            keyed.add_key(bin_key(x), 1);
+            assert_eq!(keyed, one, "{x}");
+            assert!(bin_key(x).unsigned_abs() < 2 * KEY_BASE as u32);
         }
-        assert_eq!(bin_key(0.995), "0");
+        assert_eq!(bin_key(0.995), KEY_BASE);
+        assert_eq!(bin_key(-1.0), -KEY_BASE);
+        assert_eq!(bin_key(0.0), 0);
+    }
+
+    fn pairs(entries: &[(i32, u64)], width: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (key, count) in entries {
+            out.extend_from_slice(&key.to_le_bytes()[..3]);
+            out.extend_from_slice(&count.to_le_bytes()[..width]);
+        }
+        out
+    }
+
+    #[test]
+    fn binary_bins_decode_in_both_layouts() {
+        let entries = [
+            (-KEY_BASE - 3, 2),
+            (0, 5),
+            (KEY_BASE, 1),
+            (KEY_BASE + 2, 300),
+        ];
+        let mut sparse = Sketch::new();
+        assert_eq!(sparse.add_binary(&pairs(&entries, 2), 2, false), Ok(308));
+        let mut expected = Sketch::new();
+        for (key, count) in entries {
+            expected.add_key(key, count);
+        }
+        assert_eq!(sparse, expected);
+        // Dense: the first key, then a count per key.
+        let mut body = (KEY_BASE - 1).to_le_bytes()[..3].to_vec();
+        body.extend_from_slice(&[4, 0, 0, 7]);
+        let mut dense = Sketch::new();
+        assert_eq!(dense.add_binary(&body, 1, true), Ok(11));
+        assert_eq!(dense.quantile(0.0), Some(value_of(-1)));
+        assert_eq!(dense.quantile(1.0), Some(value_of(2)));
+        // A dense run of 16-bit counts into a sketch already holding bins
+        // on both sides of it: the same as adding bin by bin.
+        let mut wide = (KEY_BASE + 5).to_le_bytes()[..3].to_vec();
+        wide.extend_from_slice(&[1, 1, 0, 0, 44, 1]);
+        let mut merged = expected.clone();
+        assert_eq!(merged.add_binary(&wide, 2, true), Ok(557));
+        let mut by_bin = expected.clone();
+        by_bin.add_key(KEY_BASE + 5, 257);
+        by_bin.add_key(KEY_BASE + 7, 300);
+        assert_eq!(merged.count(), by_bin.count());
+        for q in [0.0, 0.3, 0.5, 0.7, 0.9, 1.0] {
+            assert_eq!(merged.quantile(q), by_bin.quantile(q), "{q}");
+        }
+        assert!(Sketch::new().add_binary(&body[..6], 2, true).is_err());
+        assert!(Sketch::new()
+            .add_binary(&[1, 2, 3, 4, 5], 1, false)
+            .is_err());
+        assert!(Sketch::new()
+            .add_binary(&pairs(&[(8_000_000, 1)], 1), 1, false)
+            .is_err());
     }
 
     #[test]

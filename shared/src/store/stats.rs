@@ -2,7 +2,7 @@
 //! ([`StoredBucket`]): count, compensated sum, min, max and the quantile
 //! sketch.
 
-use super::buckets::StoredBucket;
+use super::buckets::{BucketSketch, StoredBucket};
 use super::compensated::CompensatedSum;
 use super::sketch::Sketch;
 
@@ -55,35 +55,48 @@ impl WindowStats {
         // the bucket's points (a bucket that gained points before its format
         // had sketches, or a folded field missing), the window reports no
         // quantiles at all, so the partial bins do no harm.
-        let sketched = match &bucket.sketch {
-            Some(recent) => {
-                let mut n = self.sketch.add_stored(recent);
-                if bucket.folded_bins > 0 {
-                    n = match (n, &bucket.folded) {
-                        (Ok(a), Some(text)) => self.sketch.add_stored(text).map(|b| a + b),
-                        _ => Ok(0),
-                    };
-                }
-                match n {
-                    Ok(n) if n == bucket.count => n,
-                    _ => 0,
+        let read = match &bucket.sketch {
+            BucketSketch::Binary {
+                bytes,
+                at,
+                width,
+                dense,
+            } => self.sketch.add_binary(&bytes[*at..], *width, *dense),
+            BucketSketch::Text {
+                recent,
+                folded_bins,
+                folded,
+            } => {
+                let n = self.sketch.add_stored(recent);
+                match (n, folded) {
+                    (n, _) if *folded_bins == 0 => n,
+                    (Ok(a), Some(text)) => self.sketch.add_stored(text).map(|b| a + b),
+                    _ => Ok(0),
                 }
             }
-            None => 0,
+            BucketSketch::None => Ok(0),
+        };
+        let sketched = match read {
+            Ok(n) if n == bucket.count => n,
+            _ => 0,
         };
         self.unsketched = self
             .unsketched
             .saturating_add(bucket.count.saturating_sub(sketched));
     }
 
-    /// Decodes and merges one stored bucket: its main field's text and its
-    /// folded field's (`None` when absent).
+    /// Decodes and merges one stored bucket: its field's value (any format
+    /// of [`StoredBucket`]) and, for a text bucket, its folded field's
+    /// (`None` when absent).
     ///
     /// # Errors
-    /// `Err(())` when the text is not a stored bucket; nothing is merged.
+    /// `Err(())` when the value is not a stored bucket; nothing is merged.
     #[allow(clippy::result_unit_err)]
-    pub fn add_stored(&mut self, text: &str, folded: Option<&str>) -> Result<(), ()> {
-        let bucket = StoredBucket::parse(text, folded).ok_or(())?;
+    pub fn add_stored(&mut self, value: &[u8], folded: Option<&str>) -> Result<(), ()> {
+        let mut bucket = StoredBucket::decode(value.to_vec()).ok_or(())?;
+        if bucket.needs_folded() {
+            bucket.set_folded(folded.map(str::to_string));
+        }
         self.add_bucket(&bucket);
         Ok(())
     }
@@ -97,9 +110,11 @@ impl WindowStats {
             sum: CompensatedSum::from_parts(value, 0.0),
             min: value,
             max: value,
-            sketch: Some(sketch.to_stored()),
-            folded_bins: 0,
-            folded: None,
+            sketch: BucketSketch::Text {
+                recent: sketch.to_stored(),
+                folded_bins: 0,
+                folded: None,
+            },
         });
     }
 
@@ -165,9 +180,9 @@ mod tests {
     #[test]
     fn windows_with_an_old_bucket_have_no_quantiles_but_the_rest() {
         let mut w = WindowStats::new();
-        w.add_stored("2 3 0 1 2 0 2| 0 35", None).unwrap();
+        w.add_stored(b"2 3 0 1 2 0 2| 0 35", None).unwrap();
         assert!(w.quantile(0.5).is_some());
-        w.add_stored("3 60.5 10 30.5", None).unwrap();
+        w.add_stored(b"3 60.5 10 30.5", None).unwrap();
         assert_eq!(
             (w.count, w.sum(), w.min, w.max),
             (5, 63.5, Some(1.0), Some(30.5))
@@ -176,16 +191,16 @@ mod tests {
         assert!(!w.has_quantiles());
         // A new-format bucket that gained points while it was old-format.
         let mut v = WindowStats::new();
-        v.add_stored("4 3 0 1 2 0 2| 0 35", None).unwrap();
+        v.add_stored(b"4 3 0 1 2 0 2| 0 35", None).unwrap();
         assert_eq!(v.quantile(0.5), None);
-        assert!(w.add_stored("garbage", None).is_err());
+        assert!(w.add_stored(b"garbage", None).is_err());
         // Recent and folded tokens add up; a missing folded field means no
         // quantiles.
         let mut f = WindowStats::new();
-        f.add_stored("3 3 0 1 1 1 1| 0", Some(" 0:2")).unwrap();
+        f.add_stored(b"3 3 0 1 1 1 1| 0", Some(" 0:2")).unwrap();
         assert_eq!(f.quantile(0.5), Some(1.0));
         let mut g = WindowStats::new();
-        g.add_stored("3 3 0 1 1 1 1| 0", None).unwrap();
+        g.add_stored(b"3 3 0 1 1 1 1| 0", None).unwrap();
         assert_eq!(g.quantile(0.5), None);
     }
 
@@ -198,14 +213,18 @@ mod tests {
         };
         let mut a = WindowStats::new();
         for _ in 0..3 {
-            a.add_stored(&bucket(1, max, max, max), None).unwrap();
+            a.add_stored(bucket(1, max, max, max).as_bytes(), None)
+                .unwrap();
         }
         assert_eq!((a.count, a.sum(), a.average()), (3, max, Some(max)));
-        a.add_stored(&bucket(2, -max, -max, 0.0), None).unwrap();
+        a.add_stored(bucket(2, -max, -max, 0.0).as_bytes(), None)
+            .unwrap();
         assert_eq!(a.sum(), max, "2 × MAX saturates");
-        a.add_stored(&bucket(1, -max, -max, -max), None).unwrap();
+        a.add_stored(bucket(1, -max, -max, -max).as_bytes(), None)
+            .unwrap();
         assert!(close(a.sum(), max), "{a:?}");
-        a.add_stored(&bucket(1, -max, -max, -max), None).unwrap();
+        a.add_stored(bucket(1, -max, -max, -max).as_bytes(), None)
+            .unwrap();
         assert!(close(a.sum(), 0.0), "{a:?}");
         assert!(close(a.average().unwrap(), 0.0), "{a:?}");
     }
@@ -218,7 +237,7 @@ mod tests {
             "1 1 0 1 1 0 0|",
             "1 -1e100 0 -1e100 -1e100 0 0|",
         ] {
-            w.add_stored(text, None).unwrap();
+            w.add_stored(text.as_bytes(), None).unwrap();
         }
         assert_eq!(w.sum(), 1.0);
         assert_eq!(w.average(), Some(1.0 / 3.0));

@@ -77,8 +77,8 @@ pub const MAX_SELECTED_BUCKETS: usize = 200_000;
 /// is 6 MB).
 pub const MAX_GROUPED_POINTS: usize = 10_000;
 
-/// The most buckets one read script call carries; a larger read is split
-/// into calls sent together, so that no call holds Redis for long.
+/// The most buckets one read pipeline carries; a larger read is split
+/// into pipelines sent together, so that no read holds Redis for long.
 const BUCKETS_PER_CALL: usize = 25_000;
 
 /// What this instance claimed recently: `registry key \n member` → (the
@@ -105,6 +105,23 @@ impl Known {
 
 /// The shared memory of claims of one store (cloned stores share it).
 pub(super) type SharedKnown = Arc<Mutex<Known>>;
+
+/// Registries this instance read: registry key → the tag values it listed,
+/// the guess of the next grouped read ([`MetricStore::resolve_and_read`]).
+#[derive(Debug, Default)]
+pub(super) struct Seen(HashMap<String, Vec<TagValue>>);
+
+impl Seen {
+    fn remember(&mut self, registry: String, values: Vec<TagValue>) {
+        if self.0.len() >= KNOWN_MAX && !self.0.contains_key(&registry) {
+            self.0.clear();
+        }
+        self.0.insert(registry, values);
+    }
+}
+
+/// The shared memory of registries read (cloned stores share it).
+pub(super) type SharedSeen = Arc<Mutex<Seen>>;
 
 /// One series of a type, owned: what a query reads.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -449,7 +466,139 @@ impl MetricStore {
             .collect())
     }
 
-    /// Reads the layout's buckets of every series in `groups` (script calls
+    /// [`MetricStore::resolve`] and [`MetricStore::read_groups`] in one
+    /// round trip when they can be: for a `group_by` without filters, the
+    /// registry of the key's values is read in the same pipeline as the
+    /// buckets of the values this instance saw there last time (the
+    /// registry's answer decides: a value no longer listed is dropped, a
+    /// new one read in a second round trip), so a repeated grouped query
+    /// costs one round trip, as an unfiltered one does. Any other
+    /// selection resolves first, then reads.
+    ///
+    /// # Errors
+    /// As [`MetricStore::read_groups`].
+    pub(super) async fn resolve_and_read(
+        &self,
+        redis: &Redis,
+        metric_type: &MetricType,
+        selection: &TagSelection,
+        from: i64,
+        layout: Layout<'_>,
+        field: &'static str,
+    ) -> Result<Vec<(Option<TagValue>, Vec<WindowStats>)>, StoreError> {
+        let key = match &selection.group_by {
+            Some(key) if selection.filters.is_empty() && !layout.buckets.is_empty() => key,
+            _ => {
+                let groups = self.resolve(redis, metric_type, selection, from).await?;
+                let merged = self
+                    .read_groups(redis, metric_type, &groups, layout, field)
+                    .await?;
+                return Ok(groups.into_iter().map(|(v, _)| v).zip(merged).collect());
+            }
+        };
+        let registry = self.keys.tag_values(metric_type.as_str(), key.as_str());
+        let since = from - REFRESH_S;
+        let guess: Vec<TagValue> = self
+            .seen
+            .lock()
+            .map(|seen| seen.0.get(&registry).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        let buckets = layout.buckets.len();
+        let guess = if guess.len().saturating_mul(buckets) <= BUCKETS_PER_CALL {
+            guess
+        } else {
+            Vec::new()
+        };
+        let guessed: Vec<Series> = guess
+            .iter()
+            .map(|v| Series::TagValue(key.clone(), v.clone()))
+            .collect();
+        let keys: Vec<SeriesKey<'_>> = guessed.iter().map(Series::key).collect();
+        let plan = self.plan_read(metric_type, &keys, layout.buckets);
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGEBYSCORE")
+            .arg(&registry)
+            .arg(since)
+            .arg("+inf");
+        if !guess.is_empty() {
+            plan.add_to(&mut pipe);
+        }
+        let mut replies: Vec<Value> = pipe.query_async(&mut redis.clone()).await?;
+        let parse = |e: ParsingError| StoreError::Redis(RedisError::from(e));
+        let mut rest = replies.split_off(1.min(replies.len()));
+        let members: Vec<String> = match replies.pop() {
+            Some(reply) => FromRedisValue::from_redis_value(reply).map_err(parse)?,
+            None => Vec::new(),
+        };
+        let values: Vec<TagValue> = members
+            .iter()
+            .filter_map(|v| TagValue::parse(v).ok())
+            .collect();
+        let total = values.len().saturating_mul(buckets);
+        if total > MAX_SELECTED_BUCKETS {
+            return Err(StoreError::TooManyBuckets {
+                field,
+                series: values.len(),
+                buckets: total,
+            });
+        }
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.remember(registry, values.clone());
+        }
+        let mut read: HashMap<TagValue, Vec<Option<super::buckets::StoredBucket>>> = HashMap::new();
+        if !guess.is_empty() {
+            rest.truncate(plan.commands());
+            let hmgets: Vec<Vec<Option<Vec<u8>>>> = rest
+                .into_iter()
+                .map(FromRedisValue::from_redis_value)
+                .collect::<Result<_, _>>()
+                .map_err(parse)?;
+            let decoded = self.finish_read(redis, metric_type, plan, hmgets).await?;
+            read.extend(guess.into_iter().zip(decoded));
+        }
+        let missing: Vec<(Option<TagValue>, Vec<Series>)> = values
+            .iter()
+            .filter(|v| !read.contains_key(*v))
+            .map(|v| {
+                (
+                    Some(v.clone()),
+                    vec![Series::TagValue(key.clone(), v.clone())],
+                )
+            })
+            .collect();
+        let mut late: HashMap<TagValue, Vec<WindowStats>> = HashMap::new();
+        if !missing.is_empty() {
+            let merged = self
+                .read_groups(redis, metric_type, &missing, layout, field)
+                .await?;
+            for ((value, _), points) in missing.into_iter().zip(merged) {
+                if let Some(value) = value {
+                    late.insert(value, points);
+                }
+            }
+        }
+        Ok(values
+            .into_iter()
+            .map(|value| {
+                let points = match (read.remove(&value), late.remove(&value)) {
+                    (_, Some(points)) => points,
+                    (Some(series), None) => {
+                        let mut points = vec![WindowStats::new(); layout.points];
+                        for (bucket, point) in series.iter().zip(layout.point_of) {
+                            if let Some(bucket) = bucket {
+                                points[*point].add_bucket(bucket);
+                            }
+                        }
+                        points
+                    }
+                    (None, None) => vec![WindowStats::new(); layout.points],
+                };
+                (Some(value), points)
+            })
+            .collect())
+    }
+
+    /// Reads the layout's buckets of every series in `groups` (pipelines
     /// of at most `BUCKETS_PER_CALL` buckets, sent together) and merges them
     /// per group and per point of each bucket.
     /// `field` is the query parameter a refusal names.

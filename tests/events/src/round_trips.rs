@@ -246,11 +246,14 @@ pub async fn tagged_paths(state: &AppState, metric_type: &str) -> Result<Vec<Cou
         "/api/metrics/series",
         format!("type={metric_type}&period=daily&step=1h&group_by=host"),
     )?;
+    // The summary grouped by `host` above showed this instance the key's
+    // values: the series reads the registry in the same pipeline as their
+    // buckets (one round trip fewer than the first grouped query).
     record(
         "series, group_by, cache miss",
         200,
         count(state, metrics_series(state, request)).await,
-        6,
+        5,
     );
     Ok(counted)
 }

@@ -565,7 +565,10 @@ async fn data_figures(
     run: usize,
     results: &mut Results,
 ) -> Result<(), String> {
-    let state = Arc::new(AppState::new(config(&[])?).map_err(|e| e.to_string())?);
+    // As the tagged backfill: a busy machine must not fail the backfill.
+    let state = Arc::new(
+        AppState::new(config(&[("REDIS_TIMEOUT_MS", "10000")])?).map_err(|e| e.to_string())?,
+    );
     let prefix = state.keys.prefix().to_string();
     let large_name = format!("bench_large_r{run}");
     let small_name = format!("bench_small_r{run}");
