@@ -83,11 +83,16 @@ pub fn write(opts: &Options) -> Result<(), String> {
     for file in ["out", "readme"].iter().filter_map(|o| opts.get(*o)) {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
         let old = bodies(&text);
-        let filled = fill(&text, |name| match only {
-            Some(prefix) if !name.starts_with(prefix) => {
-                Ok(old.get(name).cloned().unwrap_or_default())
+        let filled = fill(&text, |name| {
+            let kept = || old.get(name).cloned().unwrap_or_default();
+            match only {
+                // The headline keeps every other figure's rows.
+                Some("peer") if name == "headline" => {
+                    Ok(with_rows(&kept(), "| 8. ", &report.peer_headline()))
+                }
+                Some(prefix) if !name.starts_with(prefix) => Ok(kept()),
+                _ => report.block(name),
             }
-            _ => report.block(name),
         })
         .map_err(|e| format!("{file}: {e}"))?;
         std::fs::write(file, filled).map_err(|e| format!("{file}: {e}"))?;
@@ -143,6 +148,26 @@ fn bodies(text: &str) -> BTreeMap<String, String> {
         rest = &rest[end + CLOSE.len()..];
     }
     found
+}
+
+/// `body` (a rendered block) with its table rows that start with `start`
+/// replaced by `rows`, put after the block's last table row.
+fn with_rows(body: &str, start: &str, rows: &[Vec<String>]) -> String {
+    let mut lines: Vec<String> = body
+        .trim()
+        .lines()
+        .filter(|l| !l.starts_with(start))
+        .map(str::to_string)
+        .collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.starts_with('|'))
+        .map_or(lines.len(), |i| i + 1);
+    let rendered = table("", rows.iter().cloned());
+    // `table` writes a header and its rule first; keep the rows.
+    let new: Vec<String> = rendered.lines().skip(2).map(str::to_string).collect();
+    lines.splice(at..at, new);
+    lines.join("\n")
 }
 
 /// A markdown table: `head` is its header row as written (`a | b`), each
@@ -1591,6 +1616,20 @@ mod tests {
         assert_eq!(headline.len(), 1);
         assert_eq!(headline[0][3], "met");
         assert!(report.peer_checks().contains("| 0, 0 / 0, 0 |"));
+    }
+
+    #[test]
+    fn rows_of_one_figure_are_replaced_in_place() {
+        let body = "\n\n| a | b |\n|---|---|\n| 1. x | y |\n| 8. old | z |\n\n";
+        let row = vec![vec!["8. new".to_string(), String::new()]];
+        assert_eq!(
+            with_rows(body, "| 8. ", &row),
+            "| a | b |\n|---|---|\n| 1. x | y |\n| 8. new | |"
+        );
+        assert_eq!(
+            with_rows(body, "| 8. ", &[]),
+            "| a | b |\n|---|---|\n| 1. x | y |"
+        );
     }
 
     #[test]
