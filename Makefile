@@ -15,7 +15,7 @@ help:
 	@echo "make e2e         only the end-to-end tests (E2E_GROUPS=\"default ratelimit cache breaker secrets schemathesis\")"
 	@echo "make build       build the functions"
 	@echo "make release     arm64 Lambda binaries: target/lambda/<function>/bootstrap, with sizes"
-	@echo "make bench       benchmarks against a private Redis; writes BENCHMARKS.md (BENCH_RUNS, BENCH_QUICK)"
+	@echo "make bench       benchmarks against a private Redis; writes BENCHMARKS.md (BENCH_RUNS, BENCH_QUICK, BENCH_ONLY=peer)"
 	@echo "make cfn-lint    lint the SAM template (template.yaml)"
 	@echo "make redis       start Redis when none answers on REDIS_URL"
 	@echo "make redis-stop  stop the Redis (and the local cluster) that make dev/make redis started"

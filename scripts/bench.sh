@@ -16,6 +16,13 @@
 #      added to the same results; the cluster is stopped right after;
 #   5. figure 4: `cargo lambda watch --release` on a free port, loaded by wrk
 #      for a fixed time per run (tools/bench/wrk.lua);
+#   5b. figure 9: the design this project started from (tools/seed-peer, a
+#      FastAPI app installed on demand into target/seed-peer-venv from its
+#      pinned requirements) under uvicorn, beside our functions under
+#      `cargo lambda watch --release --concurrency 4`, both on the private
+#      Redis, measured by `bench peer` in alternating rounds; skipped with a
+#      note in the report when python3 (with venv and pip) or the install is
+#      unavailable, or figure 4's tools are missing;
 #   6. `bench report`: fills the marked tables of BENCHMARKS.md and of the
 #      README's Performance section; the text around them is written by hand.
 # Everything it started (Redis, the cluster, the emulator and its functions) is stopped at
@@ -34,7 +41,11 @@
 #                            it does not exist; the README is filled only
 #                            along with BENCHMARKS.md itself)
 #   BENCH_QUICK=1            tiny data sets and one run, to try the harness
-#   BENCH_SKIP_E2E=1         skip figure 4
+#   BENCH_SKIP_E2E=1         skip figures 4 and 8
+#   BENCH_ONLY=peer          figure 9 alone: builds, starts the private Redis,
+#                            measures the side-by-side figure and fills only its
+#                            tables (3 rounds, or BENCH_RUNS; 8 s per wrk run,
+#                            or BENCH_WRK_SECONDS)
 #   BENCH_CLIENT_THREADS=1   threads of the runtime the in-process instances run
 #                            on (1, like redis-benchmark's one event loop)
 #   (BENCH_QUICK and BENCH_SKIP_E2E are on for 1, true or yes; off when unset,
@@ -60,9 +71,11 @@ RUNS="${RUNS:-5}"
 WRK_SECONDS="${BENCH_WRK_SECONDS:-$([[ -n "$QUICK" ]] && echo 3 || echo 10)}"
 WRK_CONNECTIONS="${BENCH_WRK_CONNECTIONS:-16}"
 OUT="${BENCH_OUT:-BENCHMARKS.md}"
+ONLY="${BENCH_ONLY:-}"
+[[ -z "$ONLY" || "$ONLY" == peer ]] || die "BENCH_ONLY: expected peer, got '$ONLY'"
 # The command as it can be run again: `make bench` after the options set.
 bench_command="make bench"
-for name in BENCH_CLIENT_THREADS BENCH_WRK_CONNECTIONS BENCH_WRK_SECONDS BENCH_SKIP_E2E BENCH_QUICK BENCH_OUT BENCH_RUNS; do
+for name in BENCH_ONLY BENCH_CLIENT_THREADS BENCH_WRK_CONNECTIONS BENCH_WRK_SECONDS BENCH_SKIP_E2E BENCH_QUICK BENCH_OUT BENCH_RUNS; do
     [[ -z "${!name:-}" ]] || bench_command="$name=${!name} $bench_command"
 done
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -73,14 +86,17 @@ started=$SECONDS
 load_before_build="$(cut -d' ' -f1-3 /proc/loadavg | sed 's| | / |g')"
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/analytics-bench.XXXXXX")"
 mkdir -p "$RESULTS_DIR"
-rm -f "$RESULTS_DIR/run.json" "$RESULTS_DIR/e2e.jsonl"
+rm -f "$RESULTS_DIR/peer.json"
+[[ -n "$ONLY" ]] || rm -f "$RESULTS_DIR/run.json" "$RESULTS_DIR/e2e.jsonl"
 REDIS_PID=""
 WATCH_PID=""
+PEER_PID=""
 CLUSTER_PIDS=()
 
 cleanup() {
     local status=$?
     stop_stack
+    stop_peer
     if [[ -n "$REDIS_PID" ]]; then
         kill "$REDIS_PID" 2>/dev/null || true
         wait "$REDIS_PID" 2>/dev/null || true
@@ -99,6 +115,57 @@ stop_cluster() {
         wait "$pid" 2>/dev/null || true
     done
     CLUSTER_PIDS=()
+}
+
+# stop_peer: stops the uvicorn of figure 9 (its workers follow their
+# supervisor on SIGTERM); SIGKILL after 10 s.
+stop_peer() {
+    [[ -n "$PEER_PID" ]] || return 0
+    kill -TERM "$PEER_PID" 2>/dev/null || true
+    for _ in {1..50}; do kill -0 "$PEER_PID" 2>/dev/null && sleep 0.2; done
+    kill -KILL "$PEER_PID" 2>/dev/null || true
+    wait "$PEER_PID" 2>/dev/null || true
+    PEER_PID=""
+}
+
+# peer_venv: the virtual environment of figure 9's peer, created on demand
+# under the target directory and installed from tools/seed-peer's pinned
+# requirements (again only when they changed); prints why not on failure.
+PEER_VENV="$TARGET_DIR/seed-peer-venv"
+peer_venv() {
+    local requirements=tools/seed-peer/requirements.txt
+    command -v python3 >/dev/null 2>&1 || {
+        echo "python3 is not installed"
+        return 1
+    }
+    if [[ ! -x "$PEER_VENV/bin/python" ]]; then
+        python3 -m venv "$PEER_VENV" >"$WORK_DIR/peer-venv.log" 2>&1 || {
+            rm -rf "$PEER_VENV"
+            echo "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)"
+            return 1
+        }
+    fi
+    cmp -s "$requirements" "$PEER_VENV/installed-requirements.txt" && return 0
+    log "installing the peer's requirements into $PEER_VENV (pip install -r $requirements)"
+    timeout 600 "$PEER_VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements" \
+        >"$WORK_DIR/peer-pip.log" 2>&1 || {
+        tail -n 5 "$WORK_DIR/peer-pip.log" >&2
+        echo "pip install -r $requirements failed (no network, or no package index)"
+        return 1
+    }
+    cp "$requirements" "$PEER_VENV/installed-requirements.txt"
+}
+
+# wait_for_health URL PID WHAT: waits (bounded, 300 s) until URL/health
+# answers 200 while PID lives.
+wait_for_health() {
+    local deadline=$((SECONDS + 300))
+    until [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 "$1/health")" == 200 ]]; do
+        if ((SECONDS >= deadline)) || ! kill -0 "$2" 2>/dev/null; then
+            return 1
+        fi
+        sleep 1
+    done
 }
 
 # start_cluster: a private Redis Cluster of 3 masters and 3 replicas on free
@@ -189,7 +256,12 @@ if [[ -z "$e2e_note" ]]; then
         e2e_note="cargo-lambda could not be installed"
     fi
 fi
-[[ -z "$e2e_note" ]] || warn "figure 4 (end to end) will be skipped: $e2e_note"
+[[ -z "$e2e_note" ]] || warn "figures 4 and 8 (end to end) will be skipped: $e2e_note"
+peer_note="$e2e_note"
+if [[ -z "$peer_note" ]]; then
+    peer_note="$(peer_venv)" || true
+    [[ -z "$peer_note" ]] || warn "figure 9 (side by side with the original design) will be skipped: $peer_note"
+fi
 
 # --- 2. build ----------------------------------------------------------------
 # One invocation selecting the binaries by name (`--bin`, no `-p`), as
@@ -219,56 +291,60 @@ done
 [[ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]] || die "the private redis-server did not start"
 
 # --- 4. in-process figures ---------------------------------------------------
-measure_args=(measure --port "$REDIS_PORT" --out "$RESULTS_DIR/results.json" --runs "$RUNS"
-    --functions-dir "$TARGET_DIR/release" --arm64-dir "$TARGET_DIR/lambda" --sizes-file BUILD_SIZES.md
-    --client-threads "${BENCH_CLIENT_THREADS:-1}")
-[[ -z "$QUICK" ]] || measure_args+=(--quick)
-# Figure 5's arm64 sizes come from the last `make release`: say so when the
-# functions' sources differ from what it built (the commit it recorded, else
-# the files' modification times).
-arm64_probe="$TARGET_DIR/lambda/ingest-metric/bootstrap"
-built_from="$(cat "$TARGET_DIR/lambda/BUILT_FROM" 2>/dev/null || true)"
-if [[ -e "$arm64_probe" ]]; then
-    state=unknown
-    [[ -z "$built_from" || "$built_from" == *+changes ]] || state="$(sources_since "$built_from")"
-    if [[ "$state" == changed ]] || { [[ "$state" == unknown ]] &&
-        [[ -n "$(find "${RELEASE_SOURCES[@]}" -newer "$arm64_probe" -type f -print -quit 2>/dev/null)" ]]; }; then
-        measure_args+=(--arm64-stale)
+if [[ -z "$ONLY" ]]; then
+    measure_args=(measure --port "$REDIS_PORT" --out "$RESULTS_DIR/results.json" --runs "$RUNS"
+        --functions-dir "$TARGET_DIR/release" --arm64-dir "$TARGET_DIR/lambda" --sizes-file BUILD_SIZES.md
+        --client-threads "${BENCH_CLIENT_THREADS:-1}")
+    [[ -z "$QUICK" ]] || measure_args+=(--quick)
+    # Figure 5's arm64 sizes come from the last `make release`: say so when the
+    # functions' sources differ from what it built (the commit it recorded, else
+    # the files' modification times).
+    arm64_probe="$TARGET_DIR/lambda/ingest-metric/bootstrap"
+    built_from="$(cat "$TARGET_DIR/lambda/BUILT_FROM" 2>/dev/null || true)"
+    if [[ -e "$arm64_probe" ]]; then
+        state=unknown
+        [[ -z "$built_from" || "$built_from" == *+changes ]] || state="$(sources_since "$built_from")"
+        if [[ "$state" == changed ]] || { [[ "$state" == unknown ]] &&
+            [[ -n "$(find "${RELEASE_SOURCES[@]}" -newer "$arm64_probe" -type f -print -quit 2>/dev/null)" ]]; }; then
+            measure_args+=(--arm64-stale)
+        fi
     fi
-fi
-# Without a release build here, figure 5 copies the sizes BUILD_SIZES.md
-# recorded; say which commit they were built from and whether the functions'
-# sources changed since.
-recorded="$(grep -m 1 '^Built from commit `' BUILD_SIZES.md || true)"
-recorded_commit="$(sed -n 's/^Built from commit `\([0-9a-f]\{7,40\}\)`.*/\1/p' <<<"$recorded")"
-sources="$(printf '`%s`, ' "${RELEASE_SOURCES[@]}")"
-built="built from commit \`${recorded_commit:0:12}\`"
-if [[ -z "$recorded_commit" ]]; then
-    sizes_sources="which does not say which commit they were built from"
-elif [[ "$recorded" == *uncommitted* ]]; then
-    sizes_sources="$built with uncommitted changes, so they may differ from what these sources build"
-else
-    case "$(sources_since "$recorded_commit")" in
-    unchanged) sizes_sources="$built; the functions' sources (${sources%, }) have not changed since" ;;
-    changed) sizes_sources="$built; the functions' sources (${sources%, }) have changed since, so these may differ from what they build now (run \`make release\`, then \`make bench\`)" ;;
-    *) sizes_sources="$built, which this checkout cannot compare with (not a git checkout, or one without that commit), so they may differ from what these sources build" ;;
-    esac
-fi
-measure_args+=(--sizes-sources "$sizes_sources")
-log "bench ${measure_args[*]}"
-timeout 1800 "$BENCH" "${measure_args[@]}" || die "bench measure failed"
+    # Without a release build here, figure 5 copies the sizes BUILD_SIZES.md
+    # recorded; say which commit they were built from and whether the functions'
+    # sources changed since.
+    recorded="$(grep -m 1 '^Built from commit `' BUILD_SIZES.md || true)"
+    recorded_commit="$(sed -n 's/^Built from commit `\([0-9a-f]\{7,40\}\)`.*/\1/p' <<<"$recorded")"
+    sources="$(printf '`%s`, ' "${RELEASE_SOURCES[@]}")"
+    built="built from commit \`${recorded_commit:0:12}\`"
+    if [[ -z "$recorded_commit" ]]; then
+        sizes_sources="which does not say which commit they were built from"
+    elif [[ "$recorded" == *uncommitted* ]]; then
+        sizes_sources="$built with uncommitted changes, so they may differ from what these sources build"
+    else
+        case "$(sources_since "$recorded_commit")" in
+        unchanged) sizes_sources="$built; the functions' sources (${sources%, }) have not changed since" ;;
+        changed) sizes_sources="$built; the functions' sources (${sources%, }) have changed since, so these may differ from what they build now (run \`make release\`, then \`make bench\`)" ;;
+        *) sizes_sources="$built, which this checkout cannot compare with (not a git checkout, or one without that commit), so they may differ from what these sources build" ;;
+        esac
+    fi
+    measure_args+=(--sizes-sources "$sizes_sources")
+    log "bench ${measure_args[*]}"
+    timeout 1800 "$BENCH" "${measure_args[@]}" || die "bench measure failed"
 
-log "starting a private Redis Cluster (3 masters, 3 replicas) on free ports of 127.0.0.1"
-start_cluster
-cluster_args=(cluster --port "$REDIS_PORT" --cluster-port "$CLUSTER_PORT"
-    --results "$RESULTS_DIR/results.json" --client-threads "${BENCH_CLIENT_THREADS:-1}")
-log "bench ${cluster_args[*]}"
-timeout 900 "$BENCH" "${cluster_args[@]}" || die "bench cluster failed"
-stop_cluster
+    log "starting a private Redis Cluster (3 masters, 3 replicas) on free ports of 127.0.0.1"
+    start_cluster
+    cluster_args=(cluster --port "$REDIS_PORT" --cluster-port "$CLUSTER_PORT"
+        --results "$RESULTS_DIR/results.json" --client-threads "${BENCH_CLIENT_THREADS:-1}")
+    log "bench ${cluster_args[*]}"
+    timeout 900 "$BENCH" "${cluster_args[@]}" || die "bench cluster failed"
+    stop_cluster
+fi
 
 # --- 5. end to end -----------------------------------------------------------
 report_args=()
-if [[ -z "$e2e_note" ]]; then
+if [[ -n "$ONLY" ]]; then
+    report_args+=(--only "$ONLY")
+elif [[ -z "$e2e_note" ]]; then
     STACK_PORT="$(free_port)"
     E2E_PREFIX="bench-e2e-$(random_suffix)"
     printf '%s\n' "REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" "REDIS_KEY_PREFIX=$E2E_PREFIX" \
@@ -341,6 +417,61 @@ if [[ -z "$e2e_note" ]]; then
     )")
 else
     report_args+=(--e2e-note "$e2e_note")
+fi
+
+# --- 5b. side by side with the original design (figure 9) --------------------
+if [[ -z "$peer_note" ]]; then
+    PEER_CONCURRENCY=4
+    OURS_PORT="$(free_port)"
+    SEED_PORT="$(free_port)"
+    OURS_PREFIX="bench-ours-$(random_suffix)"
+    SEED_PREFIX="bench-seed-$(random_suffix)"
+    # Both trust one proxy hop (our TRUSTED_PROXY_HOPS, uvicorn's default
+    # for 127.0.0.1), so wrk gives every request its own client; the same
+    # limit, cache lifetime and external source for both.
+    common=(RATE_LIMIT_REQUESTS=1000 CACHE_TTL_SECONDS=3600 EXTERNAL_SERVICE_LATENCY_MS=0
+        EXTERNAL_SERVICE_FAILURE_RATE=0)
+    printf '%s\n' "REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" "REDIS_KEY_PREFIX=$OURS_PREFIX" \
+        TRUSTED_PROXY_HOPS=1 RUST_LOG=info "${common[@]}" >"$WORK_DIR/ours.env"
+    log "figure 9: cargo lambda watch --release on 127.0.0.1:$OURS_PORT (--concurrency $PEER_CONCURRENCY)"
+    cargo lambda watch --release --env-file "$WORK_DIR/ours.env" --invoke-address 127.0.0.1 \
+        --invoke-port "$OURS_PORT" --concurrency "$PEER_CONCURRENCY" --ignore-changes \
+        </dev/null >"$WORK_DIR/ours.log" 2>&1 &
+    WATCH_PID=$!
+    log "figure 9: the original design under uvicorn on 127.0.0.1:$SEED_PORT ($PEER_CONCURRENCY workers)"
+    env REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" REDIS_KEY_PREFIX="$SEED_PREFIX" "${common[@]}" \
+        "$PEER_VENV/bin/uvicorn" --app-dir tools/seed-peer app:app --host 127.0.0.1 --port "$SEED_PORT" \
+        --workers "$PEER_CONCURRENCY" --no-access-log --log-level warning \
+        </dev/null >"$WORK_DIR/seed.log" 2>&1 &
+    PEER_PID=$!
+    wait_for_health "http://127.0.0.1:$OURS_PORT" "$WATCH_PID" || {
+        tail -n 30 "$WORK_DIR/ours.log" >&2 || true
+        die "cargo lambda watch did not answer GET /health with 200 within 300 s"
+    }
+    wait_for_health "http://127.0.0.1:$SEED_PORT" "$PEER_PID" || {
+        tail -n 30 "$WORK_DIR/seed.log" >&2 || true
+        die "the peer (uvicorn) did not answer GET /health with 200 within 300 s"
+    }
+    peer_args=(peer --port "$REDIS_PORT" --redis-pid "$REDIS_PID" --out "$RESULTS_DIR/peer.json"
+        --ours-url "http://127.0.0.1:$OURS_PORT" --ours-pid "$WATCH_PID" --ours-prefix "$OURS_PREFIX"
+        --seed-url "http://127.0.0.1:$SEED_PORT" --seed-pid "$PEER_PID" --seed-prefix "$SEED_PREFIX"
+        --emulator-concurrency "$PEER_CONCURRENCY" --peer-workers "$PEER_CONCURRENCY"
+        --rounds "${BENCH_RUNS:-$([[ -n "$QUICK" ]] && echo 1 || echo 3)}"
+        --seconds "${BENCH_WRK_SECONDS:-$([[ -n "$QUICK" ]] && echo 3 || echo 8)}"
+        --commands "$(
+            printf 'cargo lambda watch --release --env-file <env file: TRUSTED_PROXY_HOPS=1 %s> --invoke-address 127.0.0.1 --invoke-port <port> --concurrency %s --ignore-changes\n' \
+                "${common[*]}" "$PEER_CONCURRENCY"
+            printf '%s uvicorn --app-dir tools/seed-peer app:app --host 127.0.0.1 --port <port> --workers %s --no-access-log\n' \
+                "${common[*]}" "$PEER_CONCURRENCY"
+        )")
+    [[ -z "$QUICK" ]] || peer_args+=(--quick)
+    log "bench ${peer_args[*]}"
+    timeout 1800 "$BENCH" "${peer_args[@]}" || die "bench peer failed"
+    stop_stack
+    stop_peer
+    report_args+=(--peer-note "")
+else
+    report_args+=(--peer-note "$peer_note")
 fi
 
 # --- 6. the report -----------------------------------------------------------

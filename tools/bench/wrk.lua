@@ -7,6 +7,11 @@
 --   WRK_PATH         the path and query string to request
 --   WRK_TYPE         POST only: the metric type of the body
 --   WRK_CONNECTIONS  the -c given to wrk, copied into the results
+--   WRK_CLIENTS      "each": every request from its own client, named by a
+--                    fresh X-Forwarded-For address (10.x.y.z, from a random
+--                    start), so that per-client rate limits accept them all
+--                    (the server must trust one proxy hop); otherwise one
+--                    client, the connection's address
 --
 -- A POST carries one metric timestamped at the second it is sent, as a live
 -- client sends it. A GET response whose `X-Cache` header is not `HIT` is
@@ -21,7 +26,17 @@ local method = os.getenv("WRK_METHOD") or "GET"
 local path = os.getenv("WRK_PATH") or "/health"
 local metric_type = os.getenv("WRK_TYPE") or "bench_e2e"
 local headers = { ["Content-Type"] = "application/json" }
+local get_headers = {}
+local own_clients = os.getenv("WRK_CLIENTS") == "each"
 local n = 0
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+local first_client = math.random(0, 2 ^ 24 - 1)
+
+-- The next client's address, when every request has its own.
+local function next_client()
+  local c = (first_client + n) % (2 ^ 24)
+  return string.format("10.%d.%d.%d", math.floor(c / 65536), math.floor(c / 256) % 256, c % 256)
+end
 -- Per thread (each wrk thread has its own Lua state); read by done().
 not_hit = 0
 local threads = {}
@@ -42,10 +57,15 @@ if method ~= "POST" then
 end
 
 request = function()
-  if method ~= "POST" then
-    return wrk.format("GET", path)
-  end
   n = n + 1
+  if own_clients then
+    local client = next_client()
+    headers["X-Forwarded-For"] = client
+    get_headers["X-Forwarded-For"] = client
+  end
+  if method ~= "POST" then
+    return wrk.format("GET", path, get_headers)
+  end
   local body = string.format('{"timestamp":"%s","value":%d.5,"type":"%s"}',
     os.date("!%Y-%m-%dT%H:%M:%SZ"), n % 100, metric_type)
   return wrk.format("POST", path, headers, body)

@@ -11,6 +11,9 @@
 //! bench clear   --port <redis port> --pattern <glob>
 //! bench cluster --port <redis port> --cluster-port <cluster node port>
 //!               --results results.json [--client-threads 1]
+//! bench peer    --port <redis port> --redis-pid P --out peer.json
+//!               --ours-url URL --ours-pid P --ours-prefix X
+//!               --seed-url URL --seed-pid P --seed-prefix X [--rounds 3] [--quick]
 //! ```
 //!
 //! Every figure is measured `--runs` times, runs interleaved so that a slow
@@ -21,7 +24,7 @@
 //! Modules, each depending only on those listed after it: `report` (the
 //! tables, from `results`), the figures' measurements (`cluster`,
 //! `cache_hit` and `figure2` over
-//! `throughput` and `redis_side`, `dimensions` over `data_size`,
+//! `throughput` and `redis_side`, `peer` over `load` and `data_size`, `dimensions` over `data_size`,
 //! `data_size`, `cold_start`), then `results`,
 //! `events`, `process` and `stats`.
 
@@ -32,6 +35,8 @@ mod data_size;
 mod dimensions;
 mod events;
 mod figure2;
+mod load;
+mod peer;
 mod process;
 mod redis_side;
 mod report;
@@ -116,6 +121,9 @@ fn main() -> ExitCode {
             };
             runtime(threads)?.block_on(cluster::measure(&opts))
         }),
+        Some("peer") => {
+            options(&args[1..]).and_then(|opts| runtime(1)?.block_on(peer::measure(&opts)))
+        }
         Some("report") => options(&args[1..]).and_then(|opts| report::write(&opts)),
         Some("clear") => {
             options(&args[1..]).and_then(|opts| runtime(1)?.block_on(clear(&opts)).map(|_| ()))
@@ -128,7 +136,10 @@ fn main() -> ExitCode {
                   [--name value ...]\n       \
                   bench clear --port <redis port> --pattern <glob>\n       \
                   bench cluster --port <redis port> --cluster-port <cluster node port> \
-                  --results <results.json> [--client-threads N]"
+                  --results <results.json> [--client-threads N]\n       \
+                  bench peer --port <redis port> --redis-pid P --out <peer.json> \
+                  --ours-url URL --ours-pid P --ours-prefix X --seed-url URL --seed-pid P \
+                  --seed-prefix X [--rounds N] [--seconds S] [--points N] [--quick]"
                 .to_string(),
         ),
     };

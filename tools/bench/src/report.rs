@@ -13,14 +13,18 @@
 //! settings), a flat map of strings that every `--name value` option given
 //! to `bench report` besides `--dir`, `--out` and `--readme` is merged into.
 //! So `bench report --dir target/bench --out BENCHMARKS.md` renders the last
-//! run again without measuring.
+//! run again without measuring. `peer.json` (`bench peer`, figure 9) is read
+//! when present; `--only peer` fills figure 9's blocks alone and leaves the
+//! others as they are (`BENCH_ONLY=peer make bench`, which measures nothing
+//! else, so `results.json` may be missing).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::results::{
-    ClusterThroughputRow, ColdStartRow, MemorySample, Results, RoundTrips, ThroughputRow, WrkRun,
+    ClusterThroughputRow, ColdStartRow, MemorySample, Peer, PeerRun, Results, RoundTrips,
+    ThroughputRow, WrkRun,
 };
 use crate::stats::{pair_rate, Spread};
 use crate::Options;
@@ -30,6 +34,8 @@ pub struct Report {
     r: Results,
     e2e: Vec<WrkRun>,
     run: BTreeMap<String, String>,
+    /// Figure 9 (`peer.json`), when it was measured.
+    peer: Option<Peer>,
 }
 
 /// Renders the results in `--dir` into `--out` and, if given, `--readme`.
@@ -43,7 +49,16 @@ pub fn write(opts: &Options) -> Result<(), String> {
         let path = dir.join(name);
         std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
     };
-    let r: Results = serde_json::from_str(&read("results.json")?).map_err(|e| e.to_string())?;
+    let only = opts.get("only").map(String::as_str);
+    let r: Results = match (read("results.json"), only) {
+        (Ok(text), _) => serde_json::from_str(&text).map_err(|e| e.to_string())?,
+        (Err(_), Some(_)) => Results::default(),
+        (Err(e), None) => return Err(e),
+    };
+    let peer = match read("peer.json") {
+        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| format!("peer.json: {e}"))?),
+        Err(_) => None,
+    };
     let e2e = read("e2e.jsonl")
         .unwrap_or_default()
         .lines()
@@ -55,16 +70,31 @@ pub fn write(opts: &Options) -> Result<(), String> {
         Err(_) => BTreeMap::new(),
     };
     for (name, value) in opts {
-        if !["dir", "out", "readme"].contains(&name.as_str()) {
+        if !["dir", "out", "readme", "only"].contains(&name.as_str()) {
             run.insert(name.clone(), value.clone());
         }
     }
-    let json = serde_json::to_string_pretty(&run).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("run.json"), json).map_err(|e| format!("run.json: {e}"))?;
-    let report = Report { r, e2e, run };
+    // A partial report leaves the record of the last whole run alone.
+    if only.is_none() {
+        let json = serde_json::to_string_pretty(&run).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("run.json"), json).map_err(|e| format!("run.json: {e}"))?;
+    }
+    let report = Report { r, e2e, run, peer };
     for file in ["out", "readme"].iter().filter_map(|o| opts.get(*o)) {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
-        let filled = fill(&text, |name| report.block(name)).map_err(|e| format!("{file}: {e}"))?;
+        let old = bodies(&text);
+        let filled = fill(&text, |name| {
+            let kept = || old.get(name).cloned().unwrap_or_default();
+            match only {
+                // The headline keeps every other figure's rows.
+                Some("peer") if name == "headline" => {
+                    Ok(with_rows(&kept(), "| 9. ", &report.peer_headline()))
+                }
+                Some(prefix) if !name.starts_with(prefix) => Ok(kept()),
+                _ => report.block(name),
+            }
+        })
+        .map_err(|e| format!("{file}: {e}"))?;
         std::fs::write(file, filled).map_err(|e| format!("{file}: {e}"))?;
         eprintln!("==> filled the tables of {file}");
     }
@@ -99,6 +129,45 @@ fn fill(text: &str, block: impl Fn(&str) -> Result<String, String>) -> Result<St
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The current body of every marked block of `text`, by name.
+fn bodies(text: &str) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let Some(name_end) = rest[start..].find(" -->").map(|i| start + i) else {
+            break;
+        };
+        let body = name_end + " -->".len();
+        let Some(end) = rest[body..].find(CLOSE).map(|i| body + i) else {
+            break;
+        };
+        let name = rest[start + OPEN.len()..name_end].to_string();
+        found.insert(name, rest[body..end].to_string());
+        rest = &rest[end + CLOSE.len()..];
+    }
+    found
+}
+
+/// `body` (a rendered block) with its table rows that start with `start`
+/// replaced by `rows`, put after the block's last table row.
+fn with_rows(body: &str, start: &str, rows: &[Vec<String>]) -> String {
+    let mut lines: Vec<String> = body
+        .trim()
+        .lines()
+        .filter(|l| !l.starts_with(start))
+        .map(str::to_string)
+        .collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.starts_with('|'))
+        .map_or(lines.len(), |i| i + 1);
+    let rendered = table("", rows.iter().cloned());
+    // `table` writes a header and its rule first; keep the rows.
+    let new: Vec<String> = rendered.lines().skip(2).map(str::to_string).collect();
+    lines.splice(at..at, new);
+    lines.join("\n")
 }
 
 /// A markdown table: `head` is its header row as written (`a | b`), each
@@ -265,6 +334,12 @@ impl Report {
             "tags-ingest" => self.tags_ingest(),
             "tags-memory" => self.tags_memory(),
             "cache-hit" => crate::cache_hit::table(&self.r.cache_hit),
+            "peer" => self.peer(),
+            "peer-checks" => self.peer_checks(),
+            "peer-commands" => match &self.peer {
+                Some(p) if !p.commands.is_empty() => code(&p.commands.join("\n")),
+                _ => "Figure 9 was not run.".into(),
+            },
             other => return Err(format!("no table named {other:?}")),
         })
     }
@@ -411,6 +486,7 @@ impl Report {
         rows.push(self.cluster_headline());
         rows.extend(self.tags_headline());
         rows.extend(crate::cache_hit::headline(&self.r.cache_hit));
+        rows.extend(self.peer_headline());
         table("figure | result | target | ", rows)
     }
 
@@ -1246,6 +1322,207 @@ impl Report {
     }
 }
 
+/// Figure 9's rows: a quantity of one route's runs, per request.
+type PeerQuantity<'a> = (&'a str, &'a dyn Fn(&PeerRun) -> f64, usize);
+
+impl Report {
+    /// Figure 9's runs of `system` at `connections` on `route`, in round
+    /// order.
+    fn peer_runs(&self, system: &str, route: &str, connections: usize) -> Vec<&PeerRun> {
+        let Some(p) = &self.peer else {
+            return Vec::new();
+        };
+        let mut runs: Vec<&PeerRun> = p
+            .runs
+            .iter()
+            .filter(|r| {
+                r.system == system && r.route == route && r.wrk.connections == connections as u64
+            })
+            .collect();
+        runs.sort_by_key(|r| r.round);
+        runs
+    }
+
+    /// `pick` of each run of both systems, and ours ÷ the peer's per round.
+    fn peer_cells(
+        &self,
+        route: &str,
+        connections: usize,
+        pick: &dyn Fn(&PeerRun) -> f64,
+    ) -> [Vec<f64>; 3] {
+        let seed = each(&self.peer_runs("seed", route, connections), |r| pick(r));
+        let ours = each(&self.peer_runs("ours", route, connections), |r| pick(r));
+        let ratio = per_run(&ours, &seed);
+        [seed, ours, ratio]
+    }
+
+    /// Redis CPU per accepted ingest, ours ÷ the peer's, at each concurrency.
+    fn peer_redis_ratios(&self) -> Vec<(usize, Vec<f64>)> {
+        crate::peer::CONNECTIONS
+            .iter()
+            .map(|&c| (c, self.peer_cells("ingest", c, &redis_us)[2].clone()))
+            .collect()
+    }
+
+    fn peer_headline(&self) -> Vec<Vec<String>> {
+        let ratios = self.peer_redis_ratios();
+        if ratios.iter().all(|(_, r)| r.is_empty()) {
+            return Vec::new();
+        }
+        let shown: Vec<String> = ratios
+            .iter()
+            .map(|(c, r)| format!("C={c}: **{}**", fmt(r, 2)))
+            .collect();
+        vec![vec![
+            "9. Redis CPU per accepted ingest, ours ÷ the original design".into(),
+            shown.join(", "),
+            "≤ 1.5".into(),
+            met(ratios.iter().all(|(_, r)| median(r) <= 1.5)),
+        ]]
+    }
+
+    fn peer(&self) -> String {
+        let Some(p) = &self.peer else {
+            return format!("Not measured in this run ({}).", self.run("peer-note"));
+        };
+        let cpu = |pick: fn(&PeerRun) -> f64| {
+            move |r: &PeerRun| pick(r) * 1e6 / r.wrk.requests.max(1) as f64
+        };
+        let (function, server, both, redis) = (
+            cpu(|r| r.function_cpu_s),
+            cpu(|r| r.server_cpu_s),
+            cpu(|r| r.function_cpu_s + r.server_cpu_s),
+            cpu(|r| r.redis_cpu_s),
+        );
+        let quantities: [PeerQuantity<'_>; 7] = [
+            (
+                "requests/s",
+                &|r| r.wrk.requests as f64 * 1e6 / r.wrk.duration_us.max(1) as f64,
+                0,
+            ),
+            ("p50 (ms)", &|r| r.wrk.p50_us / 1000.0, 2),
+            ("p99 (ms)", &|r| r.wrk.p99_us / 1000.0, 2),
+            ("function CPU (µs)", &function, 0),
+            ("emulator CPU (µs; seed: uvicorn's supervisor)", &server, 0),
+            ("function + emulator CPU (µs)", &both, 0),
+            ("Redis CPU (µs)", &redis, 1),
+        ];
+        let routes = [
+            ("ingest", "accepted ingest"),
+            ("summary_hit", "cached summary"),
+            ("health", "health"),
+        ];
+        let mut head = "per request".to_string();
+        for c in crate::peer::CONNECTIONS {
+            head += &format!(" | seed, C={c} | ours, C={c} | ours ÷ seed");
+        }
+        let mut rows = Vec::new();
+        let headline = self.peer_redis_ratios();
+        let mut first =
+            vec!["**Redis CPU per accepted ingest, ours ÷ seed ≤ 1.5**".to_string()];
+        for (_, r) in &headline {
+            first.extend([
+                String::new(),
+                String::new(),
+                format!("**{}** {}", fmt(r, 2), met(median(r) <= 1.5)),
+            ]);
+        }
+        rows.push(first);
+        for (route, name) in routes {
+            for (quantity, pick, digits) in &quantities {
+                let mut row = vec![format!("{name}: {quantity}")];
+                for c in crate::peer::CONNECTIONS {
+                    let [seed, ours, ratio] = self.peer_cells(route, c, *pick);
+                    let show = |v: &[f64]| {
+                        if *digits == 0 {
+                            fmt_rate(v)
+                        } else {
+                            fmt(v, *digits)
+                        }
+                    };
+                    // The supervisor does not serve requests: no ratio.
+                    let ratio = match quantity.starts_with("emulator") {
+                        true => "–".into(),
+                        false => fmt(&ratio, 2),
+                    };
+                    row.extend([show(&seed), show(&ours), ratio]);
+                }
+                rows.push(row);
+            }
+        }
+        let mut md = table(&head, rows);
+        let uncached = |system: &str| -> Vec<f64> {
+            let mut rounds: Vec<_> = p.uncached.iter().filter(|u| u.system == system).collect();
+            rounds.sort_by_key(|u| u.round);
+            rounds.iter().map(|u| median(&u.ms)).collect()
+        };
+        let (seed, ours) = (uncached("seed"), uncached("ours"));
+        md.push('\n');
+        md.push_str(&table(
+            "uncached monthly summary, one request at a time | seed | ours | ours ÷ seed",
+            [vec![
+                format!("{} points (ms)", thousands(p.points as f64)),
+                fmt(&seed, 1),
+                fmt(&ours, 1),
+                spread(&per_run(&seed, &ours), |v| format!("1/{v:.0}")),
+            ]],
+        ));
+        md
+    }
+
+    fn peer_checks(&self) -> String {
+        let Some(p) = &self.peer else {
+            return format!("Not measured in this run ({}).", self.run("peer-note"));
+        };
+        let sum = |system: &str, pick: fn(&PeerRun) -> u64| {
+            let runs = p.runs.iter().filter(|r| r.system == system);
+            thousands(runs.map(pick).sum::<u64>() as f64)
+        };
+        let hits = |system: &str| {
+            let runs: Vec<&PeerRun> = p
+                .runs
+                .iter()
+                .filter(|r| r.system == system && r.route == "summary_hit")
+                .collect();
+            format!(
+                "{} of {}",
+                thousands(runs.iter().map(|r| r.wrk.not_hit).sum::<u64>() as f64),
+                thousands(runs.iter().map(|r| r.wrk.requests).sum::<u64>() as f64)
+            )
+        };
+        pairs([
+            (
+                "rounds (ours then seed in each), length of one `wrk` run",
+                format!("{}, {} s", p.rounds, p.seconds),
+            ),
+            (
+                "ours: emulator instances per function (`--concurrency`)",
+                p.emulator_concurrency.to_string(),
+            ),
+            ("seed: uvicorn worker processes", p.peer_workers.to_string()),
+            (
+                "non-2xx answers, socket errors (all runs; seed / ours)",
+                format!(
+                    "{}, {} / {}, {}",
+                    sum("seed", |r| r.wrk.non_2xx),
+                    sum("seed", |r| r.wrk.socket_errors),
+                    sum("ours", |r| r.wrk.non_2xx),
+                    sum("ours", |r| r.wrk.socket_errors)
+                ),
+            ),
+            (
+                "cache-hit responses whose `X-Cache` was not `HIT` (seed / ours)",
+                format!("{} / {}", hits("seed"), hits("ours")),
+            ),
+        ])
+    }
+}
+
+/// Redis CPU per request of a run, µs.
+fn redis_us(r: &PeerRun) -> f64 {
+    r.redis_cpu_s * 1e6 / r.wrk.requests.max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1274,6 +1551,7 @@ mod tests {
             r: Results::default(),
             e2e: Vec::new(),
             run: BTreeMap::new(),
+            peer: None,
         };
         for doc in ["BENCHMARKS.md", "README.md"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1283,6 +1561,77 @@ mod tests {
             assert!(text.contains("<!-- table:headline -->"), "{doc}");
             fill(&text, |name| report.block(name)).unwrap();
         }
+    }
+
+    #[test]
+    fn bodies_are_read_back_as_fill_writes_them() {
+        let text =
+            "a\n<!-- table:x -->\n\n| 1 |\n\n<!-- /table -->\nb <!-- table:y --><!-- /table -->";
+        let old = bodies(text);
+        assert_eq!(old["x"], "\n\n| 1 |\n\n");
+        assert_eq!(old["y"], "");
+        let kept = fill(text, |name| Ok(old[name].clone())).unwrap();
+        assert_eq!(kept, fill(&kept, |name| Ok(old[name].clone())).unwrap());
+        assert!(kept.contains("| 1 |"));
+    }
+
+    /// Figure 9: ours ÷ the peer's, round by round, and the headline row
+    /// judged on the Redis CPU of accepted ingests at every concurrency.
+    #[test]
+    fn the_side_by_side_figure_divides_round_by_round() {
+        let run = |system: &str, round, route: &str, connections, redis_cpu_s| PeerRun {
+            system: system.into(),
+            round,
+            route: route.into(),
+            wrk: WrkRun {
+                requests: 1_000,
+                duration_us: 1_000_000,
+                connections,
+                ..WrkRun::default()
+            },
+            function_cpu_s: 0.5,
+            server_cpu_s: 0.0,
+            redis_cpu_s,
+        };
+        let mut runs = Vec::new();
+        for c in crate::peer::CONNECTIONS {
+            runs.push(run("seed", 1, "ingest", c as u64, 0.040));
+            runs.push(run("ours", 1, "ingest", c as u64, 0.044));
+            runs.push(run("seed", 2, "ingest", c as u64, 0.050));
+            runs.push(run("ours", 2, "ingest", c as u64, 0.050));
+        }
+        let report = Report {
+            r: Results::default(),
+            e2e: Vec::new(),
+            run: BTreeMap::new(),
+            peer: Some(Peer {
+                runs,
+                ..Peer::default()
+            }),
+        };
+        let md = report.peer();
+        assert!(
+            md.contains("| accepted ingest: Redis CPU (µs) | 45.0 (40.0–50.0) | 47.0 (44.0–50.0) | 1.05 (1.00–1.10) |"),
+            "{md}"
+        );
+        let headline = report.peer_headline();
+        assert_eq!(headline.len(), 1);
+        assert_eq!(headline[0][3], "met");
+        assert!(report.peer_checks().contains("| 0, 0 / 0, 0 |"));
+    }
+
+    #[test]
+    fn rows_of_one_figure_are_replaced_in_place() {
+        let body = "\n\n| a | b |\n|---|---|\n| 1. x | y |\n| 9. old | z |\n\n";
+        let row = vec![vec!["9. new".to_string(), String::new()]];
+        assert_eq!(
+            with_rows(body, "| 9. ", &row),
+            "| a | b |\n|---|---|\n| 1. x | y |\n| 9. new | |"
+        );
+        assert_eq!(
+            with_rows(body, "| 9. ", &[]),
+            "| a | b |\n|---|---|\n| 1. x | y |"
+        );
     }
 
     #[test]

@@ -437,3 +437,56 @@ pub struct Tags {
     /// layout).
     pub keys_per_series: u64,
 }
+
+/// Figure 9: the service side by side with the design it started from
+/// (`bench peer`, `crate::peer`; `target/bench/peer.json`), both loaded
+/// over HTTP on one private Redis in alternating rounds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Peer {
+    /// Rounds (each loads ours, then the peer).
+    pub rounds: usize,
+    /// Length of one `wrk` run, s.
+    pub seconds: u64,
+    /// `--concurrency` of the emulator (instances per function).
+    pub emulator_concurrency: usize,
+    /// uvicorn worker processes of the peer.
+    pub peer_workers: usize,
+    /// Points of the type whose uncached summary is timed.
+    pub points: u64,
+    /// One entry per `wrk` run.
+    pub runs: Vec<PeerRun>,
+    /// The uncached summaries, one entry per system and round.
+    pub uncached: Vec<PeerUncached>,
+    /// The commands that started both servers and loaded them.
+    pub commands: Vec<String>,
+}
+
+/// One `wrk` run of figure 9 and the CPU spent around it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerRun {
+    /// `ours` or `seed`.
+    pub system: String,
+    /// 1-based.
+    pub round: usize,
+    /// `ingest`, `summary_hit` or `health`.
+    pub route: String,
+    /// `wrk`'s results.
+    pub wrk: WrkRun,
+    /// CPU of the function processes (ours) or uvicorn workers (the peer), s.
+    pub function_cpu_s: f64,
+    /// CPU of the emulator (ours) or the uvicorn supervisor (the peer), s.
+    pub server_cpu_s: f64,
+    /// CPU of `redis-server`, s.
+    pub redis_cpu_s: f64,
+}
+
+/// The uncached summaries of one system in one round.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerUncached {
+    /// `ours` or `seed`.
+    pub system: String,
+    /// 1-based.
+    pub round: usize,
+    /// Wall time of each request, ms (sequential, one connection each).
+    pub ms: Vec<f64>,
+}
