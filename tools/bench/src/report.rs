@@ -1418,8 +1418,7 @@ impl Report {
         }
         let mut rows = Vec::new();
         let headline = self.peer_redis_ratios();
-        let mut first =
-            vec!["**Redis CPU per accepted ingest, ours ÷ seed ≤ 1.5**".to_string()];
+        let mut first = vec!["**Redis CPU per accepted ingest, ours ÷ seed ≤ 1.5**".to_string()];
         for (_, r) in &headline {
             first.extend([
                 String::new(),
