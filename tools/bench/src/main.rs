@@ -11,6 +11,8 @@
 //! bench clear   --port <redis port> --pattern <glob>
 //! bench cluster --port <redis port> --cluster-port <cluster node port>
 //!               --results results.json [--client-threads 1]
+//! bench invocation --url <emulator URL> --out invocation.jsonl [--runs 3]
+//!               [--seconds 8] [--connections 4] [--warmup-seconds 3]
 //! ```
 //!
 //! Every figure is measured `--runs` times, runs interleaved so that a slow
@@ -22,15 +24,17 @@
 //! tables, from `results`), the figures' measurements (`cluster` and
 //! `figure2` over
 //! `throughput` and `redis_side`, `dimensions` over `data_size`,
-//! `data_size`, `cold_start`), then `results`,
+//! `data_size`, `cold_start`, `invocation` over `emulator`), then `results`,
 //! `events`, `process` and `stats`.
 
 mod cluster;
 mod cold_start;
 mod data_size;
 mod dimensions;
+mod emulator;
 mod events;
 mod figure2;
+mod invocation;
 mod process;
 mod redis_side;
 mod report;
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
             };
             runtime(threads)?.block_on(cluster::measure(&opts))
         }),
+        Some("invocation") => options(&args[1..]).and_then(|opts| invocation::measure(&opts)),
         Some("report") => options(&args[1..]).and_then(|opts| report::write(&opts)),
         Some("clear") => {
             options(&args[1..]).and_then(|opts| runtime(1)?.block_on(clear(&opts)).map(|_| ()))
@@ -126,6 +131,8 @@ fn main() -> ExitCode {
                   bench report --dir <results dir> --out BENCHMARKS.md [--readme README.md] \
                   [--name value ...]\n       \
                   bench clear --port <redis port> --pattern <glob>\n       \
+                  bench invocation --url <emulator URL> --out <file.jsonl> [--runs 3] \
+                  [--seconds 8] [--connections 4] [--warmup-seconds 3]\n       \
                   bench cluster --port <redis port> --cluster-port <cluster node port> \
                   --results <results.json> [--client-threads N]"
                 .to_string(),
