@@ -347,7 +347,8 @@ if [[ -z "$e2e_note" ]]; then
         die "could not clear the rate-limit keys of figure 8"
     timeout $((invocation_runs * 4 * (WRK_SECONDS + 60) + 600)) "$BENCH" invocation \
         --url "http://127.0.0.1:$STACK_PORT" --out "$RESULTS_DIR/invocation.jsonl" \
-        --runs "$invocation_runs" --seconds "$WRK_SECONDS" --connections "$INVOCATION_CONNECTIONS" ||
+        --runs "$invocation_runs" --seconds "$WRK_SECONDS" --connections "$INVOCATION_CONNECTIONS" \
+        --functions-dir "$TARGET_DIR/release" ||
         die "bench invocation failed"
     stop_stack
     report_args+=(--e2e-prefix "$E2E_PREFIX" --e2e-commands "$(

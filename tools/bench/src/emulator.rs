@@ -36,6 +36,23 @@ pub fn pids_named(name: &str) -> Vec<u32> {
     pids
 }
 
+/// The processes running the executable `path` (their `/proc/<pid>/exe`),
+/// in increasing pid order: on a machine where other emulators run
+/// functions of the same names, only this checkout's.
+pub fn pids_of(path: &Path) -> Vec<u32> {
+    let Ok(path) = path.canonicalize() else {
+        return Vec::new();
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    pids_named(name)
+        .into_iter()
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == path))
+        .collect()
+}
+
 /// The CPU time (user + system) process `pid` has spent, or `None` when it
 /// has gone.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
@@ -142,6 +159,8 @@ mod tests {
         let me = std::process::id();
         let comm = std::fs::read_to_string(format!("/proc/{me}/comm")).unwrap();
         assert!(pids_named(comm.trim_end()).contains(&me));
+        let exe = std::env::current_exe().unwrap();
+        assert!(pids_of(&exe).contains(&me));
         let before = cpu_time(me).unwrap();
         let mut x = 0u64;
         let start = std::time::Instant::now();

@@ -13,7 +13,7 @@
 
 use std::io::Write as _;
 
-use crate::emulator::{pids_named, wrk_with_cpu, Load};
+use crate::emulator::{pids_of, wrk_with_cpu, Load};
 use crate::results::InvocationRun;
 use crate::Options;
 
@@ -64,8 +64,10 @@ pub const ROUTES: [Route; 4] = [
 ];
 
 /// `bench invocation --url <emulator URL> --out <file.jsonl> [--runs 3]
-/// [--seconds 8] [--connections 4] [--warmup-seconds 3]`: warms every
-/// route up, then measures `--runs` rounds.
+/// [--seconds 8] [--connections 4] [--warmup-seconds 3]
+/// [--functions-dir target/release]`: warms every route up, then measures
+/// `--runs` rounds. The function processes measured are those running the
+/// executables of `--functions-dir`.
 ///
 /// # Errors
 /// A missing option, a failed `wrk`, or a route without processes.
@@ -81,6 +83,10 @@ pub fn measure(opts: &Options) -> Result<(), String> {
     let seconds = number("seconds", 8)?;
     let connections = number("connections", 4)?;
     let warmup = number("warmup-seconds", 3)?;
+    let functions = std::path::Path::new(
+        opts.get("functions-dir")
+            .map_or("target/release", String::as_str),
+    );
     let load = |route: &'static Route, seconds: u64| Load {
         label: route.label,
         url,
@@ -106,7 +112,7 @@ pub fn measure(opts: &Options) -> Result<(), String> {
     for round in 0..runs as usize {
         for k in 0..ROUTES.len() {
             let route = &ROUTES[(round + k) % ROUTES.len()];
-            let pids = pids_named(route.process);
+            let pids = pids_of(&functions.join(route.process));
             if pids.is_empty() {
                 return Err(format!("no {} process is running", route.process));
             }

@@ -13,6 +13,7 @@
 //!               --results results.json [--client-threads 1]
 //! bench invocation --url <emulator URL> --out invocation.jsonl [--runs 3]
 //!               [--seconds 8] [--connections 4] [--warmup-seconds 3]
+//!               [--functions-dir target/release]
 //! ```
 //!
 //! Every figure is measured `--runs` times, runs interleaved so that a slow
@@ -132,7 +133,8 @@ fn main() -> ExitCode {
                   [--name value ...]\n       \
                   bench clear --port <redis port> --pattern <glob>\n       \
                   bench invocation --url <emulator URL> --out <file.jsonl> [--runs 3] \
-                  [--seconds 8] [--connections 4] [--warmup-seconds 3]\n       \
+                  [--seconds 8] [--connections 4] [--warmup-seconds 3] \
+                  [--functions-dir DIR]\n       \
                   bench cluster --port <redis port> --cluster-port <cluster node port> \
                   --results <results.json> [--client-threads N]"
                 .to_string(),
