@@ -15,7 +15,9 @@
 #      and `bench cluster`: figures 1 and 2 on it, with REDIS_MODE=cluster,
 #      added to the same results; the cluster is stopped right after;
 #   5. figure 4: `cargo lambda watch --release` on a free port, loaded by wrk
-#      for a fixed time per run (tools/bench/wrk.lua);
+#      for a fixed time per run (tools/bench/wrk.lua); then figure 10 on the
+#      same stack (`bench invocation`): the CPU the function processes spend
+#      per invocation, against the `bench-floor` function;
 #   5b. figure 9: the design this project started from (tools/seed-peer, a
 #      FastAPI app installed on demand into target/seed-peer-venv from its
 #      pinned requirements) under uvicorn, beside our functions under
@@ -37,6 +39,8 @@
 #   BENCH_RUNS=5             runs of every figure
 #   BENCH_WRK_SECONDS=10     length of one wrk run (figure 4)
 #   BENCH_WRK_CONNECTIONS=16 wrk connections, and emulator instances per function
+#   BENCH_INVOCATION_CONNECTIONS=4  wrk connections of figure 10 (function CPU
+#                            per invocation, on figure 4's stack)
 #   BENCH_OUT=BENCHMARKS.md  where the report goes (a copy of BENCHMARKS.md when
 #                            it does not exist; the README is filled only
 #                            along with BENCHMARKS.md itself)
@@ -70,12 +74,13 @@ RUNS="${BENCH_RUNS:-${QUICK:+1}}"
 RUNS="${RUNS:-5}"
 WRK_SECONDS="${BENCH_WRK_SECONDS:-$([[ -n "$QUICK" ]] && echo 3 || echo 10)}"
 WRK_CONNECTIONS="${BENCH_WRK_CONNECTIONS:-16}"
+INVOCATION_CONNECTIONS="${BENCH_INVOCATION_CONNECTIONS:-4}"
 OUT="${BENCH_OUT:-BENCHMARKS.md}"
 ONLY="${BENCH_ONLY:-}"
 [[ -z "$ONLY" || "$ONLY" == peer ]] || die "BENCH_ONLY: expected peer, got '$ONLY'"
 # The command as it can be run again: `make bench` after the options set.
 bench_command="make bench"
-for name in BENCH_ONLY BENCH_CLIENT_THREADS BENCH_WRK_CONNECTIONS BENCH_WRK_SECONDS BENCH_SKIP_E2E BENCH_QUICK BENCH_OUT BENCH_RUNS; do
+for name in BENCH_ONLY BENCH_CLIENT_THREADS BENCH_INVOCATION_CONNECTIONS BENCH_WRK_CONNECTIONS BENCH_WRK_SECONDS BENCH_SKIP_E2E BENCH_QUICK BENCH_OUT BENCH_RUNS; do
     [[ -z "${!name:-}" ]] || bench_command="$name=${!name} $bench_command"
 done
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -87,7 +92,7 @@ load_before_build="$(cut -d' ' -f1-3 /proc/loadavg | sed 's| | / |g')"
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/analytics-bench.XXXXXX")"
 mkdir -p "$RESULTS_DIR"
 rm -f "$RESULTS_DIR/peer.json"
-[[ -n "$ONLY" ]] || rm -f "$RESULTS_DIR/run.json" "$RESULTS_DIR/e2e.jsonl"
+[[ -n "$ONLY" ]] || rm -f "$RESULTS_DIR/run.json" "$RESULTS_DIR/e2e.jsonl" "$RESULTS_DIR/invocation.jsonl"
 REDIS_PID=""
 WATCH_PID=""
 PEER_PID=""
@@ -272,7 +277,7 @@ fi
 build_started=$SECONDS
 build_kind="from scratch"
 [[ -e "$BENCH" ]] && build_kind="incremental: an earlier build was there"
-bins=(--bin health --bin ingest-metric --bin metrics-summary --bin metrics-series --bin bench)
+bins=(--bin health --bin ingest-metric --bin metrics-summary --bin metrics-series --bin bench --bin bench-floor)
 log "cargo build --release ${bins[*]}"
 cargo build --release "${bins[@]}" || die "the release build failed"
 build_seconds=$((SECONDS - build_started))
@@ -349,7 +354,7 @@ elif [[ -z "$e2e_note" ]]; then
     E2E_PREFIX="bench-e2e-$(random_suffix)"
     printf '%s\n' "REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" "REDIS_KEY_PREFIX=$E2E_PREFIX" \
         RATE_LIMIT_REQUESTS=1000000 EXTERNAL_SERVICE_LATENCY_MS=0 EXTERNAL_SERVICE_FAILURE_RATE=0 \
-        CACHE_TTL_SECONDS=3600 RUST_LOG=info >"$WORK_DIR/stack.env"
+        CACHE_TTL_SECONDS=3600 RUST_LOG=info METRICS_EMF=on >"$WORK_DIR/stack.env"
     log "starting cargo lambda watch --release on 127.0.0.1:$STACK_PORT (--concurrency $WRK_CONNECTIONS)"
     cargo lambda watch --release --env-file "$WORK_DIR/stack.env" --invoke-address 127.0.0.1 \
         --invoke-port "$STACK_PORT" --concurrency "$WRK_CONNECTIONS" --ignore-changes \
@@ -409,11 +414,25 @@ elif [[ -z "$e2e_note" ]]; then
         wrk_run ingest "$WRK_SECONDS" POST /api/metrics >>"$RESULTS_DIR/e2e.jsonl"
         wrk_run summary_hit "$WRK_SECONDS" GET "$summary_path" >>"$RESULTS_DIR/e2e.jsonl"
     done
+    # Figure 10 on the same stack: function CPU per invocation, the floor
+    # (`bench-floor`) and three routes in alternating rounds, at least 3.
+    invocation_runs=$RUNS
+    [[ -n "$QUICK" ]] || ((invocation_runs >= 3)) || invocation_runs=3
+    log "figure 10: function CPU per invocation, $invocation_runs rounds of ${WRK_SECONDS}s per route"
+    "$BENCH" clear --port "$REDIS_PORT" --pattern "$E2E_PREFIX:rl:*" ||
+        die "could not clear the rate-limit keys of figure 10"
+    timeout $((invocation_runs * 4 * (WRK_SECONDS + 60) + 600)) "$BENCH" invocation \
+        --url "http://127.0.0.1:$STACK_PORT" --out "$RESULTS_DIR/invocation.jsonl" \
+        --runs "$invocation_runs" --seconds "$WRK_SECONDS" --connections "$INVOCATION_CONNECTIONS" \
+        --functions-dir "$TARGET_DIR/release" ||
+        die "bench invocation failed"
     stop_stack
     report_args+=(--e2e-prefix "$E2E_PREFIX" --e2e-commands "$(
         printf 'cargo lambda watch --release --env-file <env file> --invoke-address 127.0.0.1 --invoke-port <port> --concurrency %s --ignore-changes\n' "$WRK_CONNECTIONS"
         printf '%s http://127.0.0.1:<port>\n' "$(wrk_command ingest "$WRK_SECONDS" POST /api/metrics)" \
             "$(wrk_command summary_hit "$WRK_SECONDS" GET "$summary_path")"
+        printf '%s invocation --url http://127.0.0.1:<port> --out %s --runs %s --seconds %s --connections %s\n' \
+            "$BENCH" "$RESULTS_DIR/invocation.jsonl" "$invocation_runs" "$WRK_SECONDS" "$INVOCATION_CONNECTIONS"
     )")
 else
     report_args+=(--e2e-note "$e2e_note")

@@ -1,13 +1,18 @@
-//! The Lambda runtime of the functions: `lambda_http::run` with CloudWatch
-//! EMF metrics ([`crate::observability`]) flushed after every invocation, and
-//! the process entry point ([`main`]) every function's `main.rs` calls.
+//! The Lambda runtime of the functions: `lambda_http::run` on a
+//! current-thread tokio runtime (a Lambda instance serves one request at a
+//! time), with CloudWatch EMF metrics ([`crate::observability`]) written by
+//! a flush policy rather than after every invocation, and the process entry
+//! point ([`main`]) every function's `main.rs` calls.
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant;
 
-use lambda_http::{Body, IntoResponse, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
+use metrics_cloudwatch_embedded::Collector;
 
-use crate::observability::{self, ObservabilitySettings, COLD_START};
+use crate::observability::{self, FlushPolicy, FlushReason, ObservabilitySettings, COLD_START};
 
 /// The `FunctionName` dimension: `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda
 /// and by `cargo lambda watch`), else the executable's name.
@@ -25,56 +30,135 @@ fn function_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Installs the EMF recorder (once per process) and describes the metrics.
-/// `None` if a recorder is already installed.
-fn install(
-    settings: &ObservabilitySettings,
-) -> Option<&'static metrics_cloudwatch_embedded::Collector> {
-    let collector = metrics_cloudwatch_embedded::Builder::new()
-        .cloudwatch_namespace(settings.namespace.clone())
-        .with_dimension("FunctionName", function_name())
-        .lambda_cold_start_metric(COLD_START)
-        .with_lambda_request_id("RequestId")
-        .init();
-    let collector = match collector {
-        Ok(collector) => collector,
-        Err(err) => {
-            tracing::warn!(error = %err, "EMF metrics disabled");
-            return None;
-        }
-    };
-    observability::describe();
-    Some(collector)
+/// The EMF side of one instance: the recorder holding the counts since the
+/// last flush, and the policy deciding when they are written.
+pub struct Emf {
+    collector: &'static Collector,
+    policy: Mutex<FlushPolicy>,
 }
 
-/// Runs the Lambda HTTP handler like `lambda_http::run`, with EMF metrics:
-/// the recorder is installed with `settings`' namespace, and the metrics of
-/// each invocation are written to stdout when it completes. Each
-/// invocation runs inside the runtime's span, which carries `requestId`.
+/// The EMF property naming the invocation that forced a flush
+/// ([`FlushReason::Urgent`]); documents written for other reasons sum many
+/// invocations and carry none.
+pub const REQUEST_ID_PROPERTY: &str = "RequestId";
+
+impl Emf {
+    /// Installs the EMF recorder (once per process) with `settings`'
+    /// namespace and flush period, and describes the metrics. `None` if a
+    /// recorder is already installed.
+    pub fn install(settings: &ObservabilitySettings) -> Option<&'static Emf> {
+        let collector = metrics_cloudwatch_embedded::Builder::new()
+            .cloudwatch_namespace(settings.namespace.clone())
+            .with_dimension("FunctionName", function_name())
+            .init();
+        let collector = match collector {
+            Ok(collector) => collector,
+            Err(err) => {
+                tracing::warn!(error = %err, "EMF metrics disabled");
+                return None;
+            }
+        };
+        observability::describe();
+        Some(Box::leak(Box::new(Emf::new(collector, settings))))
+    }
+
+    /// The EMF side around an installed `collector`, with `settings`' flush
+    /// period.
+    pub fn new(collector: &'static Collector, settings: &ObservabilitySettings) -> Self {
+        Self {
+            collector,
+            policy: Mutex::new(FlushPolicy::new(settings.flush_period)),
+        }
+    }
+
+    /// Called when an invocation completes at `now`: `failed` when it
+    /// answered a 5xx. Writes the held counts to `out` when the policy says
+    /// so ([`FlushPolicy::after_invocation`]), with `request_id` on a
+    /// document this invocation forced; returns why it wrote them.
+    pub fn after_invocation(
+        &self,
+        now: Instant,
+        request_id: Option<&str>,
+        failed: bool,
+        out: impl std::io::Write,
+    ) -> Option<FlushReason> {
+        let urgent = observability::take_urgent() || failed;
+        let reason = self
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .after_invocation(now, urgent)?;
+        if reason == FlushReason::ColdStart {
+            metrics::counter!(COLD_START).increment(1);
+        }
+        let tagged = reason == FlushReason::Urgent && request_id.is_some();
+        if let (true, Some(id)) = (tagged, request_id) {
+            self.collector
+                .set_property(REQUEST_ID_PROPERTY, id.to_string());
+        }
+        self.write(out);
+        if tagged {
+            self.collector.remove_property(REQUEST_ID_PROPERTY);
+        }
+        Some(reason)
+    }
+
+    /// Writes every count held to `out` now (what a shutdown hook calls).
+    pub fn flush(&self, out: impl std::io::Write) {
+        self.policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flushed(Instant::now());
+        self.write(out);
+    }
+
+    fn write(&self, out: impl std::io::Write) {
+        if let Err(err) = self.collector.flush(out) {
+            tracing::warn!(error = %err, "EMF metrics not written");
+        }
+    }
+}
+
+/// Runs the Lambda HTTP handler like `lambda_http::run`, with EMF metrics
+/// when `settings` enable them: the recorder is installed with `settings`'
+/// namespace, counts are held in the instance and written by the flush
+/// policy ([`FlushPolicy`]): at the first invocation, at once after an
+/// invocation that failed (a 5xx) or recorded a breaker transition, a
+/// failed external call or a Redis error, every `METRICS_FLUSH_SECONDS`,
+/// and after an idle spell. Each invocation runs inside the runtime's span,
+/// which carries `requestId`.
 ///
 /// # Errors
 /// What `lambda_http::run` returns: the runtime could not reach the Lambda
 /// API.
-pub async fn run<'a, T, F, R>(
+pub async fn run<H, Fut>(
     settings: &ObservabilitySettings,
-    handler: T,
+    handler: H,
 ) -> Result<(), lambda_http::Error>
 where
-    T: FnMut(Request) -> F,
-    F: Future<Output = Result<R, lambda_http::Error>> + Send + 'a,
-    R: IntoResponse,
+    H: Fn(Request) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let collector = if settings.emf_enabled() {
-        install(settings)
+    let emf = if settings.emf_enabled() {
+        Emf::install(settings)
     } else {
         None
     };
-    match collector {
-        Some(collector) => {
-            metrics_cloudwatch_embedded::lambda::handler::run_http(collector, handler).await
-        }
-        None => lambda_http::run(lambda_http::service_fn(handler)).await,
-    }
+    lambda_http::run(lambda_http::service_fn(move |req: Request| async move {
+        let Some(emf) = emf else {
+            return Ok::<_, lambda_http::Error>(handler(req).await);
+        };
+        let request_id = req.lambda_context_ref().map(|c| c.request_id.clone());
+        let response = handler(req).await;
+        emf.after_invocation(
+            Instant::now(),
+            request_id.as_deref(),
+            response.status().is_server_error(),
+            std::io::stdout().lock(),
+        );
+        Ok(response)
+    }))
+    .await
 }
 
 /// The body of every Redis-backed function: logging, the instance's
@@ -95,10 +179,7 @@ where
     // instance), and a 'static borrow lets every request's future hold it.
     let state: &'static crate::state::AppState =
         Box::leak(Box::new(crate::state::AppState::from_env_or_exit()));
-    run(&state.config.observability, move |req| async move {
-        Ok::<_, lambda_http::Error>(handler(state, req).await)
-    })
-    .await
+    run(&state.config.observability, move |req| handler(state, req)).await
 }
 
 /// The command-line flag that makes a function validate its settings and
@@ -108,7 +189,7 @@ where
 pub const CHECK_CONFIG_FLAG: &str = "--check-config";
 
 /// The body of every function's `main`: prepares the process, then runs
-/// `serve` on a tokio runtime. With [`CHECK_CONFIG_FLAG`] it only validates
+/// `serve` on a current-thread tokio runtime. With [`CHECK_CONFIG_FLAG`] it only validates
 /// the configuration ([`crate::config::Config::from_env`]) and exits.
 ///
 /// Before any thread exists it removes `AWS_LAMBDA_MAX_CONCURRENCY` when that
@@ -138,7 +219,9 @@ where
         // Sound: no other thread exists yet to read the environment.
         std::env::remove_var("AWS_LAMBDA_MAX_CONCURRENCY");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: an instance serves one request at a time, so worker
+    // threads would only add wake-ups across cores to every invocation.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

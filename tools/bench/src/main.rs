@@ -14,6 +14,9 @@
 //! bench peer    --port <redis port> --redis-pid P --out peer.json
 //!               --ours-url URL --ours-pid P --ours-prefix X
 //!               --seed-url URL --seed-pid P --seed-prefix X [--rounds 3] [--quick]
+//! bench invocation --url <emulator URL> --out invocation.jsonl [--runs 3]
+//!               [--seconds 8] [--connections 4] [--warmup-seconds 3]
+//!               [--functions-dir target/release]
 //! ```
 //!
 //! Every figure is measured `--runs` times, runs interleaved so that a slow
@@ -25,7 +28,7 @@
 //! tables, from `results`), the figures' measurements (`cluster`,
 //! `cache_hit` and `figure2` over
 //! `throughput` and `redis_side`, `peer` over `load` and `data_size`, `dimensions` over `data_size`,
-//! `data_size`, `cold_start`), then `results`,
+//! `data_size`, `cold_start`, `invocation` over `emulator`), then `results`,
 //! `events`, `process` and `stats`.
 
 mod cache_hit;
@@ -33,8 +36,10 @@ mod cluster;
 mod cold_start;
 mod data_size;
 mod dimensions;
+mod emulator;
 mod events;
 mod figure2;
+mod invocation;
 mod load;
 mod peer;
 mod process;
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
         Some("peer") => {
             options(&args[1..]).and_then(|opts| runtime(1)?.block_on(peer::measure(&opts)))
         }
+        Some("invocation") => options(&args[1..]).and_then(|opts| invocation::measure(&opts)),
         Some("report") => options(&args[1..]).and_then(|opts| report::write(&opts)),
         Some("clear") => {
             options(&args[1..]).and_then(|opts| runtime(1)?.block_on(clear(&opts)).map(|_| ()))
@@ -135,6 +141,9 @@ fn main() -> ExitCode {
                   bench report --dir <results dir> --out BENCHMARKS.md [--readme README.md] \
                   [--name value ...]\n       \
                   bench clear --port <redis port> --pattern <glob>\n       \
+                  bench invocation --url <emulator URL> --out <file.jsonl> [--runs 3] \
+                  [--seconds 8] [--connections 4] [--warmup-seconds 3] \
+                  [--functions-dir DIR]\n       \
                   bench cluster --port <redis port> --cluster-port <cluster node port> \
                   --results <results.json> [--client-threads N]\n       \
                   bench peer --port <redis port> --redis-pid P --out <peer.json> \

@@ -23,8 +23,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::results::{
-    ClusterThroughputRow, ColdStartRow, MemorySample, Peer, PeerRun, Results, RoundTrips,
-    ThroughputRow, WrkRun,
+    ClusterThroughputRow, ColdStartRow, InvocationRun, MemorySample, Peer, PeerRun, Results,
+    RoundTrips, ThroughputRow, WrkRun,
 };
 use crate::stats::{pair_rate, Spread};
 use crate::Options;
@@ -33,6 +33,7 @@ use crate::Options;
 pub struct Report {
     r: Results,
     e2e: Vec<WrkRun>,
+    invocation: Vec<InvocationRun>,
     run: BTreeMap<String, String>,
     /// Figure 9 (`peer.json`), when it was measured.
     peer: Option<Peer>,
@@ -65,6 +66,12 @@ pub fn write(opts: &Options) -> Result<(), String> {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).map_err(|e| format!("e2e.jsonl: {e}: {l}")))
         .collect::<Result<_, _>>()?;
+    let invocation = read("invocation.jsonl")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("invocation.jsonl: {e}: {l}")))
+        .collect::<Result<_, _>>()?;
     let mut run: BTreeMap<String, String> = match read("run.json") {
         Ok(text) => serde_json::from_str(&text).map_err(|e| format!("run.json: {e}"))?,
         Err(_) => BTreeMap::new(),
@@ -79,7 +86,13 @@ pub fn write(opts: &Options) -> Result<(), String> {
         let json = serde_json::to_string_pretty(&run).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("run.json"), json).map_err(|e| format!("run.json: {e}"))?;
     }
-    let report = Report { r, e2e, run, peer };
+    let report = Report {
+        r,
+        e2e,
+        invocation,
+        run,
+        peer,
+    };
     for file in ["out", "readme"].iter().filter_map(|o| opts.get(*o)) {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
         let old = bodies(&text);
@@ -100,6 +113,10 @@ pub fn write(opts: &Options) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Figure 10's target: function CPU per invocation at most this much above
+/// the floor's, ms.
+const INVOCATION_TARGET_MS: f64 = 0.1;
 
 const OPEN: &str = "<!-- table:";
 const CLOSE: &str = "<!-- /table -->";
@@ -324,6 +341,7 @@ impl Report {
                 Some(commands) if !self.e2e.is_empty() => code(commands),
                 _ => "Figure 4 was not run.".into(),
             },
+            "invocation" => self.invocation(),
             "cold-start" => self.cold_start(),
             "arm64" => self.arm64(),
             "memory" => self.memory(),
@@ -487,6 +505,7 @@ impl Report {
         rows.extend(self.tags_headline());
         rows.extend(crate::cache_hit::headline(&self.r.cache_hit));
         rows.extend(self.peer_headline());
+        rows.extend(self.invocation_headline());
         table("figure | result | target | ", rows)
     }
 
@@ -792,6 +811,130 @@ impl Report {
                 format!("{not_hit} of {responses}"),
             ),
             ("ingest p50 at that concurrency", overhead),
+        ]));
+        md
+    }
+
+    /// Figure 10's runs of `label`.
+    fn invocation_runs(&self, label: &str) -> Vec<&InvocationRun> {
+        self.invocation
+            .iter()
+            .filter(|r| r.label == label)
+            .collect()
+    }
+
+    /// Figure 10: for each run of `label`, its function CPU per invocation
+    /// minus the floor's of the same round, ms.
+    fn above_floor_ms(&self, label: &str) -> Vec<f64> {
+        let floor = self.invocation_runs("floor");
+        self.invocation_runs(label)
+            .iter()
+            .filter_map(|r| {
+                let f = floor.iter().find(|f| f.round == r.round)?;
+                Some((r.cpu_per_request_us - f.cpu_per_request_us) / 1000.0)
+            })
+            .collect()
+    }
+
+    /// Figure 10's row of the headline, if it ran.
+    fn invocation_headline(&self) -> Option<Vec<String>> {
+        if self.invocation.is_empty() {
+            return None;
+        }
+        let labels = ["health", "ingest", "summary_hit"];
+        let above: Vec<String> = labels
+            .iter()
+            .map(|l| format!("{:.2}", median(&self.above_floor_ms(l))))
+            .collect();
+        let floor = median(&each(&self.invocation_runs("floor"), |r| {
+            r.cpu_per_request_us / 1000.0
+        }));
+        let ok = labels
+            .iter()
+            .all(|l| median(&self.above_floor_ms(l)) <= INVOCATION_TARGET_MS);
+        Some(vec![
+            "10. function CPU per invocation above the floor, health / ingest / summary hit".into(),
+            format!("{} ms (floor {floor:.2} ms)", above.join(" / ")),
+            format!("≤ {INVOCATION_TARGET_MS} ms"),
+            met(ok),
+        ])
+    }
+
+    /// Figure 10: function CPU per invocation, each route against the floor
+    /// measured in the same round.
+    fn invocation(&self) -> String {
+        let Some(first) = self.invocation.first() else {
+            return format!("Not measured in this run ({}).", self.run("e2e-note"));
+        };
+        let routes = [
+            ("floor (a fixed `200`, `bench-floor`)", "floor"),
+            ("`GET /health`", "health"),
+            ("`POST /api/metrics` (one metric)", "ingest"),
+            ("`GET /api/metrics/summary` (cache hit)", "summary_hit"),
+        ];
+        let mut md = columns(
+            &routes,
+            &[
+                ("function", &|(name, _)| name.to_string()),
+                ("requests/s", &|(_, label)| {
+                    fmt_rate(&each(&self.invocation_runs(label), |r| {
+                        r.wrk.requests as f64 * 1e6 / r.wrk.duration_us.max(1) as f64
+                    }))
+                }),
+                ("p50 (ms)", &|(_, label)| {
+                    fmt(
+                        &each(&self.invocation_runs(label), |r| r.wrk.p50_us / 1000.0),
+                        2,
+                    )
+                }),
+                ("function CPU per invocation (ms)", &|(_, label)| {
+                    fmt(
+                        &each(&self.invocation_runs(label), |r| {
+                            r.cpu_per_request_us / 1000.0
+                        }),
+                        3,
+                    )
+                }),
+                ("above the floor, same round (ms)", &|(_, label)| {
+                    if *label == "floor" {
+                        "–".into()
+                    } else {
+                        fmt(&self.above_floor_ms(label), 3)
+                    }
+                }),
+                ("target ≤ floor + 0.1 ms", &|(_, label)| {
+                    let above = self.above_floor_ms(label);
+                    if *label == "floor" || above.is_empty() {
+                        "–".into()
+                    } else {
+                        met(median(&above) <= INVOCATION_TARGET_MS)
+                    }
+                }),
+            ],
+        );
+        let processes: Vec<String> = routes
+            .iter()
+            .filter_map(|(_, label)| {
+                let r = *self.invocation_runs(label).first()?;
+                Some(format!("{label} {}", r.processes))
+            })
+            .collect();
+        let non_2xx: u64 = self.invocation.iter().map(|r| r.wrk.non_2xx).sum();
+        let not_hit: u64 = self
+            .invocation_runs("summary_hit")
+            .iter()
+            .map(|r| r.wrk.not_hit)
+            .sum();
+        let rounds = self.invocation.iter().map(|r| r.round).max().unwrap_or(0);
+        md.push('\n');
+        md.push_str(&pairs([
+            ("wrk connections", first.wrk.connections.to_string()),
+            ("rounds (each starts one route later)", rounds.to_string()),
+            ("function processes measured", processes.join(", ")),
+            (
+                "non-2xx responses (all runs); cache hits whose `X-Cache` was not `HIT`",
+                format!("{non_2xx}; {not_hit}"),
+            ),
         ]));
         md
     }
@@ -1549,6 +1692,7 @@ mod tests {
         let report = Report {
             r: Results::default(),
             e2e: Vec::new(),
+            invocation: Vec::new(),
             run: BTreeMap::new(),
             peer: None,
         };
@@ -1602,6 +1746,7 @@ mod tests {
         let report = Report {
             r: Results::default(),
             e2e: Vec::new(),
+            invocation: Vec::new(),
             run: BTreeMap::new(),
             peer: Some(Peer {
                 runs,

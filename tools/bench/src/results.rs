@@ -321,6 +321,23 @@ pub struct WrkRun {
     pub not_hit: u64,
 }
 
+/// Figure 10: one run of one route through the emulator with the CPU its
+/// function's processes spent (`bench invocation`, one line of
+/// `invocation.jsonl`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InvocationRun {
+    /// `floor`, `health`, `ingest` or `summary_hit`.
+    pub label: String,
+    /// The round, from 1.
+    pub round: usize,
+    /// The function's processes (emulator instances) measured.
+    pub processes: usize,
+    /// Their CPU time (user + system) per completed request, µs.
+    pub cpu_per_request_us: f64,
+    /// wrk's results of the run.
+    pub wrk: WrkRun,
+}
+
 /// Figures 1 and 2 on a local Redis Cluster, beside the single node
 /// (`bench cluster`, `crate::cluster`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
