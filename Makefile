@@ -12,7 +12,7 @@ SHELL := bash
 help:
 	@echo "make dev         run the API locally (PORT, ADDRESS, CONCURRENCY; REDIS_MODE=cluster: on a local Redis Cluster)"
 	@echo "make test        unit + integration + end-to-end tests, on one Redis node and on a local cluster (TEST_CLUSTER=0: node only)"
-	@echo "make e2e         only the end-to-end tests (E2E_GROUPS=\"default ratelimit cache breaker secrets schemathesis\")"
+	@echo "make e2e         only the end-to-end tests (E2E_GROUPS=\"default ratelimit cache breaker secrets emf schemathesis\")"
 	@echo "make build       build the functions"
 	@echo "make release     arm64 Lambda binaries: target/lambda/<function>/bootstrap, with sizes"
 	@echo "make bench       benchmarks against a private Redis; writes BENCHMARKS.md (BENCH_RUNS, BENCH_QUICK, BENCH_ONLY=peer)"

@@ -144,6 +144,9 @@ where
     } else {
         None
     };
+    if let Some(emf) = emf {
+        flush_at_shutdown(emf).await;
+    }
     lambda_http::run(lambda_http::service_fn(move |req: Request| async move {
         let Some(emf) = emf else {
             return Ok::<_, lambda_http::Error>(handler(req).await);
@@ -159,6 +162,23 @@ where
         Ok(response)
     }))
     .await
+}
+
+/// Registers the hook that writes the held EMF counts when Lambda ends the
+/// instance: Lambda sends SIGTERM (with up to 500 ms to finish) only to a
+/// runtime with an extension registered, so `lambda_runtime` registers a
+/// no-op internal extension for it (the pattern of
+/// <https://github.com/aws-samples/graceful-shutdown-with-aws-lambda>). It
+/// must run before the runtime's first `next` call. Where no Extensions API
+/// answers, the instance runs without the hook (one warning): counts held
+/// at its end are then lost, at most `METRICS_FLUSH_SECONDS` of them.
+async fn flush_at_shutdown(emf: &'static Emf) {
+    let hook = move || async move { emf.flush(std::io::stdout().lock()) };
+    // The registration panics when it fails; on its own task, that panic
+    // stays there.
+    if let Err(err) = tokio::spawn(lambda_runtime::spawn_graceful_shutdown_handler(hook)).await {
+        tracing::warn!(error = %err, "no EMF flush at shutdown: the extension could not register");
+    }
 }
 
 /// The body of every Redis-backed function: logging, the instance's

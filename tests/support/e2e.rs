@@ -199,12 +199,28 @@ pub static SECRETS: Group = Group::new(
     true,
 );
 
+/// EMF metrics on (as inside Lambda) with a flush period far longer than
+/// the group's tests, so that counts stay held until something else
+/// writes them.
+pub static EMF: Group = Group::new(
+    "emf",
+    &[
+        ("RATE_LIMIT_REQUESTS", "100000"),
+        ("METRICS_EMF", "on"),
+        ("METRICS_FLUSH_SECONDS", "3600"),
+        ("EXTERNAL_SERVICE_LATENCY_MS", "0"),
+    ],
+    false,
+    true,
+);
+
 /// A group's running stack, shared by its tests.
 struct Running {
     base_url: String,
     stub_port: u16,
     settings: Vec<(String, String)>,
     log_path: PathBuf,
+    emulator_pid: u32,
 }
 
 /// One test's view of its group's stack, with an HTTP client of its own (a
@@ -221,6 +237,9 @@ pub struct Stack {
     /// The emulator's log: its own lines and every function process'
     /// output.
     pub log_path: PathBuf,
+    /// The emulator's process id; the function processes it starts are
+    /// its descendants ([`Stack::function_pids`]).
+    pub emulator_pid: u32,
     _turn: Option<MutexGuard<'static, ()>>,
 }
 
@@ -257,6 +276,7 @@ pub async fn stack(group: &'static Group) -> Option<Stack> {
         stub_port: running.stub_port,
         settings: running.settings.clone(),
         log_path: running.log_path.clone(),
+        emulator_pid: running.emulator_pid,
         _turn: turn,
     })
 }
@@ -377,6 +397,7 @@ async fn start(group: &'static Group, cargo_lambda: PathBuf) -> Result<Running, 
     without_test_env(&mut command);
     let child = crate::process::spawn_tied(command, libc::SIGTERM)
         .map_err(|e| format!("cannot start {}: {e}", cargo_lambda.display()))?;
+    let emulator_pid = child.id();
     let watcher = Arc::new(Mutex::new(Some(child)));
     let stopper = watcher.clone();
     crate::process::at_exit(move || stop(&stopper));
@@ -405,6 +426,7 @@ async fn start(group: &'static Group, cargo_lambda: PathBuf) -> Result<Running, 
         stub_port,
         settings,
         log_path,
+        emulator_pid,
     })
 }
 
@@ -579,6 +601,45 @@ impl Stack {
     /// `POST path` with a JSON body.
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.post_raw(path, &body.to_string()).await
+    }
+
+    /// The processes of function `binary` (its executable's file name, as
+    /// `ingest-metric`) this stack's emulator has started: descendants of
+    /// [`Stack::emulator_pid`], read from `/proc`.
+    pub fn function_pids(&self, binary: &str) -> Vec<u32> {
+        let parent_of = |pid: u32| -> Option<u32> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid …`; comm may hold spaces or parentheses.
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        let descends = |mut pid: u32| {
+            for _ in 0..16 {
+                match parent_of(pid) {
+                    Some(parent) if parent == self.emulator_pid => return true,
+                    Some(parent) if parent > 1 => pid = parent,
+                    _ => return false,
+                }
+            }
+            false
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .ok()
+                    .and_then(|exe| exe.file_name().map(|n| n == binary))
+                    .unwrap_or(false)
+            })
+            .filter(|pid| descends(*pid))
+            .collect()
     }
 
     /// A setting of the stack (`RATE_LIMIT_REQUESTS`, ...), as written in its
