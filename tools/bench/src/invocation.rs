@@ -3,7 +3,7 @@
 //! `bench-floor` function, a fixed `200`) and three paths of the API, in
 //! alternating rounds on the stack figure 4 started.
 //!
-//! Each run loads one route with `wrk` ([`crate::emulator::wrk_with_cpu`])
+//! Each run loads one route with `wrk` ([`crate::load::run`])
 //! and divides the CPU time its function's processes (every instance the
 //! emulator started for it) spent during the run by the requests it
 //! completed. Each round measures every route once, starting one route
@@ -13,7 +13,7 @@
 
 use std::io::Write as _;
 
-use crate::emulator::{pids_of, wrk_with_cpu, Load};
+use crate::load::{self, Group, Load, Select};
 use crate::results::InvocationRun;
 use crate::Options;
 
@@ -92,16 +92,17 @@ pub fn measure(opts: &Options) -> Result<(), String> {
         url,
         method: route.method,
         path: route.path,
-        seconds,
-        connections,
         metric_type: METRIC_TYPE,
+        connections: connections as usize,
+        seconds,
+        own_clients: false,
     };
     // Starts every instance (the emulator starts them on demand) and caches
     // the summary.
     for route in &ROUTES {
         crate::log(&format!("figure 10: warming up {}", route.label));
         for _ in 0..2 {
-            wrk_with_cpu(&load(route, warmup), &[])?;
+            load::run(&load(route, warmup), &[])?;
         }
     }
     let mut file = std::fs::OpenOptions::new()
@@ -112,16 +113,22 @@ pub fn measure(opts: &Options) -> Result<(), String> {
     for round in 0..runs as usize {
         for k in 0..ROUTES.len() {
             let route = &ROUTES[(round + k) % ROUTES.len()];
-            let pids = pids_of(&functions.join(route.process));
-            if pids.is_empty() {
+            let executable = functions.join(route.process);
+            let function = Group {
+                root: 0,
+                select: Select::Executable(&executable),
+            };
+            let processes = load::members(&function).len();
+            if processes == 0 {
                 return Err(format!("no {} process is running", route.process));
             }
-            let measured = wrk_with_cpu(&load(route, seconds), &pids)?;
+            let measured = load::run(&load(route, seconds), &[function])?;
+            let cpu_s: f64 = measured.cpu_s.iter().sum();
             let run = InvocationRun {
                 label: route.label.to_string(),
                 round: round + 1,
-                processes: pids.len(),
-                cpu_per_request_us: measured.cpu_per_request_us(),
+                processes,
+                cpu_per_request_us: cpu_s * 1e6 / measured.wrk.requests.max(1) as f64,
                 wrk: measured.wrk,
             };
             crate::log(&format!(

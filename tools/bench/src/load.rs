@@ -1,10 +1,11 @@
 //! HTTP load with `wrk` and the CPU it cost each process around it, for the
-//! figures that load servers over HTTP (figure 9): one [`run`] loads a URL
+//! figures that load servers over HTTP (figures 9 and 10): one [`run`] loads a URL
 //! for a fixed time and returns `wrk`'s results (`tools/bench/wrk.lua`) with
 //! the CPU time each [`Group`] of processes spent meanwhile, read from
 //! `/proc/<pid>/stat` before and after.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -22,6 +23,10 @@ pub enum Select<'a> {
     /// The root and its descendants whose `comm` (the executable's name, cut
     /// at 15 bytes by the kernel) is one of these.
     Named(&'a [&'a str]),
+    /// Every process running this executable (`/proc/<pid>/exe`), wherever
+    /// it stands (the root is not used): on a machine where other emulators
+    /// run functions of the same names, only this checkout's.
+    Executable(&'a Path),
 }
 
 /// Processes whose CPU is measured together.
@@ -147,15 +152,31 @@ pub fn cpu_of(group: &Group<'_>) -> HashMap<u32, f64> {
 
 /// The pids of `group` now.
 pub fn members(group: &Group<'_>) -> Vec<u32> {
-    let tree = descendants(group.root);
     match group.select {
         Select::Root => vec![group.root],
-        Select::Descendants => tree,
+        Select::Descendants => descendants(group.root),
         Select::Named(names) => std::iter::once(group.root)
-            .chain(tree)
+            .chain(descendants(group.root))
             .filter(|&pid| comm(pid).is_some_and(|c| names.contains(&c.as_str())))
             .collect(),
+        Select::Executable(path) => running(path),
     }
+}
+
+/// The processes running the executable `path`, in increasing pid order.
+pub fn running(path: &Path) -> Vec<u32> {
+    let Ok(path) = path.canonicalize() else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == path))
+        .collect();
+    pids.sort_unstable();
+    pids
 }
 
 /// `utime + stime` of a process, s (`None` once it is gone).
@@ -241,5 +262,11 @@ mod tests {
         let _ = child.wait();
         assert!(found.contains(&child.id()), "{found:?}");
         assert_eq!(named, vec![child.id()]);
+        let exe = std::env::current_exe().unwrap();
+        let mine = members(&Group {
+            root: 0,
+            select: Select::Executable(&exe),
+        });
+        assert!(mine.contains(&me), "{mine:?}");
     }
 }

@@ -27,8 +27,8 @@
 //! Modules, each depending only on those listed after it: `report` (the
 //! tables, from `results`), the figures' measurements (`cluster`,
 //! `cache_hit` and `figure2` over
-//! `throughput` and `redis_side`, `peer` over `load` and `data_size`, `dimensions` over `data_size`,
-//! `data_size`, `cold_start`, `invocation` over `emulator`), then `results`,
+//! `throughput` and `redis_side`, `peer` and `invocation` over `load`, `peer` over `data_size`, `dimensions` over `data_size`,
+//! `data_size`, `cold_start`), then `results`,
 //! `events`, `process` and `stats`.
 
 mod cache_hit;
@@ -36,7 +36,6 @@ mod cluster;
 mod cold_start;
 mod data_size;
 mod dimensions;
-mod emulator;
 mod events;
 mod figure2;
 mod invocation;
