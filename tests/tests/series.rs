@@ -124,23 +124,28 @@ async fn a_window_holding_an_old_bucket_has_counts_but_null_percentiles_and_a_no
     let state = state(&[]);
     let t = random_type("old");
     let at = Utc::now() - TimeDelta::minutes(10);
-    let minute = BucketRef::containing(Granularity::Minute, at.timestamp());
-    let key = state
-        .keys
-        .metric_container(&t, "m", minute.container_start());
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg(minute.start)
-        .arg("2 30.5 10 20.5")
-        .query_async(&mut state.redis.clone())
-        .await
-        .unwrap();
-    let _: () = redis::cmd("EXPIRE")
-        .arg(&key)
-        .arg(3_600)
-        .query_async(&mut state.redis.clone())
-        .await
-        .unwrap();
+    // In its minute bucket and its hour bucket, as an ingest stores it: the
+    // hourly window reads the hour bucket when it is one whole hour (a
+    // request in an hour's last minute), else minutes.
+    for (granularity, name) in [(Granularity::Minute, "m"), (Granularity::Hour, "h")] {
+        let bucket = BucketRef::containing(granularity, at.timestamp());
+        let key = state
+            .keys
+            .metric_container(&t, name, bucket.container_start());
+        let _: () = redis::cmd("HSET")
+            .arg(&key)
+            .arg(bucket.start)
+            .arg("2 30.5 10 20.5")
+            .query_async(&mut state.redis.clone())
+            .await
+            .unwrap();
+        let _: () = redis::cmd("EXPIRE")
+            .arg(&key)
+            .arg(3_600)
+            .query_async(&mut state.redis.clone())
+            .await
+            .unwrap();
+    }
     let (status, body, _) = get(
         &state,
         "/api/metrics/summary",
