@@ -71,12 +71,13 @@ scripts/ensure-cargo-lambda.sh
 venv_pin schemathesis "$SCHEMATHESIS_VERSION"
 use_local_cargo_lambda
 
-# bounded_cargo_test ARGS...: cargo test, bounded when nobody watches (CI).
+# bounded_cargo_test ARGS...: cargo test, bounded when nobody watches (CI);
+# every test binary runs even after one fails, so a run reports all failures.
 bounded_cargo_test() {
     if [[ -t 0 ]]; then
-        cargo test "$@"
+        cargo test --no-fail-fast "$@"
     else
-        timeout --kill-after=30 "${TEST_TIMEOUT_SECONDS:-3600}" cargo test "$@"
+        timeout --kill-after=30 "${TEST_TIMEOUT_SECONDS:-3600}" cargo test --no-fail-fast "$@"
     fi
 }
 
