@@ -13,11 +13,13 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 /// The sum of `metric` over the EMF documents in `log` (one JSON object per
-/// line, with `_aws`).
+/// line, starting with `{"_aws"`). The function processes share the log
+/// with `cargo run`'s messages, which can land in front of a document on
+/// its line, so a document is read from where it starts.
 fn emf_sum(log: &str, metric: &str) -> u64 {
     log.lines()
-        .filter(|line| line.starts_with('{') && line.contains("\"_aws\""))
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|line| line.find("{\"_aws\"").map(|at| &line[at..]))
+        .filter_map(|doc| serde_json::from_str::<Value>(doc).ok())
         .filter_map(|doc| doc.get(metric).and_then(Value::as_u64))
         .sum()
 }
