@@ -8,6 +8,7 @@ use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 
 use super::{before, deadline, require_method};
+use crate::connection::Fault;
 use crate::http::{
     body_bytes, client_identity, rate_limit_fields, request_id, respond, ApiError, JSON,
 };
@@ -15,7 +16,8 @@ use crate::identity::ClientId;
 use crate::metric::{parse_metrics, FieldError, MetricsBody};
 use crate::responses::Created;
 use crate::state::AppState;
-use crate::store::{Idempotency, IngestError, IngestOutcome};
+use crate::store::registry::Admission;
+use crate::store::{Idempotency, IngestError, IngestOutcome, Limited};
 use crate::tags::TagKey;
 
 /// The request header naming a retry-safe request (IETF draft "The
@@ -30,10 +32,15 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// nothing) and answers 201 `{"request_id": …, "stored": n, "metric": {…}}`
 /// (`metric` only for a single object) once it is stored.
 ///
-/// The rate limiter runs first, before the body is even read, so every POST
-/// counts — valid or not, single or batch (a batch is one request), replay or
-/// not. Every response that passed or was refused by the limiter carries the
-/// `RateLimit-Policy` and `RateLimit` fields.
+/// Every POST counts against the rate limiter — valid or not, single or
+/// batch (a batch is one request), replay or not — and a refused one (429)
+/// stores nothing, whatever its body. Every response that passed or was
+/// refused by the limiter carries the `RateLimit-Policy` and `RateLimit`
+/// fields. On a single node, a valid request whose metric types and tags
+/// the instance knows is checked and stored by one script call
+/// ([`crate::store::Limited`]: one round trip); otherwise (cluster mode, a
+/// new type or tag, an invalid body) the limiter's call comes first and
+/// storing follows only if it accepted the request.
 ///
 /// With an `Idempotency-Key` header, a retry with the same metrics within
 /// `IDEMPOTENCY_TTL_SECONDS` stores nothing and gets the original 201 body
@@ -63,33 +70,84 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// another reason retrying will not fix.
 pub async fn ingest_metric(state: &AppState, req: Request) -> Response<Body> {
     let deadline = deadline(state);
-    let admitted = before(deadline, state, async {
+    let identified = before(deadline, state, async {
         require_method(&req, Method::POST)?;
-        let client = client_identity(&req, &state.config.identity)?;
-        let decision = state.limiter.check(&state.redis, &client).await?;
-        if !decision.allowed {
-            crate::observability::rate_limited();
-            return Err(ApiError::TooManyRequests(decision));
-        }
-        Ok((client, decision))
+        client_identity(&req, &state.config.identity)
     })
     .await;
-    let (client, decision) = match admitted {
-        Ok(admitted) => admitted,
+    let client = match identified {
+        Ok(client) => client,
+        Err(err) => return err.into_response(),
+    };
+    let body = read(state, &req, &client);
+    if let Ok(body) = &body {
+        if let Some(response) = in_one_call(state, deadline, &client, body).await {
+            return response;
+        }
+    }
+    // The limiter's call first, then whatever storing needs: the type
+    // registry's and the tag caps' claims, then the storage call.
+    let checked = before(deadline, state, async {
+        Ok(state.limiter.check(&state.redis, &client).await?)
+    })
+    .await;
+    let decision = match checked {
+        Ok(decision) if decision.allowed => decision,
+        Ok(decision) => {
+            crate::observability::rate_limited();
+            return ApiError::TooManyRequests(decision).into_response();
+        }
         Err(err) => return err.into_response(),
     };
     // Whatever happens after the limiter let the request through (even the
     // deadline passing), the response reports the limiter's state.
-    let mut response = respond(before(deadline, state, store(state, &req, &client)).await);
+    let stored = async {
+        let body = body?;
+        let admission = state
+            .registry
+            .admit(&state.redis, &body.client, &body.parsed.metrics)
+            .await?;
+        let result = state
+            .store
+            .ingest(&state.redis, &body.parsed.metrics, body.record().as_ref())
+            .await;
+        finish(state, &body, &admission, result).await
+    };
+    let mut response = respond(before(deadline, state, stored).await);
     response.headers_mut().extend(rate_limit_fields(&decision));
     response
 }
 
-async fn store(
-    state: &AppState,
-    req: &Request,
-    client: &ClientId,
-) -> Result<Response<Body>, ApiError> {
+/// A request's body, read and validated: what storing it needs.
+struct Read<'r> {
+    parsed: MetricsBody,
+    /// The 201 body.
+    created: String,
+    idempotency_key: Option<&'r str>,
+    /// 32 hex characters of the client's identity: its type-registry budget
+    /// and idempotency records.
+    client: String,
+    idempotency_ttl_s: u64,
+}
+
+impl Read<'_> {
+    /// The idempotency record of the request, if it has a key.
+    fn record(&self) -> Option<Idempotency<'_>> {
+        self.idempotency_key.map(|key| Idempotency {
+            client: self.client.clone(),
+            key_digest: hex::encode(Sha256::digest(key)),
+            fingerprint: self.parsed.fingerprint(),
+            response_body: &self.created,
+            ttl_s: self.idempotency_ttl_s,
+        })
+    }
+}
+
+/// Reads and validates the body and the `Idempotency-Key`.
+///
+/// # Errors
+/// 413 over `MAX_BODY_BYTES`; 422 for a bad key; 400/422 for the metrics.
+fn read<'r>(state: &AppState, req: &'r Request, client: &ClientId) -> Result<Read<'r>, ApiError> {
     let body = body_bytes(req);
     if body.len() > state.config.request.max_body_bytes {
         return Err(ApiError::PayloadTooLarge(
@@ -106,26 +164,74 @@ async fn store(
     // Cannot fail (strings, integers and finite floats only); should it
     // ever, the body is an empty object rather than a panic.
     let created = serde_json::to_string(&created).unwrap_or_else(|_| "{}".into());
-    let client = short_digest(client.as_str());
-    // Refused here when the request's new metric types exceed the
-    // deployment's cap or the client's budget: before anything is written.
-    let admission = state
-        .registry
-        .admit(&state.redis, &client, &parsed.metrics)
-        .await?;
-    let record = idempotency_key.map(|key| Idempotency {
-        client: client.clone(),
-        key_digest: hex::encode(Sha256::digest(key)),
-        fingerprint: parsed.fingerprint(),
-        response_body: &created,
-        ttl_s: state.config.request.idempotency_ttl.as_secs(),
-    });
-    let result = state
-        .store
-        .ingest(&state.redis, &parsed.metrics, record.as_ref())
-        .await;
+    Ok(Read {
+        parsed,
+        created,
+        idempotency_key,
+        client: short_digest(client.as_str()),
+        idempotency_ttl_s: state.config.request.idempotency_ttl.as_secs(),
+    })
+}
+
+/// On a single node, a valid request whose metric types and tags this
+/// instance knows is checked by the limiter and stored in one script call
+/// ([`crate::store::Limited`]): `None` when it is not such a request, or
+/// when Redis is out of memory and refused the call whole (the two calls
+/// then give the documented answer).
+async fn in_one_call(
+    state: &AppState,
+    deadline: tokio::time::Instant,
+    client: &ClientId,
+    body: &Read<'_>,
+) -> Option<Response<Body>> {
+    let metrics = &body.parsed.metrics;
+    if !state.store.can_ingest_limited(&state.redis, metrics)
+        || !state.registry.admits_locally(metrics)
+    {
+        return None;
+    }
+    let record = body.record();
+    let call = state.store.ingest_limited(
+        &state.redis,
+        &state.limiter,
+        client,
+        metrics,
+        record.as_ref(),
+    );
+    let limited = match before(deadline, state, async { Ok(call.await) }).await {
+        Ok(Err(IngestError::Redis(err))) if Fault::of(&err) == Fault::OutOfMemory => return None,
+        Ok(Err(err)) => Err(ingest_error(&body.parsed, err)),
+        Ok(Ok(limited)) => Ok(limited),
+        Err(err) => Err(err),
+    };
+    Some(match limited {
+        Err(err) => err.into_response(),
+        Ok(Limited::Refused(decision)) => {
+            crate::observability::rate_limited();
+            ApiError::TooManyRequests(decision).into_response()
+        }
+        Ok(Limited::Counted(decision, result)) => {
+            let admission = Admission::default();
+            let finished = before(deadline, state, finish(state, body, &admission, result)).await;
+            let mut response = respond(finished);
+            response.headers_mut().extend(rate_limit_fields(&decision));
+            response
+        }
+    })
+}
+
+/// The response to a storage call's `result`, once the type registry has
+/// heard of it: the types `admission` reserved are confirmed (stored) or
+/// released (refused).
+async fn finish(
+    state: &AppState,
+    body: &Read<'_>,
+    admission: &Admission,
+    result: Result<IngestOutcome, IngestError>,
+) -> Result<Response<Body>, ApiError> {
+    let parsed = &body.parsed;
     match &result {
-        Ok(_) => match state.registry.confirm(&state.redis, &admission).await {
+        Ok(_) => match state.registry.confirm(&state.redis, admission).await {
             Ok(()) => {
                 if matches!(result, Ok(IngestOutcome::Stored)) {
                     crate::observability::new_metric_types(admission.new_types().count());
@@ -144,7 +250,7 @@ async fn store(
             // they end on their own otherwise).
             if let Err(err) = state
                 .registry
-                .release(&state.redis, &client, &admission)
+                .release(&state.redis, &body.client, admission)
                 .await
             {
                 tracing::warn!(error = %err, "reservations of a refused request not released");
@@ -152,7 +258,30 @@ async fn store(
         }
         Err(IngestError::Redis(_)) => {}
     }
-    let outcome = result.map_err(|err| match err {
+    let outcome = result.map_err(|err| ingest_error(parsed, err))?;
+    let mut response = match outcome {
+        IngestOutcome::Stored => {
+            crate::observability::accepted_metrics(parsed.metrics.len());
+            Response::new(Body::from(body.created.clone()))
+        }
+        IngestOutcome::Replayed(original) => {
+            let mut response = Response::new(Body::from(original));
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+    };
+    *response.status_mut() = StatusCode::CREATED;
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static(JSON));
+    Ok(response)
+}
+
+/// The problem of a storage refusal or failure.
+fn ingest_error(parsed: &MetricsBody, err: IngestError) -> ApiError {
+    match err {
         IngestError::Overflow { metric_index } => {
             let mut error = FieldError::new(
                 "value",
@@ -169,27 +298,9 @@ async fn store(
             metric_index,
             key,
             limit,
-        } => tag_limit(&parsed, metric_index, key.as_ref(), limit),
+        } => tag_limit(parsed, metric_index, key.as_ref(), limit),
         IngestError::Redis(err) => ApiError::redis(&err),
-    })?;
-    let mut response = match outcome {
-        IngestOutcome::Stored => {
-            crate::observability::accepted_metrics(parsed.metrics.len());
-            Response::new(Body::from(created))
-        }
-        IngestOutcome::Replayed(original) => {
-            let mut response = Response::new(Body::from(original));
-            response
-                .headers_mut()
-                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-            response
-        }
-    };
-    *response.status_mut() = StatusCode::CREATED;
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static(JSON));
-    Ok(response)
+    }
 }
 
 /// The 422 of a metric refused by a cap on tags: its detail names the cap,

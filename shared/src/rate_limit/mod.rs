@@ -159,12 +159,27 @@ impl RateLimitSettings {
     }
 }
 
-static SLIDING_LOG: LazyLock<Script> =
-    LazyLock::new(|| crate::connection::script(include_str!("sliding_log.lua")));
+const SLIDING_LOG_LUA: &str = include_str!("sliding_log.lua");
+const SLIDING_WINDOW_COUNTER_LUA: &str = include_str!("sliding_window_counter.lua");
+const TOKEN_BUCKET_LUA: &str = include_str!("token_bucket.lua");
+
+/// The Lua source of `algorithm`'s script, for a script that runs the check
+/// together with other work in one call: its `KEYS[1]` and `ARGV[1..2]` are
+/// those [`RateLimiter::add_call`] appends, its reply is decoded by
+/// [`RateLimiter::decide`].
+pub(crate) fn source_of(algorithm: RateLimitAlgorithm) -> &'static str {
+    match algorithm {
+        RateLimitAlgorithm::SlidingLog => SLIDING_LOG_LUA,
+        RateLimitAlgorithm::SlidingWindowCounter => SLIDING_WINDOW_COUNTER_LUA,
+        RateLimitAlgorithm::TokenBucket => TOKEN_BUCKET_LUA,
+    }
+}
+
+static SLIDING_LOG: LazyLock<Script> = LazyLock::new(|| crate::connection::script(SLIDING_LOG_LUA));
 static SLIDING_WINDOW_COUNTER: LazyLock<Script> =
-    LazyLock::new(|| crate::connection::script(include_str!("sliding_window_counter.lua")));
+    LazyLock::new(|| crate::connection::script(SLIDING_WINDOW_COUNTER_LUA));
 static TOKEN_BUCKET: LazyLock<Script> =
-    LazyLock::new(|| crate::connection::script(include_str!("token_bucket.lua")));
+    LazyLock::new(|| crate::connection::script(TOKEN_BUCKET_LUA));
 
 /// The reply shared by the three limiter scripts,
 /// `{allowed, remaining, reset_after, retry_after}`, decoded here and
@@ -285,19 +300,38 @@ impl RateLimiter {
             RateLimitAlgorithm::SlidingWindowCounter => &SLIDING_WINDOW_COUNTER,
             RateLimitAlgorithm::TokenBucket => &TOKEN_BUCKET,
         };
+        let mut invocation = script.prepare_invoke();
+        self.add_call(&mut invocation, client);
+        let reply: LimiterReply = invocation.invoke_async(&mut redis.clone()).await?;
+        Ok(self.decision(reply))
+    }
+
+    /// The configured algorithm.
+    pub(crate) fn algorithm(&self) -> RateLimitAlgorithm {
+        self.algorithm
+    }
+
+    /// Appends the check of `client` to `invocation`: one key (the
+    /// client's state), then two arguments (the limit, the window in µs).
+    pub(crate) fn add_call(&self, invocation: &mut redis::ScriptInvocation<'_>, client: &ClientId) {
         let window_us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
-        let reply: LimiterReply = script
+        invocation
             .key(self.key(client))
             .arg(self.limit)
-            .arg(window_us)
-            .invoke_async(&mut redis.clone())
-            .await?;
-        Ok(RateLimitDecision::from_reply(
-            self.policy,
-            self.limit,
-            self.window,
-            reply,
-        ))
+            .arg(window_us);
+    }
+
+    /// The decision a limiter script's reply (`{allowed, remaining,
+    /// reset_after, retry_after}`) carries.
+    ///
+    /// # Errors
+    /// A [`ParsingError`] when the reply does not have that shape.
+    pub(crate) fn decide(&self, reply: Value) -> Result<RateLimitDecision, ParsingError> {
+        Ok(self.decision(LimiterReply::from_redis_value(reply)?))
+    }
+
+    fn decision(&self, reply: LimiterReply) -> RateLimitDecision {
+        RateLimitDecision::from_reply(self.policy, self.limit, self.window, reply)
     }
 }
 

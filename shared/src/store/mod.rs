@@ -26,6 +26,7 @@
 
 pub mod buckets;
 pub mod compensated;
+mod limited;
 pub mod registry;
 pub mod series;
 pub mod sketch;
@@ -46,8 +47,12 @@ use buckets::{cover, BucketRef, Granularity, StoredBucket};
 use series::SeriesPlan;
 use stats::WindowStats;
 
+pub use limited::Limited;
+
+const INGEST_LUA: &str = include_str!("ingest.lua");
+
 static INGEST: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| crate::connection::script(include_str!("ingest.lua")));
+    std::sync::LazyLock::new(|| crate::connection::script(INGEST_LUA));
 
 /// The reply of `ingest.lua`, decoded here and nowhere else.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -536,6 +541,25 @@ impl MetricStore {
         metrics: &[Metric],
         idempotency: Option<&Idempotency<'_>>,
     ) -> Result<(IngestReply, Vec<usize>), RedisError> {
+        let mut invocation = INGEST.prepare_invoke();
+        let owners = self.add_call(&mut invocation, mode, parts, records, metrics, idempotency);
+        let reply: IngestReply = invocation.invoke_async(&mut redis.clone()).await?;
+        Ok((reply, owners))
+    }
+
+    /// Appends the keys and arguments of one `ingest.lua` call over `parts`
+    /// to `invocation` (after whatever it holds: the script's `KEYS[1]` is
+    /// the first key appended here). Returns, for each update of the call,
+    /// the position of its metric.
+    fn add_call(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        mode: CallMode,
+        parts: &[Part<'_>],
+        records: &[String],
+        metrics: &[Metric],
+        idempotency: Option<&Idempotency<'_>>,
+    ) -> Vec<usize> {
         // KEYS: the records, then the containers in the order the metrics
         // first touch them, each once. A tagged metric's series (its tag
         // values', its combination's) are updated beside the type's own.
@@ -578,7 +602,6 @@ impl MetricStore {
             }
             counts.push(updates.len() - before);
         }
-        let mut invocation = INGEST.prepare_invoke();
         invocation.key(records).key(keys);
         invocation.arg(match mode {
             CallMode::Write => "write",
@@ -604,8 +627,7 @@ impl MetricStore {
                 .arg(expire_at)
                 .arg(key);
         }
-        let reply: IngestReply = invocation.invoke_async(&mut redis.clone()).await?;
-        Ok((reply, owners))
+        owners
     }
 
     /// The statistics of `metric_type` over `window` (count, compensated

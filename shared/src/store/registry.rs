@@ -291,20 +291,7 @@ impl TypeRegistry {
         metrics: &[Metric],
     ) -> Result<Admission, AdmitError> {
         let now = Instant::now();
-        let mut wanted: Vec<(&str, i64)> = Vec::new();
-        for metric in metrics {
-            let expiry = self.expiry_of(metric.timestamp.timestamp());
-            let name = metric.metric_type.as_str();
-            match wanted.iter_mut().find(|(t, _)| *t == name) {
-                Some((_, e)) => *e = (*e).max(expiry),
-                None => wanted.push((name, expiry)),
-            }
-        }
-        {
-            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-            wanted
-                .retain(|(name, expiry)| !known.get(*name).is_some_and(|k| k.covers(*expiry, now)));
-        }
+        let wanted = self.unregistered(metrics, now);
         if wanted.is_empty() {
             return Ok(Admission::default());
         }
@@ -369,6 +356,30 @@ impl TypeRegistry {
                 "registry.lua answered a claim with another mode's reply",
             )))),
         }
+    }
+
+    /// Whether this instance registered every metric type of `metrics`
+    /// recently enough for the expiry each needs, so that
+    /// [`TypeRegistry::admit`] admits them without a round trip.
+    pub fn admits_locally(&self, metrics: &[Metric]) -> bool {
+        self.unregistered(metrics, Instant::now()).is_empty()
+    }
+
+    /// The types of `metrics` (each once, with the latest expiry its
+    /// metrics need) that this instance has not registered recently enough.
+    fn unregistered<'m>(&self, metrics: &'m [Metric], now: Instant) -> Vec<(&'m str, i64)> {
+        let mut wanted: Vec<(&str, i64)> = Vec::new();
+        for metric in metrics {
+            let expiry = self.expiry_of(metric.timestamp.timestamp());
+            let name = metric.metric_type.as_str();
+            match wanted.iter_mut().find(|(t, _)| *t == name) {
+                Some((_, e)) => *e = (*e).max(expiry),
+                None => wanted.push((name, expiry)),
+            }
+        }
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        wanted.retain(|(name, expiry)| !known.get(*name).is_some_and(|k| k.covers(*expiry, now)));
+        wanted
     }
 
     /// Gives the types `admission` left pending the expiry of their data,

@@ -217,56 +217,11 @@ impl MetricStore {
         redis: &Redis,
         metrics: &[Metric],
     ) -> Result<(), IngestError> {
-        if metrics.iter().all(|m| m.tags.is_empty()) {
-            return Ok(());
-        }
-        let mut claims: Vec<Claim> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        {
-            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-            for (position, metric) in metrics.iter().enumerate() {
-                if metric.tags.is_empty() {
-                    continue;
-                }
-                let t = metric.timestamp.timestamp();
-                let metric_type = metric.metric_type.as_str();
-                let mut wanted: Vec<(String, String, Option<TagKey>)> = vec![(
-                    self.keys.tag_combinations(metric_type),
-                    metric.tags.canonical(),
-                    None,
-                )];
-                for (k, v) in metric.tags.iter() {
-                    wanted.push((
-                        self.keys.tag_values(metric_type, k.as_str()),
-                        v.as_str().to_string(),
-                        Some(k.clone()),
-                    ));
-                }
-                for (registry, member, key) in wanted {
-                    let id = format!("{registry}\n{member}");
-                    if known.covers(&id, t) {
-                        continue;
-                    }
-                    match index.get(&id) {
-                        Some(&i) => claims[i].timestamp = claims[i].timestamp.max(t),
-                        None => {
-                            index.insert(id, claims.len());
-                            claims.push(Claim {
-                                slot: Slot::for_key(self.keys.metric_base(metric_type)),
-                                registry,
-                                member,
-                                timestamp: t,
-                                key,
-                                metric: position,
-                            });
-                        }
-                    }
-                }
-            }
-        }
+        let claims = self.pending_claims(metrics);
         if claims.is_empty() {
             return Ok(());
         }
+
         // One call per slot (every claim in one call on a single node).
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut slots: Vec<Option<Slot>> = Vec::new();
@@ -318,6 +273,66 @@ impl MetricStore {
                 },
             }),
         }
+    }
+
+    /// Whether every tag value and combination of `metrics` was claimed by
+    /// this instance recently, so that storing them needs no claim call.
+    pub fn tags_claimed(&self, metrics: &[Metric]) -> bool {
+        self.pending_claims(metrics).is_empty()
+    }
+
+    /// The claims `metrics` need: their tag values and combinations this
+    /// instance has not claimed recently, each once (with the latest
+    /// timestamp that needs it).
+    fn pending_claims(&self, metrics: &[Metric]) -> Vec<Claim> {
+        let mut claims: Vec<Claim> = Vec::new();
+        if metrics.iter().all(|m| m.tags.is_empty()) {
+            return claims;
+        }
+        let mut index: HashMap<String, usize> = HashMap::new();
+        {
+            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            for (position, metric) in metrics.iter().enumerate() {
+                if metric.tags.is_empty() {
+                    continue;
+                }
+                let t = metric.timestamp.timestamp();
+                let metric_type = metric.metric_type.as_str();
+                let mut wanted: Vec<(String, String, Option<TagKey>)> = vec![(
+                    self.keys.tag_combinations(metric_type),
+                    metric.tags.canonical(),
+                    None,
+                )];
+                for (k, v) in metric.tags.iter() {
+                    wanted.push((
+                        self.keys.tag_values(metric_type, k.as_str()),
+                        v.as_str().to_string(),
+                        Some(k.clone()),
+                    ));
+                }
+                for (registry, member, key) in wanted {
+                    let id = format!("{registry}\n{member}");
+                    if known.covers(&id, t) {
+                        continue;
+                    }
+                    match index.get(&id) {
+                        Some(&i) => claims[i].timestamp = claims[i].timestamp.max(t),
+                        None => {
+                            index.insert(id, claims.len());
+                            claims.push(Claim {
+                                slot: Slot::for_key(self.keys.metric_base(metric_type)),
+                                registry,
+                                member,
+                                timestamp: t,
+                                key,
+                                metric: position,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        claims
     }
 
     /// One `claim_tags.lua` call over the claims `group` of `claims`.

@@ -1,11 +1,13 @@
 //! Figure 2's protocol: one run at one concurrency.
 //!
-//! Our handler ([`crate::throughput`]) and `redis-benchmark` replaying our
-//! two scripts ([`crate::redis_side`]) alternate in [`SLICES`] rounds of
-//! *limiter replay, ours, storage replay*, each on a third of the run's
-//! requests: a spell of the shared machine's noise then falls on both sides
-//! instead of on one measurement, and ours always sits between the two halves
-//! of Redis' pair, so a drift over a round touches both alike. The slices of
+//! Our handler ([`crate::throughput`]) and `redis-benchmark` replaying the
+//! script call an accepted ingest makes on a single node (the limiter and the
+//! storage in one call; [`crate::redis_side`]) alternate in [`SLICES`]
+//! rounds of *half a replay, ours, half a replay*, each round on a third of
+//! the run's requests: a spell of the shared machine's noise then falls on
+//! both sides instead of on one measurement, and ours always sits between
+//! the two halves of Redis' share, so a drift over a round touches both
+//! alike. The slices of
 //! each side are added together as if timed in one piece (requests over
 //! total time). Every measurement starts with the rate-limit keys of the
 //! earlier ones deleted ([`redis_side::clear`]), and a replay whose calls
@@ -54,10 +56,8 @@ pub struct Sample {
     pub instances: Measured,
     /// Ours, one `AppState` for every worker (context).
     pub shared: Measured,
-    /// `redis-benchmark`: the limiter script.
-    pub limiter: Replayed,
-    /// `redis-benchmark`: the storage script.
-    pub store: Replayed,
+    /// `redis-benchmark`: the ingest's script call.
+    pub ingest: Replayed,
     /// `redis-benchmark`: `return 1`.
     pub trivial: Replayed,
 }
@@ -70,8 +70,8 @@ pub struct Setup<'a> {
     pub port: u16,
     /// The handler states' configuration.
     pub config: &'a Config,
-    /// The limiter, storage and `return 1` calls `redis-benchmark` replays.
-    pub replays: &'a [Argv; 3],
+    /// The ingest's and `return 1` calls `redis-benchmark` replays.
+    pub replays: &'a [Argv; 2],
     /// `{prefix}:rl:*`: the keys deleted before each measurement.
     pub rate_limit_keys: &'a str,
 }
@@ -84,17 +84,18 @@ pub struct Setup<'a> {
 /// replayed call failed in Redis.
 pub async fn run(setup: &mut Setup<'_>, c: usize, n: usize) -> Result<Sample, String> {
     let slice = n / SLICES;
-    let [limiter, store, trivial] = setup.replays;
+    let [ingest, trivial] = setup.replays;
     let mut sample = Sample::default();
     for _ in 0..SLICES {
-        sample
-            .limiter
-            .merge(replay(setup, slice, c, limiter).await?);
+        let first = slice / 2;
+        sample.ingest.merge(replay(setup, first, c, ingest).await?);
         redis_side::clear(setup.conn, setup.rate_limit_keys).await?;
         let ours =
             throughput::measure(setup.config, "bench_ingest", c, slice, false, setup.conn).await?;
         sample.instances.merge(ours);
-        sample.store.merge(replay(setup, slice, c, store).await?);
+        sample
+            .ingest
+            .merge(replay(setup, slice - first, c, ingest).await?);
     }
     redis_side::clear(setup.conn, setup.rate_limit_keys).await?;
     let shared = throughput::measure(

@@ -332,12 +332,13 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
     let rate_limit_keys = format!("{prefix}:rl:*");
     let replays = capture_scripts(port, &ingest_config).await?;
     for (&c, &n) in CONCURRENCIES.iter().zip(&plan.requests) {
-        // The limiter and storage replays run once per slice, `return 1`
+        // The ingest's replay runs in two halves per slice, `return 1`
         // once on the whole count (see `figure2`).
-        let [limiter, store, trivial] = &replays;
+        let [ingest, trivial] = &replays;
+        let slice = n / figure2::SLICES;
         for (argv, calls) in [
-            (limiter, n / figure2::SLICES),
-            (store, n / figure2::SLICES),
+            (ingest, slice / 2),
+            (ingest, slice - slice / 2),
             (trivial, n),
         ] {
             results
@@ -419,7 +420,7 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
                 rate_limit_keys: &rate_limit_keys,
             };
             let sample = figure2::run(&mut setup, c, n).await?;
-            let (ours, limiter, store) = (&sample.instances, &sample.limiter, &sample.store);
+            let (ours, replayed) = (&sample.instances, &sample.ingest);
             let per_request = |v: f64| v * 1e6 / ours.requests as f64;
             row.instances_rps.push(ours.rps());
             row.instances_p50_us.push(ours.latency_us(0.5));
@@ -431,18 +432,16 @@ async fn measure(opts: &Options, client_threads: usize) -> Result<(), String> {
                 .push(per_request(ours.redis.evalsha_us as f64 / 1e6));
             row.shared_rps.push(sample.shared.rps());
             row.errors += ours.errors + sample.shared.errors;
-            row.redis_limiter_rps.push(limiter.rps());
-            row.redis_store_rps.push(store.rps());
+            let per_call = |v: f64| v * 1e6 / replayed.calls as f64;
+            row.redis_ingest_rps.push(replayed.rps());
             row.redis_trivial_rps.push(sample.trivial.rps());
-            row.server_cpu_us_pair
-                .push(per_request(limiter.server.cpu_s + store.server.cpu_s));
-            row.server_script_us_pair.push(per_request(
-                (limiter.server.evalsha_us + store.server.evalsha_us) as f64 / 1e6,
-            ));
-            row.redis_benchmark_cpu_us_pair
-                .push(per_request(limiter.client_cpu_s + store.client_cpu_s));
-            row.expired_during +=
-                ours.redis.expired_keys + limiter.server.expired_keys + store.server.expired_keys;
+            row.server_cpu_us_replay
+                .push(per_call(replayed.server.cpu_s));
+            row.server_script_us_replay
+                .push(per_call(replayed.server.evalsha_us as f64 / 1e6));
+            row.redis_benchmark_cpu_us_replay
+                .push(per_call(replayed.client_cpu_s));
+            row.expired_during += ours.redis.expired_keys + replayed.server.expired_keys;
         }
 
         if let Some(prepared) = &hit {
@@ -537,28 +536,29 @@ async fn round_trips(config: Config, rows: &mut Vec<RoundTrips>) -> Result<(), S
     Ok(())
 }
 
-/// The three `redis-benchmark` commands of figure 2: the limiter call (its
-/// client randomised), the storage call, both as one real ingest sent them,
-/// and a trivial script.
-async fn capture_scripts(port: u16, config: &Config) -> Result<[Vec<String>; 3], String> {
+/// The two `redis-benchmark` commands of figure 2: the script call of an
+/// accepted ingest on a single node (the limiter and the storage together;
+/// its client randomised) as one real ingest sent it, and a trivial script.
+async fn capture_scripts(port: u16, config: &Config) -> Result<[Vec<String>; 2], String> {
     let state = AppState::new(config.clone()).map_err(|e| e.to_string())?;
-    // Loads both scripts first, so the captured request sends EVALSHA only.
+    // Loads the script and registers the type first, so the captured
+    // request sends one EVALSHA only.
     shared::handlers::ingest_metric(&state, events::ingest("bench_ingest", 1.0)?).await;
     let captured = shared::handlers::ingest_metric(&state, events::ingest("bench_ingest", 2.0)?);
-    let (response, seen) = redis_side::monitor_evalshas(port, 2, captured).await?;
+    let (response, seen) = redis_side::monitor_evalshas(port, 1, captured).await?;
     if response.status() != 201 {
         return Err(format!(
             "the captured ingest answered {}",
             response.status()
         ));
     }
-    let [limiter, store] = <[Argv; 2]>::try_from(seen).map_err(|_| "not two calls")?;
-    if !limiter.get(3).is_some_and(|k| k.contains(":rl:")) {
+    let [ingest] = <[Argv; 1]>::try_from(seen).map_err(|_| "not one call")?;
+    if !ingest.get(3).is_some_and(|k| k.contains(":rl:")) {
         return Err(format!(
-            "the first call of an ingest is not the limiter's: {limiter:?}"
+            "the first key of an ingest's call is not the limiter's: {ingest:?}"
         ));
     }
-    let limiter = redis_side::randomise_client(&limiter)?;
+    let ingest = redis_side::randomise_client(&ingest)?;
     let client =
         redis::Client::open(format!("redis://127.0.0.1:{port}/0")).map_err(|e| e.to_string())?;
     let mut conn = client
@@ -572,7 +572,7 @@ async fn capture_scripts(port: u16, config: &Config) -> Result<[Vec<String>; 3],
         .await
         .map_err(|e| e.to_string())?;
     let trivial = vec!["EVALSHA".to_string(), sha, "0".to_string()];
-    Ok([limiter, store, trivial])
+    Ok([ingest, trivial])
 }
 
 /// Figures 3 and 6 for one run, on fresh types; the run's keys are deleted

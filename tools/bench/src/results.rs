@@ -155,10 +155,9 @@ pub struct ThroughputRow {
     pub shared_rps: Vec<f64>,
     /// Non-201 answers seen (should be 0).
     pub errors: u64,
-    /// `redis-benchmark` EVALSHA of the limiter script, calls/s.
-    pub redis_limiter_rps: Vec<f64>,
-    /// `redis-benchmark` EVALSHA of the storage script, calls/s.
-    pub redis_store_rps: Vec<f64>,
+    /// `redis-benchmark` EVALSHA of an accepted ingest's script call,
+    /// calls/s.
+    pub redis_ingest_rps: Vec<f64>,
     /// `redis-benchmark` EVALSHA of `return 1`, calls/s.
     pub redis_trivial_rps: Vec<f64>,
     /// CPU of this process per ingest (instances case), µs; includes
@@ -169,16 +168,16 @@ pub struct ThroughputRow {
     pub build_us: Vec<f64>,
     /// CPU of the Redis server per ingest (instances case), µs.
     pub server_cpu_us: Vec<f64>,
-    /// CPU of the Redis server per limiter + storage call pair under
+    /// CPU of the Redis server per replayed ingest call under
     /// `redis-benchmark`, µs.
-    pub server_cpu_us_pair: Vec<f64>,
-    /// CPU of `redis-benchmark` itself per pair, µs.
-    pub redis_benchmark_cpu_us_pair: Vec<f64>,
-    /// Time the Redis server spent executing the two scripts per ingest
+    pub server_cpu_us_replay: Vec<f64>,
+    /// CPU of `redis-benchmark` itself per replayed call, µs.
+    pub redis_benchmark_cpu_us_replay: Vec<f64>,
+    /// Time the Redis server spent executing the script per ingest
     /// (instances case; `cmdstat_evalsha` `usec`), µs.
     pub server_script_us: Vec<f64>,
-    /// The same per limiter + storage call pair under `redis-benchmark`, µs.
-    pub server_script_us_pair: Vec<f64>,
+    /// The same per replayed call under `redis-benchmark`, µs.
+    pub server_script_us_replay: Vec<f64>,
     /// Keys Redis expired during the timed measurements of this row, all
     /// runs (each measurement starts with the rate-limit keys of the
     /// previous ones deleted, so only other figures' keys can expire).

@@ -55,13 +55,6 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
 }
 
-/// `1 / (1/a + 1/b)`: the rate of a pair of operations done one after the
-/// other on a server that does `a` of the first or `b` of the second per
-/// second.
-pub fn pair_rate(a: f64, b: f64) -> f64 {
-    1.0 / (1.0 / a + 1.0 / b)
-}
-
 /// The `q`-quantile of unsorted durations in µs (sorted in place).
 pub fn quantile_us(samples: &mut [u32], q: f64) -> f64 {
     samples.sort_unstable();
@@ -82,6 +75,5 @@ mod tests {
         assert_eq!(even.median, 2.5);
         assert!(Spread::of(&[]).is_none());
         assert_eq!(quantile_us(&mut [30, 10, 20], 0.5), 20.0);
-        assert!((pair_rate(2.0, 2.0) - 1.0).abs() < 1e-12);
     }
 }
