@@ -286,12 +286,15 @@ impl RateLimiter {
             RateLimitAlgorithm::TokenBucket => &TOKEN_BUCKET,
         };
         let window_us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
-        let reply: LimiterReply = script
-            .key(self.key(client))
-            .arg(self.limit)
-            .arg(window_us)
-            .invoke_async(&mut redis.clone())
-            .await?;
+        let mut invocation = script.key(self.key(client));
+        invocation.arg(self.limit).arg(window_us);
+        if matches!(self.algorithm, RateLimitAlgorithm::SlidingLog) {
+            // The log's expiry when the new entry is its only one, ms rounded
+            // up: the most common accepted call then parses and formats no
+            // number in the script.
+            invocation.arg(window_us.div_ceil(1000));
+        }
+        let reply: LimiterReply = invocation.invoke_async(&mut redis.clone()).await?;
         Ok(RateLimitDecision::from_reply(
             self.policy,
             self.limit,

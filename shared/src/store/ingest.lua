@@ -91,12 +91,8 @@
 -- through the general code below, whose functions are only created when a
 -- call needs them.
 
--- A bucket's sketch is collapsed when it holds more than MAX_BINS bins,
--- each store to its MAX_STORE_BINS highest bins.
+-- A bucket's sketch holds at most MAX_BINS bins (see `general` below).
 local MAX_BINS = 4096
-local MAX_STORE_BINS = 2048
--- The key of bin 0 of the positive store, less one (see above).
-local KEY_BASE = 40001
 -- The header: tag, width, count, sum, comp, min, max; 40 bytes.
 local HEAD = '<BBI6dddd'
 local HEAD_SIZE = 40
@@ -113,14 +109,23 @@ local KI, FIELD, EXPIRE, STORED, COUNT, SUM, COMP, MIN, MAX, TAG, W, FROM, PF, N
 -- W       bytes per count (binary)
 -- FROM    offset of the bins in STORED, after the header and floors (binary)
 -- PF, NF  the floors (binary; nil when unset)
--- REC     the bucket as `load_text` read it (text formats)
+-- REC     the bucket as `general().load_text` read it (text formats)
 -- NEXT    the next bucket of the call with the same field (another container)
 -- NV      the number of values added
 
--- The general code, built by `general()` on first need.
+-- The general code, built by `general()` on first need. It captures
+-- nothing from the chunk (each captured local costs an allocation whenever
+-- the closure is created, i.e. on every call), so it restates its constants.
 local lib
 
 local function general()
+-- A bucket's sketch is collapsed when it holds more than MAX_BINS bins,
+-- each store to its MAX_STORE_BINS highest bins.
+local MAX_BINS = 4096
+local MAX_STORE_BINS = 2048
+-- The key of bin 0 of the positive store, less one (see above).
+local KEY_BASE = 40001
+local HEAD = '<BBI6dddd'
 local COUNT_FMT = { [1] = 'B', [2] = 'H', [4] = 'I4', [6] = 'I6' }
 local COUNT_MAX = { [1] = 255, [2] = 65535, [4] = 4294967295, [6] = 281474976710655 }
 -- Values per struct.pack/unpack call (well within Lua's C stack).
@@ -145,23 +150,6 @@ local function load_text(stored)
     local pf, nf = string.match(floors, '^ (%S+) (%S+)$')
     if tonumber(pf) then b.pf = tonumber(pf) + KEY_BASE end
     if tonumber(nf) then b.nf = -(tonumber(nf) + KEY_BASE) end
-  end
-  return b
-end
-
--- The bucket of state s as a record for the code below.
-local function record(s)
-  local values = {}
-  for j = 1, s[NV] do values[j] = s[NV + j] end
-  local b = { count = s[COUNT], sum = s[SUM], comp = s[COMP], min = s[MIN], max = s[MAX],
-              values = values }
-  local tag = s[TAG]
-  if tag > 0 then
-    b.w, b.dense, b.pf, b.nf = s[W], tag % 4 == 2, s[PF], s[NF]
-    b.body = string.sub(s[STORED], s[FROM])
-  elseif tag < 0 then
-    local t = s[REC]
-    b.text, b.sbins, b.pf, b.nf = t.text, t.sbins, t.pf, t.nf
   end
   return b
 end
@@ -378,10 +366,10 @@ local function patch(b, k)
   return true
 end
 
--- The new value of the bucket of state s, in any case; its `.s` field
--- (a text format's) is deleted.
-local function rewrite(s, key_name, field)
-  local b = record(s)
+-- The new value of bucket b (a record: count, sum, comp, min, max,
+-- values, and the binary bucket's w, dense, body or the text bucket's text,
+-- sbins, and the floors pf, nf); a text format's `.s` field is deleted.
+local function rewrite(b, key_name, field)
   local values = b.values
   local text
   if b.body then
@@ -415,68 +403,6 @@ local function rewrite(s, key_name, field)
 end
 
 return { load_text = load_text, rewrite = rewrite }
-end
-
--- The new value of the binary bucket of state s with its one value of key k
--- added in place, or nil when that needs the general code (the count would
--- pass its width, the key lies outside the dense run, the sparse pairs
--- would outgrow the dense layout or MAX_BINS, or a floor bit is set with
--- no floor). The new header, the bytes from its end to the count, the
--- count and the rest, in one pack.
-local function patched(s, k)
-  local stored, w, from, tag = s[STORED], s[W], s[FROM], s[TAG]
-  if tag >= 4 and not s[PF] and not s[NF] then return nil end
-  -- Formats by width: one count; a key and its count; the bucket with a
-  -- count rewritten; the bucket with a (key, count) pair inserted.
-  local count, pair, set, insert, most
-  if w == 1 then
-    count, pair, set, insert, most = '<B', '<i3B', '<BBI6ddddc0Bc0', '<BBI6ddddc0i3Bc0', 255
-  elseif w == 2 then
-    count, pair, set, insert, most = '<H', '<i3H', '<BBI6ddddc0Hc0', '<BBI6ddddc0i3Hc0', 65535
-  elseif w == 4 then
-    count, pair, set, insert, most = '<I4', '<i3I4', '<BBI6ddddc0I4c0', '<BBI6ddddc0i3I4c0', 4294967295
-  else
-    count, pair, set, insert, most = '<I6', '<i3I6', '<BBI6ddddc0I6c0', '<BBI6ddddc0i3I6c0', 281474976710655
-  end
-  local size = #stored - from + 1
-  if tag % 4 == 2 then
-    local first = struct.unpack('<i3', stored, from)
-    local j = k - first
-    if j < 0 or j >= (size - 3) / w then return nil end
-    local at = from + 3 + j * w
-    local c = struct.unpack(count, stored, at)
-    if c >= most then return nil end
-    return struct.pack(set, tag, w, s[COUNT], s[SUM], s[COMP], s[MIN], s[MAX],
-      string.sub(stored, HEAD_SIZE + 1, at - 1), c + 1, string.sub(stored, at + w))
-  end
-  local step = 3 + w
-  local n = size / step
-  local lo, hi = 0, n - 1
-  while lo <= hi do
-    local mid = math.floor((lo + hi) / 2)
-    local at = from + mid * step
-    local key, c = struct.unpack(pair, stored, at)
-    if key == k then
-      if c >= most then return nil end
-      return struct.pack(set, tag, w, s[COUNT], s[SUM], s[COMP], s[MIN], s[MAX],
-        string.sub(stored, HEAD_SIZE + 1, at + 2), c + 1, string.sub(stored, at + step))
-    elseif key < k then
-      lo = mid + 1
-    else
-      hi = mid - 1
-    end
-  end
-  if n + 1 > MAX_BINS then return nil end
-  if n > 0 then
-    local first = struct.unpack('<i3', stored, from)
-    local last = struct.unpack('<i3', stored, from + (n - 1) * step)
-    if k < first then first = k end
-    if k > last then last = k end
-    if 3 + (last - first + 1) * w < (n + 1) * step then return nil end
-  end
-  local at = from + lo * step
-  return struct.pack(insert, tag, w, s[COUNT], s[SUM], s[COMP], s[MIN], s[MAX],
-    string.sub(stored, HEAD_SIZE + 1, at - 1), k, 1, string.sub(stored, at))
 end
 
 local check_only = argv[1] == 'check'
@@ -583,13 +509,19 @@ for j = 1, #order do
   local b = order[j]
   local key_name, field = keys[b[KI]], b[FIELD]
   local text
-  if b[NV] == 1 then
-    local k = b[NV + 1]
-    local tag = b[TAG]
-    if tag == 0 then
-      -- A new bucket of one value: one sparse pair of count 1.
-      text = struct.pack('<BBI6ddddi3B', 1, 1, 1, b[SUM], b[COMP], b[MIN], b[MAX], k, 1)
-    elseif tag > 0 then
+  local tag = b[TAG]
+  if b[NV] == 1 and tag == 0 then
+    -- A new bucket of one value: one sparse pair of count 1.
+    text = struct.pack('<BBI6ddddi3B', 1, 1, 1, b[SUM], b[COMP], b[MIN], b[MAX], b[NV + 1], 1)
+  elseif b[NV] == 1 and tag > 0 and (tag < 4 or b[PF] or b[NF]) then
+    -- A binary bucket and one value: its count is patched in place, unless
+    -- that needs the general code (the count would pass its width, the key
+    -- lies outside the dense run, the sparse pairs would outgrow the dense
+    -- layout or MAX_BINS, or a floor bit is set with no floor to keep). The
+    -- new value is the new header, the bytes from its end to the count, the
+    -- count and the rest, in one pack.
+    repeat
+      local k = b[NV + 1]
       if k > 0 then
         local pf = b[PF]
         if pf and k < pf then k = pf end
@@ -597,12 +529,82 @@ for j = 1, #order do
         local nf = b[NF]
         if nf and k > nf then k = nf end
       end
-      text = patched(b, k)
-    end
+      local stored, w, from = b[STORED], b[W], b[FROM]
+      -- Formats by width: one count; a key and its count; the bucket with
+      -- a count rewritten; the bucket with a (key, count) pair inserted.
+      local count, pair, set, insert, most
+      if w == 1 then
+        count, pair, set, insert, most = '<B', '<i3B', '<BBI6ddddc0Bc0', '<BBI6ddddc0i3Bc0', 255
+      elseif w == 2 then
+        count, pair, set, insert, most = '<H', '<i3H', '<BBI6ddddc0Hc0', '<BBI6ddddc0i3Hc0', 65535
+      elseif w == 4 then
+        count, pair, set, insert, most =
+          '<I4', '<i3I4', '<BBI6ddddc0I4c0', '<BBI6ddddc0i3I4c0', 4294967295
+      else
+        count, pair, set, insert, most =
+          '<I6', '<i3I6', '<BBI6ddddc0I6c0', '<BBI6ddddc0i3I6c0', 281474976710655
+      end
+      local size = #stored - from + 1
+      if tag % 4 == 2 then
+        local first = struct.unpack('<i3', stored, from)
+        local i = k - first
+        if i < 0 or i >= (size - 3) / w then break end
+        local at = from + 3 + i * w
+        local c = struct.unpack(count, stored, at)
+        if c >= most then break end
+        text = struct.pack(set, tag, w, b[COUNT], b[SUM], b[COMP], b[MIN], b[MAX],
+          string.sub(stored, HEAD_SIZE + 1, at - 1), c + 1, string.sub(stored, at + w))
+        break
+      end
+      local step = 3 + w
+      local n = size / step
+      local lo, hi = 0, n - 1
+      while lo <= hi do
+        local mid = lo + hi
+        mid = (mid - mid % 2) / 2
+        local at = from + mid * step
+        local key, c = struct.unpack(pair, stored, at)
+        if key == k then
+          if c < most then
+            text = struct.pack(set, tag, w, b[COUNT], b[SUM], b[COMP], b[MIN], b[MAX],
+              string.sub(stored, HEAD_SIZE + 1, at + 2), c + 1, string.sub(stored, at + step))
+          end
+          break
+        elseif key < k then
+          lo = mid + 1
+        else
+          hi = mid - 1
+        end
+      end
+      if lo > hi and n + 1 <= MAX_BINS then
+        local fits = true
+        if n > 0 then
+          local first = struct.unpack('<i3', stored, from)
+          local last = struct.unpack('<i3', stored, from + (n - 1) * step)
+          if k < first then first = k end
+          if k > last then last = k end
+          fits = 3 + (last - first + 1) * w >= (n + 1) * step
+        end
+        if fits then
+          local at = from + lo * step
+          text = struct.pack(insert, tag, w, b[COUNT], b[SUM], b[COMP], b[MIN], b[MAX],
+            string.sub(stored, HEAD_SIZE + 1, at - 1), k, 1, string.sub(stored, at))
+        end
+      end
+    until true
   end
   if not text then
+    local values = {}
+    for i = 1, b[NV] do values[i] = b[NV + i] end
+    local rec = { count = b[COUNT], sum = b[SUM], comp = b[COMP], min = b[MIN], max = b[MAX],
+                  values = values, pf = b[PF], nf = b[NF] }
+    if tag > 0 then
+      rec.w, rec.dense, rec.body = b[W], tag % 4 == 2, string.sub(b[STORED], b[FROM])
+    elseif tag < 0 then
+      rec.text, rec.sbins = b[REC].text, b[REC].sbins
+    end
     lib = lib or general()
-    text = lib.rewrite(b, key_name, field)
+    text = lib.rewrite(rec, key_name, field)
   end
   if redis.call('HSET', key_name, field, text) == 1 then
     expiring = expiring or {}
