@@ -74,7 +74,8 @@ if n >= limit then
   -- exactly when the entry of rank n - limit (the limit-th newest) is in it,
   -- and that entry is the one whose leaving brings the count below the
   -- limit (count > limit only after the limit was lowered).
-  local rank = int(n - limit)
+  -- That rank counted from the end is -limit.
+  local rank = '-' .. ARGV[1]
   local entry = redis.call('ZRANGE', key, rank, rank)[1] + 0
   if entry > horizon then
     local retry = entry + window - now
@@ -105,5 +106,9 @@ if newest >= score then
   member = int(score)
 end
 redis.call('ZADD', key, member, member)
-redis.call('PEXPIRE', key, int(math.ceil((score + window - now) / 1000)))
+if score == now then
+  redis.call('PEXPIRE', key, ARGV[3])
+else
+  redis.call('PEXPIRE', key, int(math.ceil((score + window - now) / 1000)))
+end
 return {1, limit - count - 1, oldest + window - now, 0}
