@@ -108,7 +108,7 @@ local KI, FIELD, EXPIRE, STORED, COUNT, SUM, COMP, MIN, MAX, TAG, W, FROM, PF, N
 -- TAG     the binary tag; 0 when none was stored, -1 for a text format
 -- W       bytes per count (binary)
 -- FROM    offset of the bins in STORED, after the header and floors (binary)
--- PF, NF  the floors (binary; nil when unset)
+-- PF, NF  the floors (nil when unset)
 -- REC     the bucket as `general().load_text` read it (text formats)
 -- NEXT    the next bucket of the call with the same field (another container)
 -- NV      the number of values added
