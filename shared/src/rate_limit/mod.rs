@@ -164,7 +164,7 @@ const SLIDING_WINDOW_COUNTER_LUA: &str = include_str!("sliding_window_counter.lu
 const TOKEN_BUCKET_LUA: &str = include_str!("token_bucket.lua");
 
 /// The Lua source of `algorithm`'s script, for a script that runs the check
-/// together with other work in one call: its `KEYS[1]` and `ARGV[1..2]` are
+/// together with other work in one call: its `KEYS[1]` and `ARGV[1..3]` are
 /// those [`RateLimiter::add_call`] appends, its reply is decoded by
 /// [`RateLimiter::decide`].
 pub(crate) fn source_of(algorithm: RateLimitAlgorithm) -> &'static str {
@@ -312,13 +312,18 @@ impl RateLimiter {
     }
 
     /// Appends the check of `client` to `invocation`: one key (the
-    /// client's state), then two arguments (the limit, the window in µs).
+    /// client's state), then three arguments (the limit, the window in µs,
+    /// the window in ms rounded up).
     pub(crate) fn add_call(&self, invocation: &mut redis::ScriptInvocation<'_>, client: &ClientId) {
         let window_us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
         invocation
             .key(self.key(client))
             .arg(self.limit)
-            .arg(window_us);
+            .arg(window_us)
+            // The sliding log's expiry when the new entry is its only one, ms
+            // rounded up: the most common accepted call then parses and
+            // formats no number in the script. The other scripts ignore it.
+            .arg(window_us.div_ceil(1000));
     }
 
     /// The decision a limiter script's reply (`{allowed, remaining,

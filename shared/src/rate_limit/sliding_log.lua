@@ -10,6 +10,8 @@
 --          members are unique even when two requests share a microsecond).
 -- ARGV[1]  limit: requests allowed per window (integer >= 1).
 -- ARGV[2]  window length in µs (integer >= 1).
+-- ARGV[3]  the window in ms, rounded up (ceil(ARGV[2] / 1000)): the expiry of
+--          a log whose only entry is the new one.
 --
 -- Returns {allowed, remaining, reset_after, retry_after} (decoded by
 -- `LimiterReply` in rate_limit/mod.rs):
@@ -34,34 +36,47 @@
 -- the scores themselves: TIME's two strings are the member.
 
 local key = KEYS[1]
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-
--- Numbers go to Redis as decimal strings built here: Redis would format a
--- Lua number argument with '%.17g', and Lua's tostring() prints µs
--- timestamps in exponent form; '%d' is exact below 2^53 and far cheaper.
-local function int(n)
-  return string.format('%d', n)
-end
 
 local t = redis.call('TIME')
 -- The request's time in µs as the member and score it is stored under:
 -- the seconds, then the microseconds padded to six digits.
-local member = t[1] .. string.sub('00000' .. t[2], -6)
-local now = tonumber(member)
--- An entry is in the window while now - entry < window, i.e. entry > horizon.
-local horizon = now - window
+local us = t[2]
+if #us < 6 then us = string.sub('00000' .. us, -6) end
+local member = t[1] .. us
 
 -- Entries in the log, in the window or not. Members are their own scores,
 -- so reading a member reads its time (no WITHSCORES, no float replies).
 local n = redis.call('ZCARD', key)
+if n == 0 then
+  -- No log (it expired with its newest entry): accepted, and the new entry
+  -- is the oldest and the newest. Nothing here needs a number but the
+  -- reply's (`+ 0` parses as tonumber() does, without a function call).
+  redis.call('ZADD', key, member, member)
+  redis.call('PEXPIRE', key, ARGV[3])
+  return {1, ARGV[1] - 1, ARGV[2] + 0, 0}
+end
+
+local limit = ARGV[1] + 0
+local window = ARGV[2] + 0
+local now = member + 0
+-- An entry is in the window while now - entry < window, i.e. entry > horizon.
+local horizon = now - window
+
+-- Numbers go to Redis as decimal strings built here: Redis would format a
+-- Lua number argument with '%.17g', and Lua's tostring() prints µs
+-- timestamps in exponent form; '%d' is exact below 2^53 and far cheaper.
+local function int(x)
+  return string.format('%d', x)
+end
+
 if n >= limit then
   -- The window holds the newest `count` entries; it holds `limit` or more
   -- exactly when the entry of rank n - limit (the limit-th newest) is in it,
   -- and that entry is the one whose leaving brings the count below the
   -- limit (count > limit only after the limit was lowered).
-  local rank = int(n - limit)
-  local entry = tonumber(redis.call('ZRANGE', key, rank, rank)[1])
+  -- That rank counted from the end is -limit.
+  local rank = '-' .. ARGV[1]
+  local entry = redis.call('ZRANGE', key, rank, rank)[1] + 0
   if entry > horizon then
     local retry = entry + window - now
     return {0, 0, retry, retry}
@@ -70,23 +85,20 @@ end
 
 -- Accepted. Trim what left the window; the count in the window is what
 -- remains (Redis deletes the key when nothing does).
-local count = 0
-if n > 0 then
-  count = n - redis.call('ZREMRANGEBYSCORE', key, '-inf', int(horizon))
-end
+local count = n - redis.call('ZREMRANGEBYSCORE', key, '-inf', int(horizon))
 if count == 0 then
   -- The new entry is the oldest and the newest.
   redis.call('ZADD', key, member, member)
-  redis.call('PEXPIRE', key, int(math.ceil(window / 1000)))
+  redis.call('PEXPIRE', key, ARGV[3])
   return {1, limit - 1, window, 0}
 end
 
 -- Keep scores strictly increasing so members stay unique, also if the server
 -- clock stepped back (failover to a replica whose clock is behind).
-local oldest = tonumber(redis.call('ZRANGE', key, '0', '0')[1])
+local oldest = redis.call('ZRANGE', key, '0', '0')[1] + 0
 local newest = oldest
 if count > 1 then
-  newest = tonumber(redis.call('ZRANGE', key, '-1', '-1')[1])
+  newest = redis.call('ZRANGE', key, '-1', '-1')[1] + 0
 end
 local score = now
 if newest >= score then
@@ -94,5 +106,9 @@ if newest >= score then
   member = int(score)
 end
 redis.call('ZADD', key, member, member)
-redis.call('PEXPIRE', key, int(math.ceil((score + window - now) / 1000)))
+if score == now then
+  redis.call('PEXPIRE', key, ARGV[3])
+else
+  redis.call('PEXPIRE', key, int(math.ceil((score + window - now) / 1000)))
+end
 return {1, limit - count - 1, oldest + window - now, 0}

@@ -79,13 +79,52 @@
 --   {"mismatch"}         a record holds another fingerprint: nothing written
 --   {"overflow", u}      the bucket sum of update u (0-based, over all parts)
 --                        would overflow a double: nothing written
+--
+-- What a call costs (Redis runs the whole chunk on every call, and this
+-- Lua spends hundreds of instructions on each C function call, table,
+-- closure or number parsed from text): the common case, one value per
+-- bucket, runs inline on a small array per bucket and rewrites a binary
+-- bucket with one `struct.pack` of the new header, the unchanged bytes
+-- around the one count and that count; a metric's value and sketch key,
+-- repeated in each of its buckets, are parsed once. Everything else (text
+-- formats, several values in a bucket, a patch that does not fit) goes
+-- through the general code below, whose functions are only created when a
+-- call needs them.
+
+-- A bucket's sketch holds at most MAX_BINS bins (see `general` below).
+local MAX_BINS = 4096
+-- The header: tag, width, count, sum, comp, min, max; 40 bytes.
+local HEAD = '<BBI6dddd'
+local HEAD_SIZE = 40
+local INF = math.huge
+
+local argv, keys = ARGV, KEYS
+
+-- The state of one bucket of the call, an array (cheaper to build than a
+-- record) with these slots; its values' sketch keys follow slot NV.
+local KI, FIELD, EXPIRE, STORED, COUNT, SUM, COMP, MIN, MAX, TAG, W, FROM, PF, NF, REC, NEXT, NV =
+  1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17
+-- STORED  the value read (false when none)
+-- TAG     the binary tag; 0 when none was stored, -1 for a text format
+-- W       bytes per count (binary)
+-- FROM    offset of the bins in STORED, after the header and floors (binary)
+-- PF, NF  the floors (nil when unset)
+-- REC     the bucket as `general().load_text` read it (text formats)
+-- NEXT    the next bucket of the call with the same field (another container)
+-- NV      the number of values added
+
+-- The general code, built by `general()` on first need. It captures
+-- nothing from the chunk (each captured local costs an allocation whenever
+-- the closure is created, i.e. on every call), so it restates its constants.
+local lib
+
+local function general()
 -- A bucket's sketch is collapsed when it holds more than MAX_BINS bins,
 -- each store to its MAX_STORE_BINS highest bins.
 local MAX_BINS = 4096
 local MAX_STORE_BINS = 2048
 -- The key of bin 0 of the positive store, less one (see above).
 local KEY_BASE = 40001
--- The header: tag, width, count, sum, comp, min, max.
 local HEAD = '<BBI6dddd'
 local COUNT_FMT = { [1] = 'B', [2] = 'H', [4] = 'I4', [6] = 'I6' }
 local COUNT_MAX = { [1] = 255, [2] = 65535, [4] = 4294967295, [6] = 281474976710655 }
@@ -94,37 +133,19 @@ local CHUNK = 1000
 
 local DIGITS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
 
--- The bucket being updated. A binary bucket keeps its bins' bytes (body)
--- until written.
-local function load(stored, value)
-  if not stored then
-    return { count = 0, sum = 0, comp = 0, min = value, max = value, values = {} }
-  end
-  local tag = string.byte(stored, 1)
-  if tag < 48 then
-    local _, w, c, sm, k, mn, mx, from = struct.unpack(HEAD, stored)
-    local b = { count = c, sum = sm, comp = k, min = mn, max = mx, w = w,
-                dense = tag % 4 == 2, values = {} }
-    if tag >= 4 then
-      local pf, nf
-      pf, nf, from = struct.unpack('<i4i4', stored, from)
-      if pf ~= 0 then b.pf = pf end
-      if nf ~= 0 then b.nf = nf end
-    end
-    b.body = string.sub(stored, from)
-    return b
-  end
+-- A bucket of a text format: its header values and where its bins are.
+local function load_text(stored)
   local c, sm, k, mn, mx, sbins, _, floors, from =
     string.match(stored, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%d+) (%d+)([^|]*)|()')
   if not c then
     -- The format before sketches: its points are not in the sketch.
     c, sm, mn, mx = string.match(stored, '^(%S+) (%S+) (%S+) (%S+)$')
     return { count = tonumber(c), sum = tonumber(sm), comp = 0,
-             min = tonumber(mn), max = tonumber(mx), text = '', sbins = 0, values = {} }
+             min = tonumber(mn), max = tonumber(mx), text = '', sbins = 0 }
   end
   local b = { count = tonumber(c), sum = tonumber(sm), comp = tonumber(k),
               min = tonumber(mn), max = tonumber(mx), text = string.sub(stored, from),
-              sbins = tonumber(sbins), values = {} }
+              sbins = tonumber(sbins) }
   if floors ~= '' then
     local pf, nf = string.match(floors, '^ (%S+) (%S+)$')
     if tonumber(pf) then b.pf = tonumber(pf) + KEY_BASE end
@@ -345,76 +366,14 @@ local function patch(b, k)
   return true
 end
 
-local check_only = ARGV[1] == 'check'
-local r = tonumber(ARGV[2])
-local fingerprint = ARGV[3]
-local p = tonumber(ARGV[6])
-
-local done = {}
-local replay_body = nil
-local fresh = 0
-for j = 1, r do
-  local seen = redis.call('HMGET', KEYS[j], 'fp', 'body')
-  if seen[1] then
-    if seen[1] ~= fingerprint then return { 'mismatch' } end
-    done[j] = true
-    if not replay_body then replay_body = seen[2] end
-  else
-    fresh = fresh + 1
-  end
-end
-if r > 0 and fresh == 0 then return { 'replay', replay_body } end
-
-local buckets = {}
-local order = {}
-local at = 7 + p
-local u = 0
-for j = 1, p do
-  local count = tonumber(ARGV[6 + j])
-  if done[j] then
-    at = at + 5 * count
-    u = u + count
-  else
-    for _ = 1, count do
-      local key_index = tonumber(ARGV[at])
-      local field = ARGV[at + 1]
-      local value = tonumber(ARGV[at + 2])
-      local id = key_index .. '|' .. field
-      local b = buckets[id]
-      if not b then
-        b = load(redis.call('HGET', KEYS[key_index], field), value)
-        buckets[id] = b
-        order[#order + 1] = { key_index, field, ARGV[at + 3], id }
-      end
-      local t = b.sum + value
-      if t ~= t or t == math.huge or t == -math.huge then
-        return { 'overflow', u }
-      end
-      if math.abs(b.sum) >= math.abs(value) then
-        b.comp = b.comp + ((b.sum - t) + value)
-      else
-        b.comp = b.comp + ((value - t) + b.sum)
-      end
-      b.sum = t
-      b.count = b.count + 1
-      if value < b.min then b.min = value end
-      if value > b.max then b.max = value end
-      b.values[#b.values + 1] = tonumber(ARGV[at + 4])
-      at = at + 5
-      u = u + 1
-    end
-  end
-end
-if check_only then return { 'checked' } end
-
-local expiring = {}
-for _, u in ipairs(order) do
-  local b = buckets[u[4]]
-  local key_name, field = KEYS[u[1]], u[2]
+-- The new value of bucket b (a record: count, sum, comp, min, max,
+-- values, and the binary bucket's w, dense, body or the text bucket's text,
+-- sbins, and the floors pf, nf); a text format's `.s` field is deleted.
+local function rewrite(b, key_name, field)
   local values = b.values
   local text
   if b.body then
-    -- A binary bucket: patch a few values in place (a single ingest: one).
+    -- A binary bucket: patch a few values in place.
     local nv = #values
     if nv <= 2 or nv * 4 <= #b.body / (3 + b.w) then
       local j = 1
@@ -440,15 +399,225 @@ for _, u in ipairs(order) do
     text = encode(b, t)
     if b.text and b.sbins > 0 then redis.call('HDEL', key_name, field .. '.s') end
   end
-  if redis.call('HSET', key_name, field, text) == 1 and not expiring[u[1]] then
-    redis.call('EXPIREAT', key_name, u[3])
-    expiring[u[1]] = true
+  return text
+end
+
+return { load_text = load_text, rewrite = rewrite }
+end
+
+local check_only = argv[1] == 'check'
+-- `+ 0` parses a number as tonumber() does, without a function call.
+local r = argv[2] + 0
+local fingerprint = argv[3]
+local p = argv[6] + 0
+
+local done = nil
+if r > 0 then
+  done = {}
+  local replay_body = nil
+  local fresh = 0
+  for j = 1, r do
+    local seen = redis.call('HMGET', keys[j], 'fp', 'body')
+    if seen[1] then
+      if seen[1] ~= fingerprint then return { 'mismatch' } end
+      done[j] = true
+      if not replay_body then replay_body = seen[2] end
+    else
+      fresh = fresh + 1
+    end
+  end
+  if fresh == 0 then return { 'replay', replay_body } end
+end
+
+-- The buckets of the call by field, chained through NEXT, and in the order
+-- of their first update.
+local buckets = {}
+local order = {}
+local at = 7 + p
+local u = 0
+-- The last value and sketch key parsed, as text and as numbers.
+local value_text, value, key_text, key
+for j = 1, p do
+  local count = argv[6 + j] + 0
+  if done and done[j] then
+    at = at + 5 * count
+    u = u + count
+  else
+    for _ = 1, count do
+      local ki = argv[at] + 0
+      local field = argv[at + 1]
+      if argv[at + 2] ~= value_text then
+        value_text = argv[at + 2]
+        value = value_text + 0
+      end
+      if argv[at + 4] ~= key_text then
+        key_text = argv[at + 4]
+        key = key_text + 0
+      end
+      local b = buckets[field]
+      while b and b[KI] ~= ki do b = b[NEXT] end
+      if not b then
+        local stored = redis.call('HGET', keys[ki], field)
+        if not stored then
+          b = { ki, field, argv[at + 3], false, 0, 0, 0, value, value, 0, 0, 0, nil, nil, nil,
+                buckets[field], 0 }
+        elseif string.byte(stored) < 48 then
+          local tag, w, c, sm, k, mn, mx, from = struct.unpack(HEAD, stored)
+          local pf, nf
+          if tag >= 4 then
+            pf, nf, from = struct.unpack('<i4i4', stored, from)
+            if pf == 0 then pf = nil end
+            if nf == 0 then nf = nil end
+          end
+          b = { ki, field, argv[at + 3], stored, c, sm, k, mn, mx, tag, w, from, pf, nf, nil,
+                buckets[field], 0 }
+        else
+          lib = lib or general()
+          local t = lib.load_text(stored)
+          b = { ki, field, argv[at + 3], stored, t.count, t.sum, t.comp, t.min, t.max, -1, 0, 0,
+                t.pf, t.nf, t, buckets[field], 0 }
+        end
+        buckets[field] = b
+        order[#order + 1] = b
+      end
+      local sum = b[SUM]
+      local t = sum + value
+      if t ~= t or t == INF or t == -INF then
+        return { 'overflow', u }
+      end
+      if (sum < 0 and -sum or sum) >= (value < 0 and -value or value) then
+        b[COMP] = b[COMP] + ((sum - t) + value)
+      else
+        b[COMP] = b[COMP] + ((value - t) + sum)
+      end
+      b[SUM] = t
+      b[COUNT] = b[COUNT] + 1
+      if value < b[MIN] then b[MIN] = value end
+      if value > b[MAX] then b[MAX] = value end
+      local nv = b[NV] + 1
+      b[NV] = nv
+      b[NV + nv] = key
+      at = at + 5
+      u = u + 1
+    end
+  end
+end
+if check_only then return { 'checked' } end
+
+local expiring = nil
+for j = 1, #order do
+  local b = order[j]
+  local key_name, field = keys[b[KI]], b[FIELD]
+  local text
+  local tag = b[TAG]
+  if b[NV] == 1 and tag == 0 then
+    -- A new bucket of one value: one sparse pair of count 1.
+    text = struct.pack('<BBI6ddddi3B', 1, 1, 1, b[SUM], b[COMP], b[MIN], b[MAX], b[NV + 1], 1)
+  elseif b[NV] == 1 and tag > 0 and (tag < 4 or b[PF] or b[NF]) then
+    -- A binary bucket and one value: its count is patched in place, unless
+    -- that needs the general code (the count would pass its width, the key
+    -- lies outside the dense run, the sparse pairs would outgrow the dense
+    -- layout or MAX_BINS, or a floor bit is set with no floor to keep). The
+    -- new value is the new header, the bytes from its end to the count, the
+    -- count and the rest, in one pack.
+    repeat
+      local k = b[NV + 1]
+      if k > 0 then
+        local pf = b[PF]
+        if pf and k < pf then k = pf end
+      elseif k < 0 then
+        local nf = b[NF]
+        if nf and k > nf then k = nf end
+      end
+      local stored, w, from = b[STORED], b[W], b[FROM]
+      -- Formats by width: one count; a key and its count; the bucket with
+      -- a count rewritten; the bucket with a (key, count) pair inserted.
+      local count, pair, set, insert, most
+      if w == 1 then
+        count, pair, set, insert, most = '<B', '<i3B', '<BBI6ddddc0Bc0', '<BBI6ddddc0i3Bc0', 255
+      elseif w == 2 then
+        count, pair, set, insert, most = '<H', '<i3H', '<BBI6ddddc0Hc0', '<BBI6ddddc0i3Hc0', 65535
+      elseif w == 4 then
+        count, pair, set, insert, most =
+          '<I4', '<i3I4', '<BBI6ddddc0I4c0', '<BBI6ddddc0i3I4c0', 4294967295
+      else
+        count, pair, set, insert, most =
+          '<I6', '<i3I6', '<BBI6ddddc0I6c0', '<BBI6ddddc0i3I6c0', 281474976710655
+      end
+      local size = #stored - from + 1
+      if tag % 4 == 2 then
+        local first = struct.unpack('<i3', stored, from)
+        local i = k - first
+        if i < 0 or i >= (size - 3) / w then break end
+        local at = from + 3 + i * w
+        local c = struct.unpack(count, stored, at)
+        if c >= most then break end
+        text = struct.pack(set, tag, w, b[COUNT], b[SUM], b[COMP], b[MIN], b[MAX],
+          string.sub(stored, HEAD_SIZE + 1, at - 1), c + 1, string.sub(stored, at + w))
+        break
+      end
+      local step = 3 + w
+      local n = size / step
+      local lo, hi = 0, n - 1
+      while lo <= hi do
+        local mid = lo + hi
+        mid = (mid - mid % 2) / 2
+        local at = from + mid * step
+        local key, c = struct.unpack(pair, stored, at)
+        if key == k then
+          if c < most then
+            text = struct.pack(set, tag, w, b[COUNT], b[SUM], b[COMP], b[MIN], b[MAX],
+              string.sub(stored, HEAD_SIZE + 1, at + 2), c + 1, string.sub(stored, at + step))
+          end
+          break
+        elseif key < k then
+          lo = mid + 1
+        else
+          hi = mid - 1
+        end
+      end
+      if lo > hi and n + 1 <= MAX_BINS then
+        local fits = true
+        if n > 0 then
+          local first = struct.unpack('<i3', stored, from)
+          local last = struct.unpack('<i3', stored, from + (n - 1) * step)
+          if k < first then first = k end
+          if k > last then last = k end
+          fits = 3 + (last - first + 1) * w >= (n + 1) * step
+        end
+        if fits then
+          local at = from + lo * step
+          text = struct.pack(insert, tag, w, b[COUNT], b[SUM], b[COMP], b[MIN], b[MAX],
+            string.sub(stored, HEAD_SIZE + 1, at - 1), k, 1, string.sub(stored, at))
+        end
+      end
+    until true
+  end
+  if not text then
+    local values = {}
+    for i = 1, b[NV] do values[i] = b[NV + i] end
+    local rec = { count = b[COUNT], sum = b[SUM], comp = b[COMP], min = b[MIN], max = b[MAX],
+                  values = values, pf = b[PF], nf = b[NF] }
+    if tag > 0 then
+      rec.w, rec.dense, rec.body = b[W], tag % 4 == 2, string.sub(b[STORED], b[FROM])
+    elseif tag < 0 then
+      rec.text, rec.sbins = b[REC].text, b[REC].sbins
+    end
+    lib = lib or general()
+    text = lib.rewrite(rec, key_name, field)
+  end
+  if redis.call('HSET', key_name, field, text) == 1 then
+    expiring = expiring or {}
+    if not expiring[key_name] then
+      redis.call('EXPIREAT', key_name, b[EXPIRE])
+      expiring[key_name] = true
+    end
   end
 end
 for j = 1, r do
   if not done[j] then
-    redis.call('HSET', KEYS[j], 'fp', fingerprint, 'body', ARGV[4])
-    redis.call('EXPIRE', KEYS[j], ARGV[5])
+    redis.call('HSET', keys[j], 'fp', fingerprint, 'body', argv[4])
+    redis.call('EXPIRE', keys[j], argv[5])
   end
 end
 return { 'stored' }

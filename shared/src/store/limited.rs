@@ -60,8 +60,9 @@ fn script_for(algorithm: RateLimitAlgorithm) -> &'static Script {
 /// The Lua source of the limited ingest around `limiter` (a limiter
 /// script's source).
 ///
-/// KEYS[1] is the limiter's key, KEYS[2..] `ingest.lua`'s keys; ARGV[1..2]
-/// the limiter's arguments, ARGV[3..] `ingest.lua`'s. Each script sees its
+/// KEYS[1] is the limiter's key, KEYS[2..] `ingest.lua`'s keys; ARGV[1..3]
+/// the limiter's arguments ([`RateLimiter::add_call`]), ARGV[4..]
+/// `ingest.lua`'s. Each script sees its
 /// own KEYS and ARGV, numbered from 1 as when it runs alone. Replies
 /// `{limiter reply}` when the request is refused (nothing else ran), else
 /// `{limiter reply, ingest.lua's reply}`.
@@ -72,11 +73,11 @@ fn limited_source(limiter: &str) -> String {
          -- the request is accepted, ingest.lua, in one atomic call.\n\
          local function check(KEYS, ARGV)\n{limiter}\nend\n\
          local function store(KEYS, ARGV)\n{ingest}\nend\n\
-         local verdict = check({{KEYS[1]}}, {{ARGV[1], ARGV[2]}})\n\
+         local verdict = check({{KEYS[1]}}, {{ARGV[1], ARGV[2], ARGV[3]}})\n\
          if verdict[1] == 0 then return {{verdict}} end\n\
          local keys, args = {{}}, {{}}\n\
          for i = 2, #KEYS do keys[i - 1] = KEYS[i] end\n\
-         for i = 3, #ARGV do args[i - 2] = ARGV[i] end\n\
+         for i = 4, #ARGV do args[i - 3] = ARGV[i] end\n\
          return {{verdict, store(keys, args)}}\n",
         ingest = super::INGEST_LUA,
     )

@@ -665,7 +665,10 @@ impl Report {
                     format!("{:.0}%", rate(row) * median(&row.server_cpu_us) / 1e4)
                 }),
                 ("Redis busy, `redis-benchmark`", &|row| {
-                    format!("{:.0}%", replayed(row) * median(&row.server_cpu_us_replay) / 1e4)
+                    format!(
+                        "{:.0}%",
+                        replayed(row) * median(&row.server_cpu_us_replay) / 1e4
+                    )
                 }),
                 ("cores used by Redis and ours", &|row| {
                     format!(
