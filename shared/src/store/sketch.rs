@@ -334,6 +334,7 @@ impl Store {
 
     /// As [`Store::add`] for an index within the reserved range (else as
     /// `add`).
+    #[inline]
     fn add_reserved(&mut self, index: i32, count: u64) {
         let at = index - self.offset;
         match self.counts.get_mut(at.max(0) as usize) {
@@ -588,19 +589,30 @@ impl Sketch {
                     .reserve_range(-high - KEY_BASE, -first - KEY_BASE);
             }
             // Every key's slot is reserved: index straight into it.
-            for j in 0..n {
-                let (key, count) = (key_at(j * size), count_at(j * size + 3));
-                match key.cmp(&0) {
-                    std::cmp::Ordering::Greater => {
-                        self.positive.add_reserved(key - KEY_BASE, count)
-                    }
-                    std::cmp::Ordering::Less => self.negative.add_reserved(-key - KEY_BASE, count),
-                    std::cmp::Ordering::Equal => self.zero = self.zero.saturating_add(count),
-                }
-                added = added.saturating_add(count);
-            }
+            added = match width {
+                1 => self.add_pairs::<1>(body),
+                2 => self.add_pairs::<2>(body),
+                4 => self.add_pairs::<4>(body),
+                _ => self.add_pairs::<6>(body),
+            };
         }
         Ok(added)
+    }
+
+    /// Adds sparse `(key i24, count)` pairs of `W`-byte counts whose
+    /// stores' ranges are reserved; returns how many values they hold.
+    fn add_pairs<const W: usize>(&mut self, body: &[u8]) -> u64 {
+        let mut added = 0u64;
+        for pair in body.chunks_exact(3 + W) {
+            let (key, count) = (key_of(pair), count_of::<W>(&pair[3..]));
+            match key.cmp(&0) {
+                std::cmp::Ordering::Greater => self.positive.add_reserved(key - KEY_BASE, count),
+                std::cmp::Ordering::Less => self.negative.add_reserved(-key - KEY_BASE, count),
+                std::cmp::Ordering::Equal => self.zero = self.zero.saturating_add(count),
+            }
+            added = added.saturating_add(count);
+        }
+        added
     }
 
     /// The stored text of this sketch (module docs), bins in index order.
