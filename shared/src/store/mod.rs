@@ -647,10 +647,10 @@ impl MetricStore {
         for bucket in self
             .read(redis, metric_type, &buckets)
             .await?
-            .iter()
+            .into_iter()
             .flatten()
         {
-            total.add_bucket(bucket);
+            total.take_bucket(bucket);
         }
         Ok(total)
     }
@@ -669,9 +669,9 @@ impl MetricStore {
     ) -> Result<Vec<WindowStats>, StoreError> {
         let buckets = self.read(redis, metric_type, plan.buckets()).await?;
         let mut points = vec![WindowStats::new(); plan.points()];
-        for (bucket, point) in buckets.iter().zip(plan.point_of_each_bucket()) {
+        for (bucket, point) in buckets.into_iter().zip(plan.point_of_each_bucket()) {
             if let Some(bucket) = bucket {
-                points[point].add_bucket(bucket);
+                points[point].take_bucket(bucket);
             }
         }
         Ok(points)

@@ -138,6 +138,172 @@ pub struct SketchParseError {
     pub token: String,
 }
 
+/// The count of `W` little-endian bytes.
+#[inline(always)]
+fn count_of<const W: usize>(bytes: &[u8]) -> u64 {
+    let mut raw = [0u8; 8];
+    raw[..W].copy_from_slice(&bytes[..W]);
+    u64::from_le_bytes(raw)
+}
+
+/// Adds a dense run of `W`-byte counts to `slots` (one count per slot) of a
+/// store holding `total` values; returns the run's sum (saturating).
+///
+/// Every slot holds at most the store's total, so when `total` plus the
+/// run's sum fits in a u64 no slot can overflow and plain additions give
+/// exactly what saturating ones would (and vectorise); otherwise each slot
+/// saturates as it would alone.
+fn add_run<const W: usize>(slots: &mut [u64], counts: &[u8], total: u64) -> u64 {
+    let sum = counts
+        .chunks_exact(W)
+        .try_fold(0u64, |sum, c| sum.checked_add(count_of::<W>(c)));
+    match sum.filter(|sum| total.checked_add(*sum).is_some()) {
+        Some(sum) => {
+            for (slot, c) in slots.iter_mut().zip(counts.chunks_exact(W)) {
+                *slot += count_of::<W>(c);
+            }
+            sum
+        }
+        None => {
+            let mut added = 0u64;
+            for (slot, c) in slots.iter_mut().zip(counts.chunks_exact(W)) {
+                let count = count_of::<W>(c);
+                *slot = slot.saturating_add(count);
+                added = added.saturating_add(count);
+            }
+            added
+        }
+    }
+}
+
+/// The stored key (i24, little-endian) at the start of `bytes`.
+#[inline(always)]
+fn key_of(bytes: &[u8]) -> i32 {
+    let raw = i32::from(bytes[0]) | (i32::from(bytes[1]) << 8) | (i32::from(bytes[2]) << 16);
+    (raw << 8) >> 8
+}
+
+/// The bins of one binary bucket ([`Sketch::add_binary`]'s layouts), read
+/// where they are stored: a window made of one bucket answers its
+/// quantiles from them in one pass of cumulative counts, in ascending key
+/// order (the negative store from its largest magnitude, zeros, then the
+/// positive store), without building a dense [`Sketch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredBins<'a> {
+    pub(super) body: &'a [u8],
+    pub(super) width: usize,
+    pub(super) dense: bool,
+}
+
+impl<'a> StoredBins<'a> {
+    /// The bins of `body` as [`Sketch::add_binary`] takes them, and how
+    /// many values they hold, when they can be read in place: the layout
+    /// fits, every key is in range and the keys ascend strictly. `None`
+    /// otherwise (then [`Sketch::add_binary`] must decide).
+    pub fn checked(body: &'a [u8], width: usize, dense: bool) -> Option<(Self, u64)> {
+        let in_range = |key: i32| key.unsigned_abs() < 2 * KEY_BASE as u32;
+        let bins = Self { body, width, dense };
+        if !matches!(width, 1 | 2 | 4 | 6) {
+            return None;
+        }
+        if dense {
+            if body.len() < 3 || !(body.len() - 3).is_multiple_of(width) {
+                return None;
+            }
+            let n = (body.len() - 3) / width;
+            let first = key_of(body);
+            if n > 0 && (!in_range(first) || !in_range(first + n as i32 - 1)) {
+                return None;
+            }
+            let counts = &body[3..];
+            let total = match width {
+                1 => counts.iter().map(|c| u64::from(*c)).sum(),
+                2 => counts.chunks_exact(2).map(count_of::<2>).sum(),
+                4 => counts.chunks_exact(4).map(count_of::<4>).sum(),
+                _ => counts
+                    .chunks_exact(6)
+                    .fold(0u64, |t, c| t.saturating_add(count_of::<6>(c))),
+            };
+            return Some((bins, total));
+        }
+        let size = 3 + width;
+        if !body.len().is_multiple_of(size) {
+            return None;
+        }
+        let mut total = 0u64;
+        let mut previous = i32::MIN;
+        for pair in body.chunks_exact(size) {
+            let key = key_of(pair);
+            if !in_range(key) || key <= previous {
+                return None;
+            }
+            previous = key;
+            total = total.saturating_add(bins.count_at(pair));
+        }
+        Some((bins, total))
+    }
+
+    fn count_at(&self, bytes: &[u8]) -> u64 {
+        match self.width {
+            1 => u64::from(bytes[3]),
+            2 => count_of::<2>(&bytes[3..]),
+            4 => count_of::<4>(&bytes[3..]),
+            _ => count_of::<6>(&bytes[3..]),
+        }
+    }
+
+    /// Every bin as (stored key, count), keys ascending, empty ones of the
+    /// dense layout included.
+    fn iter(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        let (first, pairs, step) = if self.dense {
+            (key_of(self.body), &self.body[3..], self.width)
+        } else {
+            (0, self.body, 3 + self.width)
+        };
+        pairs.chunks_exact(step).enumerate().map(move |(j, c)| {
+            if self.dense {
+                let count = match self.width {
+                    1 => u64::from(c[0]),
+                    2 => count_of::<2>(c),
+                    4 => count_of::<4>(c),
+                    _ => count_of::<6>(c),
+                };
+                (first + j as i32, count)
+            } else {
+                (key_of(c), self.count_at(c))
+            }
+        })
+    }
+
+    /// Number of nonempty bins (zeros count as one bin), as
+    /// [`Sketch::bins`] would count them.
+    pub fn bins(&self) -> usize {
+        self.iter().filter(|(_, count)| *count > 0).count()
+    }
+
+    /// As [`Sketch::quantile`] of a sketch holding only these bins, which
+    /// hold `n` values (as [`StoredBins::checked`] counted them): the same
+    /// rank, found in one pass over the stored bins.
+    pub fn quantile(&self, n: u64, q: f64) -> Option<f64> {
+        if n == 0 || !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let rank = ((q * (n - 1) as f64).floor() as u64).min(n - 1);
+        let mut seen = 0u64;
+        for (key, count) in self.iter() {
+            seen = seen.saturating_add(count);
+            if seen > rank {
+                return Some(match key.cmp(&0) {
+                    std::cmp::Ordering::Greater => value_of(key - KEY_BASE),
+                    std::cmp::Ordering::Less => -value_of(-key - KEY_BASE),
+                    std::cmp::Ordering::Equal => 0.0,
+                });
+            }
+        }
+        None
+    }
+}
+
 /// Bins of one sign, densely from `offset` (index → count), grown on demand.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Store {
@@ -168,6 +334,7 @@ impl Store {
 
     /// As [`Store::add`] for an index within the reserved range (else as
     /// `add`).
+    #[inline]
     fn add_reserved(&mut self, index: i32, count: u64) {
         let at = index - self.offset;
         match self.counts.get_mut(at.max(0) as usize) {
@@ -374,18 +541,13 @@ impl Sketch {
                 // straight into its reserved slots.
                 let start = (first - KEY_BASE - self.positive.offset) as usize;
                 let slots = &mut self.positive.counts[start..start + n];
-                if width == 1 {
-                    for (slot, count) in slots.iter_mut().zip(&body[3..]) {
-                        *slot = slot.saturating_add(u64::from(*count));
-                        added = added.saturating_add(u64::from(*count));
-                    }
-                } else {
-                    for (j, slot) in slots.iter_mut().enumerate() {
-                        let count = count_at(3 + j * width);
-                        *slot = slot.saturating_add(count);
-                        added = added.saturating_add(count);
-                    }
-                }
+                let total = self.positive.total;
+                let added = match width {
+                    1 => add_run::<1>(slots, &body[3..], total),
+                    2 => add_run::<2>(slots, &body[3..], total),
+                    4 => add_run::<4>(slots, &body[3..], total),
+                    _ => add_run::<6>(slots, &body[3..], total),
+                };
                 self.positive.total = self.positive.total.saturating_add(added);
                 return Ok(added);
             }
@@ -427,19 +589,30 @@ impl Sketch {
                     .reserve_range(-high - KEY_BASE, -first - KEY_BASE);
             }
             // Every key's slot is reserved: index straight into it.
-            for j in 0..n {
-                let (key, count) = (key_at(j * size), count_at(j * size + 3));
-                match key.cmp(&0) {
-                    std::cmp::Ordering::Greater => {
-                        self.positive.add_reserved(key - KEY_BASE, count)
-                    }
-                    std::cmp::Ordering::Less => self.negative.add_reserved(-key - KEY_BASE, count),
-                    std::cmp::Ordering::Equal => self.zero = self.zero.saturating_add(count),
-                }
-                added = added.saturating_add(count);
-            }
+            added = match width {
+                1 => self.add_pairs::<1>(body),
+                2 => self.add_pairs::<2>(body),
+                4 => self.add_pairs::<4>(body),
+                _ => self.add_pairs::<6>(body),
+            };
         }
         Ok(added)
+    }
+
+    /// Adds sparse `(key i24, count)` pairs of `W`-byte counts whose
+    /// stores' ranges are reserved; returns how many values they hold.
+    fn add_pairs<const W: usize>(&mut self, body: &[u8]) -> u64 {
+        let mut added = 0u64;
+        for pair in body.chunks_exact(3 + W) {
+            let (key, count) = (key_of(pair), count_of::<W>(&pair[3..]));
+            match key.cmp(&0) {
+                std::cmp::Ordering::Greater => self.positive.add_reserved(key - KEY_BASE, count),
+                std::cmp::Ordering::Less => self.negative.add_reserved(-key - KEY_BASE, count),
+                std::cmp::Ordering::Equal => self.zero = self.zero.saturating_add(count),
+            }
+            added = added.saturating_add(count);
+        }
+        added
     }
 
     /// The stored text of this sketch (module docs), bins in index order.

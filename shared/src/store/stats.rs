@@ -4,7 +4,7 @@
 
 use super::buckets::{BucketSketch, StoredBucket};
 use super::compensated::CompensatedSum;
-use super::sketch::Sketch;
+use super::sketch::{Sketch, StoredBins};
 
 /// 2⁻⁶⁴, exactly. A window's sum is also accumulated scaled by it, so that
 /// a total beyond `f64::MAX` of finite bucket sums is still known: up to
@@ -28,8 +28,34 @@ pub struct WindowStats {
     plain: CompensatedSum,
     scaled: CompensatedSum,
     sketch: Sketch,
+    /// The bins of the window's only bucket, kept as stored rather than
+    /// merged into `sketch` (empty then): a window of one binary bucket (a
+    /// series point at the step of its buckets) answers its quantiles from
+    /// them. Merged into `sketch` when a second bucket comes.
+    kept: Option<KeptBins>,
     /// Points of buckets without a (complete) sketch.
     unsketched: u64,
+}
+
+/// A binary bucket's bytes, where its bins start, their layout and the
+/// values they hold (checked by [`StoredBins::checked`]).
+#[derive(Debug, Clone, PartialEq)]
+struct KeptBins {
+    bytes: Vec<u8>,
+    at: usize,
+    width: usize,
+    dense: bool,
+    total: u64,
+}
+
+impl KeptBins {
+    fn bins(&self) -> StoredBins<'_> {
+        StoredBins {
+            body: &self.bytes[self.at..],
+            width: self.width,
+            dense: self.dense,
+        }
+    }
 }
 
 impl WindowStats {
@@ -40,8 +66,63 @@ impl WindowStats {
 
     /// Merges one decoded bucket.
     pub fn add_bucket(&mut self, bucket: &StoredBucket) {
-        if bucket.count == 0 {
+        if !self.add_numbers(bucket) {
             return;
+        }
+        if let Some(total) = self.keepable(bucket) {
+            if let BucketSketch::Binary {
+                bytes,
+                at,
+                width,
+                dense,
+            } = &bucket.sketch
+            {
+                self.kept = Some(KeptBins {
+                    bytes: bytes[*at..].to_vec(),
+                    at: 0,
+                    width: *width,
+                    dense: *dense,
+                    total,
+                });
+                return;
+            }
+        }
+        self.add_bins(&bucket.sketch, bucket.count);
+    }
+
+    /// As [`WindowStats::add_bucket`], taking the bucket: the first bucket
+    /// of a window keeps its bytes without copying them.
+    pub fn take_bucket(&mut self, bucket: StoredBucket) {
+        if !self.add_numbers(&bucket) {
+            return;
+        }
+        match (self.keepable(&bucket), bucket.sketch) {
+            (
+                Some(total),
+                BucketSketch::Binary {
+                    bytes,
+                    at,
+                    width,
+                    dense,
+                },
+            ) => {
+                self.kept = Some(KeptBins {
+                    bytes,
+                    at,
+                    width,
+                    dense,
+                    total,
+                })
+            }
+            (_, sketch) => self.add_bins(&sketch, bucket.count),
+        }
+    }
+
+    /// Merges a nonempty bucket's count, sums, min and max; false (nothing
+    /// merged) for an empty one.
+    fn add_numbers(&mut self, bucket: &StoredBucket) -> bool {
+        if bucket.count == 0 {
+            return false;
         }
         self.count = self.count.saturating_add(bucket.count);
         self.plain.add_sum(bucket.sum);
@@ -51,11 +132,43 @@ impl WindowStats {
         ));
         self.min = Some(self.min.map_or(bucket.min, |m| m.min(bucket.min)));
         self.max = Some(self.max.map_or(bucket.max, |m| m.max(bucket.max)));
+        true
+    }
+
+    /// For a bucket whose numbers were just merged: the values its bins
+    /// hold when they can be kept as stored, i.e. it is the window's only
+    /// bucket, binary, and its bins can be read in place and hold all its
+    /// points.
+    fn keepable(&self, bucket: &StoredBucket) -> Option<u64> {
+        let BucketSketch::Binary {
+            bytes,
+            at,
+            width,
+            dense,
+        } = &bucket.sketch
+        else {
+            return None;
+        };
+        if self.count != bucket.count || self.kept.is_some() {
+            return None;
+        }
+        let (_, total) = StoredBins::checked(bytes.get(*at..)?, *width, *dense)?;
+        (total == bucket.count).then_some(total)
+    }
+
+    /// Merges a bucket's sketch into the window's, after the kept bins of
+    /// the window's first bucket.
+    fn add_bins(&mut self, sketch: &BucketSketch, count: u64) {
+        if let Some(kept) = self.kept.take() {
+            // Checked when kept: every bin is added.
+            let bins = kept.bins();
+            let _ = self.sketch.add_binary(bins.body, bins.width, bins.dense);
+        }
         // Bins go straight into the window's sketch: should they not cover
         // the bucket's points (a bucket that gained points before its format
         // had sketches, or a folded field missing), the window reports no
         // quantiles at all, so the partial bins do no harm.
-        let read = match &bucket.sketch {
+        let read = match sketch {
             BucketSketch::Binary {
                 bytes,
                 at,
@@ -77,12 +190,12 @@ impl WindowStats {
             BucketSketch::None => Ok(0),
         };
         let sketched = match read {
-            Ok(n) if n == bucket.count => n,
+            Ok(n) if n == count => n,
             _ => 0,
         };
         self.unsketched = self
             .unsketched
-            .saturating_add(bucket.count.saturating_sub(sketched));
+            .saturating_add(count.saturating_sub(sketched));
     }
 
     /// Decodes and merges one stored bucket: its field's value (any format
@@ -97,7 +210,7 @@ impl WindowStats {
         if bucket.needs_folded() {
             bucket.set_folded(folded.map(str::to_string));
         }
-        self.add_bucket(&bucket);
+        self.take_bucket(bucket);
         Ok(())
     }
 
@@ -159,7 +272,10 @@ impl WindowStats {
         if self.count == 0 || !self.has_quantiles() {
             return None;
         }
-        let estimate = self.sketch.quantile(q)?;
+        let estimate = match &self.kept {
+            Some(kept) => kept.bins().quantile(kept.total, q)?,
+            None => self.sketch.quantile(q)?,
+        };
         Some(
             estimate
                 .max(self.min.unwrap_or(estimate))
@@ -169,7 +285,10 @@ impl WindowStats {
 
     /// Number of nonempty sketch bins merged (a measure of the work done).
     pub fn sketch_bins(&self) -> usize {
-        self.sketch.bins()
+        match &self.kept {
+            Some(kept) => kept.bins().bins(),
+            None => self.sketch.bins(),
+        }
     }
 }
 
@@ -241,5 +360,136 @@ mod tests {
         }
         assert_eq!(w.sum(), 1.0);
         assert_eq!(w.average(), Some(1.0 / 3.0));
+    }
+
+    /// A binary bucket of `values` in the sparse or dense layout, counts
+    /// `width` bytes wide.
+    fn binary_bucket(values: &[f64], dense: bool, width: usize) -> StoredBucket {
+        let mut bins = std::collections::BTreeMap::<i32, u64>::new();
+        for v in values {
+            *bins.entry(super::super::sketch::bin_key(*v)).or_default() += 1;
+        }
+        let mut bytes = vec![if dense { 2 } else { 1 }, width as u8];
+        bytes.extend_from_slice(&(values.len() as u64).to_le_bytes()[..6]);
+        let sum: f64 = values.iter().sum();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        for n in [sum, 0.0, min, max] {
+            bytes.extend_from_slice(&n.to_le_bytes());
+        }
+        if dense {
+            let (first, last) = (*bins.keys().next().unwrap(), *bins.keys().last().unwrap());
+            bytes.extend_from_slice(&first.to_le_bytes()[..3]);
+            for key in first..=last {
+                let count = bins.get(&key).copied().unwrap_or(0);
+                bytes.extend_from_slice(&count.to_le_bytes()[..width]);
+            }
+        } else {
+            for (key, count) in &bins {
+                bytes.extend_from_slice(&key.to_le_bytes()[..3]);
+                bytes.extend_from_slice(&count.to_le_bytes()[..width]);
+            }
+        }
+        StoredBucket::decode(bytes).unwrap()
+    }
+
+    /// The quantiles of `buckets` merged into a dense sketch, clamped.
+    fn dense_quantiles(buckets: &[&StoredBucket], qs: &[f64]) -> (Vec<Option<f64>>, usize) {
+        let mut sketch = Sketch::new();
+        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+        for bucket in buckets {
+            let BucketSketch::Binary {
+                bytes,
+                at,
+                width,
+                dense,
+            } = &bucket.sketch
+            else {
+                unreachable!()
+            };
+            sketch.add_binary(&bytes[*at..], *width, *dense).unwrap();
+            (min, max) = (min.min(bucket.min), max.max(bucket.max));
+        }
+        let quantiles = qs
+            .iter()
+            .map(|q| sketch.quantile(*q).map(|e| e.max(min).min(max)))
+            .collect();
+        (quantiles, sketch.bins())
+    }
+
+    #[test]
+    fn one_bucket_answers_from_its_stored_bins_as_a_dense_sketch_would() {
+        let qs: Vec<f64> = (0..=200).map(|i| f64::from(i) / 200.0).collect();
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let sets: Vec<Vec<f64>> = vec![
+            (0..1389).map(|_| 20.0 + 60.0 * next()).collect(),
+            (0..500)
+                .map(|i| match i % 5 {
+                    0 => 0.0,
+                    1 | 2 => -(1e-3 + 1e4 * next()),
+                    _ => 1e-6 + 1e3 * next() * next(),
+                })
+                .collect(),
+            (0..300).map(|_| -(1.0 + next())).collect(),
+            vec![0.0; 7],
+            vec![42.0],
+        ];
+        for values in &sets {
+            for (dense, width) in [(false, 1), (false, 2), (true, 2), (true, 4), (true, 6)] {
+                let bucket = binary_bucket(values, dense, width);
+                let mut kept = WindowStats::new();
+                kept.take_bucket(bucket.clone());
+                let mut copied = WindowStats::new();
+                copied.add_bucket(&bucket);
+                assert!(kept.kept.is_some() && copied.kept.is_some());
+                let (expected, bins) = dense_quantiles(&[&bucket], &qs);
+                for stats in [&kept, &copied] {
+                    let got: Vec<_> = qs.iter().map(|q| stats.quantile(*q)).collect();
+                    assert_eq!(got, expected, "dense {dense}, width {width}");
+                    assert_eq!(stats.sketch_bins(), bins);
+                    assert!(stats.has_quantiles());
+                }
+                // A second bucket merges the kept bins with it.
+                let other = binary_bucket(&[-3.5, 0.0, 17.0, 17.0, 1e6], !dense, 1);
+                kept.take_bucket(other.clone());
+                assert!(kept.kept.is_none());
+                let (expected, bins) = dense_quantiles(&[&bucket, &other], &qs);
+                let got: Vec<_> = qs.iter().map(|q| kept.quantile(*q)).collect();
+                assert_eq!(got, expected);
+                assert_eq!(kept.sketch_bins(), bins);
+                assert_eq!(kept.count, values.len() as u64 + 5);
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_not_readable_in_place_merge_as_before() {
+        // Sparse keys out of order, and bins that miss a point: merged the
+        // usual way (the latter without quantiles).
+        let mut bucket = binary_bucket(&[1.0, 2.0, 4.0, 8.0], false, 1);
+        if let BucketSketch::Binary { bytes, at, .. } = &mut bucket.sketch {
+            let pairs = bytes.split_off(*at);
+            bytes.extend_from_slice(
+                &[&pairs[..4], &pairs[8..12], &pairs[4..8], &pairs[12..]].concat(),
+            );
+        }
+        let mut w = WindowStats::new();
+        w.take_bucket(bucket.clone());
+        assert!(w.kept.is_none());
+        let (expected, _) = dense_quantiles(&[&bucket], &[0.0, 0.5, 1.0]);
+        let got: Vec<_> = [0.0, 0.5, 1.0].iter().map(|q| w.quantile(*q)).collect();
+        assert_eq!(got, expected);
+        let mut short = binary_bucket(&[1.0, 2.0], true, 1);
+        short.count = 3;
+        let mut v = WindowStats::new();
+        v.take_bucket(short);
+        assert!(v.kept.is_none());
+        assert_eq!(v.quantile(0.5), None);
     }
 }

@@ -599,9 +599,9 @@ impl MetricStore {
                     (_, Some(points)) => points,
                     (Some(series), None) => {
                         let mut points = vec![WindowStats::new(); layout.points];
-                        for (bucket, point) in series.iter().zip(layout.point_of) {
+                        for (bucket, point) in series.into_iter().zip(layout.point_of) {
                             if let Some(bucket) = bucket {
-                                points[*point].add_bucket(bucket);
+                                points[*point].take_bucket(bucket);
                             }
                         }
                         points
@@ -661,9 +661,9 @@ impl MetricStore {
                 let Some((group, _)) = at.next() else {
                     break;
                 };
-                for (bucket, point) in series.iter().zip(point_of) {
+                for (bucket, point) in series.into_iter().zip(point_of) {
                     if let Some(bucket) = bucket {
-                        merged[*group][*point].add_bucket(bucket);
+                        merged[*group][*point].take_bucket(bucket);
                     }
                 }
             }
