@@ -350,9 +350,9 @@ mod operations {
     /// Stores one metric (a JSON object) or a batch (a JSON array of 1 to
     /// `MAX_BATCH_SIZE`, default 500, all or nothing) in one atomic step.
     ///
-    /// **Rate limit.** Checked per client before the body is read, so every
-    /// POST counts: valid or not, single or batch (a batch is one request),
-    /// replay or not. The client is its API key when keys are configured,
+    /// **Rate limit.** Checked per client on every POST, which counts
+    /// whatever its body: valid or not, single or batch (a batch is one
+    /// request), replay or not; a refused one (429) stores nothing. The client is its API key when keys are configured,
     /// else its address: the source address API Gateway or a Function URL
     /// saw, or, behind `TRUSTED_PROXY_HOPS` proxies (1 behind an Application
     /// Load Balancer), the `X-Forwarded-For` entry the outermost one

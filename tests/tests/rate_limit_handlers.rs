@@ -239,9 +239,10 @@ async fn every_algorithm_counts_down_and_refuses_with_matching_fields() {
 
 /// Every POST counts, whatever its body: malformed JSON (400), invalid metrics
 /// (422) and oversized bodies (413) use up quota and carry the fields, and
-/// once the quota is gone garbage is refused with 429 before it is parsed.
+/// once the quota is gone every body, garbage or valid, is refused with 429
+/// and nothing of it is stored.
 #[tokio::test]
-async fn every_post_counts_and_garbage_floods_are_limited_before_parsing() {
+async fn every_post_counts_and_garbage_floods_are_refused() {
     let state = state(&[
         ("RATE_LIMIT_REQUESTS", "5"),
         ("RATE_LIMIT_WINDOW_SECONDS", "600"),
