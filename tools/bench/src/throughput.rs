@@ -17,7 +17,8 @@
 //! time and CPU: the figure is the handler and Redis, not the deserialisation
 //! of events (which the Lambda runtime does); building costs a few clones,
 //! measured apart and reported. Each request comes from a fresh client address and the limit is far above
-//! what the run sends, so every request is accepted: 2 round trips each.
+//! what the run sends, so every request is accepted: one round trip each on
+//! a single node (the limiter and the storage in one script call).
 
 use std::sync::Arc;
 use std::time::Instant;
