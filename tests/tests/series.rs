@@ -226,6 +226,15 @@ async fn a_series_has_one_aligned_point_per_step_and_empty_steps() {
     let (_, again, response) = get(&state, "/api/metrics/series", &query).await;
     assert_eq!(response.headers()["x-cache"], "HIT");
     assert_eq!(again, body);
+    // One set of quantiles in another order is the same query: a hit.
+    let asked = |order: &str| format!("{query}&quantiles={order}");
+    let (_, first, response) = get(&state, "/api/metrics/series", &asked("0.9,0.5")).await;
+    assert_eq!(response.headers()["x-cache"], "MISS");
+    let (_, second, response) = get(&state, "/api/metrics/series", &asked("0.5,0.9")).await;
+    assert_eq!(response.headers()["x-cache"], "HIT", "{second}");
+    assert_eq!(first, second);
+    let (_, _, response) = get(&state, "/api/metrics/series", &asked("0.99,0.9,0.95,0.5")).await;
+    assert_eq!(response.headers()["x-cache"], "HIT", "the default set");
     // A trailing period at 1h: the window ends at the end of the current hour.
     let (status, body, _) = get(
         &state,

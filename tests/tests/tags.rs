@@ -348,6 +348,23 @@ async fn filtered_and_grouped_series_match_brute_force() {
     .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["errors"][0]["field"], "limit", "{body}");
+    // Without `limit`, the default gives way: as many groups as fit (a day
+    // at 1m is 1,440 or 1,441 points a group, so 6), the rest counted.
+    let (status, body, _) = get(
+        &state,
+        "/api/metrics/series",
+        &format!("type={t}&period=daily&step=1m&group_by=host"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let groups = body["groups"].as_array().unwrap();
+    let points = groups[0]["points"].as_array().unwrap().len();
+    assert!(groups.len() * points <= 10_000, "{}", groups.len());
+    assert_eq!(
+        groups.len(),
+        (10_000 / points).min(groups.len() + body["groups_left_out"].as_u64().unwrap() as usize),
+        "{body}"
+    );
 }
 
 #[tokio::test]

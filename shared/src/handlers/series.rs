@@ -33,7 +33,8 @@ use crate::window::{parse_series_query, SummaryQuery, Window};
 /// `"filters"`), and `group_by=<key>` answering `{…, "group_by", "groups":
 /// [{"value", "count", "points"}], "groups_left_out"}`, largest groups (by
 /// their count over the window) first, at most `limit`; `limit` × points
-/// may not pass 10,000.
+/// may not pass 10,000 (without `limit`, the default of 100 is lowered to
+/// the groups that fit, so the query is answered).
 ///
 /// At most 1,500 points; the buckets of every point are read in one script
 /// call, so the cost depends on the window and step, never on the number of
@@ -62,7 +63,8 @@ pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
         require_method(&req, Method::GET)?;
         let client = client_identity(&req, &state.config.identity)?;
         let params = req.query_string_parameters();
-        let query = parse_series_query(
+        let limit_asked = params.first("limit").is_some();
+        let mut query = parse_series_query(
             params.iter(),
             Utc::now(),
             state.config.metrics.retention,
@@ -75,6 +77,12 @@ pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
             step,
         )
         .map_err(|err| Invalid::field("step", err.to_string()))?;
+        let fitting = (MAX_GROUPED_POINTS / plan.points()).max(1);
+        if query.tags.group_by.is_some() && !limit_asked {
+            // The default limit gives way to the cap on points: a grouped
+            // series without `limit` answers as many groups as fit.
+            query.tags.limit = query.tags.limit.min(fitting);
+        }
         if query.tags.group_by.is_some() && query.tags.limit * plan.points() > MAX_GROUPED_POINTS {
             return Err(Invalid::field(
                 "limit",
@@ -83,7 +91,7 @@ pub async fn metrics_series(state: &AppState, req: Request) -> Response<Body> {
                      per group): with {} points per group, use a limit of at most {}, or a \
                      coarser step",
                     plan.points(),
-                    (MAX_GROUPED_POINTS / plan.points()).max(1)
+                    fitting
                 ),
             )
             .into());

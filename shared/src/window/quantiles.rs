@@ -7,8 +7,9 @@ pub const DEFAULT_QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
 /// The most quantiles one query may ask for.
 pub const MAX_QUANTILES: usize = 10;
 
-/// The quantiles of a query: each in (0, 1), at most [`MAX_QUANTILES`], in
-/// the order first asked, without repeats.
+/// The quantiles of a query: each in (0, 1), at most [`MAX_QUANTILES`],
+/// ascending, without repeats, so that the same set asked in any order is
+/// one query (and one cache entry).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quantiles(Vec<f64>);
 
@@ -55,14 +56,15 @@ impl Quantiles {
         }
         if out.len() > MAX_QUANTILES {
             return Err(format!(
-                "at most {MAX_QUANTILES} quantiles (got {})",
+                "at most {MAX_QUANTILES} distinct values (got {})",
                 out.len()
             ));
         }
+        out.sort_by(f64::total_cmp);
         Ok(Self(out))
     }
 
-    /// The quantiles, in order.
+    /// The quantiles, ascending.
     pub fn as_slice(&self) -> &[f64] {
         &self.0
     }
@@ -120,14 +122,23 @@ mod tests {
     }
 
     #[test]
-    fn parsing_keeps_order_and_refuses_what_is_not_in_the_open_interval() {
+    fn parsing_sorts_and_refuses_what_is_not_in_the_open_interval() {
         assert_eq!(
             Quantiles::parse("0.5,0.999").unwrap().as_slice(),
             [0.5, 0.999]
         );
         assert_eq!(
             Quantiles::parse(" 0.9 ,0.9,0.1").unwrap().as_slice(),
-            [0.9, 0.1]
+            [0.1, 0.9]
+        );
+        // One set in any order is one query.
+        assert_eq!(
+            Quantiles::parse("0.99,0.5,0.95,0.9").unwrap(),
+            Quantiles::default()
+        );
+        assert_eq!(
+            Quantiles::parse("0.9,0.5").unwrap().canonical(),
+            Quantiles::parse("0.5,0.9").unwrap().canonical()
         );
         assert_eq!(Quantiles::default().canonical(), "0.5,0.9,0.95,0.99");
         for bad in [
