@@ -103,17 +103,13 @@ pub fn plan(from: i64, to: i64, step: i64) -> Result<SeriesPlan, PlanError> {
     let last = -((-to).div_euclid(step)) * step;
     let points = (last - first) / step;
     if points > MAX_POINTS {
-        let span = last - first;
-        let needed = (span + MAX_POINTS - 1) / MAX_POINTS;
-        let suggested_step = NAMED_STEPS.iter().find(|(_, s)| *s >= needed).map_or_else(
-            || format!("{} s", (needed + 59) / 60 * 60),
-            |(name, _)| (*name).to_string(),
-        );
         return Err(PlanError::TooManyPoints {
             points,
             step: step_label(step),
-            suggested_step,
-            longest_window_s: MAX_POINTS * step,
+            suggested_step: smallest_fitting_step(from, to),
+            // Any window this long fits whatever its alignment (the window
+            // is widened outward to whole steps).
+            longest_window_s: (MAX_POINTS - 1) * step,
         });
     }
     // Every point of one step has a cover of the same size, up to how the
@@ -145,6 +141,28 @@ pub fn plan(from: i64, to: i64, step: i64) -> Result<SeriesPlan, PlanError> {
         buckets,
         ends,
     })
+}
+
+/// Points of the window `from`..`to` at `step` once aligned outward.
+fn points_at(from: i64, to: i64, step: i64) -> i64 {
+    -((-to).div_euclid(step)) - from.div_euclid(step)
+}
+
+/// The smallest step (a multiple of 60 s) at which `from`..`to` can be
+/// planned (at most [`MAX_POINTS`] points once aligned, at most
+/// [`MAX_BUCKETS`] buckets), by its name where it has one, else in seconds
+/// with the next named step beside it.
+fn smallest_fitting_step(from: i64, to: i64) -> String {
+    let mut step = ((to - from) / MAX_POINTS / 60).max(1) * 60;
+    while points_at(from, to, step) > MAX_POINTS || plan(from, to, step).is_err() {
+        step += 60;
+    }
+    let named = NAMED_STEPS.iter().find(|(_, s)| *s >= step);
+    match named {
+        Some((name, s)) if *s == step => (*name).to_string(),
+        Some((name, _)) => format!("{step} s (or {name})"),
+        None => format!("{step} s"),
+    }
 }
 
 #[cfg(test)]
@@ -221,9 +239,25 @@ mod tests {
         ));
         let text = err.to_string();
         assert!(
-            text.contains("at least 1h") && text.contains("90000 s"),
+            text.contains("at least 1h") && text.contains("89940 s"),
             "{text}"
         );
+        // The advice works: the suggested step plans, and so does a window
+        // of the longest length named, whatever its alignment.
+        assert!(plan(BASE, BASE + 30 * 86_400, 3600).is_ok());
+        let text = plan(BASE, BASE + 2 * 86_400, 60).unwrap_err().to_string();
+        assert!(text.contains("at least 120 s (or 5m)"), "{text}");
+        assert!(plan(BASE, BASE + 2 * 86_400, 120).is_ok());
+        assert!(plan(BASE + 30, BASE + 30 + 89_940, 60).is_ok());
+        let err = plan(BASE + 30, BASE + 30 + 90_000, 60).unwrap_err();
+        assert!(
+            matches!(err, PlanError::TooManyPoints { points: 1501, .. }),
+            "{err}"
+        );
+        let text = plan(BASE, BASE + 90 * 86_400, 3600)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("at least 7200 s (or 6h)"), "{text}");
         let err = plan(BASE, BASE + 30 * 86_400, 59 * 60).unwrap_err();
         assert!(matches!(err, PlanError::TooManyBuckets { .. }), "{err}");
     }
