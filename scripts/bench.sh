@@ -21,7 +21,7 @@
 #   5b. figure 9: the design this project started from (tools/seed-peer, a
 #      FastAPI app installed on demand into target/seed-peer-venv from its
 #      pinned requirements) under uvicorn, beside our functions under
-#      `cargo lambda watch --release --concurrency 4`, both on the private
+#      `cargo lambda watch --release --concurrency 16`, both on the private
 #      Redis, measured by `bench peer` in alternating rounds; skipped with a
 #      note in the report when python3 (with venv and pip) or the install is
 #      unavailable, or figure 4's tools are missing;
@@ -440,7 +440,11 @@ fi
 
 # --- 5b. side by side with the original design (figure 9) --------------------
 if [[ -z "$peer_note" ]]; then
-    PEER_CONCURRENCY=4
+    # Lambda runs one instance per request in flight, so ours may have as
+    # many instances as wrk's largest number of connections (the emulator
+    # starts them on demand); the peer keeps its design's 4 workers.
+    OURS_CONCURRENCY=16
+    PEER_WORKERS=4
     OURS_PORT="$(free_port)"
     SEED_PORT="$(free_port)"
     OURS_PREFIX="bench-ours-$(random_suffix)"
@@ -452,15 +456,15 @@ if [[ -z "$peer_note" ]]; then
         EXTERNAL_SERVICE_FAILURE_RATE=0)
     printf '%s\n' "REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" "REDIS_KEY_PREFIX=$OURS_PREFIX" \
         TRUSTED_PROXY_HOPS=1 RUST_LOG=info "${common[@]}" >"$WORK_DIR/ours.env"
-    log "figure 9: cargo lambda watch --release on 127.0.0.1:$OURS_PORT (--concurrency $PEER_CONCURRENCY)"
+    log "figure 9: cargo lambda watch --release on 127.0.0.1:$OURS_PORT (--concurrency $OURS_CONCURRENCY)"
     cargo lambda watch --release --env-file "$WORK_DIR/ours.env" --invoke-address 127.0.0.1 \
-        --invoke-port "$OURS_PORT" --concurrency "$PEER_CONCURRENCY" --ignore-changes \
+        --invoke-port "$OURS_PORT" --concurrency "$OURS_CONCURRENCY" --ignore-changes \
         </dev/null >"$WORK_DIR/ours.log" 2>&1 &
     WATCH_PID=$!
-    log "figure 9: the original design under uvicorn on 127.0.0.1:$SEED_PORT ($PEER_CONCURRENCY workers)"
+    log "figure 9: the original design under uvicorn on 127.0.0.1:$SEED_PORT ($PEER_WORKERS workers)"
     env REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" REDIS_KEY_PREFIX="$SEED_PREFIX" "${common[@]}" \
         "$PEER_VENV/bin/uvicorn" --app-dir tools/seed-peer app:app --host 127.0.0.1 --port "$SEED_PORT" \
-        --workers "$PEER_CONCURRENCY" --no-access-log --log-level warning \
+        --workers "$PEER_WORKERS" --no-access-log --log-level warning \
         </dev/null >"$WORK_DIR/seed.log" 2>&1 &
     PEER_PID=$!
     wait_for_health "http://127.0.0.1:$OURS_PORT" "$WATCH_PID" || {
@@ -474,14 +478,14 @@ if [[ -z "$peer_note" ]]; then
     peer_args=(peer --port "$REDIS_PORT" --redis-pid "$REDIS_PID" --out "$RESULTS_DIR/peer.json"
         --ours-url "http://127.0.0.1:$OURS_PORT" --ours-pid "$WATCH_PID" --ours-prefix "$OURS_PREFIX"
         --seed-url "http://127.0.0.1:$SEED_PORT" --seed-pid "$PEER_PID" --seed-prefix "$SEED_PREFIX"
-        --emulator-concurrency "$PEER_CONCURRENCY" --peer-workers "$PEER_CONCURRENCY"
+        --emulator-concurrency "$OURS_CONCURRENCY" --peer-workers "$PEER_WORKERS"
         --rounds "${BENCH_RUNS:-$([[ -n "$QUICK" ]] && echo 1 || echo 3)}"
         --seconds "${BENCH_WRK_SECONDS:-$([[ -n "$QUICK" ]] && echo 3 || echo 8)}"
         --commands "$(
             printf 'cargo lambda watch --release --env-file <env file: TRUSTED_PROXY_HOPS=1 %s> --invoke-address 127.0.0.1 --invoke-port <port> --concurrency %s --ignore-changes\n' \
-                "${common[*]}" "$PEER_CONCURRENCY"
+                "${common[*]}" "$OURS_CONCURRENCY"
             printf '%s uvicorn --app-dir tools/seed-peer app:app --host 127.0.0.1 --port <port> --workers %s --no-access-log\n' \
-                "${common[*]}" "$PEER_CONCURRENCY"
+                "${common[*]}" "$PEER_WORKERS"
         )")
     [[ -z "$QUICK" ]] || peer_args+=(--quick)
     log "bench ${peer_args[*]}"

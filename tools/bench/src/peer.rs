@@ -143,7 +143,7 @@ pub async fn measure(opts: &Options) -> Result<(), String> {
     let mut peer = Peer {
         rounds,
         seconds,
-        emulator_concurrency: number("emulator-concurrency", 4)? as usize,
+        emulator_concurrency: number("emulator-concurrency", 16)? as usize,
         peer_workers: number("peer-workers", 4)? as usize,
         points,
         commands: opts
