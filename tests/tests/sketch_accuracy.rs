@@ -75,14 +75,7 @@ impl Buckets {
         }
         let mut call = INGEST.prepare_invoke();
         // A write without idempotency records: one part of every update.
-        call.key(keys)
-            .arg("write")
-            .arg(0)
-            .arg("")
-            .arg("")
-            .arg(0)
-            .arg(1)
-            .arg(updates.len());
+        call.key(keys).arg("write").arg(0).arg(1).arg(updates.len());
         for (i, start, value, expire, key) in updates {
             call.arg(i).arg(start).arg(value).arg(expire).arg(key);
         }

@@ -10,12 +10,14 @@
 --             each listed once
 -- ARGV[1]     "write", or "check": decide as "write" would, write nothing
 -- ARGV[2]     r, the number of records
--- ARGV[3]     fingerprint of the whole request (hex SHA-256 of its canonical
---             metrics)
--- ARGV[4]     the 201 body to remember for replays
--- ARGV[5]     TTL of the records, s
--- ARGV[6]     p, the number of parts (a part: the updates one record covers)
--- ARGV[7..6+p] the number of updates of each part, in order
+-- ARGV[3..5]  only when r > 0 (each argument costs Redis and this script a
+--             few hundred instructions, so a call without records omits
+--             them): the fingerprint of the whole request (hex SHA-256 of its
+--             canonical metrics), the 201 body to remember for replays and
+--             the TTL of the records, s
+-- ARGV[a]     p, the number of parts (a part: the updates one record
+--             covers); a = 6 when r > 0, else 3
+-- ARGV[a+1..a+p] the number of updates of each part, in order
 -- ARGV[...]   the updates, part after part, in groups of 5: key index (1-based
 --             into KEYS), field (bucket start, unix s), value (a finite float
 --             as text), expire-at (unix s: the container's end + retention,
@@ -99,6 +101,11 @@ local HEAD_SIZE = 40
 local INF = math.huge
 
 local argv, keys = ARGV, KEYS
+-- Where this script's KEYS and ARGV start in the call's, less one: 0 when it
+-- runs alone. A script holding it as a function (store/limited.rs) passes
+-- both, so that it reads the call's own tables in place instead of copies.
+local ko, ao = ...
+ko, ao = ko or 0, ao or 0
 
 -- The state of one bucket of the call, an array (cheaper to build than a
 -- record) with these slots; its values' sketch keys follow slot NV.
@@ -405,11 +412,17 @@ end
 return { load_text = load_text, rewrite = rewrite }
 end
 
-local check_only = argv[1] == 'check'
+local check_only = argv[ao + 1] == 'check'
 -- `+ 0` parses a number as tonumber() does, without a function call.
-local r = argv[2] + 0
-local fingerprint = argv[3]
-local p = argv[6] + 0
+local r = argv[ao + 2] + 0
+local fingerprint, reply_body, ttl
+-- The index of p in argv.
+local pa = ao + 3
+if r > 0 then
+  fingerprint, reply_body, ttl = argv[pa], argv[pa + 1], argv[pa + 2]
+  pa = pa + 3
+end
+local p = argv[pa] + 0
 
 local done = nil
 if r > 0 then
@@ -417,7 +430,7 @@ if r > 0 then
   local replay_body = nil
   local fresh = 0
   for j = 1, r do
-    local seen = redis.call('HMGET', keys[j], 'fp', 'body')
+    local seen = redis.call('HMGET', keys[ko + j], 'fp', 'body')
     if seen[1] then
       if seen[1] ~= fingerprint then return { 'mismatch' } end
       done[j] = true
@@ -433,18 +446,18 @@ end
 -- of their first update.
 local buckets = {}
 local order = {}
-local at = 7 + p
+local at = pa + 1 + p
 local u = 0
 -- The last value and sketch key parsed, as text and as numbers.
 local value_text, value, key_text, key
 for j = 1, p do
-  local count = argv[6 + j] + 0
+  local count = argv[pa + j] + 0
   if done and done[j] then
     at = at + 5 * count
     u = u + count
   else
     for _ = 1, count do
-      local ki = argv[at] + 0
+      local ki = argv[at] + ko
       local field = argv[at + 1]
       if argv[at + 2] ~= value_text then
         value_text = argv[at + 2]
@@ -616,8 +629,8 @@ for j = 1, #order do
 end
 for j = 1, r do
   if not done[j] then
-    redis.call('HSET', keys[j], 'fp', fingerprint, 'body', argv[4])
-    redis.call('EXPIRE', keys[j], argv[5])
+    redis.call('HSET', keys[ko + j], 'fp', fingerprint, 'body', reply_body)
+    redis.call('EXPIRE', keys[ko + j], ttl)
   end
 end
 return { 'stored' }

@@ -608,13 +608,13 @@ impl MetricStore {
             CallMode::Check => "check",
         });
         invocation.arg(records.len());
-        match idempotency {
-            Some(record) => invocation
+        // Without records the script takes no fingerprint, body or TTL.
+        if let Some(record) = idempotency.filter(|_| !records.is_empty()) {
+            invocation
                 .arg(&record.fingerprint)
                 .arg(record.response_body)
-                .arg(record.ttl_s),
-            None => invocation.arg("").arg("").arg(0),
-        };
+                .arg(record.ttl_s);
+        }
         invocation.arg(parts.len()).arg(&counts);
         for (index, start, value, expire_at, key) in &updates {
             // The redis crate writes an f64 with `ryu`: the shortest text that
