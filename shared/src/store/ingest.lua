@@ -15,15 +15,21 @@
 --             them): the fingerprint of the whole request (hex SHA-256 of its
 --             canonical metrics), the 201 body to remember for replays and
 --             the TTL of the records, s
--- ARGV[a]     p, the number of parts (a part: the updates one record
+-- ARGV[a]     p, the number of parts (a part: the metrics one record
 --             covers); a = 6 when r > 0, else 3
--- ARGV[a+1..a+p] the number of updates of each part, in order
--- ARGV[...]   the updates, part after part, in groups of 5: key index (1-based
---             into KEYS), field (bucket start, unix s), value (a finite float
---             as text), expire-at (unix s: the container's end + retention,
---             so storage stays bounded), and the value's sketch key (below;
---             computed by the caller, `sketch::bin_key` in store/sketch.rs,
---             so that the script takes no logarithm)
+-- ARGV[a+1..a+p] the number of metrics of each part, in order
+-- ARGV[...]   the expire-at of each container, in the order of KEYS (unix
+--             s: the container's end + retention, so storage stays bounded)
+-- ARGV[...]   the metrics, part after part, each as its value (a finite
+--             float as text), its sketch key (below; computed by the caller,
+--             `sketch::bin_key` in store/sketch.rs, so that the script takes
+--             no logarithm), n (the number of its buckets) and n updates of
+--             its buckets in pairs: key index (1-based into KEYS) and field
+--             (bucket start, unix s). A value and its key, the same in all
+--             the metric's buckets, are sent and parsed once.
+--
+-- Updates are numbered from 0 over the whole call, in this order (metric
+-- after metric, the buckets of each in order), as "overflow" reports them.
 --
 -- A part whose record already holds this fingerprint was stored by an
 -- earlier attempt of the same request: its updates are skipped (a retry after
@@ -87,8 +93,8 @@
 -- closure or number parsed from text): the common case, one value per
 -- bucket, runs inline on a small array per bucket and rewrites a binary
 -- bucket with one `struct.pack` of the new header, the unchanged bytes
--- around the one count and that count; a metric's value and sketch key,
--- repeated in each of its buckets, are parsed once. Everything else (text
+-- around the one count and that count; a metric's value and sketch key
+-- are sent and parsed once for all its buckets. Everything else (text
 -- formats, several values in a bucket, a patch that does not fit) goes
 -- through the general code below, whose functions are only created when a
 -- call needs them.
@@ -446,72 +452,71 @@ end
 -- of their first update.
 local buckets = {}
 local order = {}
-local at = pa + 1 + p
+-- argv[ea + ki] is the expire-at of KEYS[ki] (a container).
+local ea = pa + p - ko - r
+local at = pa + p + (#keys - ko - r) + 1
 local u = 0
--- The last value and sketch key parsed, as text and as numbers.
-local value_text, value, key_text, key
 for j = 1, p do
   local count = argv[pa + j] + 0
   if done and done[j] then
-    at = at + 5 * count
-    u = u + count
+    for _ = 1, count do
+      local n = argv[at + 2] + 0
+      at = at + 3 + 2 * n
+      u = u + n
+    end
   else
     for _ = 1, count do
-      local ki = argv[at] + ko
-      local field = argv[at + 1]
-      if argv[at + 2] ~= value_text then
-        value_text = argv[at + 2]
-        value = value_text + 0
-      end
-      if argv[at + 4] ~= key_text then
-        key_text = argv[at + 4]
-        key = key_text + 0
-      end
-      local b = buckets[field]
-      while b and b[KI] ~= ki do b = b[NEXT] end
-      if not b then
-        local stored = redis.call('HGET', keys[ki], field)
-        if not stored then
-          b = { ki, field, argv[at + 3], false, 0, 0, 0, value, value, 0, 0, 0, nil, nil, nil,
-                buckets[field], 0 }
-        elseif string.byte(stored) < 48 then
-          local tag, w, c, sm, k, mn, mx, from = struct.unpack(HEAD, stored)
-          local pf, nf
-          if tag >= 4 then
-            pf, nf, from = struct.unpack('<i4i4', stored, from)
-            if pf == 0 then pf = nil end
-            if nf == 0 then nf = nil end
+      local value, key, n = argv[at] + 0, argv[at + 1] + 0, argv[at + 2] + 0
+      at = at + 3
+      for _ = 1, n do
+        local ki = argv[at] + ko
+        local field = argv[at + 1]
+        local b = buckets[field]
+        while b and b[KI] ~= ki do b = b[NEXT] end
+        if not b then
+          local stored = redis.call('HGET', keys[ki], field)
+          if not stored then
+            b = { ki, field, argv[ea + ki], false, 0, 0, 0, value, value, 0, 0, 0, nil, nil, nil,
+                  buckets[field], 0 }
+          elseif string.byte(stored) < 48 then
+            local tag, w, c, sm, k, mn, mx, from = struct.unpack(HEAD, stored)
+            local pf, nf
+            if tag >= 4 then
+              pf, nf, from = struct.unpack('<i4i4', stored, from)
+              if pf == 0 then pf = nil end
+              if nf == 0 then nf = nil end
+            end
+            b = { ki, field, argv[ea + ki], stored, c, sm, k, mn, mx, tag, w, from, pf, nf, nil,
+                  buckets[field], 0 }
+          else
+            lib = lib or general()
+            local t = lib.load_text(stored)
+            b = { ki, field, argv[ea + ki], stored, t.count, t.sum, t.comp, t.min, t.max, -1, 0, 0,
+                  t.pf, t.nf, t, buckets[field], 0 }
           end
-          b = { ki, field, argv[at + 3], stored, c, sm, k, mn, mx, tag, w, from, pf, nf, nil,
-                buckets[field], 0 }
-        else
-          lib = lib or general()
-          local t = lib.load_text(stored)
-          b = { ki, field, argv[at + 3], stored, t.count, t.sum, t.comp, t.min, t.max, -1, 0, 0,
-                t.pf, t.nf, t, buckets[field], 0 }
+          buckets[field] = b
+          order[#order + 1] = b
         end
-        buckets[field] = b
-        order[#order + 1] = b
+        local sum = b[SUM]
+        local t = sum + value
+        if t ~= t or t == INF or t == -INF then
+          return { 'overflow', u }
+        end
+        if (sum < 0 and -sum or sum) >= (value < 0 and -value or value) then
+          b[COMP] = b[COMP] + ((sum - t) + value)
+        else
+          b[COMP] = b[COMP] + ((value - t) + sum)
+        end
+        b[SUM] = t
+        b[COUNT] = b[COUNT] + 1
+        if value < b[MIN] then b[MIN] = value end
+        if value > b[MAX] then b[MAX] = value end
+        local nv = b[NV] + 1
+        b[NV] = nv
+        b[NV + nv] = key
+        at = at + 2
+        u = u + 1
       end
-      local sum = b[SUM]
-      local t = sum + value
-      if t ~= t or t == INF or t == -INF then
-        return { 'overflow', u }
-      end
-      if (sum < 0 and -sum or sum) >= (value < 0 and -value or value) then
-        b[COMP] = b[COMP] + ((sum - t) + value)
-      else
-        b[COMP] = b[COMP] + ((value - t) + sum)
-      end
-      b[SUM] = t
-      b[COUNT] = b[COUNT] + 1
-      if value < b[MIN] then b[MIN] = value end
-      if value > b[MAX] then b[MAX] = value end
-      local nv = b[NV] + 1
-      b[NV] = nv
-      b[NV + nv] = key
-      at = at + 5
-      u = u + 1
     end
   end
 end
