@@ -55,36 +55,37 @@ impl Buckets {
     async fn ingest(&mut self, points: &[(i64, f64)]) -> Result<(), Vec<String>> {
         let mut index: BTreeMap<String, usize> = BTreeMap::new();
         let mut keys = Vec::new();
+        let mut expiries = Vec::new();
         let mut updates = Vec::new();
-        for (t, value) in points {
+        for (t, _) in points {
+            let mut buckets = Vec::new();
             for g in Granularity::ALL {
                 let bucket = BucketRef::containing(g, *t);
                 let key = self.container(bucket);
                 let i = *index.entry(key.clone()).or_insert_with(|| {
                     keys.push(key);
+                    expiries.push(bucket.container_end() + 36 * DAY);
                     keys.len()
                 });
-                updates.push((
-                    i,
-                    bucket.start,
-                    *value,
-                    bucket.container_end() + 36 * DAY,
-                    bin_key(*value),
-                ));
+                buckets.push((i, bucket.start));
             }
+            updates.push(buckets);
         }
         let mut call = INGEST.prepare_invoke();
-        // A write without idempotency records: one part of every update.
+        // A write without idempotency records: one part of every metric,
+        // each with its value, sketch key and (key index, bucket start) of
+        // its three buckets.
         call.key(keys)
             .arg("write")
             .arg(0)
-            .arg("")
-            .arg("")
-            .arg(0)
             .arg(1)
-            .arg(updates.len());
-        for (i, start, value, expire, key) in updates {
-            call.arg(i).arg(start).arg(value).arg(expire).arg(key);
+            .arg(points.len())
+            .arg(expiries);
+        for ((_, value), buckets) in points.iter().zip(updates) {
+            call.arg(value).arg(bin_key(*value)).arg(buckets.len());
+            for (i, start) in buckets {
+                call.arg(i).arg(start);
+            }
         }
         let reply: Vec<String> = call.invoke_async(&mut self.redis.clone()).await.unwrap();
         match reply.first().map(String::as_str) {

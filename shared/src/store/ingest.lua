@@ -10,18 +10,26 @@
 --             each listed once
 -- ARGV[1]     "write", or "check": decide as "write" would, write nothing
 -- ARGV[2]     r, the number of records
--- ARGV[3]     fingerprint of the whole request (hex SHA-256 of its canonical
---             metrics)
--- ARGV[4]     the 201 body to remember for replays
--- ARGV[5]     TTL of the records, s
--- ARGV[6]     p, the number of parts (a part: the updates one record covers)
--- ARGV[7..6+p] the number of updates of each part, in order
--- ARGV[...]   the updates, part after part, in groups of 5: key index (1-based
---             into KEYS), field (bucket start, unix s), value (a finite float
---             as text), expire-at (unix s: the container's end + retention,
---             so storage stays bounded), and the value's sketch key (below;
---             computed by the caller, `sketch::bin_key` in store/sketch.rs,
---             so that the script takes no logarithm)
+-- ARGV[3..5]  only when r > 0 (each argument costs Redis and this script a
+--             few hundred instructions, so a call without records omits
+--             them): the fingerprint of the whole request (hex SHA-256 of its
+--             canonical metrics), the 201 body to remember for replays and
+--             the TTL of the records, s
+-- ARGV[a]     p, the number of parts (a part: the metrics one record
+--             covers); a = 6 when r > 0, else 3
+-- ARGV[a+1..a+p] the number of metrics of each part, in order
+-- ARGV[...]   the expire-at of each container, in the order of KEYS (unix
+--             s: the container's end + retention, so storage stays bounded)
+-- ARGV[...]   the metrics, part after part, each as its value (a finite
+--             float as text), its sketch key (below; computed by the caller,
+--             `sketch::bin_key` in store/sketch.rs, so that the script takes
+--             no logarithm), n (the number of its buckets) and n updates of
+--             its buckets in pairs: key index (1-based into KEYS) and field
+--             (bucket start, unix s). A value and its key, the same in all
+--             the metric's buckets, are sent and parsed once.
+--
+-- Updates are numbered from 0 over the whole call, in this order (metric
+-- after metric, the buckets of each in order), as "overflow" reports them.
 --
 -- A part whose record already holds this fingerprint was stored by an
 -- earlier attempt of the same request: its updates are skipped (a retry after
@@ -85,8 +93,8 @@
 -- closure or number parsed from text): the common case, one value per
 -- bucket, runs inline on a small array per bucket and rewrites a binary
 -- bucket with one `struct.pack` of the new header, the unchanged bytes
--- around the one count and that count; a metric's value and sketch key,
--- repeated in each of its buckets, are parsed once. Everything else (text
+-- around the one count and that count; a metric's value and sketch key
+-- are sent and parsed once for all its buckets. Everything else (text
 -- formats, several values in a bucket, a patch that does not fit) goes
 -- through the general code below, whose functions are only created when a
 -- call needs them.
@@ -99,6 +107,11 @@ local HEAD_SIZE = 40
 local INF = math.huge
 
 local argv, keys = ARGV, KEYS
+-- Where this script's KEYS and ARGV start in the call's, less one: 0 when it
+-- runs alone. A script holding it as a function (store/limited.rs) passes
+-- both, so that it reads the call's own tables in place instead of copies.
+local ko, ao = ...
+ko, ao = ko or 0, ao or 0
 
 -- The state of one bucket of the call, an array (cheaper to build than a
 -- record) with these slots; its values' sketch keys follow slot NV.
@@ -405,11 +418,17 @@ end
 return { load_text = load_text, rewrite = rewrite }
 end
 
-local check_only = argv[1] == 'check'
+local check_only = argv[ao + 1] == 'check'
 -- `+ 0` parses a number as tonumber() does, without a function call.
-local r = argv[2] + 0
-local fingerprint = argv[3]
-local p = argv[6] + 0
+local r = argv[ao + 2] + 0
+local fingerprint, reply_body, ttl
+-- The index of p in argv.
+local pa = ao + 3
+if r > 0 then
+  fingerprint, reply_body, ttl = argv[pa], argv[pa + 1], argv[pa + 2]
+  pa = pa + 3
+end
+local p = argv[pa] + 0
 
 local done = nil
 if r > 0 then
@@ -417,7 +436,7 @@ if r > 0 then
   local replay_body = nil
   local fresh = 0
   for j = 1, r do
-    local seen = redis.call('HMGET', keys[j], 'fp', 'body')
+    local seen = redis.call('HMGET', keys[ko + j], 'fp', 'body')
     if seen[1] then
       if seen[1] ~= fingerprint then return { 'mismatch' } end
       done[j] = true
@@ -433,72 +452,71 @@ end
 -- of their first update.
 local buckets = {}
 local order = {}
-local at = 7 + p
+-- argv[ea + ki] is the expire-at of KEYS[ki] (a container).
+local ea = pa + p - ko - r
+local at = pa + p + (#keys - ko - r) + 1
 local u = 0
--- The last value and sketch key parsed, as text and as numbers.
-local value_text, value, key_text, key
 for j = 1, p do
-  local count = argv[6 + j] + 0
+  local count = argv[pa + j] + 0
   if done and done[j] then
-    at = at + 5 * count
-    u = u + count
+    for _ = 1, count do
+      local n = argv[at + 2] + 0
+      at = at + 3 + 2 * n
+      u = u + n
+    end
   else
     for _ = 1, count do
-      local ki = argv[at] + 0
-      local field = argv[at + 1]
-      if argv[at + 2] ~= value_text then
-        value_text = argv[at + 2]
-        value = value_text + 0
-      end
-      if argv[at + 4] ~= key_text then
-        key_text = argv[at + 4]
-        key = key_text + 0
-      end
-      local b = buckets[field]
-      while b and b[KI] ~= ki do b = b[NEXT] end
-      if not b then
-        local stored = redis.call('HGET', keys[ki], field)
-        if not stored then
-          b = { ki, field, argv[at + 3], false, 0, 0, 0, value, value, 0, 0, 0, nil, nil, nil,
-                buckets[field], 0 }
-        elseif string.byte(stored) < 48 then
-          local tag, w, c, sm, k, mn, mx, from = struct.unpack(HEAD, stored)
-          local pf, nf
-          if tag >= 4 then
-            pf, nf, from = struct.unpack('<i4i4', stored, from)
-            if pf == 0 then pf = nil end
-            if nf == 0 then nf = nil end
+      local value, key, n = argv[at] + 0, argv[at + 1] + 0, argv[at + 2] + 0
+      at = at + 3
+      for _ = 1, n do
+        local ki = argv[at] + ko
+        local field = argv[at + 1]
+        local b = buckets[field]
+        while b and b[KI] ~= ki do b = b[NEXT] end
+        if not b then
+          local stored = redis.call('HGET', keys[ki], field)
+          if not stored then
+            b = { ki, field, argv[ea + ki], false, 0, 0, 0, value, value, 0, 0, 0, nil, nil, nil,
+                  buckets[field], 0 }
+          elseif string.byte(stored) < 48 then
+            local tag, w, c, sm, k, mn, mx, from = struct.unpack(HEAD, stored)
+            local pf, nf
+            if tag >= 4 then
+              pf, nf, from = struct.unpack('<i4i4', stored, from)
+              if pf == 0 then pf = nil end
+              if nf == 0 then nf = nil end
+            end
+            b = { ki, field, argv[ea + ki], stored, c, sm, k, mn, mx, tag, w, from, pf, nf, nil,
+                  buckets[field], 0 }
+          else
+            lib = lib or general()
+            local t = lib.load_text(stored)
+            b = { ki, field, argv[ea + ki], stored, t.count, t.sum, t.comp, t.min, t.max, -1, 0, 0,
+                  t.pf, t.nf, t, buckets[field], 0 }
           end
-          b = { ki, field, argv[at + 3], stored, c, sm, k, mn, mx, tag, w, from, pf, nf, nil,
-                buckets[field], 0 }
-        else
-          lib = lib or general()
-          local t = lib.load_text(stored)
-          b = { ki, field, argv[at + 3], stored, t.count, t.sum, t.comp, t.min, t.max, -1, 0, 0,
-                t.pf, t.nf, t, buckets[field], 0 }
+          buckets[field] = b
+          order[#order + 1] = b
         end
-        buckets[field] = b
-        order[#order + 1] = b
+        local sum = b[SUM]
+        local t = sum + value
+        if t ~= t or t == INF or t == -INF then
+          return { 'overflow', u }
+        end
+        if (sum < 0 and -sum or sum) >= (value < 0 and -value or value) then
+          b[COMP] = b[COMP] + ((sum - t) + value)
+        else
+          b[COMP] = b[COMP] + ((value - t) + sum)
+        end
+        b[SUM] = t
+        b[COUNT] = b[COUNT] + 1
+        if value < b[MIN] then b[MIN] = value end
+        if value > b[MAX] then b[MAX] = value end
+        local nv = b[NV] + 1
+        b[NV] = nv
+        b[NV + nv] = key
+        at = at + 2
+        u = u + 1
       end
-      local sum = b[SUM]
-      local t = sum + value
-      if t ~= t or t == INF or t == -INF then
-        return { 'overflow', u }
-      end
-      if (sum < 0 and -sum or sum) >= (value < 0 and -value or value) then
-        b[COMP] = b[COMP] + ((sum - t) + value)
-      else
-        b[COMP] = b[COMP] + ((value - t) + sum)
-      end
-      b[SUM] = t
-      b[COUNT] = b[COUNT] + 1
-      if value < b[MIN] then b[MIN] = value end
-      if value > b[MAX] then b[MAX] = value end
-      local nv = b[NV] + 1
-      b[NV] = nv
-      b[NV + nv] = key
-      at = at + 5
-      u = u + 1
     end
   end
 end
@@ -616,8 +634,8 @@ for j = 1, #order do
 end
 for j = 1, r do
   if not done[j] then
-    redis.call('HSET', keys[j], 'fp', fingerprint, 'body', argv[4])
-    redis.call('EXPIRE', keys[j], argv[5])
+    redis.call('HSET', keys[ko + j], 'fp', fingerprint, 'body', reply_body)
+    redis.call('EXPIRE', keys[ko + j], ttl)
   end
 end
 return { 'stored' }

@@ -561,24 +561,26 @@ impl MetricStore {
         idempotency: Option<&Idempotency<'_>>,
     ) -> Vec<usize> {
         // KEYS: the records, then the containers in the order the metrics
-        // first touch them, each once. A tagged metric's series (its tag
-        // values', its combination's) are updated beside the type's own.
+        // first touch them, each once, with their expiries. A tagged
+        // metric's series (its tag values', its combination's) are updated
+        // beside the type's own.
         let first = records.len() + 1;
         let digests = tagged::combination_digests(metrics);
         let mut containers: BTreeMap<(&str, SeriesKey<'_>, Granularity, i64), usize> =
             BTreeMap::new();
         let mut keys: Vec<String> = Vec::new();
-        let mut counts: Vec<usize> = Vec::with_capacity(parts.len());
+        let mut expiries: Vec<i64> = Vec::new();
         let total: usize = parts.iter().map(|p| p.metrics.len()).sum();
-        let mut updates: Vec<(usize, i64, f64, i64, i32)> = Vec::with_capacity(total * 3);
+        // Per metric: its value, sketch key and number of updates; per
+        // update: the container's key index and the bucket's start.
+        let mut heads: Vec<(f64, i32, usize)> = Vec::with_capacity(total);
+        let mut updates: Vec<(usize, i64)> = Vec::with_capacity(total * 3);
         let mut owners: Vec<usize> = Vec::with_capacity(total * 3);
         for part in parts {
-            let before = updates.len();
             for &m in &part.metrics {
                 let metric = &metrics[m];
                 let t = metric.timestamp.timestamp();
-                // The value's sketch key, the same in all its buckets.
-                let key = sketch::bin_key(metric.value);
+                let before = updates.len();
                 let series = std::iter::once(SeriesKey::All)
                     .chain(tagged::tag_series(metric, digests[m].as_deref()));
                 for series in series {
@@ -592,15 +594,21 @@ impl MetricStore {
                         );
                         let index = *containers.entry(container).or_insert_with(|| {
                             keys.push(self.container_key(&metric.metric_type, series, bucket));
+                            expiries
+                                .push(bucket.container_end() + self.retention_s + EXPIRY_SLACK_S);
                             first + keys.len() - 1
                         });
-                        let expire_at = bucket.container_end() + self.retention_s + EXPIRY_SLACK_S;
-                        updates.push((index, bucket.start, metric.value, expire_at, key));
+                        updates.push((index, bucket.start));
                         owners.push(m);
                     }
                 }
+                // The value's sketch key, the same in all its buckets.
+                heads.push((
+                    metric.value,
+                    sketch::bin_key(metric.value),
+                    updates.len() - before,
+                ));
             }
-            counts.push(updates.len() - before);
         }
         invocation.key(records).key(keys);
         invocation.arg(match mode {
@@ -608,24 +616,28 @@ impl MetricStore {
             CallMode::Check => "check",
         });
         invocation.arg(records.len());
-        match idempotency {
-            Some(record) => invocation
+        // Without records the script takes no fingerprint, body or TTL.
+        if let Some(record) = idempotency.filter(|_| !records.is_empty()) {
+            invocation
                 .arg(&record.fingerprint)
                 .arg(record.response_body)
-                .arg(record.ttl_s),
-            None => invocation.arg("").arg("").arg(0),
-        };
-        invocation.arg(parts.len()).arg(&counts);
-        for (index, start, value, expire_at, key) in &updates {
+                .arg(record.ttl_s);
+        }
+        invocation.arg(parts.len());
+        for part in parts {
+            invocation.arg(part.metrics.len());
+        }
+        invocation.arg(&expiries);
+        let mut at = 0;
+        for (value, key, n) in &heads {
             // The redis crate writes an f64 with `ryu`: the shortest text that
             // parses back to the same double (`85.5`, `1e300`), which is what
             // the script's `tonumber` reads.
-            invocation
-                .arg(index)
-                .arg(start)
-                .arg(value)
-                .arg(expire_at)
-                .arg(key);
+            invocation.arg(value).arg(key).arg(n);
+            for (index, start) in &updates[at..at + n] {
+                invocation.arg(index).arg(start);
+            }
+            at += n;
         }
         owners
     }
